@@ -1,0 +1,186 @@
+//! An echo server on netactor.
+//!
+//! ```text
+//! cargo run --release --example echo -- --listen 127.0.0.1:0 [--workers N] [--cert PEM --key PEM]
+//! ```
+//!
+//! Prints `listening on IP:PORT` once ready, echoes every byte, answers a
+//! client's half-close by echoing what is pending and closing with FIN, and
+//! exits 0 on SIGINT/SIGTERM after a graceful shutdown. Memory stays bounded:
+//! when a client sends without reading, the server stops reading once its
+//! write queue passes a high-water mark and resumes when it drains.
+
+use netactor::framing::Raw;
+use netactor::{Ctx, Event, Handler, ListenOptions, Options, Reactor};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Stop reading while more than this is queued for the client.
+const HIGH_WATER: usize = 1 << 20;
+/// Resume reading when the queue falls to this.
+const LOW_WATER: usize = 256 << 10;
+
+struct Echo {
+    /// A frame the write queue refused; sent before anything else is read.
+    held: Option<bytes::Bytes>,
+}
+
+impl Handler for Echo {
+    fn on_event(&mut self, ctx: &mut Ctx<'_>, event: Event) {
+        match event {
+            Event::Read(frame) => {
+                let Some(data) = frame.into_bytes() else {
+                    return;
+                };
+                self.send(ctx, data);
+            }
+            Event::Drain => {
+                if let Some(data) = self.held.take() {
+                    self.send(ctx, data);
+                }
+                if self.held.is_none() {
+                    ctx.start_read();
+                }
+            }
+            Event::Eof => {
+                // Half-close: echo what is pending, then FIN.
+                let _ = ctx.shutdown();
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Echo {
+    fn send(&mut self, ctx: &mut Ctx<'_>, data: bytes::Bytes) {
+        match ctx.write(data.clone()) {
+            Ok(()) => {
+                if ctx.stats().write_queued > HIGH_WATER {
+                    ctx.stop_read();
+                }
+            }
+            Err(netactor::Error::NoSpace { .. }) => {
+                self.held = Some(data);
+                ctx.stop_read();
+            }
+            Err(_) => ctx.close(),
+        }
+    }
+}
+
+struct Args {
+    listen: SocketAddr,
+    workers: Option<usize>,
+    cert: Option<String>,
+    key: Option<String>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut listen = None;
+    let mut workers = None;
+    let mut cert = None;
+    let mut key = None;
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut val = |name: &str| it.next().ok_or(format!("{name} needs a value"));
+        match a.as_str() {
+            "--listen" => {
+                listen = Some(
+                    val("--listen")?
+                        .parse()
+                        .map_err(|e| format!("--listen: {e}"))?,
+                )
+            }
+            "--workers" => {
+                workers = Some(
+                    val("--workers")?
+                        .parse()
+                        .map_err(|e| format!("--workers: {e}"))?,
+                )
+            }
+            "--cert" => cert = Some(val("--cert")?),
+            "--key" => key = Some(val("--key")?),
+            "-h" | "--help" => {
+                return Err("usage: echo --listen ADDR [--workers N] [--cert PEM --key PEM]".into())
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    if cert.is_some() != key.is_some() {
+        return Err("--cert and --key go together".into());
+    }
+    Ok(Args {
+        listen: listen.ok_or("--listen ADDR is required")?,
+        workers,
+        cert,
+        key,
+    })
+}
+
+fn main() -> ExitCode {
+    env_logger::init();
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("echo: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Register signals before announcing readiness, so a signal sent right
+    // after the `listening on` line is never missed.
+    let mut signals = match signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("echo: cannot install signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut builder = Reactor::builder().shutdown_timeout(Duration::from_secs(5));
+    if let Some(n) = args.workers {
+        builder = builder.workers(n);
+    }
+    let reactor = match builder.build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("echo: cannot start reactor: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let opts = Options::new()
+        .no_delay(true)
+        .low_water_mark(Some(LOW_WATER))
+        .linger(Duration::from_secs(5));
+    let mut lo = ListenOptions::new().options(opts);
+    if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+        match netactor::tls::server_config_from_pem_files(cert, key) {
+            Ok(cfg) => lo = lo.tls(cfg),
+            Err(e) => {
+                eprintln!("echo: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    let listener = match reactor.listen_with(args.listen, lo, |ctx| {
+        ctx.set_streaming(Some(Raw));
+        Echo { held: None }
+    }) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("echo: cannot listen on {}: {e}", args.listen);
+            return ExitCode::from(1);
+        }
+    };
+    println!("listening on {}", listener.local_addr());
+    let _ = std::io::stdout().flush();
+    if let Some(sig) = signals.forever().next() {
+        log::info!("signal {sig}: shutting down");
+    }
+    drop(listener);
+    reactor.shutdown();
+    ExitCode::SUCCESS
+}

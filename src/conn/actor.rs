@@ -1,0 +1,1601 @@
+//! The connection actor: owns the socket, the buffers, the read queue and the
+//! timers of one connection, and runs on the worker that owns it.
+//!
+//! One *turn* of the actor: apply every mailbox message in order, then pump —
+//! decode what is buffered, flush the write queue, read more while someone
+//! wants data — until nothing more can be done without new readiness. The
+//! socket is registered edge-triggered, so the actor remembers readiness
+//! itself (`readable`/`writable`) and only forgets it on `WouldBlock`.
+
+use super::shared::{ConnShared, Msg};
+use super::{ConnId, Connection, Event, Options, Reply, Sink};
+use crate::error::{Error, Limit, Result, TimeoutKind};
+use crate::framing::{DecodeError, Decoder, Frame, FrameAction};
+use crate::reactor::timers::{TimerKind, TIMER_KINDS};
+use crate::reactor::worker::WorkerCtx;
+use crate::reactor::Token;
+use crate::tls::{TlsSession, TlsSetup};
+use bytes::{Buf, Bytes, BytesMut};
+use crossbeam_channel::{Sender, TrySendError};
+use socket2::SockRef;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Bytes one turn may read before yielding to other connections on the worker.
+const READ_BUDGET: usize = 512 << 10;
+/// At most this many buffers go into one vectored write.
+const MAX_IOV: usize = 64;
+/// First retry delay when the application's event channel is full.
+const RETRY_DELAY: Duration = Duration::from_millis(1);
+
+/// Code that handles a connection's events on its worker thread.
+///
+/// A handler runs on the worker, so it must not block: it reacts to the event
+/// through [`Ctx`] (write, read requests, close, …) and returns. A panic in a
+/// handler is caught; only its connection fails, with [`Error::Panicked`].
+///
+/// ```
+/// use netactor::{Ctx, Event, Handler};
+/// struct Echo;
+/// impl Handler for Echo {
+///     fn on_event(&mut self, ctx: &mut Ctx<'_>, event: Event) {
+///         match event {
+///             Event::Read(frame) => { let _ = ctx.write(frame.into_bytes().unwrap_or_default()); }
+///             Event::Eof => { let _ = ctx.shutdown(); }
+///             _ => {}
+///         }
+///     }
+/// }
+/// ```
+pub trait Handler: Send + 'static {
+    /// Called for each event of the connection, in order.
+    fn on_event(&mut self, ctx: &mut Ctx<'_>, event: Event);
+}
+
+impl<F> Handler for F
+where
+    F: FnMut(&mut Ctx<'_>, Event) + Send + 'static,
+{
+    fn on_event(&mut self, ctx: &mut Ctx<'_>, event: Event) {
+        self(ctx, event)
+    }
+}
+
+/// Outcome of polling one queued read request.
+pub(crate) enum ReadPoll {
+    Pending,
+    Done(Option<FrameAction>),
+    /// Answered with a non-fatal error; the request is finished.
+    Failed,
+    Fatal(Error),
+}
+
+/// A queued read request with its reply channel, type-erased.
+pub(crate) trait ReadRequest: Send {
+    fn poll(&mut self, buf: &mut BytesMut, eof: bool) -> ReadPoll;
+    fn fail(&mut self, e: Error);
+}
+
+pub(crate) struct QueuedRead<D: Decoder> {
+    decoder: D,
+    tx: Sender<Result<D::Output>>,
+}
+
+impl<D: Decoder> QueuedRead<D> {
+    pub(crate) fn new(decoder: D) -> (Box<dyn ReadRequest>, Reply<D::Output>) {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        (Box::new(QueuedRead { decoder, tx }), Reply::new(rx))
+    }
+}
+
+impl<D: Decoder> ReadRequest for QueuedRead<D> {
+    fn poll(&mut self, buf: &mut BytesMut, eof: bool) -> ReadPoll {
+        match self.decoder.decode(buf, eof) {
+            Ok(Some(frame)) => {
+                let _ = self.tx.try_send(Ok(frame));
+                ReadPoll::Done(self.decoder.after_frame())
+            }
+            Ok(None) => ReadPoll::Pending,
+            Err(DecodeError { error, fatal }) => {
+                let _ = self.tx.try_send(Err(error.clone()));
+                if fatal {
+                    ReadPoll::Fatal(error)
+                } else {
+                    ReadPoll::Failed
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, e: Error) {
+        let _ = self.tx.try_send(Err(e));
+    }
+}
+
+/// A streaming decoder, type-erased to produce [`Frame`]s.
+pub(crate) trait StreamDecode: Send {
+    fn decode(&mut self, buf: &mut BytesMut, eof: bool) -> Result<Option<Frame>, DecodeError>;
+    fn after_frame(&mut self) -> Option<FrameAction>;
+}
+
+pub(crate) struct StreamAdapter<D>(pub(crate) D);
+
+impl<D> StreamDecode for StreamAdapter<D>
+where
+    D: Decoder,
+    D::Output: Into<Frame>,
+{
+    fn decode(&mut self, buf: &mut BytesMut, eof: bool) -> Result<Option<Frame>, DecodeError> {
+        Ok(self.0.decode(buf, eof)?.map(Into::into))
+    }
+    fn after_frame(&mut self) -> Option<FrameAction> {
+        self.0.after_frame()
+    }
+}
+
+/// Hook run on each new socket before `connect()`: bind, set options, …
+pub type PrepareFn = dyn Fn(&socket2::Socket, SocketAddr) -> io::Result<()> + Send + Sync;
+
+/// Builds the handler of an accepted connection, on its worker.
+pub type HandlerFactory = dyn Fn(&mut Ctx<'_>) -> Box<dyn Handler> + Send + Sync;
+
+/// How a new actor gets its socket.
+pub(crate) enum Start {
+    /// Accepted or adopted: already connected.
+    Stream(TcpStream),
+    /// Connect to these addresses in turn.
+    Connect {
+        addrs: Vec<SocketAddr>,
+        prepare: Option<Arc<PrepareFn>>,
+    },
+    /// Resolve `host:port` off-worker, then connect.
+    Resolve {
+        target: String,
+        prepare: Option<Arc<PrepareFn>>,
+    },
+}
+
+/// Where events go once the actor starts.
+pub(crate) enum SinkSetup {
+    Ready(Sink),
+    Factory(Arc<HandlerFactory>),
+}
+
+pub(crate) struct NewConn {
+    pub(crate) shared: Arc<ConnShared>,
+    pub(crate) opts: Options,
+    pub(crate) sink: SinkSetup,
+    pub(crate) start: Start,
+    pub(crate) tls: Option<TlsSetup>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Resolving,
+    Connecting,
+    Open,
+    /// `close` was called: flushing the write queue until the linger deadline.
+    Closing,
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteSide {
+    Open,
+    /// Half-close once the write queue is empty.
+    ShutdownPending,
+    Shut,
+}
+
+/// Everything of a connection except its event sink: what [`Ctx`] operates on.
+pub(crate) struct Core {
+    shared: Arc<ConnShared>,
+    token: Token,
+    phase: Phase,
+    sock: Option<TcpStream>,
+    registered: bool,
+    readable: bool,
+    writable: bool,
+    rbuf: BytesMut,
+    read_size: usize,
+    eof: bool,
+    eof_reported: bool,
+    reads: VecDeque<Box<dyn ReadRequest>>,
+    stream: Option<Box<dyn StreamDecode>>,
+    read_stopped: bool,
+    wqueue: VecDeque<Bytes>,
+    wlen: usize,
+    write_side: WriteSide,
+    above_lwm: bool,
+    opts: Options,
+    act_any: Instant,
+    act_read: Instant,
+    act_write: Instant,
+    armed: [Option<Instant>; TIMER_KINDS],
+    retry_delay: Duration,
+    overflow: VecDeque<Event>,
+    out: Vec<Event>,
+    connect: Option<Box<ConnectState>>,
+    tls: Option<Box<TlsSession>>,
+    pending_tls: Option<TlsSetup>,
+    peer: Option<SocketAddr>,
+}
+
+struct ConnectState {
+    addrs: Vec<SocketAddr>,
+    next: usize,
+    prepare: Option<Arc<PrepareFn>>,
+    last_err: Option<Error>,
+}
+
+/// A connection actor: its state plus where its events go.
+pub(crate) struct Actor {
+    core: Core,
+    sink: Option<Sink>,
+}
+
+impl Actor {
+    /// Builds the actor for `new` in slot `token` and starts it.
+    pub(crate) fn start(new: NewConn, token: Token, w: &mut WorkerCtx) -> Actor {
+        let NewConn {
+            shared,
+            opts,
+            sink,
+            start,
+            tls,
+        } = new;
+        shared.token.store(token.0, Ordering::Release);
+        let now = w.now;
+        let mut core = Core {
+            shared,
+            token,
+            phase: Phase::Resolving,
+            sock: None,
+            registered: false,
+            readable: false,
+            writable: false,
+            rbuf: BytesMut::new(),
+            read_size: opts.read_size,
+            eof: false,
+            eof_reported: false,
+            reads: VecDeque::new(),
+            stream: None,
+            read_stopped: false,
+            wqueue: VecDeque::new(),
+            wlen: 0,
+            write_side: WriteSide::Open,
+            above_lwm: false,
+            opts,
+            act_any: now,
+            act_read: now,
+            act_write: now,
+            armed: [None; TIMER_KINDS],
+            retry_delay: RETRY_DELAY,
+            overflow: VecDeque::new(),
+            out: Vec::new(),
+            connect: None,
+            tls: None,
+            pending_tls: tls,
+            peer: None,
+        };
+        let (sink, factory) = match sink {
+            SinkSetup::Ready(s) => (Some(s), None),
+            SinkSetup::Factory(f) => (None, Some(f)),
+        };
+        match start {
+            Start::Stream(stream) => {
+                core.peer = stream.peer_addr().ok();
+                core.open(stream, w);
+            }
+            Start::Connect { addrs, prepare } => {
+                core.connect = Some(Box::new(ConnectState {
+                    addrs,
+                    next: 0,
+                    prepare,
+                    last_err: None,
+                }));
+                core.phase = Phase::Connecting;
+                core.try_next_address(w);
+            }
+            Start::Resolve { target, prepare } => {
+                core.connect = Some(Box::new(ConnectState {
+                    addrs: Vec::new(),
+                    next: 0,
+                    prepare,
+                    last_err: None,
+                }));
+                w.resolve(token, target);
+            }
+        }
+        let mut actor = Actor { core, sink };
+        if let Some(factory) = factory {
+            let built = {
+                let mut ctx = Ctx {
+                    core: &mut actor.core,
+                    w,
+                };
+                catch_unwind(AssertUnwindSafe(|| factory(&mut ctx)))
+            };
+            match built {
+                Ok(handler) => actor.sink = Some(Sink::Handler(handler)),
+                Err(p) => actor.core.fail(Error::Panicked(panic_message(&p)), w),
+            }
+        }
+        actor.run(w);
+        actor
+    }
+
+    pub(crate) fn token(&self) -> Token {
+        self.core.token
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.core.phase == Phase::Closed
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<ConnShared> {
+        &self.core.shared
+    }
+
+    /// Readiness from the poller.
+    pub(crate) fn on_io(&mut self, readable: bool, writable: bool, w: &mut WorkerCtx) {
+        self.core.readable |= readable;
+        self.core.writable |= writable;
+        if self.core.phase == Phase::Connecting {
+            self.core.check_connect(w);
+        }
+        self.run(w);
+    }
+
+    pub(crate) fn on_resolved(&mut self, res: io::Result<Vec<SocketAddr>>, w: &mut WorkerCtx) {
+        if self.core.phase != Phase::Resolving {
+            return;
+        }
+        match res {
+            Ok(addrs) if !addrs.is_empty() => {
+                if let Some(c) = self.core.connect.as_mut() {
+                    c.addrs = addrs;
+                }
+                self.core.phase = Phase::Connecting;
+                self.core.try_next_address(w);
+            }
+            Ok(_) => self
+                .core
+                .fail(Error::NoAddress("name resolved to no address".into()), w),
+            Err(e) => self.core.fail(Error::NoAddress(e.to_string()), w),
+        }
+        self.run(w);
+    }
+
+    pub(crate) fn on_timer(&mut self, kind: TimerKind, at: Instant, w: &mut WorkerCtx) {
+        if self.core.armed[kind as usize] != Some(at) {
+            return; // stale entry: re-armed or cancelled since
+        }
+        self.core.armed[kind as usize] = None;
+        match kind {
+            TimerKind::Activity | TimerKind::Read | TimerKind::Write => {
+                self.core.check_inactivity(kind, w)
+            }
+            TimerKind::Connect => {
+                if self.core.phase == Phase::Connecting {
+                    self.core
+                        .connect_attempt_failed(Error::TimedOut(TimeoutKind::Connect), w);
+                }
+            }
+            TimerKind::Linger => {
+                if self.core.phase == Phase::Closing {
+                    log::debug!(
+                        "{}: linger expired with {} bytes unsent",
+                        self.core.shared.id,
+                        self.core.wlen
+                    );
+                    self.core.finish(w);
+                }
+            }
+            TimerKind::Handshake => {
+                if self.core.tls.as_ref().is_some_and(|t| t.is_handshaking()) {
+                    self.core.fail(Error::TimedOut(TimeoutKind::Handshake), w);
+                }
+            }
+            TimerKind::Retry => {}
+        }
+        self.run(w);
+    }
+
+    /// Shutdown of the reactor: close, flushing until `deadline` at most.
+    pub(crate) fn on_shutdown(&mut self, deadline: Instant, w: &mut WorkerCtx) {
+        let core = &mut self.core;
+        if core.phase == Phase::Open {
+            let linger_end = w.now + core.opts.linger;
+            core.opts.linger = linger_end.min(deadline).saturating_duration_since(w.now);
+            core.close(w);
+        } else if core.phase == Phase::Closing {
+            let at = deadline;
+            core.arm(TimerKind::Linger, at, w);
+        } else if core.phase != Phase::Closed {
+            core.finish(w);
+        }
+        self.run(w);
+    }
+
+    /// Forced end (shutdown deadline passed, or the actor panicked).
+    pub(crate) fn abort(&mut self, w: &mut WorkerCtx) {
+        self.core.finish(w);
+        self.deliver(w);
+    }
+
+    /// One turn: mailbox, then pump, then event delivery.
+    pub(crate) fn run(&mut self, w: &mut WorkerCtx) {
+        let mut mail = std::mem::take(&mut w.mail);
+        loop {
+            self.core.shared.take_mail(&mut mail);
+            if mail.is_empty() {
+                break;
+            }
+            while let Some(msg) = mail.pop_front() {
+                self.apply(msg, w);
+                if self.core.phase == Phase::Closed {
+                    mail.clear();
+                    break;
+                }
+            }
+        }
+        w.mail = mail;
+        self.pump(w);
+        self.deliver(w);
+    }
+
+    fn apply(&mut self, msg: Msg, w: &mut WorkerCtx) {
+        let core = &mut self.core;
+        match msg {
+            Msg::Write(data) => core.enqueue(data),
+            Msg::WriteParts(parts) => {
+                for data in parts {
+                    core.enqueue(data);
+                }
+            }
+            Msg::PushRead(r) => core.push_read_req(r, false),
+            Msg::UnshiftRead(r) => core.push_read_req(r, true),
+            Msg::Streaming(s) => core.stream = s,
+            Msg::StopRead => core.read_stopped = true,
+            Msg::StartRead => core.read_stopped = false,
+            Msg::Shutdown => core.shutdown(w),
+            Msg::Close => core.close(w),
+            Msg::SetTimeout(kind, period) => core.set_timeout(kind, period, w),
+            Msg::ResetTimeout(kind) => core.reset_timeout(kind, w.now),
+            Msg::Configure(f) => {
+                f(&mut core.opts);
+                core.apply_options();
+            }
+            Msg::Call(f) => {
+                let r = {
+                    let mut ctx = Ctx { core, w };
+                    catch_unwind(AssertUnwindSafe(|| f(&mut ctx)))
+                };
+                if let Err(p) = r {
+                    self.core.fail(Error::Panicked(panic_message(&p)), w);
+                }
+            }
+            Msg::StartTls(setup) => core.starttls(setup, w),
+            Msg::StopTls => core.stoptls(w),
+        }
+        self.deliver(w);
+    }
+
+    /// Decode, flush and read until nothing more can happen without new readiness.
+    fn pump(&mut self, w: &mut WorkerCtx) {
+        let mut budget = READ_BUDGET;
+        loop {
+            self.dispatch(w);
+            if !matches!(self.core.phase, Phase::Open | Phase::Closing) {
+                break;
+            }
+            self.core.flush(w);
+            let core = &mut self.core;
+            if !(core.readable && core.wants_read()) {
+                break;
+            }
+            if budget == 0 {
+                w.again(core.token);
+                break;
+            }
+            match core.read_some(w) {
+                Ok(n) => budget = budget.saturating_sub(n),
+                Err(e) => {
+                    core.fail(e, w);
+                    break;
+                }
+            }
+        }
+        self.deliver(w);
+        self.core.end_of_turn(w);
+    }
+
+    /// Feeds buffered bytes to the read queue, then to the streaming decoder.
+    fn dispatch(&mut self, w: &mut WorkerCtx) {
+        loop {
+            let core = &mut self.core;
+            if core.phase != Phase::Open {
+                return;
+            }
+            if let Some(req) = core.reads.front_mut() {
+                match req.poll(&mut core.rbuf, core.eof) {
+                    ReadPoll::Pending if core.eof => {
+                        if let Some(mut r) = core.reads.pop_front() {
+                            r.fail(Error::UnexpectedEof);
+                        }
+                    }
+                    ReadPoll::Pending => break,
+                    ReadPoll::Done(action) => {
+                        core.reads.pop_front();
+                        if let Some(a) = action {
+                            core.frame_action(a, w);
+                        }
+                    }
+                    ReadPoll::Failed => {
+                        core.reads.pop_front();
+                    }
+                    ReadPoll::Fatal(e) => {
+                        core.reads.pop_front();
+                        core.fail(e, w);
+                        return;
+                    }
+                }
+            } else if let Some(dec) = core.stream.as_mut() {
+                let before = core.rbuf.len();
+                match dec.decode(&mut core.rbuf, core.eof) {
+                    Ok(Some(frame)) => {
+                        let action = dec.after_frame();
+                        core.out.push(Event::Read(frame));
+                        self.deliver(w);
+                        if let Some(a) = action {
+                            self.core.frame_action(a, w);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(DecodeError {
+                        error,
+                        fatal: false,
+                    }) => {
+                        core.out.push(Event::Error {
+                            error,
+                            fatal: false,
+                        });
+                        let stuck = core.rbuf.len() == before;
+                        self.deliver(w);
+                        if stuck {
+                            break;
+                        }
+                    }
+                    Err(DecodeError { error, fatal: true }) => {
+                        core.fail(error, w);
+                        return;
+                    }
+                }
+            } else {
+                break;
+            }
+        }
+        let core = &mut self.core;
+        if core.eof && !core.eof_reported && core.phase == Phase::Open {
+            core.eof_reported = true;
+            if core.stream.is_some() && !core.rbuf.is_empty() {
+                core.out.push(Event::Error {
+                    error: Error::UnexpectedEof,
+                    fatal: false,
+                });
+            }
+            core.out.push(Event::Eof);
+            self.deliver(w);
+        }
+        let core = &mut self.core;
+        if core.phase == Phase::Open && core.rbuf.len() > core.opts.rbuf_max {
+            let max = core.opts.rbuf_max;
+            core.fail(Error::no_space(Limit::ReadBuffer, max), w);
+        }
+    }
+
+    /// Hands queued events to the sink.
+    fn deliver(&mut self, w: &mut WorkerCtx) {
+        while !self.core.out.is_empty() {
+            let events = std::mem::take(&mut self.core.out);
+            match self.sink.as_mut() {
+                None => {
+                    // The handler factory has not run yet: keep them.
+                    self.core.out = events;
+                    return;
+                }
+                Some(Sink::Channel(tx)) => {
+                    let id = self.core.shared.id;
+                    for ev in events {
+                        if !self.core.overflow.is_empty() {
+                            self.core.overflow.push_back(ev);
+                            continue;
+                        }
+                        match tx.try_send((id, ev)) {
+                            Ok(()) => {}
+                            Err(TrySendError::Full((_, ev))) => {
+                                self.core.overflow.push_back(ev);
+                            }
+                            Err(TrySendError::Disconnected(_)) => {}
+                        }
+                    }
+                    if !self.core.overflow.is_empty() {
+                        let at = w.now + self.core.retry_delay;
+                        self.core.arm(TimerKind::Retry, at, w);
+                    }
+                }
+                Some(Sink::Handler(h)) => {
+                    for ev in events {
+                        let r = {
+                            let mut ctx = Ctx {
+                                core: &mut self.core,
+                                w,
+                            };
+                            catch_unwind(AssertUnwindSafe(|| h.on_event(&mut ctx, ev)))
+                        };
+                        if let Err(p) = r {
+                            self.core.fail(Error::Panicked(panic_message(&p)), w);
+                        }
+                    }
+                }
+            }
+        }
+        self.retry_overflow(w);
+    }
+
+    fn retry_overflow(&mut self, w: &mut WorkerCtx) {
+        if self.core.overflow.is_empty() {
+            return;
+        }
+        let Some(Sink::Channel(tx)) = self.sink.as_ref() else {
+            return;
+        };
+        let id = self.core.shared.id;
+        while let Some(ev) = self.core.overflow.pop_front() {
+            match tx.try_send((id, ev)) {
+                Ok(()) => {}
+                Err(TrySendError::Full((_, ev))) => {
+                    self.core.overflow.push_front(ev);
+                    self.core.retry_delay =
+                        (self.core.retry_delay * 2).min(Duration::from_millis(50));
+                    let at = w.now + self.core.retry_delay;
+                    self.core.arm(TimerKind::Retry, at, w);
+                    return;
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    self.core.overflow.clear();
+                }
+            }
+        }
+        self.core.retry_delay = RETRY_DELAY;
+    }
+}
+
+impl Drop for Actor {
+    fn drop(&mut self) {
+        if let Some(sock) = self.core.sock.take() {
+            if self.core.registered {
+                let _ = w_delete(&sock);
+            }
+        }
+    }
+}
+
+/// Last-resort deregistration when an actor is dropped without `finish`.
+fn w_delete(_sock: &TcpStream) -> io::Result<()> {
+    // Closing the fd removes it from every epoll set it is registered in (the
+    // fd is never dup'd), so dropping the socket is enough.
+    Ok(())
+}
+
+impl Core {
+    fn open(&mut self, stream: TcpStream, w: &mut WorkerCtx) {
+        if let Err(e) = stream.set_nonblocking(true) {
+            self.fail(Error::from_io(e), w);
+            return;
+        }
+        if !self.registered {
+            // SAFETY: the socket is deleted from the poller (in `finish`, or
+            // implicitly by closing its never-duplicated fd) before it is dropped.
+            let r = unsafe {
+                w.poller.add_with_mode(
+                    &stream,
+                    polling::Event::all(self.token.0),
+                    polling::PollMode::Edge,
+                )
+            };
+            if let Err(e) = r {
+                self.sock = Some(stream);
+                self.fail(Error::from_io(e), w);
+                return;
+            }
+            self.registered = true;
+        }
+        self.sock = Some(stream);
+        self.phase = Phase::Open;
+        self.readable = true;
+        self.writable = true;
+        self.act_any = w.now;
+        self.act_read = w.now;
+        self.act_write = w.now;
+        self.apply_options();
+        for kind in [TimeoutKind::Activity, TimeoutKind::Read, TimeoutKind::Write] {
+            self.check_inactivity(timer_of(kind), w);
+        }
+        if let Some(setup) = self.pending_tls.take() {
+            self.starttls(setup, w);
+        }
+    }
+
+    fn apply_options(&mut self) {
+        self.shared
+            .wbuf_max
+            .store(self.opts.wbuf_max, Ordering::Relaxed);
+        if let Some(sock) = &self.sock {
+            let s = SockRef::from(sock);
+            let _ = s.set_tcp_nodelay(self.opts.no_delay);
+            let _ = s.set_keepalive(self.opts.keepalive);
+            let _ = s.set_out_of_band_inline(self.opts.oobinline);
+        }
+        if self.read_size > self.opts.max_read_size {
+            self.read_size = self.opts.max_read_size;
+        }
+    }
+
+    fn wants_read(&self) -> bool {
+        self.phase == Phase::Open
+            && !self.eof
+            && !self.read_stopped
+            && self.overflow.is_empty()
+            && (!self.reads.is_empty()
+                || self.stream.is_some()
+                || self.tls.as_ref().is_some_and(|t| t.needs_read()))
+    }
+
+    /// One read from the socket into `rbuf` (through TLS if active).
+    fn read_some(&mut self, w: &mut WorkerCtx) -> Result<usize> {
+        if self.tls.is_some() {
+            return self.tls_read(w);
+        }
+        let Some(sock) = self.sock.as_ref() else {
+            self.readable = false;
+            return Ok(0);
+        };
+        if self.rbuf.capacity() == 0 {
+            if let Some(b) = w.pool.pop() {
+                self.rbuf = b;
+            }
+        }
+        self.rbuf.reserve(self.read_size);
+        let want = self.read_size.min(self.rbuf.capacity() - self.rbuf.len());
+        let spare = &mut self.rbuf.spare_capacity_mut()[..want];
+        match SockRef::from(sock).recv(spare) {
+            Ok(0) => {
+                self.eof = true;
+                self.readable = false;
+                Ok(0)
+            }
+            Ok(n) => {
+                // SAFETY: recv initialised the first `n` bytes of the spare capacity.
+                unsafe { self.rbuf.set_len(self.rbuf.len() + n) };
+                self.note_read(n, w.now);
+                if n == want && self.read_size < self.opts.max_read_size {
+                    self.read_size = (self.read_size * 2).min(self.opts.max_read_size);
+                }
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.readable = false;
+                Ok(0)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+            Err(e) => Err(Error::from_io(e)),
+        }
+    }
+
+    fn note_read(&mut self, n: usize, now: Instant) {
+        let c = &self.shared.counters;
+        c.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
+        c.read_calls.fetch_add(1, Ordering::Relaxed);
+        self.act_any = now;
+        self.act_read = now;
+    }
+
+    fn note_write(&mut self, n: usize, now: Instant) {
+        let c = &self.shared.counters;
+        c.bytes_written.fetch_add(n as u64, Ordering::Relaxed);
+        c.write_calls.fetch_add(1, Ordering::Relaxed);
+        self.act_any = now;
+        self.act_write = now;
+    }
+
+    /// Queues bytes that were already reserved against `wbuf_max`.
+    fn enqueue(&mut self, data: Bytes) {
+        if self.write_side != WriteSide::Open
+            || matches!(self.phase, Phase::Closing | Phase::Closed)
+        {
+            // Refused at the handle already; a race with shutdown/close ends here.
+            self.shared.release_write(data.len());
+            return;
+        }
+        self.wlen += data.len();
+        self.wqueue.push_back(data);
+        if let Some(lwm) = self.opts.low_water_mark {
+            if self.wlen > lwm {
+                self.above_lwm = true;
+            }
+        }
+    }
+
+    /// Writes as much of the queue as the socket takes.
+    fn flush(&mut self, w: &mut WorkerCtx) {
+        if !matches!(self.phase, Phase::Open | Phase::Closing) {
+            return;
+        }
+        if self.tls.is_some() {
+            self.tls_flush(w);
+        } else {
+            self.flush_plain(w);
+        }
+        if self.phase == Phase::Closed {
+            return;
+        }
+        if self.wqueue.is_empty() && self.write_side == WriteSide::ShutdownPending {
+            // Under TLS a half-close is close_notify, then FIN (the reference
+            // sent a bare FIN, indistinguishable from truncation).
+            if let Some(t) = self.tls.as_mut() {
+                if !t.close_sent() {
+                    t.close_notify();
+                    self.tls_flush(w);
+                }
+            }
+            if self.tls_idle() {
+                self.write_side = WriteSide::Shut;
+                if let Some(sock) = &self.sock {
+                    let _ = sock.shutdown(Shutdown::Write);
+                }
+            }
+        }
+        if self.wqueue.is_empty() && self.tls_idle() {
+            if self.phase == Phase::Closing {
+                self.finish(w);
+                return;
+            }
+        }
+        if let Some(lwm) = self.opts.low_water_mark {
+            if self.above_lwm && self.wlen <= lwm {
+                self.above_lwm = false;
+                self.out.push(Event::Drain);
+            }
+        }
+    }
+
+    fn flush_plain(&mut self, w: &mut WorkerCtx) {
+        while self.writable && !self.wqueue.is_empty() {
+            let Some(sock) = self.sock.as_ref() else {
+                return;
+            };
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let mut k = 0;
+            for b in self.wqueue.iter().take(MAX_IOV) {
+                iov[k] = IoSlice::new(b);
+                k += 1;
+            }
+            match SockRef::from(sock).send_vectored_with_flags(&iov[..k], libc::MSG_NOSIGNAL) {
+                Ok(n) => {
+                    self.consume_written(n);
+                    self.note_write(n, w.now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.fail(Error::from_io(e), w);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Drops `n` written bytes from the front of the write queue.
+    fn consume_written(&mut self, mut n: usize) {
+        self.wlen -= n;
+        self.shared.release_write(n);
+        while n > 0 {
+            let Some(front) = self.wqueue.front_mut() else {
+                break;
+            };
+            if front.len() <= n {
+                n -= front.len();
+                self.wqueue.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
+    }
+
+    fn push_read_req(&mut self, mut r: Box<dyn ReadRequest>, front: bool) {
+        if matches!(self.phase, Phase::Closing | Phase::Closed) {
+            r.fail(Error::Closed);
+            return;
+        }
+        if front {
+            self.reads.push_front(r);
+        } else {
+            self.reads.push_back(r);
+        }
+    }
+
+    fn shutdown(&mut self, w: &mut WorkerCtx) {
+        self.shared.write_shut.store(true, Ordering::Release);
+        if self.write_side == WriteSide::Open {
+            self.write_side = WriteSide::ShutdownPending;
+            // Drain events stop with the shutdown (the reference removes on_drain).
+            self.opts.low_water_mark = None;
+            self.flush(w);
+        }
+    }
+
+    fn close(&mut self, w: &mut WorkerCtx) {
+        match self.phase {
+            Phase::Closing | Phase::Closed => return,
+            Phase::Resolving | Phase::Connecting => {
+                self.finish(w);
+                return;
+            }
+            Phase::Open => {}
+        }
+        self.stream = None;
+        self.read_stopped = true;
+        self.fail_reads(Error::Closed);
+        if let Some(t) = self.tls.as_mut() {
+            t.close_notify();
+        }
+        if (self.wqueue.is_empty() && self.tls_idle())
+            || self.opts.linger.is_zero()
+            || self.sock.is_none()
+        {
+            self.finish(w);
+            return;
+        }
+        self.phase = Phase::Closing;
+        let at = w.now + self.opts.linger;
+        self.arm(TimerKind::Linger, at, w);
+        self.flush(w);
+    }
+
+    /// Reports a fatal error and closes.
+    pub(crate) fn fail(&mut self, e: Error, w: &mut WorkerCtx) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        let socket_dead = matches!(
+            e,
+            Error::BrokenPipe
+                | Error::ConnectionReset
+                | Error::ConnectionRefused
+                | Error::Unreachable
+                | Error::Io(_)
+                | Error::Tls(_)
+                | Error::TlsTruncated
+                | Error::NoAddress(_)
+        );
+        self.fail_reads(e.clone());
+        self.out.push(Event::Error {
+            error: e,
+            fatal: true,
+        });
+        if socket_dead || self.phase != Phase::Open {
+            self.finish(w);
+        } else {
+            self.close(w);
+        }
+    }
+
+    fn fail_reads(&mut self, e: Error) {
+        for mut r in self.reads.drain(..) {
+            r.fail(e.clone());
+        }
+    }
+
+    /// Releases everything and emits `Closed`.
+    fn finish(&mut self, w: &mut WorkerCtx) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        self.phase = Phase::Closed;
+        if let Some(sock) = self.sock.take() {
+            if self.registered {
+                let _ = w.poller.delete(&sock);
+                self.registered = false;
+            }
+            drop(sock);
+        }
+        self.tls = None;
+        self.shared.write_shut.store(true, Ordering::Release);
+        self.shared.release_write(self.wlen);
+        self.wlen = 0;
+        self.wqueue.clear();
+        for msg in self.shared.close_mailbox() {
+            match msg {
+                Msg::Write(b) => self.shared.release_write(b.len()),
+                Msg::WriteParts(v) => self.shared.release_write(v.iter().map(|b| b.len()).sum()),
+                Msg::PushRead(mut r) | Msg::UnshiftRead(mut r) => r.fail(Error::Closed),
+                _ => {}
+            }
+        }
+        self.fail_reads(Error::Closed);
+        self.stream = None;
+        self.rbuf = BytesMut::new();
+        self.armed = [None; TIMER_KINDS];
+        self.out.push(Event::Closed);
+    }
+
+    fn end_of_turn(&mut self, w: &mut WorkerCtx) {
+        // Both directions are finished: nothing more can happen on this socket.
+        if self.phase == Phase::Open && self.eof_reported && self.write_side == WriteSide::Shut {
+            self.close(w);
+        }
+        // An idle connection keeps no read buffer: return it to the worker's pool.
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 0 && !self.readable {
+            let buf = std::mem::take(&mut self.rbuf);
+            w.recycle(buf);
+        }
+    }
+
+    fn arm(&mut self, kind: TimerKind, at: Instant, w: &mut WorkerCtx) {
+        let slot = &mut self.armed[kind as usize];
+        if let Some(cur) = *slot {
+            if cur <= at {
+                return; // the earlier entry re-evaluates when it fires
+            }
+        }
+        *slot = Some(at);
+        w.timers.push(at, self.token, kind);
+    }
+
+    fn period_of(&self, kind: TimerKind) -> Option<(Duration, Instant)> {
+        match kind {
+            TimerKind::Activity => self.opts.timeout.map(|p| (p, self.act_any)),
+            TimerKind::Read => self.opts.rtimeout.map(|p| (p, self.act_read)),
+            TimerKind::Write => self.opts.wtimeout.map(|p| (p, self.act_write)),
+            _ => None,
+        }
+    }
+
+    fn check_inactivity(&mut self, kind: TimerKind, w: &mut WorkerCtx) {
+        if self.phase != Phase::Open {
+            return;
+        }
+        let Some((period, stamp)) = self.period_of(kind) else {
+            return;
+        };
+        if period.is_zero() {
+            return;
+        }
+        let due = stamp + period;
+        if w.now >= due {
+            match kind {
+                TimerKind::Activity => self.act_any = w.now,
+                TimerKind::Read => self.act_read = w.now,
+                _ => self.act_write = w.now,
+            }
+            self.out.push(Event::Timeout(match kind {
+                TimerKind::Activity => TimeoutKind::Activity,
+                TimerKind::Read => TimeoutKind::Read,
+                _ => TimeoutKind::Write,
+            }));
+            let at = w.now + period;
+            self.arm(kind, at, w);
+        } else {
+            self.arm(kind, due, w);
+        }
+    }
+
+    fn set_timeout(&mut self, kind: TimeoutKind, period: Option<Duration>, w: &mut WorkerCtx) {
+        match kind {
+            TimeoutKind::Activity => self.opts.timeout = period,
+            TimeoutKind::Read => self.opts.rtimeout = period,
+            TimeoutKind::Write => self.opts.wtimeout = period,
+            TimeoutKind::Connect => {
+                if let Some(p) = period {
+                    self.opts.connect_timeout = p;
+                }
+                return;
+            }
+            TimeoutKind::Handshake => return,
+        }
+        self.check_inactivity(timer_of(kind), w);
+    }
+
+    fn reset_timeout(&mut self, kind: TimeoutKind, now: Instant) {
+        match kind {
+            TimeoutKind::Activity => self.act_any = now,
+            TimeoutKind::Read => self.act_read = now,
+            TimeoutKind::Write => self.act_write = now,
+            _ => {}
+        }
+    }
+
+    fn frame_action(&mut self, action: FrameAction, w: &mut WorkerCtx) {
+        match action {
+            FrameAction::StartTlsServer(config) => self.starttls(TlsSetup::Server(config), w),
+        }
+    }
+
+    // ---- connecting -------------------------------------------------------
+
+    fn try_next_address(&mut self, w: &mut WorkerCtx) {
+        loop {
+            let Some(c) = self.connect.as_mut() else {
+                return;
+            };
+            let Some(&addr) = c.addrs.get(c.next) else {
+                let e = c
+                    .last_err
+                    .take()
+                    .unwrap_or_else(|| Error::NoAddress("no address to try".into()));
+                self.connect = None;
+                self.fail(e, w);
+                return;
+            };
+            c.next += 1;
+            let prepare = c.prepare.clone();
+            match start_connect(addr, prepare.as_deref()) {
+                Ok((stream, true)) => {
+                    self.connected(stream, addr, w);
+                    return;
+                }
+                Ok((stream, false)) => {
+                    // SAFETY: deleted before the socket is dropped (see `finish`
+                    // and `connect_attempt_failed`).
+                    let r = unsafe {
+                        w.poller.add_with_mode(
+                            &stream,
+                            polling::Event::all(self.token.0),
+                            polling::PollMode::Edge,
+                        )
+                    };
+                    match r {
+                        Ok(()) => {
+                            self.registered = true;
+                            self.sock = Some(stream);
+                            self.peer = Some(addr);
+                            let at = w.now + self.opts.connect_timeout;
+                            self.armed[TimerKind::Connect as usize] = None;
+                            self.arm(TimerKind::Connect, at, w);
+                            return;
+                        }
+                        Err(e) => {
+                            if let Some(c) = self.connect.as_mut() {
+                                c.last_err = Some(Error::from_io(e));
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    if let Some(c) = self.connect.as_mut() {
+                        c.last_err = Some(Error::from_io(e));
+                    }
+                }
+            }
+        }
+    }
+
+    fn check_connect(&mut self, w: &mut WorkerCtx) {
+        let Some(sock) = self.sock.as_ref() else {
+            return;
+        };
+        match sock.take_error() {
+            Ok(Some(e)) | Err(e) => {
+                self.connect_attempt_failed(Error::from_io(e), w);
+            }
+            Ok(None) => {
+                if !self.writable {
+                    return;
+                }
+                match sock.peer_addr() {
+                    Ok(peer) => {
+                        let stream = self.sock.take().expect("checked above");
+                        self.connected(stream, peer, w);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
+                    Err(e) => self.connect_attempt_failed(Error::from_io(e), w),
+                }
+            }
+        }
+    }
+
+    fn connect_attempt_failed(&mut self, e: Error, w: &mut WorkerCtx) {
+        if let Some(sock) = self.sock.take() {
+            if self.registered {
+                let _ = w.poller.delete(&sock);
+                self.registered = false;
+            }
+        }
+        self.readable = false;
+        self.writable = false;
+        self.armed[TimerKind::Connect as usize] = None;
+        if let Some(c) = self.connect.as_mut() {
+            c.last_err = Some(e);
+        }
+        self.try_next_address(w);
+    }
+
+    fn connected(&mut self, stream: TcpStream, peer: SocketAddr, w: &mut WorkerCtx) {
+        self.armed[TimerKind::Connect as usize] = None;
+        self.connect = None;
+        self.peer = Some(peer);
+        self.open(stream, w);
+        if self.phase == Phase::Open {
+            self.out.push(Event::Connected { peer });
+        }
+    }
+
+    // ---- TLS seam (see crate::tls) -----------------------------------------
+
+    fn tls_idle(&self) -> bool {
+        self.tls.as_ref().is_none_or(|t| !t.wants_write())
+    }
+
+    fn starttls(&mut self, setup: TlsSetup, w: &mut WorkerCtx) {
+        match self.phase {
+            Phase::Resolving | Phase::Connecting => {
+                self.pending_tls = Some(setup);
+                return;
+            }
+            Phase::Open => {}
+            _ => return,
+        }
+        if self.tls.is_some() {
+            self.out.push(Event::Error {
+                error: Error::InvalidInput("starttls while TLS is already active".into()),
+                fatal: false,
+            });
+            return;
+        }
+        match TlsSession::new(setup, self.peer) {
+            Ok(mut session) => {
+                // Bytes already buffered are ciphertext, never plaintext for the app.
+                let buffered = self.rbuf.split();
+                if let Err(e) = session.feed(&buffered) {
+                    self.tls = Some(Box::new(session));
+                    self.fail(e, w);
+                    return;
+                }
+                self.tls = Some(Box::new(session));
+                let at = w.now + crate::tls::HANDSHAKE_TIMEOUT;
+                self.arm(TimerKind::Handshake, at, w);
+                self.tls_after_io(w);
+            }
+            Err(e) => self.fail(e, w),
+        }
+    }
+
+    fn stoptls(&mut self, w: &mut WorkerCtx) {
+        if let Some(t) = self.tls.as_mut() {
+            t.stop();
+            self.flush(w);
+        }
+    }
+
+    fn tls_read(&mut self, w: &mut WorkerCtx) -> Result<usize> {
+        let Some(sock) = self.sock.as_ref() else {
+            self.readable = false;
+            return Ok(0);
+        };
+        let Some(tls) = self.tls.as_mut() else {
+            return Ok(0);
+        };
+        match tls.read_from(sock) {
+            Ok(0) => {
+                self.readable = false;
+                self.tls_after_io(w);
+                Ok(0)
+            }
+            Ok(n) => {
+                self.note_read(n, w.now);
+                self.tls_after_io(w);
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.readable = false;
+                Ok(0)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+            Err(e) => Err(Error::from_io(e)),
+        }
+    }
+
+    /// Moves decrypted bytes into `rbuf` and handles handshake / close state changes.
+    fn tls_after_io(&mut self, w: &mut WorkerCtx) {
+        let Some(tls) = self.tls.as_mut() else {
+            return;
+        };
+        let step = tls.drain_plaintext(&mut self.rbuf, self.opts.rbuf_max);
+        match step {
+            Err(e) => {
+                self.fail(e, w);
+                return;
+            }
+            Ok(st) => {
+                if st.established {
+                    self.armed[TimerKind::Handshake as usize] = None;
+                    self.out.push(Event::TlsEstablished);
+                }
+                if st.peer_closed {
+                    if st.stopping {
+                        self.tls = None;
+                        self.out.push(Event::TlsStopped);
+                    } else {
+                        self.eof = true;
+                    }
+                }
+                if st.truncated {
+                    self.fail(Error::TlsTruncated, w);
+                    return;
+                }
+                if st.tcp_eof {
+                    self.eof = true;
+                }
+            }
+        }
+        self.tls_flush(w);
+    }
+
+    fn tls_flush(&mut self, w: &mut WorkerCtx) {
+        let Some(tls) = self.tls.as_mut() else {
+            return;
+        };
+        // Move queued plaintext into the TLS engine as far as it accepts.
+        while let Some(front) = self.wqueue.front_mut() {
+            let n = tls.write_plain(front);
+            if n == 0 {
+                break;
+            }
+            self.wlen -= n;
+            self.shared.release_write(n);
+            if n == front.len() {
+                self.wqueue.pop_front();
+            } else {
+                front.advance(n);
+            }
+        }
+        let Some(sock) = self.sock.as_ref() else {
+            return;
+        };
+        while self.writable && tls.wants_write() {
+            match tls.write_to(sock) {
+                Ok(n) => {
+                    let c = &self.shared.counters;
+                    c.bytes_written.fetch_add(n as u64, Ordering::Relaxed);
+                    c.write_calls.fetch_add(1, Ordering::Relaxed);
+                    self.act_any = w.now;
+                    self.act_write = w.now;
+                    // Room in the engine again: move more plaintext in.
+                    while let Some(front) = self.wqueue.front_mut() {
+                        let m = tls.write_plain(front);
+                        if m == 0 {
+                            break;
+                        }
+                        self.wlen -= m;
+                        self.shared.release_write(m);
+                        if m == front.len() {
+                            self.wqueue.pop_front();
+                        } else {
+                            front.advance(m);
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.fail(Error::from_io(e), w);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn timer_of(kind: TimeoutKind) -> TimerKind {
+    match kind {
+        TimeoutKind::Read => TimerKind::Read,
+        TimeoutKind::Write => TimerKind::Write,
+        _ => TimerKind::Activity,
+    }
+}
+
+/// Creates a non-blocking socket for `addr` and starts connecting.
+/// Returns the stream and whether it is already connected.
+fn start_connect(addr: SocketAddr, prepare: Option<&PrepareFn>) -> io::Result<(TcpStream, bool)> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM.nonblocking().cloexec(),
+        Some(socket2::Protocol::TCP),
+    )?;
+    if let Some(p) = prepare {
+        p(&socket, addr)?;
+    }
+    match socket.connect(&addr.into()) {
+        Ok(()) => Ok((socket.into(), true)),
+        Err(e)
+            if e.raw_os_error() == Some(libc::EINPROGRESS)
+                || e.kind() == io::ErrorKind::WouldBlock =>
+        {
+            Ok((socket.into(), false))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+pub(crate) fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic".to_string()
+    }
+}
+
+/// Direct access to a connection from code running on its worker (handlers,
+/// [`Connection::call`]). Operations apply at once, without a mailbox hop.
+pub struct Ctx<'a> {
+    core: &'a mut Core,
+    w: &'a mut WorkerCtx,
+}
+
+impl Ctx<'_> {
+    /// The connection's id.
+    pub fn id(&self) -> ConnId {
+        self.core.shared.id
+    }
+
+    /// A handle other threads can use to talk to this connection.
+    pub fn connection(&self) -> Connection {
+        Connection::from_shared(self.core.shared.clone())
+    }
+
+    /// The peer's address, once connected.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.core.peer
+    }
+
+    /// Queues bytes for writing; without autocork they are written at once.
+    /// Errors as [`Connection::write`].
+    pub fn write(&mut self, data: impl Into<Bytes>) -> Result<()> {
+        let data = data.into();
+        if data.is_empty() {
+            return Ok(());
+        }
+        if matches!(self.core.phase, Phase::Closing | Phase::Closed) {
+            return Err(Error::Closed);
+        }
+        self.core.shared.reserve_write(data.len())?;
+        self.core.enqueue(data);
+        if !self.core.opts.autocork {
+            self.core.flush(self.w);
+        }
+        Ok(())
+    }
+
+    /// Encodes `msg` with its write type and queues it (all or nothing).
+    pub fn send<E: crate::framing::Encoder>(&mut self, msg: E) -> Result<()> {
+        if matches!(self.core.phase, Phase::Closing | Phase::Closed) {
+            return Err(Error::Closed);
+        }
+        let mut parts = Vec::with_capacity(2);
+        msg.encode(&mut parts)?;
+        let n: usize = parts.iter().map(|b| b.len()).sum();
+        self.core.shared.reserve_write(n)?;
+        for data in parts {
+            self.core.enqueue(data);
+        }
+        if !self.core.opts.autocork {
+            self.core.flush(self.w);
+        }
+        Ok(())
+    }
+
+    /// Queues a read at the back of the read queue.
+    pub fn push_read<D: Decoder>(&mut self, decoder: D) -> Reply<D::Output> {
+        let (req, reply) = QueuedRead::new(decoder);
+        self.core.push_read_req(req, false);
+        reply
+    }
+
+    /// Queues a read at the front of the read queue.
+    pub fn unshift_read<D: Decoder>(&mut self, decoder: D) -> Reply<D::Output> {
+        let (req, reply) = QueuedRead::new(decoder);
+        self.core.push_read_req(req, true);
+        reply
+    }
+
+    /// Sets (or clears) the streaming decoder; see [`Connection::set_streaming`].
+    pub fn set_streaming<D>(&mut self, decoder: Option<D>)
+    where
+        D: Decoder,
+        D::Output: Into<Frame>,
+    {
+        self.core.stream = decoder.map(|d| Box::new(StreamAdapter(d)) as Box<dyn StreamDecode>);
+    }
+
+    /// Stops reading from the socket.
+    pub fn stop_read(&mut self) {
+        self.core.read_stopped = true;
+    }
+
+    /// Resumes reading.
+    pub fn start_read(&mut self) {
+        self.core.read_stopped = false;
+    }
+
+    /// The unconsumed bytes in the read buffer; removing from the front is allowed.
+    pub fn read_buffer(&mut self) -> &mut BytesMut {
+        &mut self.core.rbuf
+    }
+
+    /// Half-close after everything queued is written.
+    pub fn shutdown(&mut self) -> Result<()> {
+        if matches!(self.core.phase, Phase::Closed) {
+            return Err(Error::Closed);
+        }
+        self.core.shutdown(self.w);
+        Ok(())
+    }
+
+    /// Close (queued writes linger).
+    pub fn close(&mut self) {
+        self.core.close(self.w);
+    }
+
+    /// Sets an inactivity timeout.
+    pub fn set_timeout(&mut self, kind: TimeoutKind, period: Option<Duration>) {
+        self.core.set_timeout(kind, period, self.w);
+    }
+
+    /// Counts now as activity for the given timer.
+    pub fn reset_timeout(&mut self, kind: TimeoutKind) {
+        let now = Instant::now();
+        self.core.reset_timeout(kind, now);
+    }
+
+    /// The connection's options, to change on the fly (socket options apply
+    /// when the closure returns).
+    pub fn configure(&mut self, f: impl FnOnce(&mut Options)) {
+        f(&mut self.core.opts);
+        self.core.apply_options();
+    }
+
+    /// Starts TLS; bytes already buffered are handed to the TLS engine.
+    pub fn starttls(&mut self, setup: TlsSetup) {
+        self.core.starttls(setup, self.w);
+    }
+
+    /// Sends close_notify; the stream becomes plaintext once the peer answers.
+    pub fn stoptls(&mut self) {
+        self.core.stoptls(self.w);
+    }
+
+    /// The ALPN protocol the TLS handshake agreed on.
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        self.core.tls.as_ref().and_then(|t| t.alpn())
+    }
+
+    /// Whether TLS is active.
+    pub fn is_tls(&self) -> bool {
+        self.core.tls.is_some()
+    }
+
+    /// The connection's counters.
+    pub fn stats(&self) -> super::Stats {
+        self.core.shared.stats()
+    }
+}

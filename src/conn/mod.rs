@@ -1,0 +1,323 @@
+//! Connections: the handle applications hold, the events they receive, and
+//! the actor that runs on a worker.
+//!
+//! A [`Connection`] is a cheap, cloneable, `Send + Sync` handle. Every method
+//! posts a message to the connection's mailbox; the actor applies messages
+//! one at a time, in order, on the worker that owns the connection. Results
+//! come back as [`Event`]s (on the channel or handler chosen when the
+//! connection was made) and as [`Reply`]s to read requests.
+
+pub(crate) mod actor;
+mod options;
+pub(crate) mod shared;
+
+pub use actor::{Ctx, Handler};
+pub use options::{
+    Options, DEFAULT_CONNECT_TIMEOUT, DEFAULT_LINGER, DEFAULT_RBUF_MAX, DEFAULT_WBUF_MAX,
+};
+pub use shared::Stats;
+
+use crate::error::{Error, Result, TimeoutKind};
+use crate::framing::{Decoder, Frame};
+use actor::{QueuedRead, StreamAdapter};
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender};
+use shared::{ConnShared, Msg};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Identifies a connection within its reactor (unique for the reactor's life).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "conn#{}", self.0)
+    }
+}
+
+/// Something that happened on a connection.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// An outgoing connection was established.
+    Connected {
+        /// The address actually connected to.
+        peer: SocketAddr,
+    },
+    /// A frame decoded in streaming mode (see [`Connection::set_streaming`]).
+    Read(Frame),
+    /// The peer closed its sending side; writing may continue.
+    Eof,
+    /// The write queue fell to the low-water mark (only with
+    /// [`Options::low_water_mark`] set).
+    Drain,
+    /// An inactivity timer expired. Not fatal: the connection stays open and
+    /// the timer restarts for a full period.
+    Timeout(TimeoutKind),
+    /// An error. When `fatal`, the connection is being closed and `Closed` follows.
+    Error {
+        /// What went wrong.
+        error: Error,
+        /// Whether the connection is closing because of it.
+        fatal: bool,
+    },
+    /// The TLS handshake completed.
+    TlsEstablished,
+    /// The peer answered our close_notify (after `stoptls`): the stream is plaintext again.
+    TlsStopped,
+    /// The connection is closed; this is the last event for it.
+    Closed,
+}
+
+/// Where a connection's events go.
+pub enum Sink {
+    /// Events are sent, tagged with the connection id, over a channel.
+    Channel(Sender<(ConnId, Event)>),
+    /// Events are handled on the worker by this handler.
+    Handler(Box<dyn Handler>),
+}
+
+impl Sink {
+    /// A handler sink from a closure.
+    pub fn handler<F>(f: F) -> Sink
+    where
+        F: FnMut(&mut Ctx<'_>, Event) + Send + 'static,
+    {
+        Sink::Handler(Box::new(f))
+    }
+}
+
+impl From<Sender<(ConnId, Event)>> for Sink {
+    fn from(tx: Sender<(ConnId, Event)>) -> Self {
+        Sink::Channel(tx)
+    }
+}
+
+/// Creates a bounded event channel for [`Sink::Channel`].
+///
+/// When the channel is full the actor keeps further events itself and stops
+/// reading from the socket until the application catches up, so a slow
+/// consumer pushes back on the peer instead of growing memory.
+pub fn event_channel(capacity: usize) -> (Sender<(ConnId, Event)>, Receiver<(ConnId, Event)>) {
+    crossbeam_channel::bounded(capacity.max(1))
+}
+
+/// The answer to one read request.
+///
+/// ```no_run
+/// # fn f(conn: &netactor::Connection) -> netactor::Result<()> {
+/// use netactor::framing::Line;
+/// let line = conn.push_read(Line::new())?.recv()?;
+/// println!("{:?}", line.line);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Reply<T> {
+    rx: Receiver<Result<T>>,
+}
+
+impl<T> Reply<T> {
+    pub(crate) fn new(rx: Receiver<Result<T>>) -> Self {
+        Reply { rx }
+    }
+
+    /// Blocks until the read completes or fails. A connection that closes
+    /// first yields [`Error::Closed`].
+    pub fn recv(&self) -> Result<T> {
+        self.rx.recv().unwrap_or(Err(Error::Closed))
+    }
+
+    /// Waits at most `d`; `None` if the read is still pending.
+    pub fn recv_timeout(&self, d: Duration) -> Option<Result<T>> {
+        match self.rx.recv_timeout(d) {
+            Ok(r) => Some(r),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Some(Err(Error::Closed)),
+        }
+    }
+
+    /// Returns the result if it is there, without blocking.
+    pub fn try_recv(&self) -> Option<Result<T>> {
+        match self.rx.try_recv() {
+            Ok(r) => Some(r),
+            Err(crossbeam_channel::TryRecvError::Empty) => None,
+            Err(crossbeam_channel::TryRecvError::Disconnected) => Some(Err(Error::Closed)),
+        }
+    }
+
+    /// The underlying channel, for `crossbeam_channel::select!`.
+    pub fn receiver(&self) -> &Receiver<Result<T>> {
+        &self.rx
+    }
+}
+
+/// A handle to a connection actor. Cheap to clone; `Send + Sync`.
+///
+/// Every method is a message to the actor and returns at once. Dropping the
+/// last handle of a channel-mode connection closes it (like the reference's
+/// destroy-on-last-reference); handler-mode connections live until closed.
+pub struct Connection {
+    pub(crate) shared: Arc<ConnShared>,
+}
+
+impl Clone for Connection {
+    fn clone(&self) -> Self {
+        Connection::from_shared(self.shared.clone())
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if self.shared.handles.fetch_sub(1, Ordering::AcqRel) == 1 && self.shared.close_on_drop {
+            let _ = self.shared.post(Msg::Close);
+        }
+    }
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Connection").field(&self.shared.id).finish()
+    }
+}
+
+impl Connection {
+    pub(crate) fn from_shared(shared: Arc<ConnShared>) -> Self {
+        shared.handles.fetch_add(1, Ordering::AcqRel);
+        Connection { shared }
+    }
+
+    /// This connection's id (the tag on its channel events).
+    pub fn id(&self) -> ConnId {
+        self.shared.id
+    }
+
+    /// Queues bytes for writing. Fails at once, queueing nothing, with
+    /// [`Error::NoSpace`] if the write queue would exceed `wbuf_max`, with
+    /// [`Error::BrokenPipe`] after [`shutdown`](Self::shutdown), and with
+    /// [`Error::Closed`] once the connection is closed.
+    pub fn write(&self, data: impl Into<Bytes>) -> Result<()> {
+        let data = data.into();
+        let n = data.len();
+        if n == 0 {
+            return Ok(());
+        }
+        self.shared.reserve_write(n)?;
+        self.shared.post(Msg::Write(data)).inspect_err(|_| {
+            self.shared.release_write(n);
+        })
+    }
+
+    /// Encodes `msg` with its write type and queues the result (atomically:
+    /// all of it or, on an encoding or `NoSpace` error, nothing).
+    pub fn send<E: crate::framing::Encoder>(&self, msg: E) -> Result<()> {
+        let mut parts = Vec::with_capacity(2);
+        msg.encode(&mut parts)?;
+        let n: usize = parts.iter().map(|b| b.len()).sum();
+        if n == 0 {
+            return Ok(());
+        }
+        self.shared.reserve_write(n)?;
+        self.shared.post(Msg::WriteParts(parts)).inspect_err(|_| {
+            self.shared.release_write(n);
+        })
+    }
+
+    /// Queues a read at the back of the read queue; the reply carries the frame.
+    pub fn push_read<D: Decoder>(&self, decoder: D) -> Result<Reply<D::Output>> {
+        let (req, reply) = QueuedRead::new(decoder);
+        self.shared.post(Msg::PushRead(req))?;
+        Ok(reply)
+    }
+
+    /// Queues a read at the front of the read queue (it runs before all queued reads).
+    pub fn unshift_read<D: Decoder>(&self, decoder: D) -> Result<Reply<D::Output>> {
+        let (req, reply) = QueuedRead::new(decoder);
+        self.shared.post(Msg::UnshiftRead(req))?;
+        Ok(reply)
+    }
+
+    /// Streaming mode: when no read request is queued, decode every frame
+    /// with `decoder` and deliver it as [`Event::Read`]. `None` turns it off.
+    pub fn set_streaming<D>(&self, decoder: Option<D>) -> Result<()>
+    where
+        D: Decoder,
+        D::Output: Into<Frame>,
+    {
+        let dec = decoder.map(|d| Box::new(StreamAdapter(d)) as Box<dyn actor::StreamDecode>);
+        self.shared.post(Msg::Streaming(dec))
+    }
+
+    /// Stops reading from the socket (TCP flow control then holds the peer back).
+    pub fn stop_read(&self) -> Result<()> {
+        self.shared.post(Msg::StopRead)
+    }
+
+    /// Resumes reading after [`stop_read`](Self::stop_read).
+    pub fn start_read(&self) -> Result<()> {
+        self.shared.post(Msg::StartRead)
+    }
+
+    /// Half-closes: sends FIN once everything queued so far is written.
+    /// Reading continues.
+    pub fn shutdown(&self) -> Result<()> {
+        self.shared.post(Msg::Shutdown)?;
+        self.shared.write_shut.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Closes the connection. Queued writes are still flushed for up to the
+    /// linger period; nothing more is read or delivered except `Closed`.
+    pub fn close(&self) -> Result<()> {
+        self.shared.post(Msg::Close)
+    }
+
+    /// Sets (or with `None` clears) one of the inactivity timeouts. Takes
+    /// effect against the last activity, so it may fire at once.
+    pub fn set_timeout(&self, kind: TimeoutKind, period: Option<Duration>) -> Result<()> {
+        self.shared.post(Msg::SetTimeout(kind, period))
+    }
+
+    /// Counts now as activity for the given timer.
+    pub fn reset_timeout(&self, kind: TimeoutKind) -> Result<()> {
+        self.shared.post(Msg::ResetTimeout(kind))
+    }
+
+    /// Changes options on the live connection (socket options are applied at once).
+    pub fn configure<F>(&self, f: F) -> Result<()>
+    where
+        F: FnOnce(&mut Options) + Send + 'static,
+    {
+        self.shared.post(Msg::Configure(Box::new(f)))
+    }
+
+    /// Runs `f` on the connection's worker, with direct access to the actor.
+    pub fn call<F>(&self, f: F) -> Result<()>
+    where
+        F: FnOnce(&mut Ctx<'_>) + Send + 'static,
+    {
+        self.shared.post(Msg::Call(Box::new(f)))
+    }
+
+    /// Starts TLS on the connection (see [`crate::tls`]).
+    pub fn starttls(&self, setup: crate::tls::TlsSetup) -> Result<()> {
+        self.shared.post(Msg::StartTls(setup))
+    }
+
+    /// Sends close_notify and returns to plaintext once the peer answers.
+    pub fn stoptls(&self) -> Result<()> {
+        self.shared.post(Msg::StopTls)
+    }
+
+    /// A snapshot of the connection's counters.
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+
+    /// Whether the connection has closed.
+    pub fn is_closed(&self) -> bool {
+        self.shared.is_closed()
+    }
+}

@@ -1,0 +1,163 @@
+//! Per-connection settings, with finite defaults.
+
+use std::time::Duration;
+
+/// Default cap on unconsumed bytes in the read buffer: 4 MiB.
+pub const DEFAULT_RBUF_MAX: usize = 4 << 20;
+/// Default cap on bytes queued for writing and not yet taken by the kernel: 4 MiB.
+pub const DEFAULT_WBUF_MAX: usize = 4 << 20;
+/// Default user-space linger after `close`: 30 s (the reference used 3600 s).
+pub const DEFAULT_LINGER: Duration = Duration::from_secs(30);
+/// Default per-address connect timeout: 30 s.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Settings of one connection. Every limit is finite by default.
+///
+/// ```
+/// use netactor::Options;
+/// use std::time::Duration;
+/// let opts = Options::new().no_delay(true).rtimeout(Some(Duration::from_secs(5))).rbuf_max(64 << 10);
+/// assert_eq!(opts.get_rbuf_max(), 64 << 10);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub(crate) rbuf_max: usize,
+    pub(crate) wbuf_max: usize,
+    pub(crate) low_water_mark: Option<usize>,
+    pub(crate) autocork: bool,
+    pub(crate) no_delay: bool,
+    pub(crate) keepalive: bool,
+    pub(crate) oobinline: bool,
+    pub(crate) read_size: usize,
+    pub(crate) max_read_size: usize,
+    pub(crate) linger: Duration,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) rtimeout: Option<Duration>,
+    pub(crate) wtimeout: Option<Duration>,
+    pub(crate) connect_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            rbuf_max: DEFAULT_RBUF_MAX,
+            wbuf_max: DEFAULT_WBUF_MAX,
+            low_water_mark: None,
+            autocork: false,
+            no_delay: false,
+            keepalive: false,
+            oobinline: true,
+            read_size: 2048,
+            max_read_size: 128 << 10,
+            linger: DEFAULT_LINGER,
+            timeout: None,
+            rtimeout: None,
+            wtimeout: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+}
+
+impl Options {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Fail the connection (fatal `NoSpace`) when more than `n` unconsumed
+    /// bytes are buffered. Default [`DEFAULT_RBUF_MAX`].
+    pub fn rbuf_max(mut self, n: usize) -> Self {
+        self.rbuf_max = n;
+        self
+    }
+
+    /// The configured read-buffer cap.
+    pub fn get_rbuf_max(&self) -> usize {
+        self.rbuf_max
+    }
+
+    /// Refuse (non-fatal `NoSpace` returned by `write`) a write that would
+    /// queue more than `n` bytes. Default [`DEFAULT_WBUF_MAX`].
+    pub fn wbuf_max(mut self, n: usize) -> Self {
+        self.wbuf_max = n;
+        self
+    }
+
+    /// Emit [`crate::Event::Drain`] each time the write queue falls to `n`
+    /// bytes or fewer. `None` (default) sends no drain events.
+    pub fn low_water_mark(mut self, n: Option<usize>) -> Self {
+        self.low_water_mark = n;
+        self
+    }
+
+    /// With autocork, writes are only queued and flushed together at the end
+    /// of the actor's turn; without it (default) each write is tried at once.
+    pub fn autocork(mut self, on: bool) -> Self {
+        self.autocork = on;
+        self
+    }
+
+    /// `TCP_NODELAY` (default off, as in the reference).
+    pub fn no_delay(mut self, on: bool) -> Self {
+        self.no_delay = on;
+        self
+    }
+
+    /// `SO_KEEPALIVE` (default off).
+    pub fn keepalive(mut self, on: bool) -> Self {
+        self.keepalive = on;
+        self
+    }
+
+    /// `SO_OOBINLINE` (default **on**, as in the reference).
+    pub fn oobinline(mut self, on: bool) -> Self {
+        self.oobinline = on;
+        self
+    }
+
+    /// Initial read size (default 2048); doubles while reads fill it, up to `max_read_size`.
+    pub fn read_size(mut self, n: usize) -> Self {
+        self.read_size = n.max(64);
+        if self.max_read_size < self.read_size {
+            self.max_read_size = self.read_size;
+        }
+        self
+    }
+
+    /// Cap of the adaptive read size (default 128 KiB).
+    pub fn max_read_size(mut self, n: usize) -> Self {
+        self.max_read_size = n.max(self.read_size);
+        self
+    }
+
+    /// How long `close` keeps flushing queued writes in the background
+    /// (default [`DEFAULT_LINGER`]); zero drops them.
+    pub fn linger(mut self, d: Duration) -> Self {
+        self.linger = d;
+        self
+    }
+
+    /// Inactivity timeout: no successful read or write for `d`.
+    pub fn timeout(mut self, d: Option<Duration>) -> Self {
+        self.timeout = d;
+        self
+    }
+
+    /// Read inactivity timeout.
+    pub fn rtimeout(mut self, d: Option<Duration>) -> Self {
+        self.rtimeout = d;
+        self
+    }
+
+    /// Write inactivity timeout.
+    pub fn wtimeout(mut self, d: Option<Duration>) -> Self {
+        self.wtimeout = d;
+        self
+    }
+
+    /// Per-address connect timeout (default [`DEFAULT_CONNECT_TIMEOUT`]).
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+}

@@ -1,0 +1,179 @@
+//! What a connection's handles share with its actor: the mailbox, the write
+//! reservation counter and statistics. Everything else is owned by the actor.
+
+use super::actor::{ReadRequest, StreamDecode};
+use super::ConnId;
+use crate::conn::Ctx;
+use crate::error::{Error, Result, TimeoutKind};
+use crate::reactor::{Task, WorkerShared};
+use bytes::Bytes;
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A message for a connection actor.
+pub(crate) enum Msg {
+    /// Bytes already reserved against `wbuf_max`.
+    Write(Bytes),
+    /// Several buffers of one message, reserved together.
+    WriteParts(Vec<Bytes>),
+    PushRead(Box<dyn ReadRequest>),
+    UnshiftRead(Box<dyn ReadRequest>),
+    Streaming(Option<Box<dyn StreamDecode>>),
+    StopRead,
+    StartRead,
+    Shutdown,
+    Close,
+    SetTimeout(TimeoutKind, Option<Duration>),
+    ResetTimeout(TimeoutKind),
+    Configure(Box<dyn FnOnce(&mut crate::Options) + Send>),
+    Call(Box<dyn FnOnce(&mut Ctx<'_>) + Send>),
+    StartTls(crate::tls::TlsSetup),
+    StopTls,
+}
+
+struct Mailbox {
+    msgs: VecDeque<Msg>,
+    scheduled: bool,
+    closed: bool,
+}
+
+/// Counters a connection keeps, readable from any thread.
+#[derive(Default, Debug)]
+pub(crate) struct Counters {
+    pub(crate) bytes_read: AtomicU64,
+    pub(crate) bytes_written: AtomicU64,
+    pub(crate) read_calls: AtomicU64,
+    pub(crate) write_calls: AtomicU64,
+}
+
+/// A snapshot of a connection's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Bytes received from the socket (ciphertext under TLS).
+    pub bytes_read: u64,
+    /// Bytes handed to the kernel (ciphertext under TLS).
+    pub bytes_written: u64,
+    /// Successful read system calls.
+    pub read_calls: u64,
+    /// Successful write system calls (each one may carry many queued writes).
+    pub write_calls: u64,
+    /// Bytes queued for writing and not yet taken by the kernel.
+    pub write_queued: usize,
+}
+
+pub(crate) struct ConnShared {
+    pub(crate) id: ConnId,
+    pub(crate) worker: Arc<WorkerShared>,
+    pub(crate) token: AtomicUsize,
+    mailbox: Mutex<Mailbox>,
+    pub(crate) queued: AtomicUsize,
+    pub(crate) wbuf_max: AtomicUsize,
+    pub(crate) write_shut: AtomicBool,
+    pub(crate) handles: AtomicUsize,
+    pub(crate) close_on_drop: bool,
+    pub(crate) counters: Counters,
+}
+
+impl ConnShared {
+    pub(crate) fn new(
+        id: ConnId,
+        worker: Arc<WorkerShared>,
+        wbuf_max: usize,
+        close_on_drop: bool,
+    ) -> Arc<Self> {
+        Arc::new(ConnShared {
+            id,
+            worker,
+            token: AtomicUsize::new(usize::MAX),
+            mailbox: Mutex::new(Mailbox {
+                msgs: VecDeque::new(),
+                scheduled: false,
+                closed: false,
+            }),
+            queued: AtomicUsize::new(0),
+            wbuf_max: AtomicUsize::new(wbuf_max),
+            write_shut: AtomicBool::new(false),
+            handles: AtomicUsize::new(0),
+            close_on_drop,
+            counters: Counters::default(),
+        })
+    }
+
+    /// Posts a message; schedules the actor if its mailbox was idle.
+    pub(crate) fn post(self: &Arc<Self>, msg: Msg) -> Result<()> {
+        let schedule = {
+            let mut mb = self.mailbox.lock();
+            if mb.closed {
+                return Err(Error::Closed);
+            }
+            mb.msgs.push_back(msg);
+            !std::mem::replace(&mut mb.scheduled, true)
+        };
+        if schedule {
+            if self.worker.stopped.load(Ordering::Acquire) {
+                return Err(Error::Closed);
+            }
+            self.worker.push(Task::Mail(self.clone()));
+        }
+        Ok(())
+    }
+
+    /// Takes all pending messages (the actor calls this at the start of a turn).
+    pub(crate) fn take_mail(&self, into: &mut VecDeque<Msg>) {
+        let mut mb = self.mailbox.lock();
+        std::mem::swap(&mut mb.msgs, into);
+        mb.scheduled = false;
+    }
+
+    /// Marks the mailbox closed and returns what was still in it.
+    pub(crate) fn close_mailbox(&self) -> VecDeque<Msg> {
+        let mut mb = self.mailbox.lock();
+        mb.closed = true;
+        std::mem::take(&mut mb.msgs)
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.mailbox.lock().closed
+    }
+
+    /// Reserves `n` bytes of write queue, or refuses with `NoSpace`.
+    pub(crate) fn reserve_write(&self, n: usize) -> Result<()> {
+        if self.write_shut.load(Ordering::Acquire) {
+            return Err(Error::BrokenPipe);
+        }
+        let max = self.wbuf_max.load(Ordering::Relaxed);
+        let mut cur = self.queued.load(Ordering::Relaxed);
+        loop {
+            if cur + n > max {
+                return Err(Error::no_space(crate::error::Limit::WriteBuffer, max));
+            }
+            match self.queued.compare_exchange_weak(
+                cur,
+                cur + n,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    pub(crate) fn release_write(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        let c = &self.counters;
+        Stats {
+            bytes_read: c.bytes_read.load(Ordering::Relaxed),
+            bytes_written: c.bytes_written.load(Ordering::Relaxed),
+            read_calls: c.read_calls.load(Ordering::Relaxed),
+            write_calls: c.write_calls.load(Ordering::Relaxed),
+            write_queued: self.queued.load(Ordering::Relaxed),
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! The one error type of netactor.
+//!
+//! Every failure a connection can report is an [`Error`]. Each variant keeps
+//! one of the reference's error classes (AnyEvent::Handle's errno values) and
+//! maps onto a [`std::io::ErrorKind`], so code that already speaks `io::Error`
+//! can convert with `?`.
+//!
+//! Whether an error ends the connection is not a property of the error alone
+//! (a timeout is reported and the connection lives on), so events carry a
+//! separate `fatal` flag; see [`crate::Event::Error`].
+
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+
+/// Which of the three inactivity timers fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TimeoutKind {
+    /// No successful read **or** write for the period.
+    Activity,
+    /// No successful read for the period.
+    Read,
+    /// No successful write for the period.
+    Write,
+    /// A connect attempt did not complete in time.
+    Connect,
+    /// A TLS handshake did not complete in time.
+    Handshake,
+}
+
+/// Which buffer or frame limit was exceeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Limit {
+    /// The read buffer grew past `rbuf_max`.
+    ReadBuffer,
+    /// The write queue would grow past `wbuf_max`.
+    WriteBuffer,
+    /// A single frame is larger than its decoder's maximum.
+    Frame,
+}
+
+/// Everything that can go wrong on a netactor connection.
+///
+/// ```
+/// use netactor::Error;
+/// let e = Error::UnexpectedEof;
+/// assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+/// let io: std::io::Error = e.into();
+/// assert_eq!(io.kind(), std::io::ErrorKind::UnexpectedEof);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Error {
+    /// The peer is gone: writing hit `EPIPE`, or the write side was already shut down.
+    BrokenPipe,
+    /// The peer reset the connection (`ECONNRESET`).
+    ConnectionReset,
+    /// The peer refused the connection (`ECONNREFUSED`).
+    ConnectionRefused,
+    /// No route to the peer (`EHOSTUNREACH` / `ENETUNREACH`).
+    Unreachable,
+    /// Name resolution produced no address to try (the reference's `ENXIO`).
+    NoAddress(String),
+    /// A timer expired. Not fatal for the inactivity timers.
+    TimedOut(TimeoutKind),
+    /// The peer sent something the decoder cannot accept (`EBADMSG`).
+    BadMessage(String),
+    /// A buffer or frame limit would be exceeded (`ENOSPC`).
+    NoSpace {
+        /// Which limit.
+        limit: Limit,
+        /// The limit's value in bytes.
+        max: usize,
+    },
+    /// The stream ended while a read request still needed bytes (the
+    /// reference's `EPIPE` at EOF), or no one handled the end of the stream.
+    UnexpectedEof,
+    /// A TLS protocol error (`EPROTO`): handshake failure, bad certificate, garbage.
+    Tls(String),
+    /// The TLS peer closed the TCP connection without sending close_notify,
+    /// so the data may have been truncated by an attacker.
+    TlsTruncated,
+    /// The connection is closed; the operation cannot be performed.
+    Closed,
+    /// The request is invalid (e.g. `starttls` while TLS is active).
+    InvalidInput(String),
+    /// Application code called from a worker panicked; only that connection failed.
+    Panicked(String),
+    /// Any other operating-system error.
+    Io(Arc<io::Error>),
+}
+
+impl Error {
+    /// The closest [`io::ErrorKind`].
+    pub fn kind(&self) -> io::ErrorKind {
+        use io::ErrorKind as K;
+        match self {
+            Error::BrokenPipe => K::BrokenPipe,
+            Error::ConnectionReset => K::ConnectionReset,
+            Error::ConnectionRefused => K::ConnectionRefused,
+            Error::Unreachable => K::HostUnreachable,
+            Error::NoAddress(_) => K::NotFound,
+            Error::TimedOut(_) => K::TimedOut,
+            Error::BadMessage(_) => K::InvalidData,
+            Error::NoSpace { .. } => K::OutOfMemory,
+            Error::UnexpectedEof => K::UnexpectedEof,
+            Error::Tls(_) => K::InvalidData,
+            Error::TlsTruncated => K::UnexpectedEof,
+            Error::Closed => K::NotConnected,
+            Error::InvalidInput(_) => K::InvalidInput,
+            Error::Panicked(_) => K::Other,
+            Error::Io(e) => e.kind(),
+        }
+    }
+
+    /// The errno the reference (AnyEvent::Handle) would have set for this error.
+    pub fn errno(&self) -> i32 {
+        match self {
+            Error::BrokenPipe | Error::UnexpectedEof => libc::EPIPE,
+            Error::ConnectionReset => libc::ECONNRESET,
+            Error::ConnectionRefused => libc::ECONNREFUSED,
+            Error::Unreachable => libc::EHOSTUNREACH,
+            Error::NoAddress(_) => libc::ENXIO,
+            Error::TimedOut(_) => libc::ETIMEDOUT,
+            Error::BadMessage(_) => libc::EBADMSG,
+            Error::NoSpace { .. } => libc::ENOSPC,
+            Error::Tls(_) | Error::TlsTruncated => libc::EPROTO,
+            Error::Closed => libc::ENOTCONN,
+            Error::InvalidInput(_) => libc::EINVAL,
+            Error::Panicked(_) => libc::EIO,
+            Error::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
+        }
+    }
+
+    /// Classifies an `io::Error` from a socket call.
+    pub fn from_io(e: io::Error) -> Error {
+        match e.raw_os_error() {
+            Some(libc::EPIPE) => return Error::BrokenPipe,
+            Some(libc::ECONNRESET) => return Error::ConnectionReset,
+            Some(libc::ECONNREFUSED) => return Error::ConnectionRefused,
+            Some(libc::EHOSTUNREACH) | Some(libc::ENETUNREACH) => return Error::Unreachable,
+            Some(libc::ETIMEDOUT) => return Error::TimedOut(TimeoutKind::Connect),
+            _ => {}
+        }
+        match e.kind() {
+            io::ErrorKind::BrokenPipe => Error::BrokenPipe,
+            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => {
+                Error::ConnectionReset
+            }
+            io::ErrorKind::ConnectionRefused => Error::ConnectionRefused,
+            io::ErrorKind::UnexpectedEof => Error::UnexpectedEof,
+            _ => Error::Io(Arc::new(e)),
+        }
+    }
+
+    pub(crate) fn no_space(limit: Limit, max: usize) -> Error {
+        Error::NoSpace { limit, max }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::BrokenPipe => {
+                f.write_str("broken pipe: the peer is gone or the write side is shut down")
+            }
+            Error::ConnectionReset => f.write_str("connection reset by peer"),
+            Error::ConnectionRefused => f.write_str("connection refused"),
+            Error::Unreachable => f.write_str("host or network unreachable"),
+            Error::NoAddress(what) => write!(f, "no address to connect to: {what}"),
+            Error::TimedOut(kind) => write!(f, "{kind:?} timeout expired"),
+            Error::BadMessage(why) => write!(f, "bad message: {why}"),
+            Error::NoSpace { limit, max } => {
+                write!(f, "no space: {limit:?} limit of {max} bytes exceeded")
+            }
+            Error::UnexpectedEof => {
+                f.write_str("unexpected end of stream (a read request was still pending)")
+            }
+            Error::Tls(why) => write!(f, "TLS protocol error: {why}"),
+            Error::TlsTruncated => f.write_str(
+                "TLS peer closed the connection without close_notify (possible truncation)",
+            ),
+            Error::Closed => f.write_str("connection is closed"),
+            Error::InvalidInput(why) => write!(f, "invalid request: {why}"),
+            Error::Panicked(why) => write!(f, "application code panicked on a worker: {why}"),
+            Error::Io(e) => write!(f, "I/O error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(&**e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::from_io(e)
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Io(inner) => match Arc::try_unwrap(inner) {
+                Ok(inner) => inner,
+                Err(shared) => io::Error::new(shared.kind(), shared.to_string()),
+            },
+            other => io::Error::new(other.kind(), other),
+        }
+    }
+}
+
+impl From<rustls::Error> for Error {
+    fn from(e: rustls::Error) -> Self {
+        Error::Tls(e.to_string())
+    }
+}
+
+/// Shorthand for `Result<T, netactor::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,66 @@
+//! # netactor
+//!
+//! Buffered, framed, TLS-capable, non-blocking TCP connections for
+//! thread-based programs — without an async runtime. It gives plain threads
+//! what Perl's AnyEvent::Handle gives event-loop programs.
+//!
+//! ## The model in one page
+//!
+//! * A [`Reactor`] runs **one poller thread** (the `polling` crate) and a
+//!   **pool of worker threads**. Every connection is an **actor** pinned to one
+//!   worker: its socket, buffers, read queue and timers belong to it alone.
+//! * A [`Connection`] is a cheap, cloneable handle. Each call —
+//!   [`write`](Connection::write), [`push_read`](Connection::push_read),
+//!   [`shutdown`](Connection::shutdown), [`close`](Connection::close),
+//!   [`starttls`](Connection::starttls), … — is a message to the actor's
+//!   mailbox; the actor handles messages and readiness strictly one at a time,
+//!   in order.
+//! * Results flow back over crossbeam channels: a [`Reply`] per read request,
+//!   and [`Event`]s (data in streaming mode, EOF, drain, timeouts, errors,
+//!   closed) on the channel you chose — so plain threads can block on them,
+//!   `select!` over many connections, or poll. Or give the connection a
+//!   [`Handler`] and its events run on the worker, with direct access to the
+//!   connection through [`Ctx`] (no hop at all: the fastest path).
+//! * Reading is framed by [`framing`] decoders: chunk, line, regex, …; a new
+//!   read type is a new [`framing::Decoder`].
+//! * Every buffer is bounded by default ([`Options`]), every error is one
+//!   typed [`Error`], and TLS ([`tls`]) verifies peers by default.
+//!
+//! ```
+//! use netactor::{framing::Line, ListenOptions, Reactor, ConnectOptions, Event};
+//! use std::time::Duration;
+//!
+//! let reactor = Reactor::builder().workers(2).build()?;
+//! // An echo server: handlers run on the workers.
+//! let listener = reactor.listen_with("127.0.0.1:0".parse().unwrap(), ListenOptions::new(), |ctx| {
+//!     ctx.set_streaming(Some(netactor::framing::Raw));
+//!     |ctx: &mut netactor::Ctx<'_>, ev: Event| {
+//!         if let Event::Read(frame) = ev {
+//!             let _ = ctx.write(frame.into_bytes().unwrap());
+//!         }
+//!     }
+//! })?;
+//! // A client on a plain thread: write, then block on a line.
+//! let (tx, _events) = netactor::event_channel(64);
+//! let conn = reactor.connect(listener.local_addr(), ConnectOptions::new(), tx)?;
+//! conn.write(&b"hello\n"[..])?;
+//! let line = conn.push_read(Line::new())?.recv_timeout(Duration::from_secs(5)).unwrap()?;
+//! assert_eq!(&line.line[..], b"hello");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod conn;
+pub mod error;
+pub mod framing;
+pub mod net;
+pub mod reactor;
+pub mod tls;
+
+pub use conn::{
+    event_channel, ConnId, Connection, Ctx, Event, Handler, Options, Reply, Sink, Stats,
+};
+pub use error::{Error, Limit, Result, TimeoutKind};
+pub use net::{ConnectOptions, ListenOptions, Listener, Target};
+pub use reactor::{Reactor, ReactorBuilder};

@@ -1,0 +1,291 @@
+//! Listening sockets: created with socket2 (configurable backlog), accepted
+//! on the poller thread, handed to a worker as new actors.
+
+use crate::conn::actor::{HandlerFactory, NewConn, SinkSetup, Start};
+use crate::conn::shared::ConnShared;
+use crate::conn::{ConnId, Connection, Event, Options, Sink};
+use crate::error::Result;
+use crate::reactor::{PollerCmd, ReactorShared, Task};
+use crate::tls::{ServerConfig, TlsSetup};
+use crossbeam_channel::{Receiver, Sender};
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Default listen backlog: 1024 (the kernel clamps it to `somaxconn`).
+pub const DEFAULT_BACKLOG: i32 = 1024;
+
+/// How a listener is set up.
+///
+/// ```
+/// use netactor::{ListenOptions, Options};
+/// let lo = ListenOptions::new().backlog(4096).options(Options::new().no_delay(true));
+/// ```
+#[derive(Clone)]
+pub struct ListenOptions {
+    pub(crate) backlog: i32,
+    pub(crate) reuse_address: bool,
+    pub(crate) reuse_port: bool,
+    pub(crate) conn: Options,
+    pub(crate) tls: Option<Arc<ServerConfig>>,
+    pub(crate) incoming_capacity: usize,
+    pub(crate) events_capacity: usize,
+}
+
+impl Default for ListenOptions {
+    fn default() -> Self {
+        ListenOptions {
+            backlog: DEFAULT_BACKLOG,
+            reuse_address: true,
+            reuse_port: false,
+            conn: Options::default(),
+            tls: None,
+            incoming_capacity: 1024,
+            events_capacity: 4096,
+        }
+    }
+}
+
+impl ListenOptions {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Listen backlog (default [`DEFAULT_BACKLOG`]).
+    pub fn backlog(mut self, n: i32) -> Self {
+        self.backlog = n;
+        self
+    }
+
+    /// `SO_REUSEADDR` (default on).
+    pub fn reuse_address(mut self, on: bool) -> Self {
+        self.reuse_address = on;
+        self
+    }
+
+    /// `SO_REUSEPORT` (default off).
+    pub fn reuse_port(mut self, on: bool) -> Self {
+        self.reuse_port = on;
+        self
+    }
+
+    /// Options for every accepted connection.
+    pub fn options(mut self, opts: Options) -> Self {
+        self.conn = opts;
+        self
+    }
+
+    /// Serve TLS on every accepted connection.
+    pub fn tls(mut self, config: Arc<ServerConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Capacity of the accepted-connections channel (channel mode). When it
+    /// is full, accepting pauses and connections wait in the kernel backlog.
+    pub fn incoming_capacity(mut self, n: usize) -> Self {
+        self.incoming_capacity = n.max(1);
+        self
+    }
+
+    /// Capacity of the shared events channel (channel mode).
+    pub fn events_capacity(mut self, n: usize) -> Self {
+        self.events_capacity = n.max(1);
+        self
+    }
+}
+
+pub(crate) enum AcceptMode {
+    Channel {
+        incoming: Sender<Connection>,
+        events: Sender<(ConnId, Event)>,
+    },
+    Handler(Arc<HandlerFactory>),
+}
+
+pub(crate) enum AcceptOutcome {
+    Accepted,
+    WouldBlock,
+    /// Stop accepting for a while (out of descriptors, consumer not keeping up).
+    Pause(String),
+    /// One connection failed; go on with the next.
+    Skip,
+}
+
+pub(crate) struct ListenerShared {
+    pub(crate) idx: usize,
+    pub(crate) sock: TcpListener,
+    pub(crate) local: SocketAddr,
+    opts: Options,
+    mode: AcceptMode,
+    tls: Option<Arc<ServerConfig>>,
+}
+
+impl ListenerShared {
+    /// Accepts one connection and queues it for a worker.
+    pub(crate) fn accept_one(
+        &self,
+        reactor: &ReactorShared,
+        batches: &mut [Vec<Task>],
+    ) -> AcceptOutcome {
+        if let AcceptMode::Channel { incoming, .. } = &self.mode {
+            if incoming.is_full() {
+                return AcceptOutcome::Pause(
+                    "accept queue full (application not accepting)".into(),
+                );
+            }
+        }
+        let (stream, _peer) = match self.sock.accept() {
+            Ok(s) => s,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return AcceptOutcome::WouldBlock,
+            Err(e) => {
+                return match e.raw_os_error() {
+                    Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS)
+                    | Some(libc::ENOMEM) => AcceptOutcome::Pause(format!("accept failed: {e}")),
+                    _ => {
+                        log::debug!("accept on {}: {e}", self.local);
+                        AcceptOutcome::Skip
+                    }
+                }
+            }
+        };
+        let worker = reactor.pick_worker().clone();
+        let id = ConnId(reactor.next_conn_id());
+        let channel = matches!(self.mode, AcceptMode::Channel { .. });
+        let shared = ConnShared::new(id, worker.clone(), self.opts.wbuf_max, channel);
+        let sink = match &self.mode {
+            AcceptMode::Channel { events, .. } => SinkSetup::Ready(Sink::Channel(events.clone())),
+            AcceptMode::Handler(f) => SinkSetup::Factory(f.clone()),
+        };
+        let handle = channel.then(|| Connection::from_shared(shared.clone()));
+        let new = NewConn {
+            shared,
+            opts: self.opts.clone(),
+            sink,
+            start: Start::Stream(stream),
+            tls: self.tls.clone().map(TlsSetup::Server),
+        };
+        batches[worker.idx].push(Task::Adopt(Box::new(new)));
+        if let (Some(handle), AcceptMode::Channel { incoming, .. }) = (handle, &self.mode) {
+            // Cannot be full: checked above, and the poller is the only sender.
+            let _ = incoming.try_send(handle);
+        }
+        AcceptOutcome::Accepted
+    }
+}
+
+/// A listening socket. Dropping it stops accepting; accepted connections live on.
+///
+/// In channel mode ([`crate::Reactor::listen`]) accepted connections arrive
+/// on [`incoming`](Self::incoming) and all their events on
+/// [`events`](Self::events). In handler mode ([`crate::Reactor::listen_with`])
+/// a handler is built for each connection on its worker.
+pub struct Listener {
+    pub(crate) shared: Arc<ListenerShared>,
+    reactor: Arc<ReactorShared>,
+    incoming: Option<Receiver<Connection>>,
+    events: Option<Receiver<(ConnId, Event)>>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("local", &self.shared.local)
+            .finish()
+    }
+}
+
+impl Listener {
+    /// The bound address (with the real port when port 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local
+    }
+
+    /// Accepted connections (channel mode; empty in handler mode).
+    pub fn incoming(&self) -> &Receiver<Connection> {
+        static NEVER: std::sync::OnceLock<Receiver<Connection>> = std::sync::OnceLock::new();
+        self.incoming
+            .as_ref()
+            .unwrap_or_else(|| NEVER.get_or_init(crossbeam_channel::never))
+    }
+
+    /// Events of every accepted connection, tagged with its id (channel mode).
+    pub fn events(&self) -> &Receiver<(ConnId, Event)> {
+        static NEVER: std::sync::OnceLock<Receiver<(ConnId, Event)>> = std::sync::OnceLock::new();
+        self.events
+            .as_ref()
+            .unwrap_or_else(|| NEVER.get_or_init(crossbeam_channel::never))
+    }
+
+    /// Waits up to `timeout` for the next accepted connection.
+    pub fn accept_timeout(&self, timeout: Duration) -> Option<Connection> {
+        self.incoming().recv_timeout(timeout).ok()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.reactor
+            .command(PollerCmd::RemoveListener(self.shared.idx));
+    }
+}
+
+pub(crate) fn bind(addr: SocketAddr, lo: &ListenOptions) -> io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM.nonblocking().cloexec(),
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(lo.reuse_address)?;
+    if lo.reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        let _ = socket.set_only_v6(false);
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(lo.backlog)?;
+    Ok(socket.into())
+}
+
+pub(crate) fn start(
+    reactor: &Arc<ReactorShared>,
+    addr: SocketAddr,
+    lo: ListenOptions,
+    handler: Option<Arc<HandlerFactory>>,
+) -> Result<Listener> {
+    let sock = bind(addr, &lo)?;
+    let local = sock.local_addr()?;
+    let (mode, incoming, events) = match handler {
+        Some(f) => (AcceptMode::Handler(f), None, None),
+        None => {
+            let (itx, irx) = crossbeam_channel::bounded(lo.incoming_capacity);
+            let (etx, erx) = crossbeam_channel::bounded(lo.events_capacity);
+            (
+                AcceptMode::Channel {
+                    incoming: itx,
+                    events: etx,
+                },
+                Some(irx),
+                Some(erx),
+            )
+        }
+    };
+    let shared = Arc::new(ListenerShared {
+        idx: reactor.next_listener_idx(),
+        sock,
+        local,
+        opts: lo.conn,
+        mode,
+        tls: lo.tls,
+    });
+    reactor.command(PollerCmd::AddListener(shared.clone()));
+    Ok(Listener {
+        shared,
+        reactor: reactor.clone(),
+        incoming,
+        events,
+    })
+}

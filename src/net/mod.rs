@@ -1,0 +1,266 @@
+//! Making connections: listen, connect, adopt an existing socket.
+//!
+//! Socket options go through socket2. Name resolution never runs on the
+//! poller or a worker; addresses are tried one after another, each with its
+//! own connect timeout and an optional prepare hook.
+
+pub(crate) mod listen;
+
+pub use crate::conn::actor::{HandlerFactory, PrepareFn};
+pub use listen::{ListenOptions, Listener, DEFAULT_BACKLOG};
+
+use crate::conn::actor::{NewConn, SinkSetup, Start};
+use crate::conn::shared::ConnShared;
+use crate::conn::{ConnId, Connection, Ctx, Handler, Options, Sink};
+use crate::error::{Error, Result};
+use crate::reactor::{Reactor, Task};
+use crate::tls::{ClientConfig, ServerConfig, ServerName, TlsSetup};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+
+/// Where to connect: `"host:port"` (resolved off-thread), one address, or a
+/// list of addresses tried in order.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A `host:port` string; numeric hosts are used as they are.
+    HostPort(String),
+    /// Addresses to try in order.
+    Addrs(Vec<SocketAddr>),
+}
+
+impl Target {
+    /// The host part of a `host:port` target, for the TLS server name.
+    fn host(&self) -> Option<String> {
+        match self {
+            Target::HostPort(s) => {
+                let (host, _) = s.rsplit_once(':')?;
+                Some(
+                    host.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_string(),
+                )
+            }
+            Target::Addrs(a) => a.first().map(|a| a.ip().to_string()),
+        }
+    }
+}
+
+impl From<&str> for Target {
+    fn from(s: &str) -> Self {
+        Target::HostPort(s.to_string())
+    }
+}
+
+impl From<String> for Target {
+    fn from(s: String) -> Self {
+        Target::HostPort(s)
+    }
+}
+
+impl From<SocketAddr> for Target {
+    fn from(a: SocketAddr) -> Self {
+        Target::Addrs(vec![a])
+    }
+}
+
+impl From<Vec<SocketAddr>> for Target {
+    fn from(a: Vec<SocketAddr>) -> Self {
+        Target::Addrs(a)
+    }
+}
+
+/// How to make an outgoing connection.
+///
+/// ```
+/// use netactor::{ConnectOptions, Options};
+/// use std::time::Duration;
+/// let co = ConnectOptions::new()
+///     .options(Options::new().connect_timeout(Duration::from_secs(3)))
+///     .prepare(|sock, _addr| sock.set_nodelay(true));
+/// ```
+#[derive(Clone, Default)]
+pub struct ConnectOptions {
+    pub(crate) conn: Options,
+    pub(crate) prepare: Option<Arc<PrepareFn>>,
+    pub(crate) tls: Option<(Arc<ClientConfig>, Option<ServerName<'static>>)>,
+}
+
+impl ConnectOptions {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Options of the connection.
+    pub fn options(mut self, opts: Options) -> Self {
+        self.conn = opts;
+        self
+    }
+
+    /// A hook run on each new socket before `connect()` (bind, socket options…).
+    pub fn prepare<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&socket2::Socket, SocketAddr) -> std::io::Result<()> + Send + Sync + 'static,
+    {
+        self.prepare = Some(Arc::new(f));
+        self
+    }
+
+    /// Start TLS as client once connected, verifying `server_name` (or, when
+    /// `None`, the host part of the target).
+    pub fn tls(
+        mut self,
+        config: Arc<ClientConfig>,
+        server_name: Option<ServerName<'static>>,
+    ) -> Self {
+        self.tls = Some((config, server_name));
+        self
+    }
+}
+
+impl Reactor {
+    /// Listens on `addr` in channel mode: accepted connections arrive on
+    /// [`Listener::incoming`], their events on [`Listener::events`].
+    ///
+    /// ```
+    /// let reactor = netactor::Reactor::builder().workers(1).build().unwrap();
+    /// let listener = reactor.listen("127.0.0.1:0".parse().unwrap(), netactor::ListenOptions::new()).unwrap();
+    /// assert_ne!(listener.local_addr().port(), 0);
+    /// ```
+    pub fn listen(&self, addr: SocketAddr, opts: ListenOptions) -> Result<Listener> {
+        listen::start(&self.shared, addr, opts, None)
+    }
+
+    /// Listens on `addr` in handler mode: `factory` builds a [`Handler`] for
+    /// each accepted connection, on that connection's worker.
+    pub fn listen_with<F, H>(
+        &self,
+        addr: SocketAddr,
+        opts: ListenOptions,
+        factory: F,
+    ) -> Result<Listener>
+    where
+        F: Fn(&mut Ctx<'_>) -> H + Send + Sync + 'static,
+        H: Handler,
+    {
+        let f: Arc<HandlerFactory> =
+            Arc::new(move |ctx: &mut Ctx<'_>| Box::new(factory(ctx)) as Box<dyn Handler>);
+        listen::start(&self.shared, addr, opts, Some(f))
+    }
+
+    /// Connects to `target`. Returns at once: the handle is usable
+    /// immediately (writes and reads are queued until the connection is up).
+    /// Success is reported as [`crate::Event::Connected`], failure as a fatal
+    /// [`crate::Event::Error`] with the last address's error.
+    pub fn connect(
+        &self,
+        target: impl Into<Target>,
+        opts: ConnectOptions,
+        sink: impl Into<Sink>,
+    ) -> Result<Connection> {
+        let target = target.into();
+        let tls = match &opts.tls {
+            None => None,
+            Some((cfg, name)) => {
+                let name = match name {
+                    Some(n) => n.clone(),
+                    None => {
+                        let host = target
+                            .host()
+                            .ok_or_else(|| Error::InvalidInput("no host name for TLS".into()))?;
+                        ServerName::try_from(host)
+                            .map_err(|e| Error::InvalidInput(format!("bad TLS server name: {e}")))?
+                    }
+                };
+                Some(TlsSetup::client(cfg.clone(), name))
+            }
+        };
+        let start = match target {
+            Target::Addrs(addrs) => Start::Connect {
+                addrs,
+                prepare: opts.prepare.clone(),
+            },
+            Target::HostPort(s) => match s.parse::<SocketAddr>() {
+                Ok(a) => Start::Connect {
+                    addrs: vec![a],
+                    prepare: opts.prepare.clone(),
+                },
+                Err(_) => Start::Resolve {
+                    target: s,
+                    prepare: opts.prepare.clone(),
+                },
+            },
+        };
+        self.spawn_conn(start, opts.conn, sink.into(), tls)
+    }
+
+    /// Takes over an already connected std `TcpStream` (made non-blocking here).
+    pub fn adopt(
+        &self,
+        stream: TcpStream,
+        opts: Options,
+        sink: impl Into<Sink>,
+    ) -> Result<Connection> {
+        stream.set_nonblocking(true)?;
+        self.spawn_conn(Start::Stream(stream), opts, sink.into(), None)
+    }
+
+    /// Like [`adopt`](Self::adopt), starting server-side TLS at once.
+    pub fn adopt_tls_server(
+        &self,
+        stream: TcpStream,
+        opts: Options,
+        sink: impl Into<Sink>,
+        config: Arc<ServerConfig>,
+    ) -> Result<Connection> {
+        stream.set_nonblocking(true)?;
+        self.spawn_conn(
+            Start::Stream(stream),
+            opts,
+            sink.into(),
+            Some(TlsSetup::Server(config)),
+        )
+    }
+
+    fn spawn_conn(
+        &self,
+        start: Start,
+        opts: Options,
+        sink: Sink,
+        tls: Option<TlsSetup>,
+    ) -> Result<Connection> {
+        if self
+            .shared
+            .shutting_down
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Err(Error::Closed);
+        }
+        let worker = self.shared.pick_worker().clone();
+        let id = ConnId(self.shared.next_conn_id());
+        let close_on_drop = matches!(sink, Sink::Channel(_));
+        let shared = ConnShared::new(id, worker.clone(), opts.wbuf_max, close_on_drop);
+        let handle = Connection::from_shared(shared.clone());
+        worker.push(Task::Adopt(Box::new(NewConn {
+            shared,
+            opts,
+            sink: SinkSetup::Ready(sink),
+            start,
+            tls,
+        })));
+        Ok(handle)
+    }
+}
+
+/// Resolves `host:port` on the calling thread (a blocking helper for tools
+/// and tests; the reactor itself resolves off-thread).
+pub fn resolve(target: &str) -> Result<Vec<SocketAddr>> {
+    let v: Vec<_> = target
+        .to_socket_addrs()
+        .map_err(|e| Error::NoAddress(e.to_string()))?
+        .collect();
+    if v.is_empty() {
+        return Err(Error::NoAddress(target.to_string()));
+    }
+    Ok(v)
+}

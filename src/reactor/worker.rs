@@ -1,0 +1,292 @@
+//! A worker thread: a slab of connection actors, a task queue, a timer heap.
+
+use super::timers::TimerHeap;
+use super::{ReactorShared, Task, Token, WorkerShared};
+use crate::conn::actor::{panic_message, Actor};
+use crate::conn::shared::Msg;
+use bytes::BytesMut;
+use std::collections::VecDeque;
+use std::net::ToSocketAddrs;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Read buffers an idle connection gave back, kept for the next reader.
+const POOL_MAX: usize = 64;
+/// Buffers larger than this are freed rather than pooled.
+const POOL_BUF_MAX: usize = 256 << 10;
+
+/// What an actor may use of its worker during a turn.
+pub(crate) struct WorkerCtx {
+    pub(crate) now: Instant,
+    pub(crate) poller: Arc<polling::Poller>,
+    pub(crate) timers: TimerHeap,
+    pub(crate) pool: Vec<BytesMut>,
+    pub(crate) mail: VecDeque<Msg>,
+    again: Vec<Token>,
+    me: Arc<WorkerShared>,
+}
+
+impl WorkerCtx {
+    /// Runs the actor again after the current batch (it yielded for fairness).
+    pub(crate) fn again(&mut self, token: Token) {
+        self.again.push(token);
+    }
+
+    /// Gives an empty read buffer back for reuse.
+    pub(crate) fn recycle(&mut self, mut buf: BytesMut) {
+        buf.clear();
+        if self.pool.len() < POOL_MAX && buf.try_reclaim(1024) && buf.capacity() <= POOL_BUF_MAX {
+            self.pool.push(buf);
+        }
+    }
+
+    /// Resolves `target` on a short-lived thread (never on a worker or the
+    /// poller) and reports back with `Task::Resolved`.
+    pub(crate) fn resolve(&mut self, token: Token, target: String) {
+        let me = self.me.clone();
+        let spawned = std::thread::Builder::new()
+            .name("netactor-resolve".into())
+            .spawn(move || {
+                let res = target.to_socket_addrs().map(|it| {
+                    let mut v: Vec<_> = it.collect();
+                    // IPv4 first, as the reference does.
+                    v.sort_by_key(|a| a.is_ipv6());
+                    v
+                });
+                me.push(Task::Resolved(token, res));
+            });
+        if let Err(e) = spawned {
+            self.me.push(Task::Resolved(token, Err(e)));
+        }
+    }
+}
+
+struct Slot {
+    gen: u32,
+    actor: Option<Actor>,
+}
+
+#[derive(Default)]
+struct Slab {
+    slots: Vec<Slot>,
+    free: Vec<usize>,
+    len: usize,
+}
+
+impl Slab {
+    fn vacant(&mut self) -> (usize, u32) {
+        if let Some(i) = self.free.pop() {
+            (i, self.slots[i].gen)
+        } else {
+            self.slots.push(Slot {
+                gen: 0,
+                actor: None,
+            });
+            (self.slots.len() - 1, 0)
+        }
+    }
+
+    fn fill(&mut self, slot: usize, actor: Actor) {
+        self.slots[slot].actor = Some(actor);
+        self.len += 1;
+    }
+
+    fn release(&mut self, slot: usize) {
+        let s = &mut self.slots[slot];
+        s.gen = (s.gen + 1) & 0x00ff_ffff;
+        self.free.push(slot);
+    }
+
+    fn get_mut(&mut self, token: Token) -> Option<&mut Actor> {
+        let s = self.slots.get_mut(token.slot())?;
+        if s.gen != token.gen() {
+            return None;
+        }
+        s.actor.as_mut()
+    }
+
+    fn remove(&mut self, token: Token) -> Option<Actor> {
+        let s = self.slots.get_mut(token.slot())?;
+        if s.gen != token.gen() {
+            return None;
+        }
+        let a = s.actor.take()?;
+        self.len -= 1;
+        self.release(token.slot());
+        Some(a)
+    }
+
+    fn tokens(&self) -> Vec<Token> {
+        self.slots
+            .iter()
+            .filter_map(|s| s.actor.as_ref().map(|a| a.token()))
+            .collect()
+    }
+}
+
+/// Runs `f` on the actor behind `token`, removing it once it is closed. A
+/// panic inside the actor itself (not in application code, which is caught
+/// closer) ends only that connection.
+fn with_actor(
+    slab: &mut Slab,
+    token: Token,
+    ctx: &mut WorkerCtx,
+    f: impl FnOnce(&mut Actor, &mut WorkerCtx),
+) {
+    let Some(actor) = slab.get_mut(token) else {
+        return; // stale: the connection in that slot is gone
+    };
+    let r = catch_unwind(AssertUnwindSafe(|| f(actor, ctx)));
+    let closed = match r {
+        Ok(()) => actor.is_closed(),
+        Err(p) => {
+            log::error!(
+                "{}: connection actor panicked: {}",
+                actor.shared().id,
+                panic_message(&p)
+            );
+            let _ = catch_unwind(AssertUnwindSafe(|| actor.abort(ctx)));
+            true
+        }
+    };
+    if closed {
+        slab.remove(token);
+    }
+}
+
+pub(crate) fn run(shared: Arc<ReactorShared>, me: Arc<WorkerShared>) {
+    let mut ctx = WorkerCtx {
+        now: Instant::now(),
+        poller: shared.poller.clone(),
+        timers: TimerHeap::default(),
+        pool: Vec::new(),
+        mail: VecDeque::new(),
+        again: Vec::new(),
+        me: me.clone(),
+    };
+    let mut slab = Slab::default();
+    let mut tasks: Vec<Task> = Vec::with_capacity(256);
+    let mut again: Vec<Token> = Vec::new();
+    let mut shutdown: Option<Instant> = None;
+    let spin = shared.spin;
+
+    loop {
+        me.take(&mut tasks);
+        ctx.now = Instant::now();
+        for task in tasks.drain(..) {
+            match task {
+                Task::Io {
+                    token,
+                    readable,
+                    writable,
+                } => with_actor(&mut slab, token, &mut ctx, |a, c| {
+                    a.on_io(readable, writable, c)
+                }),
+                Task::Mail(conn) => {
+                    let token = Token(conn.token.load(Ordering::Acquire));
+                    with_actor(&mut slab, token, &mut ctx, |a, c| a.run(c));
+                }
+                Task::Adopt(new) => {
+                    let (slot, gen) = slab.vacant();
+                    let token = Token::conn(me.idx, gen, slot as u32);
+                    let r = catch_unwind(AssertUnwindSafe(|| Actor::start(*new, token, &mut ctx)));
+                    match r {
+                        Ok(mut actor) => {
+                            if let Some(deadline) = shutdown {
+                                actor.on_shutdown(deadline, &mut ctx);
+                            }
+                            if actor.is_closed() {
+                                slab.release(slot);
+                            } else {
+                                slab.fill(slot, actor);
+                            }
+                        }
+                        Err(p) => {
+                            log::error!("starting a connection panicked: {}", panic_message(&p));
+                            slab.release(slot);
+                        }
+                    }
+                }
+                Task::Resolved(token, res) => {
+                    with_actor(&mut slab, token, &mut ctx, |a, c| a.on_resolved(res, c))
+                }
+                Task::Shutdown(deadline) => {
+                    shutdown = Some(deadline);
+                    for token in slab.tokens() {
+                        with_actor(&mut slab, token, &mut ctx, |a, c| {
+                            a.on_shutdown(deadline, c)
+                        });
+                    }
+                }
+            }
+        }
+        // Connections that yielded for fairness run again after everyone else.
+        std::mem::swap(&mut again, &mut ctx.again);
+        for token in again.drain(..) {
+            with_actor(&mut slab, token, &mut ctx, |a, c| a.on_io(false, false, c));
+        }
+        ctx.now = Instant::now();
+        while let Some((at, token, kind)) = ctx.timers.pop_due(ctx.now) {
+            with_actor(&mut slab, token, &mut ctx, |a, c| a.on_timer(kind, at, c));
+        }
+        if let Some(deadline) = shutdown {
+            if slab.len == 0 {
+                break;
+            }
+            if ctx.now >= deadline {
+                for token in slab.tokens() {
+                    with_actor(&mut slab, token, &mut ctx, |a, c| a.abort(c));
+                }
+                break;
+            }
+        }
+        if me.has_work() || !ctx.again.is_empty() {
+            continue;
+        }
+        if !spin.is_zero() {
+            let until = Instant::now() + spin;
+            while !me.has_work() && Instant::now() < until {
+                std::hint::spin_loop();
+            }
+            if me.has_work() {
+                continue;
+            }
+        }
+        let mut wait = ctx
+            .timers
+            .next_deadline()
+            .map(|d| d.saturating_duration_since(Instant::now()));
+        if let Some(deadline) = shutdown {
+            let left = deadline.saturating_duration_since(Instant::now());
+            wait = Some(wait.map_or(left, |w| w.min(left)));
+        }
+        me.park_until_work(wait);
+    }
+    me.stopped.store(true, Ordering::Release);
+    // Anything still queued can no longer run: close mailboxes so senders see `Closed`.
+    me.take(&mut tasks);
+    for task in tasks.drain(..) {
+        if let Task::Adopt(new) = task {
+            drop(new.shared.close_mailbox());
+        }
+    }
+}
+
+impl WorkerShared {
+    /// Parks the calling worker until a task arrives or `wait` passes.
+    fn park_until_work(&self, wait: Option<Duration>) {
+        self.parked.store(true, Ordering::SeqCst);
+        if self.has_work() {
+            self.parked.store(false, Ordering::SeqCst);
+            return;
+        }
+        match wait {
+            Some(d) if d.is_zero() => {}
+            Some(d) => std::thread::park_timeout(d),
+            None => std::thread::park(),
+        }
+        self.parked.store(false, Ordering::SeqCst);
+    }
+}
