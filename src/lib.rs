@@ -64,3 +64,8 @@ pub use conn::{
 pub use error::{Error, Limit, Result, TimeoutKind};
 pub use net::{ConnectOptions, ListenOptions, Listener, Target};
 pub use reactor::{Reactor, ReactorBuilder};
+
+/// The README's example is compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

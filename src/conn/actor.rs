@@ -1043,7 +1043,7 @@ impl Core {
             self.close(w);
         }
         // An idle connection keeps no read buffer: return it to the worker's pool.
-        if self.rbuf.is_empty() && self.rbuf.capacity() > 0 && !self.readable {
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
             let buf = std::mem::take(&mut self.rbuf);
             w.recycle(buf);
         }
@@ -1597,5 +1597,20 @@ impl Ctx<'_> {
     /// The connection's counters.
     pub fn stats(&self) -> super::Stats {
         self.core.shared.stats()
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn print_sizes() {
+        eprintln!(
+            "Actor {} Core {} Options {} ConnShared {} Sink {}",
+            std::mem::size_of::<super::Actor>(),
+            std::mem::size_of::<super::Core>(),
+            std::mem::size_of::<crate::Options>(),
+            std::mem::size_of::<super::ConnShared>(),
+            std::mem::size_of::<super::Sink>()
+        );
     }
 }

@@ -63,9 +63,11 @@ impl WorkerCtx {
     }
 }
 
+/// Actors are boxed so the slab stays 16 bytes a slot: growing it never moves
+/// actors, and spare capacity costs no actor-sized holes.
 struct Slot {
     gen: u32,
-    actor: Option<Actor>,
+    actor: Option<Box<Actor>>,
 }
 
 #[derive(Default)]
@@ -88,7 +90,7 @@ impl Slab {
         }
     }
 
-    fn fill(&mut self, slot: usize, actor: Actor) {
+    fn fill(&mut self, slot: usize, actor: Box<Actor>) {
         self.slots[slot].actor = Some(actor);
         self.len += 1;
     }
@@ -104,10 +106,10 @@ impl Slab {
         if s.gen != token.gen() {
             return None;
         }
-        s.actor.as_mut()
+        s.actor.as_deref_mut()
     }
 
-    fn remove(&mut self, token: Token) -> Option<Actor> {
+    fn remove(&mut self, token: Token) -> Option<Box<Actor>> {
         let s = self.slots.get_mut(token.slot())?;
         if s.gen != token.gen() {
             return None;
@@ -191,7 +193,9 @@ pub(crate) fn run(shared: Arc<ReactorShared>, me: Arc<WorkerShared>) {
                 Task::Adopt(new) => {
                     let (slot, gen) = slab.vacant();
                     let token = Token::conn(me.idx, gen, slot as u32);
-                    let r = catch_unwind(AssertUnwindSafe(|| Actor::start(*new, token, &mut ctx)));
+                    let r = catch_unwind(AssertUnwindSafe(|| {
+                        Box::new(Actor::start(*new, token, &mut ctx))
+                    }));
                     match r {
                         Ok(mut actor) => {
                             if let Some(deadline) = shutdown {
