@@ -79,6 +79,8 @@ pub(crate) enum ReadPoll {
 pub(crate) trait ReadRequest: Send {
     fn poll(&mut self, buf: &mut BytesMut, eof: bool) -> ReadPoll;
     fn fail(&mut self, e: Error);
+    /// The buffer changed at the front behind the decoder's back.
+    fn reset(&mut self);
 }
 
 pub(crate) struct QueuedRead<D: Decoder> {
@@ -115,12 +117,17 @@ impl<D: Decoder> ReadRequest for QueuedRead<D> {
     fn fail(&mut self, e: Error) {
         let _ = self.tx.try_send(Err(e));
     }
+
+    fn reset(&mut self) {
+        self.decoder.reset();
+    }
 }
 
 /// A streaming decoder, type-erased to produce [`Frame`]s.
 pub(crate) trait StreamDecode: Send {
     fn decode(&mut self, buf: &mut BytesMut, eof: bool) -> Result<Option<Frame>, DecodeError>;
     fn after_frame(&mut self) -> Option<FrameAction>;
+    fn reset(&mut self);
 }
 
 pub(crate) struct StreamAdapter<D>(pub(crate) D);
@@ -135,6 +142,9 @@ where
     }
     fn after_frame(&mut self) -> Option<FrameAction> {
         self.0.after_frame()
+    }
+    fn reset(&mut self) {
+        self.0.reset()
     }
 }
 
@@ -222,7 +232,11 @@ pub(crate) struct Core {
     out: Vec<Event>,
     connect: Option<Box<ConnectState>>,
     tls: Option<Box<TlsSession>>,
-    pending_tls: Option<TlsSetup>,
+    /// TLS to start once connected, with how many queued bytes precede it
+    /// in clear (0 for connect-time TLS: everything is encrypted).
+    pending_tls: Option<(TlsSetup, usize)>,
+    /// TCP EOF came under TLS without close_notify.
+    tls_truncated: bool,
     peer: Option<SocketAddr>,
 }
 
@@ -280,7 +294,8 @@ impl Actor {
             out: Vec::new(),
             connect: None,
             tls: None,
-            pending_tls: tls,
+            pending_tls: tls.map(|t| (t, 0)),
+            tls_truncated: false,
             peer: None,
         };
         let (sink, factory) = match sink {
@@ -326,7 +341,11 @@ impl Actor {
                 Err(p) => actor.core.fail(Error::Panicked(panic_message(&p)), w),
             }
         }
-        actor.run(w);
+        // Messages posted before the actor existed run in this first turn,
+        // application closures included: contain a panic to this connection.
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| actor.run(w))) {
+            actor.abort_panicked(panic_message(&p), w);
+        }
         actor
     }
 
@@ -334,8 +353,11 @@ impl Actor {
         self.core.token
     }
 
+    /// Whether the worker may drop the actor: closed, and every event handed
+    /// over. Events held back by a full channel (including the final
+    /// `Closed`) keep the actor until the retry timer delivered them.
     pub(crate) fn is_closed(&self) -> bool {
-        self.core.phase == Phase::Closed
+        self.core.phase == Phase::Closed && self.core.overflow.is_empty()
     }
 
     pub(crate) fn shared(&self) -> &Arc<ConnShared> {
@@ -429,6 +451,19 @@ impl Actor {
         self.deliver(w);
     }
 
+    /// Forced end after a panic escaped a turn: still tell the application
+    /// why (`Error::Panicked`, fatal) before `Closed`.
+    pub(crate) fn abort_panicked(&mut self, msg: String, w: &mut WorkerCtx) {
+        if self.core.phase != Phase::Closed {
+            self.core.fail_reads(Error::Panicked(msg.clone()));
+            self.core.out.push(Event::Error {
+                error: Error::Panicked(msg),
+                fatal: true,
+            });
+        }
+        self.abort(w);
+    }
+
     /// One turn: mailbox, then pump, then event delivery.
     pub(crate) fn run(&mut self, w: &mut WorkerCtx) {
         let mut mail = std::mem::take(&mut w.mail);
@@ -469,8 +504,11 @@ impl Actor {
             Msg::SetTimeout(kind, period) => core.set_timeout(kind, period, w),
             Msg::ResetTimeout(kind) => core.reset_timeout(kind, w.now),
             Msg::Configure(f) => {
-                f(&mut core.opts);
-                core.apply_options();
+                // Application code: a panic fails this connection only.
+                match catch_unwind(AssertUnwindSafe(|| f(&mut core.opts))) {
+                    Ok(()) => core.apply_options(),
+                    Err(p) => core.fail(Error::Panicked(panic_message(&p)), w),
+                }
             }
             Msg::Call(f) => {
                 let r = {
@@ -494,6 +532,9 @@ impl Actor {
             self.dispatch(w);
             if !matches!(self.core.phase, Phase::Open | Phase::Closing) {
                 break;
+            }
+            if self.core.tls_after_dispatch() {
+                continue;
             }
             self.core.flush(w);
             let core = &mut self.core;
@@ -524,21 +565,35 @@ impl Actor {
                 return;
             }
             if let Some(req) = core.reads.front_mut() {
-                match req.poll(&mut core.rbuf, core.eof) {
+                // A custom decoder is application code: a panic in it fails
+                // this connection (and every queued read) with `Panicked`.
+                let polled =
+                    catch_unwind(AssertUnwindSafe(|| req.poll(&mut core.rbuf, core.eof)));
+                let polled = match polled {
+                    Ok(polled) => polled,
+                    Err(p) => {
+                        core.fail(Error::Panicked(panic_message(&p)), w);
+                        return;
+                    }
+                };
+                match polled {
                     ReadPoll::Pending if core.eof => {
+                        let e = core.eof_error();
                         if let Some(mut r) = core.reads.pop_front() {
-                            r.fail(Error::UnexpectedEof);
+                            r.fail(e);
                         }
                     }
                     ReadPoll::Pending => break,
                     ReadPoll::Done(action) => {
                         core.reads.pop_front();
+                        core.rbuf_front_changed();
                         if let Some(a) = action {
                             core.frame_action(a, w);
                         }
                     }
                     ReadPoll::Failed => {
                         core.reads.pop_front();
+                        core.rbuf_front_changed();
                     }
                     ReadPoll::Fatal(e) => {
                         core.reads.pop_front();
@@ -548,13 +603,28 @@ impl Actor {
                 }
             } else if let Some(dec) = core.stream.as_mut() {
                 let before = core.rbuf.len();
-                match dec.decode(&mut core.rbuf, core.eof) {
+                let decoded =
+                    catch_unwind(AssertUnwindSafe(|| dec.decode(&mut core.rbuf, core.eof)));
+                let decoded = match decoded {
+                    Ok(decoded) => decoded,
+                    Err(p) => {
+                        core.fail(Error::Panicked(panic_message(&p)), w);
+                        return;
+                    }
+                };
+                match decoded {
                     Ok(Some(frame)) => {
                         let action = dec.after_frame();
+                        // A frame that took no bytes (Chunk(0), an empty
+                        // regex match) would repeat forever: one per arrival.
+                        let stuck = core.rbuf.len() == before && action.is_none();
                         core.out.push(Event::Read(frame));
                         self.deliver(w);
                         if let Some(a) = action {
                             self.core.frame_action(a, w);
+                        }
+                        if stuck {
+                            break;
                         }
                     }
                     Ok(None) => break,
@@ -584,6 +654,13 @@ impl Actor {
         let core = &mut self.core;
         if core.eof && !core.eof_reported && core.phase == Phase::Open {
             core.eof_reported = true;
+            if core.tls_truncated {
+                // Distinct from a clean close_notify, for protocols that care.
+                core.out.push(Event::Error {
+                    error: Error::TlsTruncated,
+                    fatal: false,
+                });
+            }
             if core.stream.is_some() && !core.rbuf.is_empty() {
                 core.out.push(Event::Error {
                     error: Error::UnexpectedEof,
@@ -657,13 +734,20 @@ impl Actor {
             return;
         };
         let id = self.core.shared.id;
+        let mut progressed = false;
         while let Some(ev) = self.core.overflow.pop_front() {
             match tx.try_send((id, ev)) {
-                Ok(()) => {}
+                Ok(()) => progressed = true,
                 Err(TrySendError::Full((_, ev))) => {
                     self.core.overflow.push_front(ev);
-                    self.core.retry_delay =
-                        (self.core.retry_delay * 2).min(Duration::from_millis(50));
+                    // Back off only while the consumer makes no progress at all;
+                    // one that keeps up (merely a small channel) is served at
+                    // the short delay, not at 2 events per 50 ms.
+                    self.core.retry_delay = if progressed {
+                        RETRY_DELAY
+                    } else {
+                        (self.core.retry_delay * 2).min(Duration::from_millis(50))
+                    };
                     let at = w.now + self.core.retry_delay;
                     self.core.arm(TimerKind::Retry, at, w);
                     return;
@@ -695,6 +779,17 @@ fn w_delete(_sock: &TcpStream) -> io::Result<()> {
 }
 
 impl Core {
+    /// Bytes left the front of `rbuf` other than through the decoder that
+    /// will run next: decoders that remember scan offsets must forget them.
+    fn rbuf_front_changed(&mut self) {
+        if let Some(r) = self.reads.front_mut() {
+            r.reset();
+        }
+        if let Some(s) = self.stream.as_mut() {
+            s.reset();
+        }
+    }
+
     fn open(&mut self, stream: TcpStream, w: &mut WorkerCtx) {
         if let Err(e) = stream.set_nonblocking(true) {
             self.fail(Error::from_io(e), w);
@@ -728,8 +823,8 @@ impl Core {
         for kind in [TimeoutKind::Activity, TimeoutKind::Read, TimeoutKind::Write] {
             self.check_inactivity(timer_of(kind), w);
         }
-        if let Some(setup) = self.pending_tls.take() {
-            self.starttls(setup, w);
+        if let Some((setup, prefix)) = self.pending_tls.take() {
+            self.start_tls_session(setup, prefix, w);
         }
     }
 
@@ -749,13 +844,27 @@ impl Core {
     }
 
     fn wants_read(&self) -> bool {
+        if let Some(t) = self.tls.as_ref() {
+            if t.peer_closed {
+                // Nothing more goes into TLS after close_notify; after a
+                // `stoptls` reading resumes in plaintext.
+                return false;
+            }
+            if self.phase == Phase::Closing && t.is_handshaking() && !self.eof {
+                // A close waits for the handshake to send what was queued.
+                return true;
+            }
+        }
         self.phase == Phase::Open
             && !self.eof
             && !self.read_stopped
             && self.overflow.is_empty()
             && (!self.reads.is_empty()
                 || self.stream.is_some()
-                || self.tls.as_ref().is_some_and(|t| t.needs_read()))
+                || self
+                    .tls
+                    .as_ref()
+                    .is_some_and(|t| t.is_handshaking() || t.stopping))
     }
 
     /// One read from the socket into `rbuf` (through TLS if active).
@@ -788,6 +897,11 @@ impl Core {
                 if n == want && self.read_size < self.opts.max_read_size {
                     self.read_size = (self.read_size * 2).min(self.opts.max_read_size);
                 }
+                // A short read does NOT prove the socket is drained: a FIN (or
+                // RST) that arrived together with the data is only seen by the
+                // next recv, and its edge was already consumed, so clearing
+                // `readable` here would lose EOF/reset for good (no EPOLLRDHUP
+                // in `polling`). Keep reading until WouldBlock / 0.
                 Ok(n)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -840,33 +954,33 @@ impl Core {
         }
         if self.tls.is_some() {
             self.tls_flush(w);
-        } else {
+        }
+        // Not `else`: a completed `stoptls` leaves plaintext to send.
+        if self.tls.is_none() {
             self.flush_plain(w);
         }
         if self.phase == Phase::Closed {
             return;
         }
-        if self.wqueue.is_empty() && self.write_side == WriteSide::ShutdownPending {
-            // Under TLS a half-close is close_notify, then FIN (the reference
-            // sent a bare FIN, indistinguishable from truncation).
-            if let Some(t) = self.tls.as_mut() {
-                if !t.close_sent() {
-                    t.close_notify();
-                    self.tls_flush(w);
-                }
-            }
-            if self.tls_idle() {
+        if self.wqueue.is_empty()
+            && (self.write_side == WriteSide::ShutdownPending || self.phase == Phase::Closing)
+            // Under TLS: close_notify first (the reference sent a bare FIN,
+            // indistinguishable from truncation).
+            && self.tls_close_ready(w)
+        {
+            if self.write_side == WriteSide::ShutdownPending {
                 self.write_side = WriteSide::Shut;
                 if let Some(sock) = &self.sock {
                     let _ = sock.shutdown(Shutdown::Write);
                 }
             }
-        }
-        if self.wqueue.is_empty() && self.tls_idle() {
             if self.phase == Phase::Closing {
                 self.finish(w);
                 return;
             }
+        }
+        if self.phase == Phase::Closed {
+            return;
         }
         if let Some(lwm) = self.opts.low_water_mark {
             if self.above_lwm && self.wlen <= lwm {
@@ -887,10 +1001,15 @@ impl Core {
                 iov[k] = IoSlice::new(b);
                 k += 1;
             }
+            let offered: usize = iov[..k].iter().map(|s| s.len()).sum();
             match SockRef::from(sock).send_vectored_with_flags(&iov[..k], libc::MSG_NOSIGNAL) {
                 Ok(n) => {
                     self.consume_written(n);
                     self.note_write(n, w.now);
+                    if n < offered {
+                        // The send buffer is full; the next edge says when it has room.
+                        self.writable = false;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -954,10 +1073,8 @@ impl Core {
         self.stream = None;
         self.read_stopped = true;
         self.fail_reads(Error::Closed);
-        if let Some(t) = self.tls.as_mut() {
-            t.close_notify();
-        }
-        if (self.wqueue.is_empty() && self.tls_idle())
+        // Under TLS, `flush` sends close_notify once the queue is through.
+        if (self.wqueue.is_empty() && self.tls.is_none())
             || self.opts.linger.is_zero()
             || self.sock.is_none()
         {
@@ -1015,6 +1132,7 @@ impl Core {
                 let _ = w.poller.delete(&sock);
                 self.registered = false;
             }
+            discard_unread(&sock);
             drop(sock);
         }
         self.tls = None;
@@ -1109,7 +1227,12 @@ impl Core {
                 }
                 return;
             }
-            TimeoutKind::Handshake => return,
+            TimeoutKind::Handshake => {
+                if let Some(p) = period {
+                    self.opts.handshake_timeout = p;
+                }
+                return;
+            }
         }
         self.check_inactivity(timer_of(kind), w);
     }
@@ -1238,20 +1361,56 @@ impl Core {
         }
     }
 
-    // ---- TLS seam (see crate::tls) -----------------------------------------
+    // ---- TLS (see crate::tls) ---------------------------------------------
 
-    fn tls_idle(&self) -> bool {
-        self.tls.as_ref().is_none_or(|t| !t.wants_write())
+    /// Whether nothing TLS-specific remains to be written before FIN or the
+    /// end of a close. Called with an empty write queue; sends close_notify
+    /// once everything queued has gone through the engine.
+    fn tls_close_ready(&mut self, w: &mut WorkerCtx) -> bool {
+        let closing = self.phase == Phase::Closing;
+        let Some(t) = self.tls.as_mut() else {
+            return true;
+        };
+        if t.is_handshaking() {
+            // Nothing was sent under TLS yet: a close ends here; a half-close
+            // waits for the handshake, so the peer can still talk to us.
+            return closing;
+        }
+        if !t.close_sent() {
+            t.close_notify();
+            self.tls_flush(w);
+        }
+        self.phase != Phase::Closed && self.tls.as_ref().is_none_or(|t| !t.wants_write())
+    }
+
+    /// The error a read request still pending at EOF gets.
+    fn eof_error(&self) -> Error {
+        if self.tls_truncated {
+            Error::TlsTruncated
+        } else {
+            Error::UnexpectedEof
+        }
     }
 
     fn starttls(&mut self, setup: TlsSetup, w: &mut WorkerCtx) {
         match self.phase {
             Phase::Resolving | Phase::Connecting => {
-                self.pending_tls = Some(setup);
+                // Writes queued so far still go out in clear first.
+                self.pending_tls = Some((setup, self.wlen));
                 return;
             }
             Phase::Open => {}
             _ => return,
+        }
+        let prefix = self.wlen;
+        self.start_tls_session(setup, prefix, w);
+    }
+
+    /// Starts TLS on the open connection; the first `plain_prefix` queued
+    /// bytes are sent in clear before the handshake.
+    fn start_tls_session(&mut self, setup: TlsSetup, plain_prefix: usize, w: &mut WorkerCtx) {
+        if self.phase != Phase::Open {
+            return;
         }
         if self.tls.is_some() {
             self.out.push(Event::Error {
@@ -1260,49 +1419,219 @@ impl Core {
             });
             return;
         }
-        match TlsSession::new(setup, self.peer) {
-            Ok(mut session) => {
-                // Bytes already buffered are ciphertext, never plaintext for the app.
-                let buffered = self.rbuf.split();
-                if let Err(e) = session.feed(&buffered) {
-                    self.tls = Some(Box::new(session));
-                    self.fail(e, w);
-                    return;
-                }
-                self.tls = Some(Box::new(session));
-                let at = w.now + crate::tls::HANDSHAKE_TIMEOUT;
-                self.arm(TimerKind::Handshake, at, w);
-                self.tls_after_io(w);
+        let mut session = match TlsSession::new(setup) {
+            Ok(s) => s,
+            Err(e) => {
+                self.fail(e, w);
+                return;
             }
-            Err(e) => self.fail(e, w),
+        };
+        // Writes queued before starttls go out in clear, before any record.
+        session.plain_prefix = plain_prefix.min(self.wlen);
+        self.tls = Some(Box::new(session));
+        self.tls_truncated = false;
+        self.armed[TimerKind::Handshake as usize] = None;
+        let at = w.now + self.opts.handshake_timeout;
+        self.arm(TimerKind::Handshake, at, w);
+        // Bytes already buffered are ciphertext (the ClientHello behind a
+        // STARTTLS command, or injected commands): never plaintext for the app.
+        let buffered = self.rbuf.split();
+        self.rbuf_front_changed();
+        if !buffered.is_empty() {
+            if let Err(e) = self.tls_input(&buffered) {
+                self.fail(e, w);
+                return;
+            }
         }
+        self.tls_flush(w);
     }
 
     fn stoptls(&mut self, w: &mut WorkerCtx) {
-        if let Some(t) = self.tls.as_mut() {
-            t.stop();
-            self.flush(w);
+        if self.phase != Phase::Open {
+            return;
+        }
+        let why = match self.tls.as_ref() {
+            None => "stoptls without TLS",
+            Some(t) if t.is_handshaking() => "stoptls during the TLS handshake",
+            Some(t) if t.stopping || t.close_sent() => return,
+            Some(_) => {
+                self.tls_begin_stop();
+                self.tls_flush(w);
+                return;
+            }
+        };
+        self.out.push(Event::Error {
+            error: Error::InvalidInput(why.into()),
+            fatal: false,
+        });
+    }
+
+    /// Encrypts everything queued so far (it was written while TLS was on),
+    /// then sends close_notify; later writes wait for plaintext.
+    fn tls_begin_stop(&mut self) {
+        let Some(t) = self.tls.as_mut() else {
+            return;
+        };
+        t.unlimit();
+        while !self.wqueue.is_empty() {
+            let n = {
+                let mut iov = [IoSlice::new(&[]); MAX_IOV];
+                let mut k = 0;
+                for b in self.wqueue.iter().take(MAX_IOV) {
+                    iov[k] = IoSlice::new(b);
+                    k += 1;
+                }
+                t.write_plain(&iov[..k])
+            };
+            if n == 0 {
+                break;
+            }
+            pop_front_bytes(&mut self.wqueue, n);
+        }
+        t.stopping = true;
+        t.close_notify();
+    }
+
+    /// Completes a `stoptls` once both close_notify alerts are through.
+    fn tls_check_stop(&mut self) {
+        let done = self
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.stopping && t.peer_closed && t.close_sent() && !t.wants_write());
+        if !done {
+            return;
+        }
+        let Some(t) = self.tls.take() else {
+            return;
+        };
+        self.release_in_engine(t.in_engine);
+        // What followed the peer's close_notify is the plaintext stream.
+        self.rbuf.extend_from_slice(&t.leftover);
+        self.armed[TimerKind::Handshake as usize] = None;
+        self.out.push(Event::TlsStopped);
+    }
+
+    fn release_in_engine(&mut self, n: usize) {
+        if n > 0 {
+            self.wlen -= n;
+            self.shared.release_write(n);
         }
     }
 
+    /// Feeds ciphertext to the engine and acts on what changed.
+    fn tls_input(&mut self, data: &[u8]) -> Result<()> {
+        let Some(t) = self.tls.as_mut() else {
+            self.rbuf.extend_from_slice(data);
+            return Ok(());
+        };
+        if t.peer_closed {
+            // Reads pause after close_notify; keep anything that came anyway.
+            if t.stopping {
+                t.leftover.extend_from_slice(data);
+            }
+            return Ok(());
+        }
+        let fed = match t.input(data, &mut self.rbuf) {
+            Ok(f) => f,
+            Err(e) => {
+                self.tls_send_alert();
+                return Err(e);
+            }
+        };
+        if t.take_established() {
+            self.armed[TimerKind::Handshake as usize] = None;
+            self.out.push(Event::TlsEstablished);
+        }
+        if t.peer_closed {
+            let answer = !t.stopping && !t.close_sent() && self.opts.follow_stoptls;
+            if t.stopping || answer {
+                t.leftover.extend_from_slice(&data[fed.consumed..]);
+            }
+            // Otherwise close_notify is a clean EOF (bytes after it are
+            // ignored, RFC 8446 §6.1), applied by `tls_after_dispatch`.
+            // Answered by `tls_after_dispatch`, once the frames decrypted
+            // before the alert were handled.
+            t.answer_pending = answer;
+        }
+        Ok(())
+    }
+
+    /// After a dispatch pass, acts on the peer's close_notify; returns
+    /// whether to dispatch again.
+    ///
+    /// * With `follow_stoptls` it is answered only now, so the application's
+    ///   replies to data that came before it are still encrypted, as in the
+    ///   reference.
+    /// * Otherwise it is EOF — once someone reads. Handshake reads can pull
+    ///   in data and the alert before the application has set up a reader;
+    ///   as in plaintext mode, EOF is only noticed by a reader, so that data
+    ///   is delivered first.
+    fn tls_after_dispatch(&mut self) -> bool {
+        let Some(t) = self.tls.as_mut() else {
+            return false;
+        };
+        if std::mem::take(&mut t.answer_pending) {
+            self.tls_begin_stop();
+            return false;
+        }
+        if t.peer_closed
+            && !t.stopping
+            && !self.eof
+            && !self.read_stopped
+            && (!self.reads.is_empty() || self.stream.is_some())
+        {
+            self.eof = true;
+            return true;
+        }
+        false
+    }
+
+    /// Best effort: flush the alert rustls queued for a fatal error, so the
+    /// peer learns why (e.g. "bad certificate") before the socket closes.
+    fn tls_send_alert(&mut self) {
+        if let (Some(t), Some(sock)) = (self.tls.as_mut(), self.sock.as_ref()) {
+            if t.plain_prefix > 0 {
+                return;
+            }
+            for _ in 0..4 {
+                if !t.wants_write() || t.write_to(sock).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// One socket read, through TLS.
     fn tls_read(&mut self, w: &mut WorkerCtx) -> Result<usize> {
         let Some(sock) = self.sock.as_ref() else {
             self.readable = false;
             return Ok(0);
         };
-        let Some(tls) = self.tls.as_mut() else {
-            return Ok(0);
-        };
-        match tls.read_from(sock) {
+        // Ciphertext goes through a pooled scratch buffer, so an idle TLS
+        // connection keeps no read buffer of its own.
+        let mut scratch = w.pool.pop().unwrap_or_default();
+        scratch.clear();
+        scratch.reserve(self.read_size);
+        let want = self.read_size.min(scratch.capacity());
+        let spare = &mut scratch.spare_capacity_mut()[..want];
+        let res = match SockRef::from(sock).recv(spare) {
             Ok(0) => {
                 self.readable = false;
-                self.tls_after_io(w);
-                Ok(0)
+                self.tls_eof().map(|()| 0)
             }
             Ok(n) => {
+                // SAFETY: recv initialised the first `n` bytes of the spare capacity.
+                unsafe { scratch.set_len(n) };
                 self.note_read(n, w.now);
-                self.tls_after_io(w);
-                Ok(n)
+                if n == want && self.read_size < self.opts.max_read_size {
+                    self.read_size = (self.read_size * 2).min(self.opts.max_read_size);
+                }
+                let r = self.tls_input(&scratch).map(|()| n);
+                if self.phase == Phase::Closing {
+                    // Closing reads only to finish the handshake; data is dropped.
+                    self.rbuf.clear();
+                }
+                r
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.readable = false;
@@ -1310,87 +1639,122 @@ impl Core {
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
             Err(e) => Err(Error::from_io(e)),
-        }
+        };
+        w.recycle(scratch);
+        res
     }
 
-    /// Moves decrypted bytes into `rbuf` and handles handshake / close state changes.
-    fn tls_after_io(&mut self, w: &mut WorkerCtx) {
-        let Some(tls) = self.tls.as_mut() else {
-            return;
+    /// TCP EOF under TLS.
+    fn tls_eof(&mut self) -> Result<()> {
+        let Some(t) = self.tls.as_ref() else {
+            self.eof = true;
+            return Ok(());
         };
-        let step = tls.drain_plaintext(&mut self.rbuf, self.opts.rbuf_max);
-        match step {
-            Err(e) => {
-                self.fail(e, w);
+        if t.is_handshaking() {
+            return Err(Error::Tls(
+                "the peer closed the connection during the TLS handshake".into(),
+            ));
+        }
+        if !t.peer_closed {
+            // No close_notify: the data may have been cut short by an attacker.
+            self.tls_truncated = true;
+        }
+        self.eof = true;
+        Ok(())
+    }
+
+    /// Writes what TLS has to write: first the plaintext queued before
+    /// `starttls`, then records; moves queued plaintext into the engine one
+    /// chunk at a time, only when its record buffer is empty.
+    fn tls_flush(&mut self, w: &mut WorkerCtx) {
+        if self.tls.as_ref().is_some_and(|t| t.plain_prefix > 0) {
+            self.tls_flush_prefix(w);
+            if self.phase == Phase::Closed || self.tls.as_ref().is_some_and(|t| t.plain_prefix > 0)
+            {
                 return;
             }
-            Ok(st) => {
-                if st.established {
-                    self.armed[TimerKind::Handshake as usize] = None;
-                    self.out.push(Event::TlsEstablished);
-                }
-                if st.peer_closed {
-                    if st.stopping {
-                        self.tls = None;
-                        self.out.push(Event::TlsStopped);
-                    } else {
-                        self.eof = true;
+        }
+        let mut failed = None;
+        loop {
+            let (Some(t), Some(sock)) = (self.tls.as_mut(), self.sock.as_ref()) else {
+                return;
+            };
+            while self.writable && t.wants_write() {
+                match t.write_to(sock) {
+                    Ok(n) => {
+                        let c = &self.shared.counters;
+                        c.bytes_written.fetch_add(n as u64, Ordering::Relaxed);
+                        c.write_calls.fetch_add(1, Ordering::Relaxed);
+                        self.act_any = w.now;
+                        self.act_write = w.now;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        failed = Some(Error::from_io(e));
+                        break;
                     }
                 }
-                if st.truncated {
-                    self.fail(Error::TlsTruncated, w);
-                    return;
-                }
-                if st.tcp_eof {
-                    self.eof = true;
-                }
             }
-        }
-        self.tls_flush(w);
-    }
-
-    fn tls_flush(&mut self, w: &mut WorkerCtx) {
-        let Some(tls) = self.tls.as_mut() else {
-            return;
-        };
-        // Move queued plaintext into the TLS engine as far as it accepts.
-        while let Some(front) = self.wqueue.front_mut() {
-            let n = tls.write_plain(front);
+            if failed.is_some() || t.wants_write() {
+                break;
+            }
+            // The record buffer is empty: what went into the engine is in the kernel.
+            let sent = std::mem::take(&mut t.in_engine);
+            if !t.accepts_plaintext() || self.wqueue.is_empty() {
+                self.release_in_engine(sent);
+                break;
+            }
+            let n = {
+                let mut iov = [IoSlice::new(&[]); MAX_IOV];
+                let mut k = 0;
+                for b in self.wqueue.iter().take(MAX_IOV) {
+                    iov[k] = IoSlice::new(b);
+                    k += 1;
+                }
+                t.write_plain(&iov[..k])
+            };
+            pop_front_bytes(&mut self.wqueue, n);
+            self.release_in_engine(sent);
             if n == 0 {
                 break;
             }
-            self.wlen -= n;
-            self.shared.release_write(n);
-            if n == front.len() {
-                self.wqueue.pop_front();
-            } else {
-                front.advance(n);
-            }
         }
-        let Some(sock) = self.sock.as_ref() else {
+        if let Some(e) = failed {
+            self.fail(e, w);
             return;
-        };
-        while self.writable && tls.wants_write() {
-            match tls.write_to(sock) {
+        }
+        self.tls_check_stop();
+    }
+
+    /// Sends the bytes queued in clear before `starttls`.
+    fn tls_flush_prefix(&mut self, w: &mut WorkerCtx) {
+        while self.writable {
+            let prefix = self.tls.as_ref().map_or(0, |t| t.plain_prefix);
+            let Some(sock) = self.sock.as_ref() else {
+                return;
+            };
+            if prefix == 0 {
+                return;
+            }
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let mut k = 0;
+            let mut left = prefix;
+            for b in self.wqueue.iter().take(MAX_IOV) {
+                let m = b.len().min(left);
+                iov[k] = IoSlice::new(&b[..m]);
+                k += 1;
+                left -= m;
+                if left == 0 {
+                    break;
+                }
+            }
+            match SockRef::from(sock).send_vectored_with_flags(&iov[..k], libc::MSG_NOSIGNAL) {
                 Ok(n) => {
-                    let c = &self.shared.counters;
-                    c.bytes_written.fetch_add(n as u64, Ordering::Relaxed);
-                    c.write_calls.fetch_add(1, Ordering::Relaxed);
-                    self.act_any = w.now;
-                    self.act_write = w.now;
-                    // Room in the engine again: move more plaintext in.
-                    while let Some(front) = self.wqueue.front_mut() {
-                        let m = tls.write_plain(front);
-                        if m == 0 {
-                            break;
-                        }
-                        self.wlen -= m;
-                        self.shared.release_write(m);
-                        if m == front.len() {
-                            self.wqueue.pop_front();
-                        } else {
-                            front.advance(m);
-                        }
+                    self.consume_written(n);
+                    self.note_write(n, w.now);
+                    if let Some(t) = self.tls.as_mut() {
+                        t.plain_prefix -= n;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
@@ -1404,11 +1768,45 @@ impl Core {
     }
 }
 
+/// Drops `n` bytes from the front of a write queue (no accounting).
+fn pop_front_bytes(q: &mut VecDeque<Bytes>, mut n: usize) {
+    while n > 0 {
+        let Some(front) = q.front_mut() else {
+            return;
+        };
+        if front.len() <= n {
+            n -= front.len();
+            q.pop_front();
+        } else {
+            front.advance(n);
+            n = 0;
+        }
+    }
+}
+
 fn timer_of(kind: TimeoutKind) -> TimerKind {
     match kind {
         TimeoutKind::Read => TimerKind::Read,
         TimeoutKind::Write => TimerKind::Write,
         _ => TimerKind::Activity,
+    }
+}
+
+/// Reads and drops input nobody consumed before the socket is closed: Linux
+/// answers `close()` on a socket with unread input with RST instead of FIN,
+/// which throws away output the kernel has not sent yet (the tail of a
+/// lingering close) and shows the peer a reset instead of EOF. Bounded: a
+/// peer that keeps sending more than this gets the reset.
+fn discard_unread(mut sock: &TcpStream) {
+    use std::io::Read;
+    // The actor's sockets are always non-blocking: this stops at WouldBlock.
+    let mut scratch = [0u8; 4096];
+    for _ in 0..64 {
+        match sock.read(&mut scratch) {
+            Ok(n) if n > 0 => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            _ => return,
+        }
     }
 }
 
@@ -1539,6 +1937,8 @@ impl Ctx<'_> {
 
     /// The unconsumed bytes in the read buffer; removing from the front is allowed.
     pub fn read_buffer(&mut self) -> &mut BytesMut {
+        // The caller may take bytes off the front.
+        self.core.rbuf_front_changed();
         &mut self.core.rbuf
     }
 
@@ -1592,6 +1992,22 @@ impl Ctx<'_> {
     /// Whether TLS is active.
     pub fn is_tls(&self) -> bool {
         self.core.tls.is_some()
+    }
+
+    /// The certificate chain the TLS peer presented (leaf first): the
+    /// server's on a client, the client's on a server that asked for one.
+    pub fn tls_peer_certificates(&self) -> Option<&[crate::tls::CertificateDer<'static>]> {
+        self.core.tls.as_ref().and_then(|t| t.peer_certificates())
+    }
+
+    /// The server name a TLS client asked for with SNI (server side).
+    pub fn tls_server_name(&self) -> Option<&str> {
+        self.core.tls.as_ref().and_then(|t| t.sni())
+    }
+
+    /// The negotiated TLS version, once known.
+    pub fn tls_protocol_version(&self) -> Option<crate::tls::ProtocolVersion> {
+        self.core.tls.as_ref().and_then(|t| t.protocol_version())
     }
 
     /// The connection's counters.

@@ -64,9 +64,12 @@ pub enum Event {
         /// Whether the connection is closing because of it.
         fatal: bool,
     },
-    /// The TLS handshake completed.
+    /// The TLS handshake completed (the peer is verified); application data
+    /// now flows encrypted.
     TlsEstablished,
-    /// The peer answered our close_notify (after `stoptls`): the stream is plaintext again.
+    /// Both close_notify alerts are through after [`Connection::stoptls`] (or,
+    /// with [`Options::follow_stoptls`], after the peer's): the stream is
+    /// plaintext again from here on.
     TlsStopped,
     /// The connection is closed; this is the last event for it.
     Closed,

@@ -35,6 +35,8 @@ pub struct Options {
     pub(crate) rtimeout: Option<Duration>,
     pub(crate) wtimeout: Option<Duration>,
     pub(crate) connect_timeout: Duration,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) follow_stoptls: bool,
 }
 
 impl Default for Options {
@@ -44,8 +46,11 @@ impl Default for Options {
             wbuf_max: DEFAULT_WBUF_MAX,
             low_water_mark: None,
             autocork: false,
-            no_delay: false,
-            keepalive: false,
+            // On by default as the issue requires (the reference left Nagle
+            // on and keepalive off): actors write whole messages, and dead
+            // peers of idle connections must eventually be noticed.
+            no_delay: true,
+            keepalive: true,
             oobinline: true,
             read_size: 2048,
             max_read_size: 128 << 10,
@@ -54,6 +59,8 @@ impl Default for Options {
             rtimeout: None,
             wtimeout: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            handshake_timeout: crate::tls::DEFAULT_HANDSHAKE_TIMEOUT,
+            follow_stoptls: false,
         }
     }
 }
@@ -97,13 +104,13 @@ impl Options {
         self
     }
 
-    /// `TCP_NODELAY` (default off, as in the reference).
+    /// `TCP_NODELAY` (default **on**; the reference left Nagle on).
     pub fn no_delay(mut self, on: bool) -> Self {
         self.no_delay = on;
         self
     }
 
-    /// `SO_KEEPALIVE` (default off).
+    /// `SO_KEEPALIVE` (default **on**; the reference left it off).
     pub fn keepalive(mut self, on: bool) -> Self {
         self.keepalive = on;
         self
@@ -158,6 +165,24 @@ impl Options {
     /// Per-address connect timeout (default [`DEFAULT_CONNECT_TIMEOUT`]).
     pub fn connect_timeout(mut self, d: Duration) -> Self {
         self.connect_timeout = d;
+        self
+    }
+
+    /// How long a TLS handshake may take before the connection fails with
+    /// `TimedOut(Handshake)` (default
+    /// [`DEFAULT_HANDSHAKE_TIMEOUT`](crate::tls::DEFAULT_HANDSHAKE_TIMEOUT), 10 s).
+    pub fn handshake_timeout(mut self, d: Duration) -> Self {
+        self.handshake_timeout = d;
+        self
+    }
+
+    /// When the TLS peer sends close_notify, answer with ours and continue
+    /// the connection in plaintext ([`crate::Event::TlsStopped`]) instead of
+    /// treating it as EOF: the peer side of
+    /// [`Connection::stoptls`](crate::Connection::stoptls) (the reference's
+    /// `on_stoptls`). Default off.
+    pub fn follow_stoptls(mut self, on: bool) -> Self {
+        self.follow_stoptls = on;
         self
     }
 }

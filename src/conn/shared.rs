@@ -142,7 +142,14 @@ impl ConnShared {
     /// Reserves `n` bytes of write queue, or refuses with `NoSpace`.
     pub(crate) fn reserve_write(&self, n: usize) -> Result<()> {
         if self.write_shut.load(Ordering::Acquire) {
-            return Err(Error::BrokenPipe);
+            // `finish` also sets `write_shut`; once the actor is gone the
+            // truthful answer is `Closed`, not "shut down" (only this error
+            // path pays for the mailbox lock).
+            return Err(if self.is_closed() {
+                Error::Closed
+            } else {
+                Error::BrokenPipe
+            });
         }
         let max = self.wbuf_max.load(Ordering::Relaxed);
         let mut cur = self.queued.load(Ordering::Relaxed);

@@ -11,6 +11,40 @@
 //! the decoder's maximum frame size (and the connection's `rbuf_max`), then
 //! gets a [`Error::NoSpace`] error.
 //!
+//! Every decoder but [`Raw`] (whose frames are the reads themselves) gives the
+//! same frames and errors however the stream is split into reads
+//! (property-tested and fuzzed), and none rescans what it has already seen,
+//! so a peer trickling one byte at a time costs linear time.
+//!
+//! # Read types
+//!
+//! | Reference (`push_read` type) | Decoder | Output (streaming [`Frame`]) | Default maximum |
+//! |---|---|---|---|
+//! | plain `on_read` | [`Raw`] | `Bytes` (`Frame::Bytes`) | — (`rbuf_max`) |
+//! | `chunk => $n` | [`Chunk`] | `Bytes` (`Frame::Bytes`) | `n` |
+//! | `line => [$eol]` | [`Line`], [`Line::with_eol`], [`Line::with_eol_regex`] | [`LineFrame`] (`Frame::Line`) | [`DEFAULT_MAX_LINE`] |
+//! | `regex => $accept, $reject, $skip` | [`Regex`] | `Bytes` (`Frame::Bytes`) | [`DEFAULT_MAX_FRAME`] |
+//! | `netstring` | [`Netstring`] | `Bytes` (`Frame::Bytes`) | [`DEFAULT_MAX_FRAME`] |
+//! | `packstring => $format` | [`LengthPrefixed`] + [`Prefix`] | `Bytes` (`Frame::Bytes`) | [`DEFAULT_MAX_FRAME`] |
+//! | `json` | [`Json`] / `Json::<T>::typed()` | `serde_json::Value` (`Frame::Json`) / `T` | [`DEFAULT_MAX_FRAME`] |
+//! | `cbor` (feature `cbor`) | `Cbor` / `CborAs<T>` | `CborItem` (`Frame::Cbor`) / `T` | [`DEFAULT_MAX_FRAME`] |
+//!
+//! Each maximum is overridable per read with the decoder's `max_len` builder.
+//! `tls_detect` / `tls_autostart` are [`TlsDetect`] / [`TlsAutostart`]; `storable`
+//! is Perl-only (use [`LengthPrefixed`] with [`Prefix::Ber`] for its framing).
+//!
+//! # Write types
+//!
+//! Encoders for [`Connection::send`](crate::Connection::send): each queues a
+//! small header buffer next to the payload itself, without copying it.
+//!
+//! | Reference (`push_write` type) | Encoder |
+//! |---|---|
+//! | `netstring` | [`NetstringOut`] |
+//! | `packstring => $format` | [`LengthPrefixedOut`] |
+//! | `json` | [`JsonOut`] |
+//! | `cbor` (feature `cbor`) | `CborOut` |
+//!
 //! ```
 //! use bytes::BytesMut;
 //! use netactor::framing::{Decoder, Line};
@@ -24,13 +58,28 @@
 //! assert_eq!(&buf[..], b"wor");
 //! ```
 
+#[cfg(feature = "cbor")]
+mod cbor;
 mod chunk;
+mod json;
+mod length;
 mod line;
+mod netstring;
 mod raw;
+mod regex;
+mod scan;
+mod tls_detect;
 
+#[cfg(feature = "cbor")]
+pub use cbor::{Cbor, CborAs, CborItem, CborOut, MAX_CBOR_DEPTH};
 pub use chunk::Chunk;
+pub use json::{Json, JsonOut};
+pub use length::{LengthPrefixed, LengthPrefixedOut, Prefix};
 pub use line::{Line, LineFrame};
+pub use netstring::{Netstring, NetstringOut};
 pub use raw::Raw;
+pub use regex::Regex;
+pub use tls_detect::{TlsAutostart, TlsDetect, TlsDetection};
 
 use crate::error::Error;
 use bytes::{Bytes, BytesMut};
@@ -109,7 +158,9 @@ impl From<DecodeError> for Error {
 /// - `Ok(Some(frame))`: a frame was complete; its bytes (and delimiter) have
 ///   been removed from the front of `buf`.
 /// - `Ok(None)`: more bytes are needed. Leave `buf` as it is (the decoder may
-///   remember how far it scanned, so the next call does not rescan).
+///   remember how far it scanned, so the next call does not rescan), except
+///   that bytes which can never belong to a frame (whitespace between JSON
+///   values) may be dropped from the front.
 /// - `Err(e)`: the bytes are unacceptable. For a non-fatal error, first remove
 ///   whatever the error covers so the next decode starts clean.
 /// - `eof` is true when no more bytes will ever arrive: accept a frame that
@@ -133,6 +184,13 @@ pub trait Decoder: Send + 'static {
     fn after_frame(&mut self) -> Option<FrameAction> {
         None
     }
+
+    /// Forgets what the decoder remembered about `buf` between calls (how
+    /// far it scanned): the connection calls this when someone else removed
+    /// bytes from the front of the buffer since the last call (another read
+    /// ran first, the application took bytes, TLS started). Stateless
+    /// decoders need not implement it.
+    fn reset(&mut self) {}
 }
 
 /// A write type: turns one message into wire bytes, as one or more buffers
@@ -177,12 +235,15 @@ pub enum FrameAction {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Frame {
-    /// Raw bytes, a chunk, a netstring payload, a length-prefixed payload, a regex match.
+    /// Raw bytes, a chunk, a netstring payload, a length-prefixed payload, a regex frame.
     Bytes(Bytes),
     /// A line and the end-of-line bytes that terminated it.
     Line(LineFrame),
     /// One JSON value.
     Json(serde_json::Value),
+    /// One CBOR item.
+    #[cfg(feature = "cbor")]
+    Cbor(CborItem),
     /// The output of a decoder defined outside this crate.
     Other(Box<dyn Any + Send>),
 }

@@ -256,6 +256,12 @@ pub(crate) fn start(
     lo: ListenOptions,
     handler: Option<Arc<HandlerFactory>>,
 ) -> Result<Listener> {
+    if reactor
+        .shutting_down
+        .load(std::sync::atomic::Ordering::Acquire)
+    {
+        return Err(crate::Error::Closed);
+    }
     let sock = bind(addr, &lo)?;
     let local = sock.local_addr()?;
     let (mode, incoming, events) = match handler {

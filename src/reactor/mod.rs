@@ -1,4 +1,4 @@
-//! The reactor: one poller thread, a pool of worker threads, per-worker timers.
+//! The reactor: one poller, a pool of worker threads, per-worker timers.
 //!
 //! ```text
 //!   app threads ──msg──▶ mailbox ──Task::Mail──▶ worker queue ─┐
@@ -10,7 +10,7 @@
 //! runs one actor turn at a time, so an actor never runs on two threads at
 //! once and needs no lock for its state.
 
-mod poller;
+pub(crate) mod poller;
 pub(crate) mod timers;
 pub(crate) mod worker;
 
@@ -81,19 +81,24 @@ pub(crate) struct WorkerShared {
     pub(crate) idx: usize,
     queue: Mutex<Vec<Task>>,
     queued: AtomicUsize,
-    parked: AtomicBool,
+    pub(crate) parked: AtomicBool,
+    /// This worker holds the poller role and may be blocked in `wait`.
+    pub(crate) polling: AtomicBool,
     thread: OnceLock<Thread>,
+    poller: Arc<polling::Poller>,
     pub(crate) stopped: AtomicBool,
 }
 
 impl WorkerShared {
-    fn new(idx: usize) -> Self {
+    fn new(idx: usize, poller: Arc<polling::Poller>) -> Self {
         WorkerShared {
             idx,
             queue: Mutex::new(Vec::with_capacity(256)),
             queued: AtomicUsize::new(0),
             parked: AtomicBool::new(false),
+            polling: AtomicBool::new(false),
             thread: OnceLock::new(),
+            poller,
             stopped: AtomicBool::new(false),
         }
     }
@@ -120,19 +125,28 @@ impl WorkerShared {
         self.wake();
     }
 
-    fn wake(&self) {
+    /// Wakes the worker: unparks it, or interrupts its `wait` if it holds
+    /// the poller role. (It publishes `parked`/`polling` before its last look
+    /// at the queue, and both sides use SeqCst, so a task is never missed.)
+    pub(crate) fn wake(&self) {
         if self.parked.swap(false, Ordering::SeqCst) {
             if let Some(t) = self.thread.get() {
                 t.unpark();
             }
+        } else if self.polling.load(Ordering::SeqCst) {
+            let _ = self.poller.notify();
         }
     }
 
-    /// Takes everything queued, swapping in `spare` to reuse allocations.
-    pub(crate) fn take(&self, spare: &mut Vec<Task>) {
-        debug_assert!(spare.is_empty());
+    /// Takes everything queued (appending to `into`, swapping when it is
+    /// empty so allocations are reused).
+    pub(crate) fn take(&self, into: &mut Vec<Task>) {
         let mut q = self.queue.lock();
-        std::mem::swap(&mut *q, spare);
+        if into.is_empty() {
+            std::mem::swap(&mut *q, into);
+        } else {
+            into.append(&mut q);
+        }
         self.queued.store(0, Ordering::SeqCst);
     }
 
@@ -145,12 +159,19 @@ impl WorkerShared {
 pub(crate) enum PollerCmd {
     AddListener(Arc<ListenerShared>),
     RemoveListener(usize),
+    /// Drop every listener (and refuse new ones), then acknowledge: after the
+    /// ack no further connection can be handed to a worker.
+    StopAccepting(crossbeam_channel::Sender<()>),
     Shutdown,
 }
 
 /// State shared by every thread of one reactor.
 pub(crate) struct ReactorShared {
     pub(crate) poller: Arc<polling::Poller>,
+    /// The poller role: whoever holds this lock may wait on `poller`.
+    pub(crate) poll: Mutex<poller::PollState>,
+    /// A dedicated poller thread holds the role; workers never take it.
+    pub(crate) dedicated_poller: bool,
     pub(crate) workers: Vec<Arc<WorkerShared>>,
     pub(crate) cmds: Mutex<Vec<PollerCmd>>,
     next_conn: AtomicU64,
@@ -179,6 +200,18 @@ impl ReactorShared {
         self.cmds.lock().push(cmd);
         let _ = self.poller.notify();
     }
+
+    /// Wakes one parked worker (other than `except`) so it can take the
+    /// poller role while the current holder is busy with a large batch.
+    pub(crate) fn wake_follower(&self, except: usize) {
+        if let Some(w) = self
+            .workers
+            .iter()
+            .find(|w| w.idx != except && w.parked.load(Ordering::SeqCst))
+        {
+            w.wake();
+        }
+    }
 }
 
 /// Builds a [`Reactor`].
@@ -192,6 +225,7 @@ pub struct ReactorBuilder {
     workers: usize,
     spin: Duration,
     shutdown_timeout: Duration,
+    dedicated_poller: bool,
 }
 
 impl Default for ReactorBuilder {
@@ -202,6 +236,7 @@ impl Default for ReactorBuilder {
                 .unwrap_or(1),
             spin: Duration::from_micros(0),
             shutdown_timeout: Duration::from_secs(5),
+            dedicated_poller: false,
         }
     }
 }
@@ -226,13 +261,23 @@ impl ReactorBuilder {
         self
     }
 
-    /// Starts the poller thread and the workers.
+    /// Run the poller on a thread of its own instead of letting an idle
+    /// worker take the poller role (default off). Every event then crosses
+    /// threads once (poller → worker); see ARCHITECTURE.md for the numbers.
+    pub fn dedicated_poller(mut self, on: bool) -> Self {
+        self.dedicated_poller = on;
+        self
+    }
+
+    /// Starts the workers (and the dedicated poller thread, if asked for).
     pub fn build(self) -> io::Result<Reactor> {
         let poller = Arc::new(polling::Poller::new()?);
         let workers: Vec<_> = (0..self.workers)
-            .map(|i| Arc::new(WorkerShared::new(i)))
+            .map(|i| Arc::new(WorkerShared::new(i, poller.clone())))
             .collect();
         let shared = Arc::new(ReactorShared {
+            poll: Mutex::new(poller::PollState::new(workers.len())),
+            dedicated_poller: self.dedicated_poller,
             poller,
             workers,
             cmds: Mutex::new(Vec::new()),
@@ -252,20 +297,26 @@ impl ReactorBuilder {
             let _ = w.thread.set(t.thread().clone());
             threads.push(t);
         }
-        let sh = shared.clone();
-        let poller_thread = std::thread::Builder::new()
-            .name("netactor-poller".into())
-            .spawn(move || poller::run(sh))?;
+        let poller_thread = if self.dedicated_poller {
+            let sh = shared.clone();
+            Some(
+                std::thread::Builder::new()
+                    .name("netactor-poller".into())
+                    .spawn(move || poller::run_dedicated(sh))?,
+            )
+        } else {
+            None
+        };
         Ok(Reactor {
             shared,
             threads: Mutex::new(threads),
-            poller_thread: Mutex::new(Some(poller_thread)),
+            poller_thread: Mutex::new(poller_thread),
             shutdown_timeout: self.shutdown_timeout,
         })
     }
 }
 
-/// A running reactor: the poller thread and the worker pool.
+/// A running reactor: the poller and the worker pool.
 ///
 /// Dropping it (or calling [`Reactor::shutdown`]) stops accepting, lets
 /// connections flush their queued writes (bounded by the shutdown timeout and
@@ -304,16 +355,28 @@ impl Reactor {
         if self.shared.shutting_down.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.shared.command(PollerCmd::Shutdown);
-        if let Some(t) = self.poller_thread.lock().take() {
-            let _ = t.join();
-        }
+        // Stop accepting first. The poller keeps running while the workers
+        // flush: lingering connections still need readiness events
+        // (edge-triggered writability) to drain their queues.
+        let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
+        self.shared.command(PollerCmd::StopAccepting(ack_tx));
+        // Bounded, so a dead poller thread cannot hang shutdown.
+        let _ = ack_rx.recv_timeout(Duration::from_secs(1));
         let deadline = Instant::now() + self.shutdown_timeout;
         for w in &self.shared.workers {
             w.push(Task::Shutdown(deadline));
         }
         for t in self.threads.lock().drain(..) {
             let _ = t.join();
+        }
+        self.shared.command(PollerCmd::Shutdown);
+        if let Some(t) = self.poller_thread.lock().take() {
+            let _ = t.join();
+        } else {
+            // Every worker is gone, so the role is free: close the listeners.
+            let mut ps = self.shared.poll.lock();
+            let mut none = Vec::new();
+            poller::poll_once(&self.shared, &mut ps, Some(Duration::ZERO), None, &mut none);
         }
     }
 }

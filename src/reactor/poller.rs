@@ -1,6 +1,16 @@
-//! The poller thread: waits on the one `polling::Poller`, accepts on
-//! listeners, and routes readiness to workers — one batch per worker per
-//! wake-up, so a burst of events costs each worker at most one wake-up.
+//! The poller: one `polling::Poller` for the whole reactor, waited on by
+//! exactly one thread at a time (the crate's rule). It accepts on listeners
+//! and routes readiness to the workers that own the connections — one batch
+//! per worker per wake-up, so a burst of events costs each worker at most one
+//! wake-up.
+//!
+//! Polling is a *role*, held through [`PollState`]'s lock. By default an idle
+//! worker takes it instead of parking: the events for its own connections
+//! then run on that same thread with no hop, and only events for other
+//! workers' connections are handed over. With
+//! [`ReactorBuilder::dedicated_poller`](super::ReactorBuilder::dedicated_poller)
+//! a separate poller thread holds the role for good (the classic shape: every
+//! event hops once). ARCHITECTURE.md discusses the trade-off.
 
 use super::{PollerCmd, ReactorShared, Task, Token};
 use crate::net::listen::{AcceptOutcome, ListenerShared};
@@ -20,85 +30,159 @@ struct ListenerState {
     backoff: Duration,
 }
 
-pub(crate) fn run(shared: Arc<ReactorShared>) {
-    let poller = shared.poller.clone();
-    let mut events = polling::Events::with_capacity(std::num::NonZeroUsize::new(1024).unwrap());
-    let mut batches: Vec<Vec<Task>> = shared.workers.iter().map(|_| Vec::new()).collect();
-    let mut listeners: HashMap<usize, ListenerState> = HashMap::new();
-    loop {
-        let now = Instant::now();
-        let timeout = listeners
-            .values()
-            .filter_map(|l| l.paused_until)
-            .min()
-            .map(|t| t.saturating_duration_since(now));
-        events.clear();
-        if let Err(e) = poller.wait(&mut events, timeout) {
-            if e.kind() != io::ErrorKind::Interrupted {
-                log::error!("poller wait failed: {e}");
-                std::thread::sleep(Duration::from_millis(10));
-            }
+/// Everything the holder of the poller role owns.
+pub(crate) struct PollState {
+    events: polling::Events,
+    batches: Vec<Vec<Task>>,
+    listeners: HashMap<usize, ListenerState>,
+    accepting: bool,
+    /// `PollerCmd::Shutdown` was seen: nothing is accepted or routed any more.
+    pub(crate) finished: bool,
+}
+
+impl PollState {
+    pub(crate) fn new(workers: usize) -> Self {
+        PollState {
+            events: polling::Events::with_capacity(
+                std::num::NonZeroUsize::new(1024).expect("non-zero"),
+            ),
+            batches: (0..workers).map(|_| Vec::new()).collect(),
+            listeners: HashMap::new(),
+            accepting: true,
+            finished: false,
         }
-        let cmds = std::mem::take(&mut *shared.cmds.lock());
-        for cmd in cmds {
-            match cmd {
-                PollerCmd::AddListener(l) => {
-                    let token = Token::listener(l.idx);
-                    // SAFETY: the listener socket stays alive inside `l` until
-                    // it is deleted from the poller (RemoveListener / Shutdown).
-                    let r = unsafe { poller.add(&l.sock, polling::Event::readable(token.0)) };
-                    if let Err(e) = r {
-                        log::error!("cannot register listener {}: {e}", l.local);
-                        continue;
-                    }
-                    listeners.insert(
-                        l.idx,
-                        ListenerState {
-                            shared: l,
-                            paused_until: None,
-                            backoff: BACKOFF_MIN,
-                        },
-                    );
-                }
-                PollerCmd::RemoveListener(idx) => {
-                    if let Some(l) = listeners.remove(&idx) {
-                        let _ = poller.delete(&l.shared.sock);
-                    }
-                }
-                PollerCmd::Shutdown => {
-                    for (_, l) in listeners.drain() {
-                        let _ = poller.delete(&l.shared.sock);
-                    }
-                    return;
-                }
-            }
+    }
+}
+
+/// The dedicated poller thread: holds the role until shutdown.
+pub(crate) fn run_dedicated(shared: Arc<ReactorShared>) {
+    let mut ps = shared.poll.lock();
+    let mut none = Vec::new();
+    while !ps.finished {
+        poll_once(&shared, &mut ps, None, None, &mut none);
+    }
+}
+
+/// Waits once (at most `timeout`) and routes what arrived. Tasks for worker
+/// `own` are appended to `own_tasks` for the caller to run without a hop;
+/// everyone else's are pushed to their queues. Returns how many tasks went
+/// to other workers.
+pub(crate) fn poll_once(
+    shared: &ReactorShared,
+    ps: &mut PollState,
+    timeout: Option<Duration>,
+    own: Option<usize>,
+    own_tasks: &mut Vec<Task>,
+) -> usize {
+    let now = Instant::now();
+    let paused = ps
+        .listeners
+        .values()
+        .filter_map(|l| l.paused_until)
+        .min()
+        .map(|t| t.saturating_duration_since(now));
+    let timeout = match (timeout, paused) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    ps.events.clear();
+    if let Err(e) = shared.poller.wait(&mut ps.events, timeout) {
+        if e.kind() != io::ErrorKind::Interrupted {
+            log::error!("poller wait failed: {e}");
+            std::thread::sleep(Duration::from_millis(10));
         }
-        for ev in events.iter() {
-            let token = Token(ev.key);
-            if token.is_listener() {
-                if let Some(l) = listeners.get_mut(&token.listener_idx()) {
-                    accept_some(&shared, l, &mut batches);
-                }
-                continue;
+    }
+    run_commands(shared, ps);
+    if ps.finished {
+        return 0;
+    }
+    let PollState {
+        events,
+        batches,
+        listeners,
+        ..
+    } = ps;
+    for ev in events.iter() {
+        let token = Token(ev.key);
+        if token.is_listener() {
+            if let Some(l) = listeners.get_mut(&token.listener_idx()) {
+                accept_some(shared, l, batches);
             }
-            let w = token.worker();
-            if let Some(batch) = batches.get_mut(w) {
-                batch.push(Task::Io {
-                    token,
-                    readable: ev.readable,
-                    writable: ev.writable,
-                });
-            }
+            continue;
         }
-        let now = Instant::now();
-        for l in listeners.values_mut() {
-            if l.paused_until.is_some_and(|t| t <= now) {
-                l.paused_until = None;
-                accept_some(&shared, l, &mut batches);
-            }
+        if let Some(batch) = batches.get_mut(token.worker()) {
+            batch.push(Task::Io {
+                token,
+                readable: ev.readable,
+                writable: ev.writable,
+            });
         }
-        for (w, batch) in shared.workers.iter().zip(batches.iter_mut()) {
+    }
+    let now = Instant::now();
+    for l in listeners.values_mut() {
+        if l.paused_until.is_some_and(|t| t <= now) {
+            l.paused_until = None;
+            accept_some(shared, l, batches);
+        }
+    }
+    let mut handed = 0;
+    for (i, (w, batch)) in shared.workers.iter().zip(batches.iter_mut()).enumerate() {
+        if Some(i) == own {
+            own_tasks.append(batch);
+        } else {
+            handed += batch.len();
             w.push_batch(batch);
+        }
+    }
+    handed
+}
+
+fn run_commands(shared: &ReactorShared, ps: &mut PollState) {
+    let cmds = std::mem::take(&mut *shared.cmds.lock());
+    let poller = &shared.poller;
+    for cmd in cmds {
+        match cmd {
+            PollerCmd::AddListener(l) => {
+                if !ps.accepting {
+                    continue; // raced with shutdown: the listener is just dropped
+                }
+                let token = Token::listener(l.idx);
+                // SAFETY: the listener socket stays alive inside `l` until it
+                // is deleted from the poller (RemoveListener / StopAccepting /
+                // Shutdown all delete before dropping their ListenerState).
+                let r = unsafe { poller.add(&l.sock, polling::Event::readable(token.0)) };
+                if let Err(e) = r {
+                    log::error!("cannot register listener {}: {e}", l.local);
+                    continue;
+                }
+                ps.listeners.insert(
+                    l.idx,
+                    ListenerState {
+                        shared: l,
+                        paused_until: None,
+                        backoff: BACKOFF_MIN,
+                    },
+                );
+            }
+            PollerCmd::RemoveListener(idx) => {
+                if let Some(l) = ps.listeners.remove(&idx) {
+                    let _ = poller.delete(&l.shared.sock);
+                }
+            }
+            PollerCmd::StopAccepting(ack) => {
+                ps.accepting = false;
+                for (_, l) in ps.listeners.drain() {
+                    let _ = poller.delete(&l.shared.sock);
+                }
+                let _ = ack.send(());
+            }
+            PollerCmd::Shutdown => {
+                ps.accepting = false;
+                for (_, l) in ps.listeners.drain() {
+                    let _ = poller.delete(&l.shared.sock);
+                }
+                ps.finished = true;
+            }
         }
     }
 }

@@ -1,5 +1,6 @@
 //! A worker thread: a slab of connection actors, a task queue, a timer heap.
 
+use super::poller;
 use super::timers::TimerHeap;
 use super::{ReactorShared, Task, Token, WorkerShared};
 use crate::conn::actor::{panic_message, Actor};
@@ -14,6 +15,10 @@ use std::time::{Duration, Instant};
 
 /// Read buffers an idle connection gave back, kept for the next reader.
 const POOL_MAX: usize = 64;
+/// Own tasks from one poll at which a parked sibling is woken to take over polling.
+const WAKE_FOLLOWER_AT: usize = 2;
+/// How long a worker that left the poller role to a sibling parks at most.
+const YIELD_PARK: Duration = Duration::from_millis(1);
 /// Buffers larger than this are freed rather than pooled.
 const POOL_BUF_MAX: usize = 256 << 10;
 
@@ -144,12 +149,9 @@ fn with_actor(
     let closed = match r {
         Ok(()) => actor.is_closed(),
         Err(p) => {
-            log::error!(
-                "{}: connection actor panicked: {}",
-                actor.shared().id,
-                panic_message(&p)
-            );
-            let _ = catch_unwind(AssertUnwindSafe(|| actor.abort(ctx)));
+            let msg = panic_message(&p);
+            log::error!("{}: connection actor panicked: {msg}", actor.shared().id);
+            let _ = catch_unwind(AssertUnwindSafe(|| actor.abort_panicked(msg, ctx)));
             true
         }
     };
@@ -172,6 +174,7 @@ pub(crate) fn run(shared: Arc<ReactorShared>, me: Arc<WorkerShared>) {
     let mut tasks: Vec<Task> = Vec::with_capacity(256);
     let mut again: Vec<Token> = Vec::new();
     let mut shutdown: Option<Instant> = None;
+    let mut yield_role = false;
     let spin = shared.spin;
 
     loop {
@@ -266,7 +269,48 @@ pub(crate) fn run(shared: Arc<ReactorShared>, me: Arc<WorkerShared>) {
             let left = deadline.saturating_duration_since(Instant::now());
             wait = Some(wait.map_or(left, |w| w.min(left)));
         }
+        let yielding = std::mem::take(&mut yield_role);
+        if yielding {
+            // Bounded, so a sibling stuck in a long turn cannot stop polling.
+            wait = Some(wait.map_or(YIELD_PARK, |w| w.min(YIELD_PARK)));
+        }
+        if !shared.dedicated_poller && !yielding {
+            // Idle: take the poller role instead of parking. Events for this
+            // worker's own connections then run right here, with no hop.
+            if let Some(mut ps) = shared.poll.try_lock() {
+                if !ps.finished {
+                    me.polling.store(true, Ordering::SeqCst);
+                    let handed = if me.has_work() {
+                        0
+                    } else {
+                        poller::poll_once(&shared, &mut ps, wait, Some(me.idx), &mut tasks)
+                    };
+                    me.polling.store(false, Ordering::SeqCst);
+                    drop(ps);
+                    if tasks.len() >= WAKE_FOLLOWER_AT {
+                        // A long batch ahead: let a parked sibling poll meanwhile.
+                        shared.wake_follower(me.idx);
+                    } else if tasks.is_empty() && handed > 0 {
+                        // Everything was for others: leave the role to them
+                        // (they will be idle next), or every one of their
+                        // events would keep hopping through this thread.
+                        yield_role = true;
+                    }
+                    continue;
+                }
+            }
+        }
         me.park_until_work(wait);
+    }
+    // This worker may have held the poller role last. A sibling still
+    // flushing at shutdown can be parked until its next timer (seconds away)
+    // while its sockets' readiness sits unread in the poller: wake every
+    // sibling so one of them takes the role. `unpark` is sticky, so a sibling
+    // that has not parked yet returns from its park at once.
+    for w in shared.workers.iter().filter(|w| w.idx != me.idx) {
+        if let Some(t) = w.thread.get() {
+            t.unpark();
+        }
     }
     me.stopped.store(true, Ordering::Release);
     // Anything still queued can no longer run: close mailboxes so senders see `Closed`.

@@ -1,48 +1,136 @@
 //! TLS over connection actors, with rustls 0.23.
 //!
-//! A connection starts TLS at connect/accept time or mid-stream with
-//! [`Connection::starttls`](crate::Connection::starttls). Bytes already in the
-//! read buffer when TLS starts are fed to the TLS engine as ciphertext — never
-//! delivered as plaintext — which makes STARTTLS command injection
-//! (CVE-2011-0411) impossible. Writes queued before `starttls` go out in
-//! plaintext first; writes queued after it are encrypted.
+//! # Starting TLS
 //!
-//! Configurations are built once and shared: [`ClientConfig`] and
-//! [`ServerConfig`] sit behind an `Arc`, and every connection that uses them
-//! holds a clone of that `Arc`.
+//! * **At connect time**: [`ConnectOptions::tls`](crate::ConnectOptions::tls)
+//!   (client; the server name defaults to the host of the connect target).
+//! * **At accept time**: [`ListenOptions::tls`](crate::ListenOptions::tls)
+//!   (every accepted connection is TLS) or
+//!   [`Reactor::adopt_tls_server`](crate::Reactor::adopt_tls_server).
+//! * **Mid-stream (STARTTLS)**: [`Connection::starttls`](crate::Connection::starttls)
+//!   or [`Ctx::starttls`](crate::Ctx::starttls) with a [`TlsSetup`].
+//! * **On a port shared by TLS and plaintext**:
+//!   [`TlsAutostart`](crate::framing::TlsAutostart) /
+//!   [`TlsDetect`](crate::framing::TlsDetect) read types.
 //!
-//! Client verification is **on** by default ([`client_config`] uses the
-//! platform's trust store); [`insecure_client_config_no_verification`] is the
-//! only way to turn it off. A handshake failure is always a fatal
-//! [`Error::Tls`] — there is no fallback to plaintext.
+//! # What happens to buffered bytes (STARTTLS injection, CVE-2011-0411)
+//!
+//! When TLS starts, every byte already in the read buffer is handed to the
+//! TLS engine as ciphertext; none of it is ever delivered as plaintext. A
+//! client that pipelines `STARTTLS\r\nNOOP\r\n` therefore makes the
+//! handshake fail instead of getting `NOOP` executed. Writes queued before
+//! `starttls` go out in clear first (the "220 go ahead" reply); writes
+//! queued after it are encrypted and, like all application data, leave only
+//! once the handshake has completed — so a client never sends a byte to a
+//! server whose certificate failed verification.
+//!
+//! For this to hold, nothing may decode the bytes behind the STARTTLS
+//! command before `starttls` runs. With a [`Handler`](crate::Handler), call
+//! `ctx.starttls(..)` from the handler that received the command (the actor
+//! applies it before decoding further). In channel mode, read commands with
+//! one [`push_read`](crate::Connection::push_read) at a time rather than a
+//! streaming decoder, so the bytes after STARTTLS stay undecoded.
+//!
+//! # Verification
+//!
+//! Client verification is **on** by default: [`ClientBuilder`] (or
+//! [`client_config`]) checks the chain against the platform's roots
+//! (rustls-native-certs) or the CAs you give, and the server name (from the
+//! connect target, or explicit) which is also sent as SNI. An IP-address
+//! server name is checked against the certificate's IP SANs.
+//! [`ClientBuilder::dangerous_accept_any_certificate`] /
+//! [`insecure_client_config_no_verification`] is the only way to turn it
+//! off. A handshake failure is always a fatal [`crate::Error::Tls`]
+//! (the alert is sent to the peer first) followed by `Closed` — never a
+//! fallback to plaintext. A handshake that does not finish within
+//! [`Options::handshake_timeout`](crate::Options::handshake_timeout)
+//! (default 10 s) fails with `TimedOut(Handshake)`.
+//!
+//! # Closing
+//!
+//! [`shutdown`](crate::Connection::shutdown) sends close_notify, then FIN,
+//! after everything queued; [`close`](crate::Connection::close) sends
+//! close_notify after everything queued (within the linger period). The peer's
+//! close_notify is a clean [`Event::Eof`](crate::Event::Eof). A peer that
+//! ends TCP without close_notify after the handshake is reported as
+//! `Event::Error { error: Error::TlsTruncated, fatal: false }` right before
+//! `Eof` (and pending read requests fail with `TlsTruncated`), so protocols
+//! that must detect truncation can; the data received before it is
+//! delivered first. EOF during the handshake is a fatal `Error::Tls`.
+//!
+//! # Returning to plaintext (`stoptls`)
+//!
+//! [`Connection::stoptls`](crate::Connection::stoptls) encrypts everything
+//! queued so far, sends close_notify, keeps decrypting until the peer's
+//! close_notify, then emits [`Event::TlsStopped`](crate::Event::TlsStopped)
+//! and continues in plaintext; writes queued after `stoptls` wait and go
+//! out in clear after that point. The peer side opts in with
+//! [`Options::follow_stoptls`](crate::Options::follow_stoptls): its
+//! connection then answers a close_notify with its own and continues in
+//! plaintext (the reference's `on_stoptls`); without it a close_notify is
+//! EOF. Ciphertext is fed to rustls one record at a time, so the bytes that
+//! follow the peer's close_notify — even in the same TCP segment — are
+//! kept and delivered as plaintext, never lost.
+//!
+//! # Memory bounds
+//!
+//! * `rbuf_max` counts decrypted plaintext waiting in the read buffer.
+//!   Besides it rustls holds at most one partial record (≤ 16.7 KiB; up to
+//!   64 KiB while joining a large handshake message).
+//! * `wbuf_max` counts application plaintext until its ciphertext has been
+//!   handed to the kernel: bytes moved into rustls keep their write
+//!   reservation until rustls' record buffer has drained. At most one chunk
+//!   (64 KiB) of plaintext is encrypted ahead of the socket.
+//!
+//! # Sharing configurations
+//!
+//! Build [`ClientConfig`] / [`ServerConfig`] once ([`ClientBuilder`],
+//! [`ServerBuilder`]) and pass clones of the `Arc` to every connection; they
+//! are immutable and thread-safe, and hold the session-resumption state.
+//!
+//! ```no_run
+//! use netactor::{tls::ServerBuilder, ListenOptions, Reactor};
+//! # fn main() -> netactor::Result<()> {
+//! let cfg = ServerBuilder::from_pem_files("cert.pem", "key.pem")?.build()?; // once
+//! let reactor = Reactor::new()?;
+//! let a = reactor.listen("127.0.0.1:443".parse().unwrap(), ListenOptions::new().tls(cfg.clone()))?;
+//! let b = reactor.listen("127.0.0.1:8443".parse().unwrap(), ListenOptions::new().tls(cfg))?;
+//! # Ok(()) }
+//! ```
+//!
+//! The crypto provider is always passed explicitly ([`crypto_provider`]:
+//! the application's process default if it installed one, else the
+//! compiled-in aws-lc-rs or ring), so rustls never panics when both
+//! providers are in the dependency graph.
 
 mod config;
+mod session;
 
 pub use config::{
-    client_config, client_config_with_ca_pem, crypto_provider,
-    insecure_client_config_no_verification, server_config_from_pem, server_config_from_pem_files,
+    certs_from_pem, client_config, client_config_with_ca_file, client_config_with_ca_pem,
+    crypto_provider, insecure_client_config_no_verification, key_from_pem, server_config_from_pem,
+    server_config_from_pem_files, ClientBuilder, ServerBuilder,
 };
-pub use rustls::pki_types::ServerName;
-pub use rustls::{ClientConfig, ServerConfig};
+pub use rustls::pki_types::{CertificateDer, ServerName};
+pub use rustls::{ClientConfig, ProtocolVersion, ServerConfig};
+
+pub(crate) use session::TlsSession;
 
 use crate::error::{Error, Result};
-use bytes::BytesMut;
-use socket2::SockRef;
-use std::io::{self, BufRead, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long a TLS handshake may take before the connection fails with
-/// [`Error::TimedOut`]`(Handshake)`: 10 s.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time a TLS handshake may take: 10 s (as Netty); see
+/// [`Options::handshake_timeout`](crate::Options::handshake_timeout).
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Which side of TLS to start, with its shared configuration.
 ///
-/// ```no_run
-/// use netactor::tls::{client_config, ServerName, TlsSetup};
-/// let cfg = client_config().unwrap();
-/// let setup = TlsSetup::client(cfg, ServerName::try_from("example.com").unwrap());
+/// ```
+/// use netactor::tls::{ClientBuilder, TlsSetup};
+/// # let ca = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap().cert.pem();
+/// let cfg = ClientBuilder::new().ca_pem(ca.as_bytes()).unwrap().build().unwrap();
+/// let setup = TlsSetup::client_for(cfg, "mail.example.com").unwrap();
 /// ```
 #[derive(Debug, Clone)]
 pub enum TlsSetup {
@@ -66,183 +154,15 @@ impl TlsSetup {
         }
     }
 
+    /// Client side, verifying the DNS name or IP address `name`.
+    pub fn client_for(config: Arc<ClientConfig>, name: &str) -> Result<Self> {
+        let server_name = ServerName::try_from(name.to_string())
+            .map_err(|e| Error::InvalidInput(format!("bad TLS server name {name:?}: {e}")))?;
+        Ok(Self::client(config, server_name))
+    }
+
     /// Server side.
     pub fn server(config: Arc<ServerConfig>) -> Self {
         TlsSetup::Server(config)
-    }
-}
-
-/// What changed after new ciphertext was processed.
-#[derive(Debug, Default)]
-pub(crate) struct TlsStep {
-    pub(crate) established: bool,
-    pub(crate) peer_closed: bool,
-    pub(crate) stopping: bool,
-    pub(crate) truncated: bool,
-    pub(crate) tcp_eof: bool,
-}
-
-/// One connection's TLS engine, driven by the actor over its non-blocking socket.
-pub(crate) struct TlsSession {
-    conn: rustls::Connection,
-    handshaking: bool,
-    stopping: bool,
-    close_sent: bool,
-    tcp_eof: bool,
-    peer_closed: bool,
-}
-
-/// `Write` for a socket that never raises SIGPIPE.
-struct NoSigPipe<'a>(&'a TcpStream);
-
-impl Write for NoSigPipe<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        SockRef::from(self.0).send_with_flags(buf, libc::MSG_NOSIGNAL)
-    }
-    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        SockRef::from(self.0).send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl TlsSession {
-    pub(crate) fn new(setup: TlsSetup, _peer: Option<SocketAddr>) -> Result<TlsSession> {
-        let conn: rustls::Connection = match setup {
-            TlsSetup::Client {
-                config,
-                server_name,
-            } => rustls::ClientConnection::new(config, server_name)?.into(),
-            TlsSetup::Server(config) => rustls::ServerConnection::new(config)?.into(),
-        };
-        Ok(TlsSession {
-            conn,
-            handshaking: true,
-            stopping: false,
-            close_sent: false,
-            tcp_eof: false,
-            peer_closed: false,
-        })
-    }
-
-    pub(crate) fn is_handshaking(&self) -> bool {
-        self.conn.is_handshaking()
-    }
-
-    /// Whether the socket must be read even if the application wants no data.
-    pub(crate) fn needs_read(&self) -> bool {
-        (self.conn.is_handshaking() || self.stopping) && !self.tcp_eof
-    }
-
-    pub(crate) fn wants_write(&self) -> bool {
-        self.conn.wants_write()
-    }
-
-    /// Feeds bytes that arrived before TLS started.
-    pub(crate) fn feed(&mut self, mut bytes: &[u8]) -> Result<()> {
-        while !bytes.is_empty() {
-            match self.conn.read_tls(&mut bytes) {
-                Ok(0) => break,
-                Ok(_) => {
-                    self.conn.process_new_packets()?;
-                }
-                Err(e) => return Err(Error::Tls(e.to_string())),
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads ciphertext from the socket. `Ok(0)` is TCP EOF.
-    pub(crate) fn read_from(&mut self, sock: &TcpStream) -> io::Result<usize> {
-        let mut s = sock;
-        match self.conn.read_tls(&mut s) {
-            Ok(0) => {
-                self.tcp_eof = true;
-                Ok(0)
-            }
-            other => other,
-        }
-    }
-
-    /// Processes ciphertext and appends plaintext to `rbuf`.
-    pub(crate) fn drain_plaintext(&mut self, rbuf: &mut BytesMut, _max: usize) -> Result<TlsStep> {
-        let mut step = TlsStep {
-            stopping: self.stopping,
-            ..TlsStep::default()
-        };
-        let io_state = self.conn.process_new_packets()?;
-        if self.handshaking && !self.conn.is_handshaking() {
-            self.handshaking = false;
-            step.established = true;
-        }
-        if io_state.plaintext_bytes_to_read() > 0 || io_state.peer_has_closed() || self.tcp_eof {
-            let mut reader = self.conn.reader();
-            loop {
-                match reader.fill_buf() {
-                    Ok([]) => {
-                        if !self.peer_closed {
-                            self.peer_closed = true;
-                            step.peer_closed = true;
-                        }
-                        break;
-                    }
-                    Ok(buf) => {
-                        let n = buf.len();
-                        rbuf.extend_from_slice(buf);
-                        reader.consume(n);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                        if self.handshaking {
-                            return Err(Error::Tls(
-                                "peer closed the connection during the TLS handshake".into(),
-                            ));
-                        }
-                        step.truncated = true;
-                        break;
-                    }
-                    Err(e) => return Err(Error::Tls(e.to_string())),
-                }
-            }
-        }
-        step.tcp_eof = self.tcp_eof && !step.truncated;
-        Ok(step)
-    }
-
-    /// Hands plaintext to the engine; returns how much it took (0 when full).
-    pub(crate) fn write_plain(&mut self, data: &[u8]) -> usize {
-        if self.close_sent {
-            return 0;
-        }
-        self.conn.writer().write(data).unwrap_or(0)
-    }
-
-    /// Writes queued records to the socket.
-    pub(crate) fn write_to(&mut self, sock: &TcpStream) -> io::Result<usize> {
-        self.conn.write_tls(&mut NoSigPipe(sock))
-    }
-
-    /// Queues close_notify (once).
-    pub(crate) fn close_notify(&mut self) {
-        if !self.close_sent {
-            self.close_sent = true;
-            self.conn.send_close_notify();
-        }
-    }
-
-    pub(crate) fn close_sent(&self) -> bool {
-        self.close_sent
-    }
-
-    /// `stoptls`: close_notify now, plaintext again once the peer answers.
-    pub(crate) fn stop(&mut self) {
-        self.stopping = true;
-        self.close_notify();
-    }
-
-    /// Negotiated ALPN protocol.
-    pub(crate) fn alpn(&self) -> Option<&[u8]> {
-        self.conn.alpn_protocol()
     }
 }

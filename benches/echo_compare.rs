@@ -1,0 +1,1116 @@
+//! netactor's echo beside its competitors, in one run, with ratios.
+//!
+//! ```text
+//! cargo bench --bench echo_compare              # full: 3 rounds, ~10 min on 2 cores
+//! cargo bench --bench echo_compare -- --quick   # 1 round, short windows, ~2 min
+//! cargo bench --bench echo_compare -- --only many,bulk --servers netactor,tokio,mio
+//! ```
+//!
+//! The driver first builds the server examples (`cargo build --release
+//! --example echo --example peer_…`, skip with `--no-build`), then for every
+//! scenario runs every server in turn (netactor, tokio, mio, thread, may),
+//! round after round — interleaved, so a noisy neighbour hits all of them
+//! alike. Each measurement gets a fresh server process; its CPU time and RSS
+//! come from /proc. One load generator (in this process, see `loadgen.rs`)
+//! drives them all. Results: tables on stdout and in
+//! `target/echo_compare.md`. See `benches/README.md`.
+
+#[path = "echo_compare/loadgen.rs"]
+mod loadgen;
+#[path = "echo_compare/report.rs"]
+mod report;
+#[path = "echo_compare/server.rs"]
+mod server;
+
+use loadgen::{Flow, Idle, Latency, Measured, Window};
+use report::{ratio, si, stats, Table};
+use server::{Kind, Server, TlsFiles};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const USAGE: &str = "usage: cargo bench --bench echo_compare -- [--quick] [--only SCENARIOS] \
+[--servers SERVERS] [--rounds N] [--secs S] [--lg-threads N] [--idle-conns N] [--no-build]
+  SCENARIOS: latency,many,bulk,tls,idle,scale   SERVERS: netactor,tokio,mio,thread,may";
+
+/// A scenario (scale points are separate scenarios internally).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Scen {
+    Latency,
+    Many,
+    Bulk,
+    Tls,
+    Idle,
+    Scale(usize),
+}
+
+const MANY: Flow = Flow {
+    conns: 100,
+    size: 64,
+    inflight: 16,
+    tls: None,
+};
+const BULK: Flow = Flow {
+    conns: 10,
+    size: 16 << 10,
+    inflight: 4,
+    tls: None,
+};
+const TLS_CONNS: usize = 100;
+const TLS_SIZE: usize = 1024;
+const TLS_INFLIGHT: usize = 4;
+const LATENCY_SIZE: usize = 64;
+const IDLE_MSG: usize = 16;
+
+impl Scen {
+    fn title(self) -> String {
+        match self {
+            Scen::Latency => "1. latency: 1 connection, 64 B ping-pong".into(),
+            Scen::Many => "2. many small messages: 100 connections × 64 B × 16 in flight".into(),
+            Scen::Bulk => "3. bulk: 10 connections × 16 KiB × 4 in flight".into(),
+            Scen::Tls => {
+                "4. TLS: 100 connections × 1 KiB × 4 in flight (TLS 1.3, aws-lc-rs)".into()
+            }
+            Scen::Idle => "5. idle connections: server RSS growth per connection".into(),
+            Scen::Scale(n) => format!("6. scale: {n} connections × 64 B × 16 in flight"),
+        }
+    }
+    fn short(self) -> String {
+        match self {
+            Scen::Latency => "latency".into(),
+            Scen::Many => "many".into(),
+            Scen::Bulk => "bulk".into(),
+            Scen::Tls => "tls".into(),
+            Scen::Idle => "idle".into(),
+            Scen::Scale(n) => format!("scale-{n}"),
+        }
+    }
+}
+
+struct Config {
+    quick: bool,
+    rounds: usize,
+    window: Window,
+    lg_threads: usize,
+    servers: Vec<Kind>,
+    scens: Vec<Scen>,
+    build: bool,
+    idle_conns: usize,
+    command: String,
+}
+
+fn parse_args() -> Result<Config, String> {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let mut quick = false;
+    let mut only: Option<String> = None;
+    let mut servers: Option<String> = None;
+    let mut rounds = None;
+    let mut secs = None;
+    let mut lg_threads = 2;
+    let mut idle_conns = 10_000;
+    let mut build = true;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = |f: &str| it.next().cloned().ok_or(format!("{f} needs a value"));
+        let num = |f: &str, v: String| v.parse::<f64>().map_err(|e| format!("{f}: {e}"));
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--only" => only = Some(val("--only")?),
+            "--servers" => servers = Some(val("--servers")?),
+            "--rounds" => rounds = Some(num("--rounds", val("--rounds")?)? as usize),
+            "--secs" => secs = Some(num("--secs", val("--secs")?)?),
+            "--lg-threads" => lg_threads = num("--lg-threads", val("--lg-threads")?)? as usize,
+            "--idle-conns" => idle_conns = num("--idle-conns", val("--idle-conns")?)? as usize,
+            "--no-build" => build = false,
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    let rounds = rounds.unwrap_or(if quick { 1 } else { 3 }).max(1);
+    let secs = secs.unwrap_or(if quick { 1.0 } else { 3.0 });
+    if !(secs > 0.0 && secs < 600.0) {
+        return Err("--secs must be in (0, 600)".into());
+    }
+    let window = Window {
+        warmup: Duration::from_secs_f64(if quick { 0.3 } else { 0.5 }),
+        measure: Duration::from_secs_f64(secs),
+        setup_timeout: Duration::from_secs(30),
+    };
+    let servers = match servers {
+        None => Kind::ALL.to_vec(),
+        Some(list) => list
+            .split(',')
+            .map(|s| Kind::parse(s.trim()).ok_or(format!("unknown server {s}")))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let names: Vec<String> = match only {
+        None => ["latency", "many", "bulk", "tls", "idle", "scale"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        Some(list) => list.split(',').map(|s| s.trim().to_string()).collect(),
+    };
+    let mut scens = Vec::new();
+    for n in &names {
+        match n.as_str() {
+            "latency" => scens.push(Scen::Latency),
+            "many" => scens.push(Scen::Many),
+            "bulk" => scens.push(Scen::Bulk),
+            "tls" => scens.push(Scen::Tls),
+            "idle" => scens.push(Scen::Idle),
+            "scale" => {
+                // The 100-connection point is the "many" scenario itself.
+                let with_many = names.iter().any(|m| m == "many");
+                for c in [10, 100, 1000, 10_000] {
+                    if c != 100 || !with_many {
+                        scens.push(Scen::Scale(c));
+                    }
+                }
+            }
+            other => return Err(format!("unknown scenario {other}")),
+        }
+    }
+    let mut command = String::from("cargo bench --bench echo_compare");
+    if !args.is_empty() {
+        command.push_str(" -- ");
+        command.push_str(&args.join(" "));
+    }
+    Ok(Config {
+        quick,
+        rounds,
+        window,
+        lg_threads: lg_threads.max(1),
+        servers,
+        scens,
+        build,
+        idle_conns: idle_conns.max(1),
+        command,
+    })
+}
+
+/// One measurement.
+#[derive(Clone, Copy, Default)]
+struct Sample {
+    m: Measured,
+    /// Bytes per message (to turn messages into MB).
+    size: usize,
+    lat: Option<Latency>,
+    idle: Option<Idle>,
+}
+
+impl Sample {
+    fn msgs_per_sec(&self) -> f64 {
+        self.m.msgs as f64 / self.m.secs.max(1e-9)
+    }
+    fn mb_per_sec(&self) -> f64 {
+        self.msgs_per_sec() * self.size as f64 / 1e6
+    }
+    /// Messages per server CPU-second.
+    fn msgs_per_cpu(&self) -> f64 {
+        self.m.msgs as f64 / self.m.server_cpu.max(1e-3)
+    }
+    fn server_cores(&self) -> f64 {
+        self.m.server_cpu / self.m.secs.max(1e-9)
+    }
+    fn lg_cores(&self) -> f64 {
+        self.m.lg_cpu / self.m.secs.max(1e-9)
+    }
+}
+
+type Results = BTreeMap<(Scen, Kind), Vec<Result<Sample, String>>>;
+
+fn measure(
+    cfg: &Config,
+    dir: &Path,
+    log: &Path,
+    kind: Kind,
+    scen: Scen,
+    tls: Option<&(TlsFiles, Arc<rustls::ClientConfig>)>,
+) -> std::io::Result<Sample> {
+    let files = if scen == Scen::Tls {
+        tls.map(|t| &t.0)
+    } else {
+        None
+    };
+    let mut server = Server::spawn(dir, kind, files, log, Duration::from_secs(10))?;
+    let flow = |f: Flow| -> std::io::Result<Sample> {
+        let m = loadgen::run_flow(&server, &f, cfg.window, cfg.lg_threads)?;
+        Ok(Sample {
+            m,
+            size: f.size,
+            ..Sample::default()
+        })
+    };
+    let s = match scen {
+        Scen::Latency => unreachable!("latency runs all servers at once"),
+        Scen::Many => flow(MANY)?,
+        Scen::Bulk => flow(BULK)?,
+        Scen::Tls => flow(Flow {
+            conns: TLS_CONNS,
+            size: TLS_SIZE,
+            inflight: TLS_INFLIGHT,
+            tls: Some(tls.expect("TLS set up").1.clone()),
+        })?,
+        Scen::Scale(n) => flow(Flow { conns: n, ..MANY })?,
+        Scen::Idle => {
+            let i = loadgen::run_idle(&server, cfg.idle_conns, IDLE_MSG, Duration::from_secs(60))?;
+            Sample {
+                size: IDLE_MSG,
+                idle: Some(i),
+                ..Sample::default()
+            }
+        }
+    };
+    server.check_alive()?;
+    Ok(s)
+}
+
+/// Turn length of the finely interleaved latency scenario.
+const LATENCY_TURN: Duration = Duration::from_millis(50);
+
+/// One round of the latency scenario: every server runs at once and the
+/// ping-pong client takes 50 ms turns on each (see `loadgen::run_latency`).
+fn latency_round(cfg: &Config, dir: &Path, log: &Path) -> Vec<(Kind, Result<Sample, String>)> {
+    let spawned: Vec<(Kind, std::io::Result<Server>)> = cfg
+        .servers
+        .iter()
+        .map(|&k| (k, Server::spawn(dir, k, None, log, Duration::from_secs(10))))
+        .collect();
+    let live: Vec<&Server> = spawned
+        .iter()
+        .filter_map(|(_, s)| s.as_ref().ok())
+        .collect();
+    let mut measured =
+        loadgen::run_latency(&live, LATENCY_SIZE, cfg.window, LATENCY_TURN).into_iter();
+    let mut out = Vec::new();
+    for (k, s) in spawned {
+        let r = match s {
+            Err(e) => Err(e.to_string()),
+            Ok(mut server) => match measured.next() {
+                Some(Ok((m, l))) => {
+                    server
+                        .check_alive()
+                        .map_err(|e| e.to_string())
+                        .map(|()| Sample {
+                            m,
+                            size: LATENCY_SIZE,
+                            lat: Some(l),
+                            ..Sample::default()
+                        })
+                }
+                Some(Err(e)) => Err(e.to_string()),
+                None => Err("no result".into()),
+            },
+        };
+        out.push((k, r));
+    }
+    out
+}
+
+fn describe(scen: Scen, s: &Sample, n_idle: usize) -> String {
+    match scen {
+        Scen::Idle => {
+            let i = s.idle.unwrap_or_default();
+            format!(
+                "{:.0} B/conn idle, {:.0} B/conn after echo, {}/{} verified",
+                i.rss_per_conn, i.rss_per_conn_after, i.verified, n_idle
+            )
+        }
+        Scen::Latency => {
+            let l = s.lat.unwrap_or_default();
+            format!(
+                "p50 {:.1} µs, p99 {:.1} µs, {} msgs/s, server {:.2} cores, LG {:.2} cores",
+                l.p50,
+                l.p99,
+                si(s.msgs_per_sec()),
+                s.server_cores(),
+                s.lg_cores()
+            )
+        }
+        _ => format!(
+            "{} msgs/s ({:.0} MB/s), {} msgs/server-CPU-s, server {:.2} cores, LG {:.2} cores",
+            si(s.msgs_per_sec()),
+            s.mb_per_sec(),
+            si(s.msgs_per_cpu()),
+            s.server_cores(),
+            s.lg_cores()
+        ),
+    }
+}
+
+/// The successful samples of one cell.
+fn ok(results: &Results, scen: Scen, kind: Kind) -> Vec<Sample> {
+    results
+        .get(&(scen, kind))
+        .map(|v| v.iter().filter_map(|r| r.as_ref().ok().copied()).collect())
+        .unwrap_or_default()
+}
+
+/// Median of `f` over the cell's samples.
+fn med(results: &Results, scen: Scen, kind: Kind, f: impl Fn(&Sample) -> f64) -> Option<f64> {
+    let v: Vec<f64> = ok(results, scen, kind).iter().map(f).collect();
+    stats(&v).map(|s| s.0)
+}
+
+fn cell(
+    results: &Results,
+    scen: Scen,
+    kind: Kind,
+    f: impl Fn(&Sample) -> f64,
+    fmt: fn(f64) -> String,
+) -> (String, String) {
+    let v: Vec<f64> = ok(results, scen, kind).iter().map(f).collect();
+    match stats(&v) {
+        Some((m, lo, hi)) => (fmt(m), format!("{}–{}", fmt(lo), fmt(hi))),
+        None => (na(results, scen, kind), String::new()),
+    }
+}
+
+fn na(results: &Results, scen: Scen, kind: Kind) -> String {
+    match results.get(&(scen, kind)) {
+        Some(v) if !v.is_empty() => "n/a*".into(),
+        _ => "–".into(),
+    }
+}
+
+fn us(v: f64) -> String {
+    format!("{v:.1}")
+}
+fn f2(v: f64) -> String {
+    format!("{v:.2}")
+}
+fn f0(v: f64) -> String {
+    format!("{v:.0}")
+}
+
+fn throughput_table(results: &Results, servers: &[Kind], scen: Scen) -> String {
+    let bulk = scen == Scen::Bulk;
+    let (unit, per) = if bulk {
+        ("MB/s", "MB / server CPU-s")
+    } else {
+        ("msgs/s", "msgs / server CPU-s")
+    };
+    let rate: fn(&Sample) -> f64 = if bulk {
+        Sample::mb_per_sec
+    } else {
+        Sample::msgs_per_sec
+    };
+    let per_cpu: fn(&Sample) -> f64 = if bulk {
+        |s| s.msgs_per_cpu() * s.size as f64 / 1e6
+    } else {
+        Sample::msgs_per_cpu
+    };
+    let fmt: fn(f64) -> String = if bulk { f0 } else { si };
+    let mut t = Table::new(&[
+        "server",
+        unit,
+        "min–max",
+        "server cores",
+        per,
+        "LG cores",
+        "× tokio",
+        "× mio",
+        "× tokio /CPU",
+        "× mio /CPU",
+    ]);
+    for &k in servers {
+        let (m, mm) = cell(results, scen, k, rate, fmt);
+        let (c, _) = cell(results, scen, k, Sample::server_cores, f2);
+        let (p, _) = cell(results, scen, k, per_cpu, fmt);
+        let (l, _) = cell(results, scen, k, Sample::lg_cores, f2);
+        let r = |b: Kind, f: fn(&Sample) -> f64| {
+            ratio(med(results, scen, k, f), med(results, scen, b, f))
+        };
+        t.row(vec![
+            k.name().into(),
+            m,
+            mm,
+            c,
+            p,
+            l,
+            r(Kind::Tokio, rate),
+            r(Kind::Mio, rate),
+            r(Kind::Tokio, per_cpu),
+            r(Kind::Mio, per_cpu),
+        ]);
+    }
+    t.render()
+}
+
+fn latency_table(results: &Results, servers: &[Kind]) -> String {
+    let scen = Scen::Latency;
+    let p50 = |s: &Sample| s.lat.map_or(0.0, |l| l.p50);
+    let p99 = |s: &Sample| s.lat.map_or(0.0, |l| l.p99);
+    let p999 = |s: &Sample| s.lat.map_or(0.0, |l| l.p999);
+    let mut t = Table::new(&[
+        "server",
+        "p50 µs",
+        "min–max",
+        "p99 µs",
+        "p99.9 µs",
+        "msgs/s",
+        "server cores",
+        "msgs / server CPU-s",
+        "LG cores",
+        "p50 × tokio",
+        "p50 × mio",
+        "/CPU × tokio",
+    ]);
+    for &k in servers {
+        let (a, amm) = cell(results, scen, k, p50, us);
+        let (b, _) = cell(results, scen, k, p99, us);
+        let (c, _) = cell(results, scen, k, p999, us);
+        let (r, _) = cell(results, scen, k, Sample::msgs_per_sec, si);
+        let (sc, _) = cell(results, scen, k, Sample::server_cores, f2);
+        let (pc, _) = cell(results, scen, k, Sample::msgs_per_cpu, si);
+        let (l, _) = cell(results, scen, k, Sample::lg_cores, f2);
+        t.row(vec![
+            k.name().into(),
+            a,
+            amm,
+            b,
+            c,
+            r,
+            sc,
+            pc,
+            l,
+            ratio(
+                med(results, scen, k, p50),
+                med(results, scen, Kind::Tokio, p50),
+            ),
+            ratio(
+                med(results, scen, k, p50),
+                med(results, scen, Kind::Mio, p50),
+            ),
+            ratio(
+                med(results, scen, k, Sample::msgs_per_cpu),
+                med(results, scen, Kind::Tokio, Sample::msgs_per_cpu),
+            ),
+        ]);
+    }
+    t.render()
+}
+
+fn idle_table(results: &Results, servers: &[Kind], n: usize) -> String {
+    let scen = Scen::Idle;
+    let idle = |s: &Sample| s.idle.map_or(0.0, |i| i.rss_per_conn);
+    let after = |s: &Sample| s.idle.map_or(0.0, |i| i.rss_per_conn_after);
+    let verified = |s: &Sample| s.idle.map_or(0.0, |i| i.verified as f64);
+    let mut t = Table::new(&[
+        "server",
+        "B / idle conn",
+        "min–max",
+        "B / conn after one echo",
+        "verified (min)",
+        "idle × tokio",
+        "idle × mio",
+    ]);
+    for &k in servers {
+        let (a, amm) = cell(results, scen, k, idle, f0);
+        let (b, _) = cell(results, scen, k, after, f0);
+        let v: Vec<f64> = ok(results, scen, k).iter().map(verified).collect();
+        let vmin = stats(&v).map_or(na(results, scen, k), |(_, lo, _)| format!("{lo:.0} / {n}"));
+        t.row(vec![
+            k.name().into(),
+            a,
+            amm,
+            b,
+            vmin,
+            ratio(
+                med(results, scen, k, idle),
+                med(results, scen, Kind::Tokio, idle),
+            ),
+            ratio(
+                med(results, scen, k, idle),
+                med(results, scen, Kind::Mio, idle),
+            ),
+        ]);
+    }
+    t.render()
+}
+
+/// The scale points that ran, with the scenario that holds each.
+fn scale_points(results: &Results) -> Vec<(usize, Scen)> {
+    let mut pts: Vec<(usize, Scen)> = results
+        .keys()
+        .filter_map(|&(s, _)| match s {
+            Scen::Scale(n) => Some((n, s)),
+            _ => None,
+        })
+        .collect();
+    if !pts.is_empty()
+        && !pts.iter().any(|p| p.0 == 100)
+        && results.keys().any(|k| k.0 == Scen::Many)
+    {
+        pts.push((100, Scen::Many));
+    }
+    pts.sort();
+    pts.dedup();
+    pts
+}
+
+fn scale_table(results: &Results, servers: &[Kind], per_cpu: bool) -> String {
+    let pts = scale_points(results);
+    let f: fn(&Sample) -> f64 = if per_cpu {
+        Sample::msgs_per_cpu
+    } else {
+        Sample::msgs_per_sec
+    };
+    let mut head: Vec<String> = vec!["server".into()];
+    head.extend(pts.iter().map(|(n, _)| format!("{n} conns")));
+    head.push("10 000 ÷ 100".into());
+    head.push("× tokio @10 000".into());
+    head.push("× mio @10 000".into());
+    let head_ref: Vec<&str> = head.iter().map(String::as_str).collect();
+    let mut t = Table::new(&head_ref);
+    let at = |n: usize| pts.iter().find(|p| p.0 == n).map(|p| p.1);
+    for &k in servers {
+        let mut row = vec![k.name().to_string()];
+        for (_, s) in &pts {
+            row.push(cell(results, *s, k, f, si).0);
+        }
+        let m = |n: usize, k: Kind| at(n).and_then(|s| med(results, s, k, f));
+        row.push(ratio(m(10_000, k), m(100, k)));
+        row.push(ratio(m(10_000, k), m(10_000, Kind::Tokio)));
+        row.push(ratio(m(10_000, k), m(10_000, Kind::Mio)));
+        t.row(row);
+    }
+    t.render()
+}
+
+/// One target: description, measured value, pass.
+struct Target {
+    what: String,
+    got: String,
+    pass: Option<bool>,
+}
+
+fn targets(results: &Results) -> Vec<Target> {
+    let n = Kind::Netactor;
+    let mut out = Vec::new();
+    let mut ratio_target = |what: &str, scen: Scen, base: Kind, f: fn(&Sample) -> f64, min: f64| {
+        let r = match (med(results, scen, n, f), med(results, scen, base, f)) {
+            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+            _ => None,
+        };
+        out.push(Target {
+            what: what.into(),
+            got: r.map_or("not measured".into(), |r| format!("{r:.2}×")),
+            pass: r.map(|r| r >= min),
+        });
+    };
+    ratio_target(
+        "many small ≥ 1.10× tokio (msgs/s)",
+        Scen::Many,
+        Kind::Tokio,
+        Sample::msgs_per_sec,
+        1.10,
+    );
+    ratio_target(
+        "many small ≥ 1.10× tokio (per server CPU-s)",
+        Scen::Many,
+        Kind::Tokio,
+        Sample::msgs_per_cpu,
+        1.10,
+    );
+    ratio_target(
+        "many small ≥ 0.95× mio (msgs/s)",
+        Scen::Many,
+        Kind::Mio,
+        Sample::msgs_per_sec,
+        0.95,
+    );
+    ratio_target(
+        "many small ≥ 0.95× mio (per server CPU-s)",
+        Scen::Many,
+        Kind::Mio,
+        Sample::msgs_per_cpu,
+        0.95,
+    );
+    ratio_target(
+        "bulk ≥ 0.90× mio (MB/s)",
+        Scen::Bulk,
+        Kind::Mio,
+        Sample::msgs_per_sec,
+        0.90,
+    );
+    ratio_target(
+        "bulk ≥ 0.90× mio (per server CPU-s)",
+        Scen::Bulk,
+        Kind::Mio,
+        Sample::msgs_per_cpu,
+        0.90,
+    );
+    ratio_target(
+        "TLS ≥ 1.0× tokio-rustls (msgs/s)",
+        Scen::Tls,
+        Kind::Tokio,
+        Sample::msgs_per_sec,
+        1.0,
+    );
+    ratio_target(
+        "TLS ≥ 1.0× tokio-rustls (per server CPU-s)",
+        Scen::Tls,
+        Kind::Tokio,
+        Sample::msgs_per_cpu,
+        1.0,
+    );
+    // Latency: lower is better.
+    let p50 = |s: &Sample| s.lat.map_or(0.0, |l| l.p50);
+    let r = match (
+        med(results, Scen::Latency, n, p50),
+        med(results, Scen::Latency, Kind::Tokio, p50),
+    ) {
+        (Some(a), Some(b)) if b > 0.0 => Some((a, b)),
+        _ => None,
+    };
+    out.push(Target {
+        what: "latency p50 ≤ 1.15× tokio's".into(),
+        got: r.map_or("not measured".into(), |(a, b)| {
+            format!("{:.2}× ({a:.1} vs {b:.1} µs)", a / b)
+        }),
+        pass: r.map(|(a, b)| a / b <= 1.15),
+    });
+    let idle = med(results, Scen::Idle, n, |s| {
+        s.idle.map_or(0.0, |i| i.rss_per_conn)
+    });
+    out.push(Target {
+        what: "idle ≤ 1 KiB server memory per connection".into(),
+        got: idle.map_or("not measured".into(), |v| format!("{v:.0} B")),
+        pass: idle.map(|v| v <= 1024.0),
+    });
+    let pts = scale_points(results);
+    let at = |c: usize, f: fn(&Sample) -> f64| {
+        pts.iter()
+            .find(|p| p.0 == c)
+            .and_then(|p| med(results, p.1, n, f))
+    };
+    for (label, f) in [
+        ("msgs/s", Sample::msgs_per_sec as fn(&Sample) -> f64),
+        ("per server CPU-s", Sample::msgs_per_cpu),
+    ] {
+        let r = match (at(10_000, f), at(100, f)) {
+            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+            _ => None,
+        };
+        out.push(Target {
+            what: format!("10 000 active conns ≥ 0.8× the 100-conn figure ({label})"),
+            got: r.map_or("not measured".into(), |r| format!("{r:.2}×")),
+            pass: r.map(|r| r >= 0.8),
+        });
+    }
+    out
+}
+
+/// Is the load generator lean? Its CPU per message beside the leanest
+/// server's, per scenario.
+fn lg_table(results: &Results, cfg: &Config) -> String {
+    let mut t = Table::new(&[
+        "scenario",
+        "LG cores (max)",
+        "LG CPU µs / msg (median)",
+        "leanest server CPU µs / msg",
+        "server",
+    ]);
+    let mut scens: Vec<Scen> = results
+        .keys()
+        .map(|k| k.0)
+        .filter(|s| *s != Scen::Idle)
+        .collect();
+    scens.dedup();
+    for scen in scens {
+        let all: Vec<Sample> = cfg
+            .servers
+            .iter()
+            .flat_map(|&k| ok(results, scen, k))
+            .collect();
+        let lg_max = all.iter().map(Sample::lg_cores).fold(0.0, f64::max);
+        let per: Vec<f64> = all
+            .iter()
+            .map(|s| s.m.lg_cpu * 1e6 / s.m.msgs.max(1) as f64)
+            .collect();
+        let lean = cfg
+            .servers
+            .iter()
+            .filter_map(|&k| {
+                med(results, scen, k, |s| {
+                    s.m.server_cpu * 1e6 / s.m.msgs.max(1) as f64
+                })
+                .map(|v| (v, k))
+            })
+            .min_by(|a, b| a.0.total_cmp(&b.0));
+        t.row(vec![
+            scen.short(),
+            f2(lg_max),
+            stats(&per).map_or("–".into(), |m| format!("{:.2}", m.0)),
+            lean.map_or("–".into(), |l| format!("{:.2}", l.0)),
+            lean.map_or("–".into(), |l| l.1.name().into()),
+        ]);
+    }
+    t.render()
+}
+
+fn scen_section(results: &Results, cfg: &Config, scen: Scen) -> String {
+    let mut s = format!("### {}\n\n", scen.title());
+    s.push_str(&match scen {
+        Scen::Latency => latency_table(results, &cfg.servers),
+        Scen::Idle => idle_table(results, &cfg.servers, cfg.idle_conns),
+        _ => throughput_table(results, &cfg.servers, scen),
+    });
+    s
+}
+
+fn errors(results: &Results) -> String {
+    let mut s = String::new();
+    for ((scen, kind), v) in results {
+        for (round, r) in v.iter().enumerate() {
+            if let Err(e) = r {
+                let _ = writeln!(
+                    s,
+                    "- {} / {} round {}: {e}",
+                    scen.short(),
+                    kind.name(),
+                    round + 1
+                );
+            }
+        }
+    }
+    s
+}
+
+fn read_first(path: &str, key: &str) -> String {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    format!(
+        "{cores} CPUs ({}), {} RAM, Linux {}, {date}",
+        read_first("/proc/cpuinfo", "model name"),
+        read_first("/proc/meminfo", "MemTotal"),
+        kernel.trim()
+    )
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn report(results: &Results, cfg: &Config, header: &str, elapsed: Duration) -> String {
+    let mut s = String::new();
+    s.push_str(header);
+    let _ = writeln!(
+        s,
+        "- run time: {:.1} min; load average at the end: {}\n",
+        elapsed.as_secs_f64() / 60.0,
+        loadavg()
+    );
+    let mut done_scale = false;
+    for &scen in &cfg.scens {
+        match scen {
+            Scen::Scale(_) => {
+                if done_scale {
+                    continue;
+                }
+                done_scale = true;
+                s.push_str("### 6. scale: msgs/s by number of active connections (64 B × 16 in flight each)\n\n");
+                s.push_str(&scale_table(results, &cfg.servers, false));
+                s.push_str("\nmsgs per server CPU-second:\n\n");
+                s.push_str(&scale_table(results, &cfg.servers, true));
+            }
+            _ => s.push_str(&scen_section(results, cfg, scen)),
+        }
+        s.push('\n');
+    }
+    s.push_str("### Load generator check\n\n");
+    s.push_str(&lg_table(results, cfg));
+    s.push('\n');
+    s.push_str("### Targets (netactor, medians of one interleaved run)\n\n");
+    let mut t = Table::new(&["target", "measured", "result"]);
+    for tg in targets(results) {
+        let res = match tg.pass {
+            Some(true) => "PASS",
+            Some(false) => "FAIL",
+            None => "–",
+        };
+        t.row(vec![tg.what, tg.got, res.into()]);
+    }
+    s.push_str(&t.render());
+    let e = errors(results);
+    if !e.is_empty() {
+        s.push_str("\n\\* failed measurements:\n\n");
+        s.push_str(&e);
+    }
+    s
+}
+
+/// Raises the soft open-files limit to the hard one (servers inherit it).
+fn raise_nofile() -> u64 {
+    // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
+    unsafe {
+        let mut rl: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
+            return 0;
+        }
+        if rl.rlim_cur < rl.rlim_max {
+            rl.rlim_cur = rl.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
+            let _ = libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl);
+        }
+        rl.rlim_cur
+    }
+}
+
+/// `target/release/examples` next to this bench binary (which lives in
+/// `target/release/deps`), so `CARGO_TARGET_DIR` is honoured.
+fn examples_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| Some(p.parent()?.parent()?.join("examples")))
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/examples")
+        })
+}
+
+fn build_examples() -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["build", "--release"]);
+    for k in Kind::ALL {
+        cmd.args(["--example", k.example()]);
+    }
+    eprintln!("building the servers: {cmd:?}");
+    let st = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !st.success() {
+        return Err(format!("cargo build failed: {st}"));
+    }
+    Ok(())
+}
+
+/// Self-signed certificate for `localhost` in a fresh temp dir, plus a
+/// client configuration trusting it (same provider as the servers).
+fn tls_setup(dir: &Path) -> Result<(TlsFiles, Arc<rustls::ClientConfig>), String> {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()])
+        .map_err(|e| format!("rcgen: {e}"))?;
+    let cert_pem = ck.cert.pem();
+    let files = TlsFiles {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    };
+    std::fs::write(&files.cert, &cert_pem).map_err(|e| e.to_string())?;
+    std::fs::write(&files.key, ck.signing_key.serialize_pem()).map_err(|e| e.to_string())?;
+    let client =
+        netactor::tls::client_config_with_ca_pem(cert_pem.as_bytes()).map_err(|e| e.to_string())?;
+    Ok((files, client))
+}
+
+/// Copies the server binaries so the run uses one build of each.
+fn snapshot_binaries(from: &Path, to: &Path, kinds: &[Kind]) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for k in kinds {
+        std::fs::copy(from.join(k.example()), to.join(k.example()))?;
+    }
+    Ok(())
+}
+
+/// The git revision and whether `src/` had uncommitted changes (read-only
+/// git commands), so a result can be tied to the code it measured.
+fn source_state() -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "--short", "HEAD"]) {
+        Some(rev) => {
+            let dirty = git(&["status", "--porcelain", "--", "src", "examples"])
+                .is_some_and(|s| !s.is_empty());
+            format!(
+                "git {rev}{}",
+                if dirty {
+                    " + uncommitted changes in src/ or examples/"
+                } else {
+                    ""
+                }
+            )
+        }
+        None => "unknown (no git)".into(),
+    }
+}
+
+/// Removes the temp dir on the way out (also on panic).
+struct TempDir(PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn main() -> ExitCode {
+    let cfg = match parse_args() {
+        Ok(c) => c,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("echo_compare: {e}");
+            }
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let nofile = raise_nofile();
+    let need = cfg.idle_conns.max(10_000) as u64 + 64;
+    if nofile < need {
+        eprintln!("warning: open-files limit {nofile} < {need}: the 10 000-connection scenarios will fail");
+    }
+    if cfg.build {
+        if let Err(e) = build_examples() {
+            eprintln!("echo_compare: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let built = examples_dir();
+    for k in &cfg.servers {
+        if !built.join(k.example()).exists() {
+            eprintln!(
+                "echo_compare: {} missing: run `cargo build --release --examples` (or drop --no-build)",
+                built.join(k.example()).display()
+            );
+            return ExitCode::FAILURE;
+        }
+    }
+    let target = built
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("target"));
+    let log = target.join("echo_compare-servers.log");
+    let _ = std::fs::remove_file(&log);
+    let md_path = target.join("echo_compare.md");
+
+    let tmp = TempDir(std::env::temp_dir().join(format!("echo_compare-{}", std::process::id())));
+    if let Err(e) = std::fs::create_dir_all(&tmp.0) {
+        eprintln!("echo_compare: temp dir: {e}");
+        return ExitCode::FAILURE;
+    }
+    // Run private copies: on a shared tree someone may rebuild an example
+    // mid-run, and one run must compare one build of each server.
+    let dir = tmp.0.join("bin");
+    if let Err(e) = snapshot_binaries(&built, &dir, &cfg.servers) {
+        eprintln!("echo_compare: copying the server binaries: {e}");
+        return ExitCode::FAILURE;
+    }
+    let tls = if cfg.scens.contains(&Scen::Tls) {
+        match tls_setup(&tmp.0) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("echo_compare: TLS setup: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+
+    let mut header = String::new();
+    let _ = writeln!(header, "## echo_compare results\n");
+    let _ = writeln!(header, "- command: `{}`", cfg.command);
+    let _ = writeln!(header, "- machine: {}", machine());
+    let _ = writeln!(header, "- source: {}", source_state());
+    let _ =
+        writeln!(
+        header,
+        "- mode: {}, {} round(s), {:.1} s measured after {:.1} s warm-up per server and scenario, \
+         servers interleaved in the order {} (latency: all servers up at once, the client takes 50 ms turns on each); load generator: {} thread(s) in the driver process; \
+         load average at the start: {}",
+        if cfg.quick { "quick" } else { "full" },
+        cfg.rounds,
+        cfg.window.measure.as_secs_f64(),
+        cfg.window.warmup.as_secs_f64(),
+        cfg.servers.iter().map(|k| k.name()).collect::<Vec<_>>().join(", "),
+        cfg.lg_threads,
+        loadavg()
+    );
+    let _ = writeln!(
+        header,
+        "- every pooled server runs {} workers; thread = one OS thread per connection ({} KiB stacks); \
+         ratios are of medians; \"cores\" = CPU-seconds per second of the window",
+        server::WORKERS,
+        server::THREAD_STACK_KIB
+    );
+    eprint!("{header}");
+
+    let started = Instant::now();
+    let mut results: Results = BTreeMap::new();
+    let total = cfg.scens.len() * cfg.rounds * cfg.servers.len();
+    let mut step = 0;
+    for &scen in &cfg.scens {
+        for round in 0..cfg.rounds {
+            let t = Instant::now();
+            let mut lat = if scen == Scen::Latency {
+                latency_round(&cfg, &dir, &log).into_iter()
+            } else {
+                Vec::new().into_iter()
+            };
+            for &kind in &cfg.servers {
+                step += 1;
+                let t = if scen == Scen::Latency {
+                    t
+                } else {
+                    Instant::now()
+                };
+                let r = match lat.next() {
+                    Some((_, r)) => r,
+                    None => measure(&cfg, &dir, &log, kind, scen, tls.as_ref())
+                        .map_err(|e| e.to_string()),
+                };
+                let what = match &r {
+                    Ok(s) => describe(scen, s, cfg.idle_conns),
+                    Err(e) => format!("FAILED: {e}"),
+                };
+                eprintln!(
+                    "[{step}/{total} {:>5.0}s] {} round {}/{} {:<8} {what} ({:.1}s)",
+                    started.elapsed().as_secs_f64(),
+                    scen.short(),
+                    round + 1,
+                    cfg.rounds,
+                    kind.name(),
+                    t.elapsed().as_secs_f64()
+                );
+                results.entry((scen, kind)).or_default().push(r);
+            }
+        }
+    }
+    let out = report(&results, &cfg, &header, started.elapsed());
+    println!("\n{out}");
+    match std::fs::write(&md_path, &out) {
+        Ok(()) => eprintln!("written to {}", md_path.display()),
+        Err(e) => eprintln!("cannot write {}: {e}", md_path.display()),
+    }
+    ExitCode::SUCCESS
+}

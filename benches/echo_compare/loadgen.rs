@@ -1,0 +1,739 @@
+//! The load generator: one for every server, so differences come from the
+//! servers. Non-blocking mio sockets, edge-triggered; payloads generated once
+//! (no allocation per message); completions counted from echoed bytes (all
+//! messages of a scenario have one size); every echoed byte compared with
+//! what was sent, so a server that garbles data fails instead of scoring.
+
+use crate::server::Server;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection};
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Connects in flight at once per load-generator thread: well under every
+/// server's accept backlog (1024), so a burst of 10 000 never drops a SYN.
+const CONNECTS_IN_FLIGHT: usize = 128;
+/// Read buffer: larger than the most a connection ever has in flight (64 KiB
+/// in the bulk scenario), so a short read reliably means "drained".
+const SCRATCH: usize = 128 << 10;
+
+/// How long each phase may take, and how long to measure.
+#[derive(Clone, Copy, Debug)]
+pub struct Window {
+    /// Traffic before the measured window (caches, buffers, thread wake-ups settle).
+    pub warmup: Duration,
+    /// The measured window.
+    pub measure: Duration,
+    /// Bound on connecting (and, for TLS, handshaking) plus the first echo
+    /// on every connection.
+    pub setup_timeout: Duration,
+}
+
+/// A closed-loop load: `conns` connections, each keeping `inflight`
+/// messages of `size` bytes outstanding.
+#[derive(Clone)]
+pub struct Flow {
+    pub conns: usize,
+    pub size: usize,
+    pub inflight: usize,
+    pub tls: Option<Arc<ClientConfig>>,
+}
+
+/// What one measured window saw.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Measured {
+    pub msgs: u64,
+    pub secs: f64,
+    /// Server CPU seconds (user + system) used during the window.
+    pub server_cpu: f64,
+    /// Load-generator CPU seconds (this process) used during the window.
+    pub lg_cpu: f64,
+}
+
+/// Round-trip percentiles of the latency scenario, in microseconds.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Latency {
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+}
+
+/// Memory held by a server for idle connections.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Idle {
+    /// RSS growth per connection with every connection open and idle.
+    pub rss_per_conn: f64,
+    /// RSS growth per connection after each echoed one message.
+    pub rss_per_conn_after: f64,
+    /// Connections that echoed their message correctly.
+    pub verified: usize,
+}
+
+/// CPU seconds this process has used (all threads).
+pub fn self_cpu() -> f64 {
+    // SAFETY: getrusage only writes into the struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer to a zeroed rusage; RUSAGE_SELF is always valid.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return 0.0;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// The payload stream: `pattern[i]` depends on the offset inside a message,
+/// and the buffer is long enough to take a slice of up to `inflight`
+/// messages starting anywhere inside the first one.
+fn pattern(size: usize, inflight: usize) -> Vec<u8> {
+    (0..size * (inflight + 1))
+        .map(|i| {
+            let j = i % size;
+            (j.wrapping_mul(31) ^ (j >> 8)).wrapping_add(7) as u8
+        })
+        .collect()
+}
+
+/// Checks `data`, found at stream offset `off`, against the pattern.
+fn verify(pat: &[u8], size: usize, mut off: u64, mut data: &[u8]) -> bool {
+    while !data.is_empty() {
+        let o = (off % size as u64) as usize;
+        let n = data.len().min(pat.len() - o);
+        if data[..n] != pat[o..o + n] {
+            return false;
+        }
+        data = &data[n..];
+        off += n as u64;
+    }
+    true
+}
+
+fn other(msg: impl Into<String>) -> io::Error {
+    io::Error::other(msg.into())
+}
+
+fn new_socket(addr: SocketAddr) -> io::Result<TcpStream> {
+    let s = TcpStream::connect(addr)?;
+    let sock = socket2::SockRef::from(&s);
+    sock.set_tcp_nodelay(true)?;
+    // Close with RST: no TIME_WAIT, so 10 000-connection rounds never run
+    // out of ephemeral ports.
+    sock.set_linger(Some(Duration::ZERO))?;
+    Ok(s)
+}
+
+/// Opens `n` connections registered on `poll` as tokens `0..n`, at most
+/// [`CONNECTS_IN_FLIGHT`] at a time, and waits until all are established.
+fn connect_all(
+    poll: &mut Poll,
+    addr: SocketAddr,
+    n: usize,
+    deadline: Instant,
+    stop: &AtomicBool,
+) -> io::Result<Vec<TcpStream>> {
+    let mut streams: Vec<TcpStream> = Vec::with_capacity(n);
+    let mut connected = vec![false; n];
+    let mut events = Events::with_capacity(1024);
+    let (mut pending, mut done) = (0usize, 0usize);
+    while done < n {
+        if stop.load(Ordering::Relaxed) {
+            return Err(other("stopped"));
+        }
+        if Instant::now() > deadline {
+            return Err(io::Error::new(
+                ErrorKind::TimedOut,
+                format!("{done} of {n} connections established before the deadline"),
+            ));
+        }
+        while streams.len() < n && pending < CONNECTS_IN_FLIGHT {
+            let mut s = new_socket(addr)?;
+            poll.registry().register(
+                &mut s,
+                Token(streams.len()),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            streams.push(s);
+            pending += 1;
+        }
+        poll.poll(&mut events, Some(Duration::from_millis(50)))?;
+        for ev in events.iter() {
+            let i = ev.token().0;
+            if connected[i] {
+                continue;
+            }
+            let s = &streams[i];
+            if let Some(e) = s.take_error()? {
+                return Err(e);
+            }
+            match s.peer_addr() {
+                Ok(_) => {
+                    connected[i] = true;
+                    pending -= 1;
+                    done += 1;
+                }
+                Err(e) if e.kind() == ErrorKind::NotConnected => {} // not yet
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(streams)
+}
+
+struct Conn {
+    stream: TcpStream,
+    tls: Option<Box<ClientConnection>>,
+    running: bool,
+    /// Bytes written, bytes echoed back, messages completed.
+    sent: u64,
+    recv: u64,
+    done: u64,
+    /// Payload bytes due to be written.
+    to_write: usize,
+}
+
+/// Per-thread state of a flow.
+struct Gen<'a> {
+    pat: &'a [u8],
+    size: usize,
+    inflight: usize,
+    /// Messages completed by this thread.
+    total: u64,
+    ready: &'a AtomicUsize,
+    scratch: Vec<u8>,
+}
+
+impl Gen<'_> {
+    fn account(&mut self, c: &mut Conn, off: usize, n: usize) -> io::Result<()> {
+        if !verify(self.pat, self.size, c.recv, &self.scratch[off..off + n]) {
+            return Err(other(format!(
+                "echoed bytes differ from those sent (at stream offset {})",
+                c.recv
+            )));
+        }
+        c.recv += n as u64;
+        if c.recv > c.sent {
+            return Err(other("server echoed more bytes than were sent"));
+        }
+        let done = c.recv / self.size as u64;
+        let new = done - c.done;
+        if new > 0 {
+            if c.done == 0 {
+                self.ready.fetch_add(1, Ordering::Relaxed);
+            }
+            c.done = done;
+            self.total += new;
+            c.to_write += new as usize * self.size;
+        }
+        Ok(())
+    }
+
+    /// The slice of payload that continues the stream at `c.sent`.
+    fn payload(&self, c: &Conn) -> std::ops::Range<usize> {
+        let o = (c.sent % self.size as u64) as usize;
+        o..o + c.to_write
+    }
+
+    fn service(&mut self, c: &mut Conn) -> io::Result<()> {
+        if c.tls.is_some() {
+            return self.service_tls(c);
+        }
+        loop {
+            match (&c.stream).read(&mut self.scratch) {
+                Ok(0) => return Err(other("server closed the connection")),
+                Ok(n) => {
+                    self.account(c, 0, n)?;
+                    if n < self.scratch.len() {
+                        break; // drained; edge-triggered: more data = new event
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.flush_plain(c)
+    }
+
+    fn flush_plain(&mut self, c: &mut Conn) -> io::Result<()> {
+        while c.to_write > 0 {
+            let r = self.payload(c);
+            let len = r.len();
+            match (&c.stream).write(&self.pat[r]) {
+                Ok(n) => {
+                    c.sent += n as u64;
+                    c.to_write -= n;
+                    if n < len {
+                        break; // socket buffer full: wait for the writable edge
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn service_tls(&mut self, c: &mut Conn) -> io::Result<()> {
+        let Some(mut tls) = c.tls.take() else {
+            return Ok(());
+        };
+        let r = self.drive_tls(c, &mut tls);
+        c.tls = Some(tls);
+        r
+    }
+
+    fn drive_tls(&mut self, c: &mut Conn, tls: &mut ClientConnection) -> io::Result<()> {
+        loop {
+            match tls.read_tls(&mut &c.stream) {
+                Ok(0) => return Err(other("server closed the connection")),
+                Ok(_) => {
+                    tls.process_new_packets()
+                        .map_err(|e| other(format!("TLS: {e}")))?;
+                    loop {
+                        match tls.reader().read(&mut self.scratch) {
+                            Ok(0) => return Err(other("server sent close_notify")),
+                            Ok(n) => self.account(c, 0, n)?,
+                            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if !c.running && !tls.is_handshaking() {
+            c.running = true;
+            c.to_write = self.inflight * self.size;
+        }
+        if c.running && c.to_write > 0 {
+            let r = self.payload(c);
+            let n = tls.writer().write(&self.pat[r])?;
+            c.sent += n as u64;
+            c.to_write -= n;
+        }
+        while tls.wants_write() {
+            match tls.write_tls(&mut &c.stream) {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Shared between the load-generator threads and the coordinator.
+struct Shared {
+    stop: AtomicBool,
+    ready: AtomicUsize,
+    failed: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn fail(&self, e: impl std::fmt::Display) {
+        let mut f = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        if f.is_none() {
+            *f = Some(e.to_string());
+        }
+        self.stop.store(true, Ordering::Relaxed);
+    }
+    fn failure(&self) -> Option<String> {
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+fn flow_thread(
+    addr: SocketAddr,
+    flow: &Flow,
+    n: usize,
+    deadline: Instant,
+    shared: &Shared,
+    msgs: &AtomicU64,
+) -> io::Result<()> {
+    let mut poll = Poll::new()?;
+    let streams = connect_all(&mut poll, addr, n, deadline, &shared.stop)?;
+    let pat = pattern(flow.size, flow.inflight);
+    let mut g = Gen {
+        pat: &pat,
+        size: flow.size,
+        inflight: flow.inflight,
+        total: 0,
+        ready: &shared.ready,
+        scratch: vec![0u8; SCRATCH],
+    };
+    let server_name = ServerName::try_from("localhost").map_err(|e| other(e.to_string()))?;
+    let mut conns = Vec::with_capacity(n);
+    for stream in streams {
+        let tls = match &flow.tls {
+            Some(cfg) => Some(Box::new(
+                ClientConnection::new(cfg.clone(), server_name.clone())
+                    .map_err(|e| other(format!("TLS: {e}")))?,
+            )),
+            None => None,
+        };
+        let mut c = Conn {
+            stream,
+            running: tls.is_none(),
+            tls,
+            sent: 0,
+            recv: 0,
+            done: 0,
+            to_write: 0,
+        };
+        if c.running {
+            c.to_write = flow.inflight * flow.size;
+        }
+        // The writable edge was used up by the connect: start by hand.
+        if c.tls.is_some() {
+            g.service(&mut c)?;
+        } else {
+            g.flush_plain(&mut c)?;
+        }
+        conns.push(c);
+    }
+    let mut events = Events::with_capacity(1024);
+    while !shared.stop.load(Ordering::Relaxed) {
+        poll.poll(&mut events, Some(Duration::from_millis(20)))?;
+        for ev in events.iter() {
+            let c = &mut conns[ev.token().0];
+            g.service(c)?;
+        }
+        msgs.store(g.total, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// Runs `flow` against `server` with `threads` load-generator threads and
+/// measures one window.
+pub fn run_flow(server: &Server, flow: &Flow, w: Window, threads: usize) -> io::Result<Measured> {
+    let threads = threads.clamp(1, flow.conns.max(1));
+    let shared = Shared {
+        stop: AtomicBool::new(false),
+        ready: AtomicUsize::new(0),
+        failed: Mutex::new(None),
+    };
+    let counters: Vec<AtomicU64> = (0..threads).map(|_| AtomicU64::new(0)).collect();
+    let deadline = Instant::now() + w.setup_timeout;
+    let addr = server.addr;
+    std::thread::scope(|s| {
+        for (t, counter) in counters.iter().enumerate() {
+            let n = flow.conns / threads + usize::from(t < flow.conns % threads);
+            let shared = &shared;
+            std::thread::Builder::new()
+                .name(format!("loadgen-{t}"))
+                .spawn_scoped(s, move || {
+                    if let Err(e) = flow_thread(addr, flow, n, deadline, shared, counter) {
+                        shared.fail(e);
+                    }
+                })
+                .map_err(|e| other(format!("spawn: {e}")))?;
+        }
+        let r = coordinate(server, flow, w, deadline, &shared, &counters);
+        shared.stop.store(true, Ordering::Relaxed);
+        r
+    })
+}
+
+fn coordinate(
+    server: &Server,
+    flow: &Flow,
+    w: Window,
+    deadline: Instant,
+    shared: &Shared,
+    counters: &[AtomicU64],
+) -> io::Result<Measured> {
+    let fail = |shared: &Shared| shared.failure().map(other);
+    // Every connection active (echoed at least once) before anything counts.
+    loop {
+        if let Some(e) = fail(shared) {
+            return Err(e);
+        }
+        let ready = shared.ready.load(Ordering::Relaxed);
+        if ready >= flow.conns {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(io::Error::new(
+                ErrorKind::TimedOut,
+                format!(
+                    "only {ready} of {} connections echoed within {:?}",
+                    flow.conns, w.setup_timeout
+                ),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(w.warmup);
+    let sum = || {
+        counters
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
+    let (m0, c0, l0, t0) = (sum(), server.cpu_secs()?, self_cpu(), Instant::now());
+    std::thread::sleep(w.measure);
+    let (m1, c1, l1, t1) = (sum(), server.cpu_secs()?, self_cpu(), Instant::now());
+    if let Some(e) = fail(shared) {
+        return Err(e);
+    }
+    Ok(Measured {
+        msgs: m1 - m0,
+        secs: (t1 - t0).as_secs_f64(),
+        server_cpu: c1 - c0,
+        lg_cpu: l1 - l0,
+    })
+}
+
+/// A strict ping-pong client: one connection, one `size`-byte message at a
+/// time, on a blocking socket (`write` + `read` and nothing else per
+/// message: the lowest-overhead client there is).
+struct Pinger {
+    s: std::net::TcpStream,
+    msg: Vec<u8>,
+    buf: Vec<u8>,
+    rtts: Vec<u32>,
+    active: Duration,
+    lg_cpu: f64,
+}
+
+impl Pinger {
+    fn connect(addr: SocketAddr, size: usize, timeout: Duration) -> io::Result<Pinger> {
+        let s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+        s.set_nodelay(true)?;
+        socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.set_write_timeout(Some(Duration::from_secs(2)))?;
+        let mut msg = pattern(size, 1);
+        msg.truncate(size);
+        Ok(Pinger {
+            s,
+            buf: vec![0u8; size],
+            msg,
+            rtts: Vec::new(),
+            active: Duration::ZERO,
+            lg_cpu: 0.0,
+        })
+    }
+
+    fn once(&mut self) -> io::Result<()> {
+        self.s.write_all(&self.msg)?;
+        self.s.read_exact(&mut self.buf)?;
+        if self.buf != self.msg {
+            return Err(other("echoed bytes differ from those sent"));
+        }
+        Ok(())
+    }
+
+    /// Ping-pongs for `d`, recording every round trip if `record`.
+    fn run_for(&mut self, d: Duration, record: bool) -> io::Result<()> {
+        let l0 = self_cpu();
+        let t0 = Instant::now();
+        let end = t0 + d;
+        let mut t = t0;
+        loop {
+            self.once()?;
+            let now = Instant::now();
+            if record {
+                self.rtts
+                    .push((now - t).as_nanos().min(u32::MAX as u128) as u32);
+            }
+            t = now;
+            if now >= end {
+                break;
+            }
+        }
+        if record {
+            self.active += t - t0;
+            self.lg_cpu += self_cpu() - l0;
+        }
+        Ok(())
+    }
+
+    fn result(mut self, server_cpu: f64) -> (Measured, Latency) {
+        let m = Measured {
+            msgs: self.rtts.len() as u64,
+            secs: self.active.as_secs_f64(),
+            server_cpu,
+            lg_cpu: self.lg_cpu,
+        };
+        let rtts = &mut self.rtts;
+        rtts.sort_unstable();
+        let pct = |p: f64| {
+            if rtts.is_empty() {
+                return 0.0;
+            }
+            let i = ((rtts.len() as f64 * p).ceil() as usize).clamp(1, rtts.len()) - 1;
+            rtts[i] as f64 / 1000.0
+        };
+        let l = Latency {
+            p50: pct(0.50),
+            p99: pct(0.99),
+            p999: pct(0.999),
+        };
+        (m, l)
+    }
+}
+
+/// Ping-pong latency against several servers at once, finely interleaved:
+/// one connection to each, and the client takes turns of `turn` on each
+/// until every one has had `w.measure` in total. A ping-pong keeps exactly
+/// one server busy at a time, so the turns cost nothing, and every server
+/// sees the same background load (a shared machine's load changes within
+/// seconds, which moves wake-up latency far more than the servers differ).
+/// Server CPU is counted over the whole interleaved window, idle turns
+/// included: a server that burns CPU while idle pays for it.
+pub fn run_latency(
+    servers: &[&Server],
+    size: usize,
+    w: Window,
+    turn: Duration,
+) -> Vec<io::Result<(Measured, Latency)>> {
+    let mut pingers: Vec<io::Result<Pinger>> = servers
+        .iter()
+        .map(|s| {
+            let mut p = Pinger::connect(s.addr, size, w.setup_timeout)?;
+            p.run_for(w.warmup, false)?;
+            p.rtts
+                .reserve((w.measure.as_micros() as usize).min(20_000_000));
+            Ok(p)
+        })
+        .collect();
+    let cpu0: Vec<io::Result<f64>> = servers.iter().map(|s| s.cpu_secs()).collect();
+    let turns = (w.measure.as_secs_f64() / turn.as_secs_f64())
+        .ceil()
+        .max(1.0) as usize;
+    for _ in 0..turns {
+        for p in pingers.iter_mut() {
+            if let Ok(pp) = p {
+                if let Err(e) = pp.run_for(turn, true) {
+                    *p = Err(e);
+                }
+            }
+        }
+    }
+    pingers
+        .into_iter()
+        .zip(cpu0)
+        .zip(servers)
+        .map(|((p, c0), s)| {
+            let p = p?;
+            let cpu = s.cpu_secs()? - c0?;
+            Ok(p.result(cpu))
+        })
+        .collect()
+}
+
+/// Opens `n` idle connections, measures the server's RSS growth, then has
+/// every connection echo one `size`-byte message.
+pub fn run_idle(server: &Server, n: usize, size: usize, timeout: Duration) -> io::Result<Idle> {
+    // Let the freshly started server settle before the baseline.
+    std::thread::sleep(Duration::from_millis(100));
+    let rss0 = server.rss_bytes()?;
+    let fds0 = server.fd_count()?;
+    let deadline = Instant::now() + timeout;
+    let stop = AtomicBool::new(false);
+    let mut poll = Poll::new()?;
+    let streams = connect_all(&mut poll, server.addr, n, deadline, &stop)?;
+    // Established at our end is not yet accepted at theirs: wait for the fds.
+    loop {
+        let fds = server.fd_count()?;
+        if fds >= fds0 + n {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(io::Error::new(
+                ErrorKind::TimedOut,
+                format!(
+                    "server accepted {} of {n} connections",
+                    fds.saturating_sub(fds0)
+                ),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let rss1 = settled_rss(server)?;
+    // Now each must still echo.
+    #[derive(Clone, Copy)]
+    enum Echo {
+        Waiting(usize),
+        Good,
+        Bad,
+    }
+    let pat = pattern(size, 1);
+    let mut st = vec![Echo::Waiting(0); n];
+    let mut buf = vec![0u8; size * 2];
+    for s in &streams {
+        let mut w: &TcpStream = s;
+        w.write_all(&pat[..size])?; // a fresh socket takes a small message at once
+    }
+    let mut events = Events::with_capacity(1024);
+    let mut finished = 0;
+    while finished < n && Instant::now() < deadline {
+        poll.poll(&mut events, Some(Duration::from_millis(50)))?;
+        for ev in events.iter() {
+            let i = ev.token().0;
+            // Read until WouldBlock or until this connection is decided.
+            while let Echo::Waiting(got) = st[i] {
+                match (&streams[i]).read(&mut buf) {
+                    Ok(k) if k > 0 => {
+                        let end = got + k;
+                        st[i] = if end <= size && buf[..k] == pat[got..end] {
+                            if end < size {
+                                Echo::Waiting(end)
+                            } else {
+                                finished += 1;
+                                Echo::Good
+                            }
+                        } else {
+                            finished += 1;
+                            Echo::Bad
+                        };
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    _ => {
+                        // EOF or error before the echo was complete.
+                        finished += 1;
+                        st[i] = Echo::Bad;
+                    }
+                }
+            }
+        }
+    }
+    let rss2 = settled_rss(server)?;
+    drop(streams);
+    let per = |r: u64| (r as f64 - rss0 as f64) / n as f64;
+    Ok(Idle {
+        rss_per_conn: per(rss1),
+        rss_per_conn_after: per(rss2),
+        verified: st.iter().filter(|e| matches!(e, Echo::Good)).count(),
+    })
+}
+
+/// RSS once it stops moving (a server may still be setting up connections
+/// it has accepted), bounded at two seconds.
+fn settled_rss(server: &Server) -> io::Result<u64> {
+    std::thread::sleep(Duration::from_millis(200));
+    let end = Instant::now() + Duration::from_secs(2);
+    let mut last = server.rss_bytes()?;
+    while Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = server.rss_bytes()?;
+        if now.abs_diff(last) * 200 <= last {
+            return Ok(now); // within 0.5 %
+        }
+        last = now;
+    }
+    Ok(last)
+}

@@ -1,0 +1,125 @@
+//! Shared by the `peer_*_echo` examples (the competitors in
+//! `benches/echo_compare.rs`): the command line, the listening socket and the
+//! TLS configuration, so every peer starts from the same settings as
+//! `examples/echo.rs`.
+//!
+//! Command line: `--listen ADDR [--workers N] [--cert PEM --key PEM] [--stack KIB]`.
+
+#![allow(dead_code)] // each peer uses a different subset
+
+use rustls::ServerConfig;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::process::exit;
+use std::sync::Arc;
+
+/// Read size of every peer: one 64 KiB read takes a whole bulk window
+/// (16 KiB × 4 in flight) in one system call.
+pub const READ_SIZE: usize = 64 << 10;
+
+/// Listen backlog, the same as netactor's and tokio's default, so 10 000
+/// connects in a burst never overflow the accept queue of one peer only.
+pub const BACKLOG: i32 = 1024;
+
+/// Parsed command line.
+pub struct Args {
+    pub listen: SocketAddr,
+    pub workers: usize,
+    pub tls: Option<Arc<ServerConfig>>,
+    /// Thread (or coroutine) stack size in bytes, for the peers that have one.
+    pub stack: Option<usize>,
+}
+
+/// Parses the command line; prints usage and exits 2 on a bad one.
+pub fn parse_args(name: &str) -> Args {
+    match try_parse(name) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            eprintln!(
+                "usage: {name} --listen ADDR [--workers N] [--cert PEM --key PEM] [--stack KIB]"
+            );
+            exit(2);
+        }
+    }
+}
+
+fn try_parse(name: &str) -> Result<Args, String> {
+    let mut listen = None;
+    let mut workers = 2;
+    let mut cert = None;
+    let mut key = None;
+    let mut stack = None;
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut val = |flag: &str| it.next().ok_or(format!("{flag} needs a value"));
+        match a.as_str() {
+            "--listen" => {
+                listen = Some(
+                    val("--listen")?
+                        .parse()
+                        .map_err(|e| format!("--listen: {e}"))?,
+                )
+            }
+            "--workers" => {
+                workers = val("--workers")?
+                    .parse()
+                    .map_err(|e| format!("--workers: {e}"))?;
+                if workers == 0 {
+                    return Err("--workers must be at least 1".into());
+                }
+            }
+            "--stack" => {
+                let kib: usize = val("--stack")?
+                    .parse()
+                    .map_err(|e| format!("--stack: {e}"))?;
+                stack = Some(kib << 10);
+            }
+            "--cert" => cert = Some(val("--cert")?),
+            "--key" => key = Some(val("--key")?),
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    let tls = match (cert, key) {
+        (Some(c), Some(k)) => Some(
+            // The same configuration netactor's echo builds (same provider,
+            // same defaults), so the TLS comparison measures I/O, not settings.
+            netactor::tls::server_config_from_pem_files(&c, &k)
+                .map_err(|e| format!("{name}: TLS configuration: {e}"))?,
+        ),
+        (None, None) => None,
+        _ => return Err("--cert and --key go together".into()),
+    };
+    Ok(Args {
+        listen: listen.ok_or("--listen ADDR is required")?,
+        workers,
+        tls,
+        stack,
+    })
+}
+
+/// A listening socket with `SO_REUSEADDR` and a backlog of [`BACKLOG`];
+/// with `reuse_port` several can share one port (one per event loop).
+pub fn listener(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    if reuse_port {
+        s.set_reuse_port(true)?;
+    }
+    s.bind(&addr.into())?;
+    s.listen(BACKLOG)?;
+    Ok(s.into())
+}
+
+/// Prints the readiness line the driver waits for.
+pub fn announce(addr: SocketAddr) {
+    println!("listening on {addr}");
+    let _ = std::io::stdout().flush();
+}
+
+/// Prints `what: err` and exits 1.
+pub fn die(name: &str, what: &str, err: impl std::fmt::Display) -> ! {
+    eprintln!("{name}: {what}: {err}");
+    exit(1);
+}

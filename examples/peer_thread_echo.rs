@@ -1,0 +1,88 @@
+//! Echo server, one OS thread per connection with blocking std sockets —
+//! the "no runtime at all" baseline for `benches/echo_compare.rs`.
+//!
+//! ```text
+//! cargo run --release --example peer_thread_echo -- --listen 127.0.0.1:0 [--cert PEM --key PEM] [--stack KIB]
+//! ```
+//!
+//! `--workers` is accepted and ignored (every connection has its own
+//! thread). Threads get small stacks (`--stack`, default 64 KiB) so that
+//! 10 000 connections fit. TLS uses rustls' blocking `StreamOwned`.
+
+#[path = "peer_common/mod.rs"]
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+const NAME: &str = "peer_thread_echo";
+const DEFAULT_STACK: usize = 64 << 10;
+/// Smaller than the other peers' 64 KiB: this buffer lives per connection
+/// (on the heap) rather than per worker.
+const BUF: usize = 16 << 10;
+
+fn echo<S: Read + Write>(mut s: S) {
+    let mut buf = vec![0u8; BUF];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if s.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+fn main() {
+    let args = common::parse_args(NAME);
+    let listener =
+        common::listener(args.listen, false).unwrap_or_else(|e| common::die(NAME, "listen", e));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| common::die(NAME, "local_addr", e));
+    common::announce(addr);
+    let stack = args.stack.unwrap_or(DEFAULT_STACK);
+    let warned = Arc::new(AtomicBool::new(false));
+    loop {
+        let stream: TcpStream = match listener.accept() {
+            Ok((s, _)) => s,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => {
+                // EMFILE and friends: keep serving the connections we have.
+                eprintln!("{NAME}: accept: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let tls = args.tls.clone();
+        let spawned = std::thread::Builder::new()
+            .stack_size(stack)
+            .spawn(move || match tls {
+                Some(cfg) => match rustls::ServerConnection::new(cfg) {
+                    Ok(conn) => echo(rustls::StreamOwned::new(conn, stream)),
+                    Err(e) => eprintln!("{NAME}: TLS: {e}"),
+                },
+                None => {
+                    // Allocate the buffer only once data comes: idle
+                    // connections then cost just their stack.
+                    let mut probe = [0u8; 1];
+                    if let Ok(1) = stream.peek(&mut probe) {
+                        echo(stream)
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            // The connection is dropped (closed); say so once.
+            if !warned.swap(true, Ordering::Relaxed) {
+                eprintln!("{NAME}: cannot spawn a thread: {e}");
+            }
+        }
+    }
+}

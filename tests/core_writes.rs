@@ -1,0 +1,354 @@
+//! Write side of the core: wbuf_max, drain events, autocork and vectored
+//! writes (via `Stats::write_calls`), half-close, linger after close, and a
+//! peer resetting the connection mid-stream.
+//!
+//! Run: `cargo test --release --test core_writes`
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use netactor::framing::{Chunk, Raw};
+use netactor::{Error, Event, Limit, Options, Reactor};
+use std::io::{Read, Write};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+fn shared_reactor() -> &'static Reactor {
+    static R: OnceLock<Reactor> = OnceLock::new();
+    R.get_or_init(|| reactor(2))
+}
+
+/// Runs `f` on the connection's worker and returns its result.
+fn on_worker<T: Send + 'static>(
+    conn: &netactor::Connection,
+    f: impl FnOnce(&mut netactor::Ctx<'_>) -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    conn.call(move |ctx| {
+        let _ = tx.send(f(ctx));
+    })
+    .unwrap();
+    rx.recv_timeout(WAIT).expect("call did not run")
+}
+
+/// Writes `block`s from the handle until `write` refuses; returns the bytes accepted.
+fn fill_until_refused(conn: &netactor::Connection, block: usize, limit: usize) -> (usize, Error) {
+    let data = Bytes::from(vec![0xAB; block]);
+    let mut accepted = 0;
+    while accepted <= limit {
+        match conn.write(data.clone()) {
+            Ok(()) => accepted += block,
+            Err(e) => return (accepted, e),
+        }
+    }
+    panic!("wrote {accepted} bytes without ever being refused");
+}
+
+#[test]
+fn wbuf_max_refuses_a_write_that_would_exceed_it() {
+    let mut p = pair(
+        shared_reactor(),
+        Options::new().wbuf_max(1000).autocork(true),
+    );
+    // One actor turn with autocork: nothing is flushed in between, so the
+    // second write would make 1200 queued bytes.
+    let (a, b, c) = on_worker(&p.conn, |ctx| {
+        let a = ctx.write(vec![b'a'; 600]);
+        let b = ctx.write(vec![b'b'; 600]);
+        let c = ctx.write(vec![b'c'; 400]);
+        (a, b, c)
+    });
+    assert!(a.is_ok());
+    assert!(
+        matches!(
+            b,
+            Err(Error::NoSpace {
+                limit: Limit::WriteBuffer,
+                max: 1000
+            })
+        ),
+        "{b:?}"
+    );
+    assert!(c.is_ok(), "exactly 1000 bytes is within the limit: {c:?}");
+    // Not fatal, and the refused write queued nothing.
+    let got = p.recv_exact(1000);
+    assert!(got[..600].iter().all(|&x| x == b'a') && got[600..].iter().all(|&x| x == b'c'));
+    // The reservation is released just after the kernel took the bytes.
+    assert!(wait_until(WAIT, || p.conn.stats().write_queued == 0));
+    p.conn.write(&b"still open"[..]).unwrap();
+    assert_eq!(p.recv_exact(10), b"still open");
+}
+
+#[test]
+fn default_wbuf_max_is_finite_and_checked_on_every_write() {
+    let r = shared_reactor();
+    let mut p = client_pair(r, Options::new());
+    let max = netactor::conn::DEFAULT_WBUF_MAX;
+    let (accepted, e) = fill_until_refused(&p.conn, 256 << 10, 64 << 20);
+    assert!(
+        matches!(e, Error::NoSpace { limit: Limit::WriteBuffer, max: m } if m == max),
+        "{e:?}"
+    );
+    assert!(p.conn.stats().write_queued <= max);
+    // Every further write is checked too (the reference only checked the first).
+    for _ in 0..3 {
+        assert!(matches!(
+            p.conn.write(vec![0u8; 256 << 10]),
+            Err(Error::NoSpace { .. })
+        ));
+    }
+    // The peer gets exactly what was accepted; afterwards writes work again.
+    let mut buf = vec![0u8; accepted];
+    p.peer.read_exact(&mut buf).unwrap();
+    assert!(buf.iter().all(|&x| x == 0xAB));
+    p.conn.write(&b"more"[..]).unwrap();
+    let mut more = [0u8; 4];
+    p.peer.read_exact(&mut more).unwrap();
+    assert_eq!(&more, b"more");
+}
+
+#[test]
+fn drain_fires_once_when_the_queue_falls_to_the_low_water_mark() {
+    let r = shared_reactor();
+    let lwm = 64 << 10;
+    let mut p = client_pair(r, Options::new().low_water_mark(Some(lwm)));
+    let total = 1 << 20;
+    p.conn.write(pattern(total)).unwrap();
+    assert!(wait_until(WAIT, || p.conn.stats().write_queued > lwm));
+    // Still backed up: no drain yet.
+    assert!(p.events.recv_timeout(Duration::from_millis(50)).is_err());
+    let mut got = vec![0u8; total];
+    p.peer.read_exact(&mut got).unwrap();
+    assert_eq!(got, pattern(total));
+    match p.next_event() {
+        Event::Drain => {}
+        other => panic!("expected Drain, got {other:?}"),
+    }
+    assert!(p.conn.stats().write_queued <= lwm);
+    // One drain per episode.
+    assert!(p.events.recv_timeout(Duration::from_millis(100)).is_err());
+}
+
+#[test]
+fn no_drain_events_without_a_low_water_mark() {
+    let mut p = pair(shared_reactor(), Options::new());
+    for _ in 0..20 {
+        p.conn.write(&b"x"[..]).unwrap();
+    }
+    p.recv_exact(20);
+    assert!(p.events().recv_timeout(Duration::from_millis(100)).is_err());
+}
+
+#[test]
+fn autocork_coalesces_a_turn_into_one_vectored_write() {
+    for (autocork, n) in [(true, 50usize), (false, 50), (true, 100)] {
+        let mut p = pair(shared_reactor(), Options::new().autocork(autocork));
+        let before = p.conn.stats().write_calls;
+        on_worker(&p.conn, move |ctx| {
+            for i in 0..n {
+                ctx.write(format!("{i:04}")).unwrap();
+            }
+        });
+        let got = p.recv_exact(4 * n);
+        let want: String = (0..n).map(|i| format!("{i:04}")).collect();
+        assert_eq!(got, want.as_bytes());
+        let calls = p.conn.stats().write_calls - before;
+        match (autocork, n) {
+            // All 50 buffers in one writev.
+            (true, 50) => assert_eq!(calls, 1, "autocork, 50 buffers"),
+            // Without autocork every write is tried at once.
+            (false, _) => assert_eq!(calls, n as u64, "no autocork"),
+            // More buffers than one writev carries: still few calls.
+            _ => assert!(calls <= 2, "autocork, 100 buffers: {calls} calls"),
+        }
+    }
+}
+
+#[test]
+fn send_encoder_parts_go_out_atomically_and_in_order() {
+    struct Framed(&'static [u8]);
+    impl netactor::framing::Encoder for Framed {
+        fn encode(self, out: &mut Vec<Bytes>) -> Result<(), Error> {
+            out.push(Bytes::from(format!("{}:", self.0.len())));
+            out.push(Bytes::from_static(self.0));
+            out.push(Bytes::from_static(b","));
+            Ok(())
+        }
+    }
+    let mut p = pair(shared_reactor(), Options::new());
+    p.conn.send(Framed(b"hello")).unwrap();
+    p.conn.send(Framed(b"x")).unwrap();
+    assert_eq!(p.recv_exact(12), b"5:hello,1:x,");
+    // All or nothing against wbuf_max.
+    let p2 = pair(shared_reactor(), Options::new().wbuf_max(4));
+    assert!(matches!(
+        p2.conn.send(Framed(b"hello")),
+        Err(Error::NoSpace { .. })
+    ));
+    assert_eq!(p2.conn.stats().write_queued, 0);
+}
+
+#[test]
+fn shutdown_half_closes_after_queued_data_and_reading_continues() {
+    let mut p = pair(shared_reactor(), Options::new());
+    let data = pattern(300_000);
+    p.conn.write(data.clone()).unwrap();
+    p.conn.shutdown().unwrap();
+    assert!(matches!(p.conn.write(&b"late"[..]), Err(Error::BrokenPipe)));
+    let (got, eof) = read_to_eof(&mut p.peer);
+    assert!(eof, "peer saw no clean EOF");
+    assert_eq!(got.len(), data.len());
+    assert!(got == data);
+    // Our read side is still open.
+    let r = p.conn.push_read(Chunk::new(5)).unwrap();
+    p.send(b"after");
+    assert_eq!(&r.recv_timeout(WAIT).unwrap().unwrap()[..], b"after");
+    // Peer closes too: both directions done, the connection closes itself.
+    p.conn.set_streaming(Some(Raw)).unwrap();
+    p.peer.shutdown(std::net::Shutdown::Write).unwrap();
+    let evs = events_until_closed(p.events(), WAIT);
+    assert!(matches!(evs[..], [Event::Eof, Event::Closed]), "{evs:?}");
+}
+
+#[test]
+fn close_lingers_until_everything_queued_is_delivered() {
+    let r = shared_reactor();
+    let mut p = client_pair(r, Options::new().linger(Duration::from_secs(10)));
+    let data = pattern(2 << 20);
+    p.conn.write(data.clone()).unwrap();
+    assert!(wait_until(WAIT, || p.conn.stats().write_queued > 0));
+    p.conn.close().unwrap();
+    // Still flushing: not closed yet.
+    assert!(p.events.recv_timeout(Duration::from_millis(50)).is_err());
+    let (got, eof) = read_to_eof(&mut p.peer);
+    assert!(eof);
+    assert_eq!(got.len(), data.len());
+    assert!(got == data);
+    assert!(matches!(p.next_event(), Event::Closed));
+    assert!(matches!(p.conn.write(&b"x"[..]), Err(Error::Closed)));
+}
+
+#[test]
+fn dropping_the_last_handle_closes_with_linger() {
+    let r = shared_reactor();
+    let p = client_pair(r, Options::new());
+    let ClientPair {
+        conn,
+        events,
+        mut peer,
+    } = p;
+    let data = pattern(1 << 20);
+    conn.write(data.clone()).unwrap();
+    drop(conn);
+    let (got, eof) = read_to_eof(&mut peer);
+    assert!(
+        eof && got == data,
+        "got {} of {} bytes",
+        got.len(),
+        data.len()
+    );
+    assert!(matches!(next_event(&events, WAIT), Event::Closed));
+}
+
+#[test]
+fn linger_zero_drops_queued_data_and_linger_expiry_gives_up() {
+    let r = shared_reactor();
+    // linger 0: close at once, the queue is dropped.
+    let mut p = client_pair(r, Options::new().linger(Duration::ZERO));
+    let total = 1 << 20;
+    p.conn.write(pattern(total)).unwrap();
+    assert!(wait_until(WAIT, || p.conn.stats().write_queued > 0));
+    p.conn.close().unwrap();
+    assert!(matches!(p.next_event(), Event::Closed));
+    let (got, _) = read_to_eof(&mut p.peer);
+    assert!(got.len() < total, "everything arrived despite linger 0");
+
+    // linger 200 ms with a peer that never reads: closed after ~200 ms.
+    let p = client_pair(r, Options::new().linger(Duration::from_millis(200)));
+    p.conn.write(pattern(total)).unwrap();
+    assert!(wait_until(WAIT, || p.conn.stats().write_queued > 0));
+    let t0 = Instant::now();
+    p.conn.close().unwrap();
+    assert!(matches!(p.next_event(), Event::Closed));
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(150) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn peer_reset_mid_stream_fails_reads_and_writes() {
+    // Reading side: a pending read fails with ConnectionReset, fatally.
+    let mut p = pair(shared_reactor(), Options::new());
+    let r = p.conn.push_read(Chunk::new(100)).unwrap();
+    p.send(b"some");
+    p.wait_read(4);
+    socket2::SockRef::from(&p.peer)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(p.peer);
+    assert!(matches!(
+        r.recv_timeout(WAIT).expect("read still pending"),
+        Err(Error::ConnectionReset)
+    ));
+    let evs = events_until_closed(p.listener.events(), WAIT);
+    assert!(
+        matches!(
+            evs[..],
+            [
+                Event::Error {
+                    error: Error::ConnectionReset,
+                    fatal: true
+                },
+                Event::Closed
+            ]
+        ),
+        "{evs:?}"
+    );
+
+    // Writing side: a reset during a long transfer ends it with a fatal error.
+    let p = client_pair(shared_reactor(), Options::new().wbuf_max(64 << 20));
+    p.conn.write(pattern(8 << 20)).unwrap();
+    assert!(wait_until(WAIT, || p.conn.stats().bytes_written > 0));
+    let mut peer = p.peer;
+    let mut some = [0u8; 1000];
+    peer.read_exact(&mut some).unwrap();
+    socket2::SockRef::from(&peer)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(peer);
+    let evs = events_until_closed(&p.events, WAIT);
+    assert!(
+        matches!(
+            evs[..],
+            [
+                Event::Error {
+                    error: Error::ConnectionReset | Error::BrokenPipe,
+                    fatal: true
+                },
+                Event::Closed
+            ]
+        ),
+        "{evs:?}"
+    );
+    let _ = Write::flush(&mut std::io::sink());
+}
+
+#[test]
+fn close_delivers_everything_even_with_unread_input() {
+    // Input nobody read is still in our receive queue when the socket is
+    // closed; a plain close() would then send RST and drop whatever the
+    // kernel had not sent yet.
+    let r = shared_reactor();
+    let mut p = client_pair(r, Options::new());
+    p.peer.write_all(b"unread request").unwrap();
+    let data = pattern(1 << 20);
+    p.conn.write(data.clone()).unwrap();
+    p.conn.close().unwrap();
+    let (got, eof) = read_to_eof(&mut p.peer);
+    assert_eq!(got.len(), data.len(), "clean EOF: {eof}");
+    assert!(eof && got == data);
+    assert!(matches!(p.next_event(), Event::Closed));
+}
