@@ -75,6 +75,8 @@ struct Args {
     workers: Option<usize>,
     cert: Option<String>,
     key: Option<String>,
+    dedicated_poller: bool,
+    spin_us: u64,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -82,6 +84,8 @@ fn parse_args() -> Result<Args, String> {
     let mut workers = None;
     let mut cert = None;
     let mut key = None;
+    let mut dedicated_poller = false;
+    let mut spin_us = 0;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut val = |name: &str| it.next().ok_or(format!("{name} needs a value"));
@@ -102,6 +106,13 @@ fn parse_args() -> Result<Args, String> {
             }
             "--cert" => cert = Some(val("--cert")?),
             "--key" => key = Some(val("--key")?),
+            // Tuning knobs for benchmarks (see ARCHITECTURE.md, "Performance").
+            "--dedicated-poller" => dedicated_poller = true,
+            "--spin-us" => {
+                spin_us = val("--spin-us")?
+                    .parse()
+                    .map_err(|e| format!("--spin-us: {e}"))?
+            }
             "-h" | "--help" => {
                 return Err("usage: echo --listen ADDR [--workers N] [--cert PEM --key PEM]".into())
             }
@@ -116,6 +127,8 @@ fn parse_args() -> Result<Args, String> {
         workers,
         cert,
         key,
+        dedicated_poller,
+        spin_us,
     })
 }
 
@@ -140,7 +153,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let mut builder = Reactor::builder().shutdown_timeout(Duration::from_secs(5));
+    let mut builder = Reactor::builder()
+        .shutdown_timeout(Duration::from_secs(5))
+        .dedicated_poller(args.dedicated_poller)
+        .spin(Duration::from_micros(args.spin_us));
     if let Some(n) = args.workers {
         builder = builder.workers(n);
     }

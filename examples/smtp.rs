@@ -380,8 +380,10 @@ impl Session {
     }
 
     fn close_with(&mut self, ctx: &mut Ctx<'_>, text: &str) {
-        self.reply(ctx, text);
+        // Drop an unfinished transaction (and its temp file) before the
+        // client can see the reply.
         self.reset_transaction();
+        self.reply(ctx, text);
         ctx.close();
     }
 

@@ -89,7 +89,7 @@ pub(crate) struct QueuedRead<D: Decoder> {
 }
 
 impl<D: Decoder> QueuedRead<D> {
-    pub(crate) fn new(decoder: D) -> (Box<dyn ReadRequest>, Reply<D::Output>) {
+    pub(crate) fn request(decoder: D) -> (Box<dyn ReadRequest>, Reply<D::Output>) {
         let (tx, rx) = crossbeam_channel::bounded(1);
         (Box::new(QueuedRead { decoder, tx }), Reply::new(rx))
     }
@@ -915,16 +915,14 @@ impl Core {
 
     fn note_read(&mut self, n: usize, now: Instant) {
         let c = &self.shared.counters;
-        c.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
-        c.read_calls.fetch_add(1, Ordering::Relaxed);
+        c.add_read(n);
         self.act_any = now;
         self.act_read = now;
     }
 
     fn note_write(&mut self, n: usize, now: Instant) {
         let c = &self.shared.counters;
-        c.bytes_written.fetch_add(n as u64, Ordering::Relaxed);
-        c.write_calls.fetch_add(1, Ordering::Relaxed);
+        c.add_write(n);
         self.act_any = now;
         self.act_write = now;
     }
@@ -1683,8 +1681,7 @@ impl Core {
                 match t.write_to(sock) {
                     Ok(n) => {
                         let c = &self.shared.counters;
-                        c.bytes_written.fetch_add(n as u64, Ordering::Relaxed);
-                        c.write_calls.fetch_add(1, Ordering::Relaxed);
+                        c.add_write(n);
                         self.act_any = w.now;
                         self.act_write = w.now;
                     }
@@ -1904,14 +1901,14 @@ impl Ctx<'_> {
 
     /// Queues a read at the back of the read queue.
     pub fn push_read<D: Decoder>(&mut self, decoder: D) -> Reply<D::Output> {
-        let (req, reply) = QueuedRead::new(decoder);
+        let (req, reply) = QueuedRead::request(decoder);
         self.core.push_read_req(req, false);
         reply
     }
 
     /// Queues a read at the front of the read queue.
     pub fn unshift_read<D: Decoder>(&mut self, decoder: D) -> Reply<D::Output> {
-        let (req, reply) = QueuedRead::new(decoder);
+        let (req, reply) = QueuedRead::request(decoder);
         self.core.push_read_req(req, true);
         reply
     }

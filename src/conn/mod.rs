@@ -75,6 +75,11 @@ pub enum Event {
     Closed,
 }
 
+/// The sending half of an event channel: events tagged with their connection.
+pub type EventSender = Sender<(ConnId, Event)>;
+/// The receiving half of an event channel.
+pub type EventReceiver = Receiver<(ConnId, Event)>;
+
 /// Where a connection's events go.
 pub enum Sink {
     /// Events are sent, tagged with the connection id, over a channel.
@@ -104,7 +109,7 @@ impl From<Sender<(ConnId, Event)>> for Sink {
 /// When the channel is full the actor keeps further events itself and stops
 /// reading from the socket until the application catches up, so a slow
 /// consumer pushes back on the peer instead of growing memory.
-pub fn event_channel(capacity: usize) -> (Sender<(ConnId, Event)>, Receiver<(ConnId, Event)>) {
+pub fn event_channel(capacity: usize) -> (EventSender, EventReceiver) {
     crossbeam_channel::bounded(capacity.max(1))
 }
 
@@ -230,14 +235,14 @@ impl Connection {
 
     /// Queues a read at the back of the read queue; the reply carries the frame.
     pub fn push_read<D: Decoder>(&self, decoder: D) -> Result<Reply<D::Output>> {
-        let (req, reply) = QueuedRead::new(decoder);
+        let (req, reply) = QueuedRead::request(decoder);
         self.shared.post(Msg::PushRead(req))?;
         Ok(reply)
     }
 
     /// Queues a read at the front of the read queue (it runs before all queued reads).
     pub fn unshift_read<D: Decoder>(&self, decoder: D) -> Result<Reply<D::Output>> {
-        let (req, reply) = QueuedRead::new(decoder);
+        let (req, reply) = QueuedRead::request(decoder);
         self.shared.post(Msg::UnshiftRead(req))?;
         Ok(reply)
     }

@@ -49,6 +49,24 @@ pub(crate) struct Counters {
     pub(crate) write_calls: AtomicU64,
 }
 
+impl Counters {
+    // Only the actor writes the counters, so a load and a store are enough:
+    // no read-modify-write (a locked instruction) on the hot path.
+    pub(crate) fn add_read(&self, n: usize) {
+        bump(&self.bytes_read, n as u64);
+        bump(&self.read_calls, 1);
+    }
+
+    pub(crate) fn add_write(&self, n: usize) {
+        bump(&self.bytes_written, n as u64);
+        bump(&self.write_calls, 1);
+    }
+}
+
+fn bump(counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+}
+
 /// A snapshot of a connection's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -67,6 +85,8 @@ pub struct Stats {
 pub(crate) struct ConnShared {
     pub(crate) id: ConnId,
     pub(crate) worker: Arc<WorkerShared>,
+    /// Mirrors "the mailbox is non-empty" so a turn skips the lock when idle.
+    has_mail: AtomicBool,
     pub(crate) token: AtomicUsize,
     mailbox: Mutex<Mailbox>,
     pub(crate) queued: AtomicUsize,
@@ -88,6 +108,7 @@ impl ConnShared {
             id,
             worker,
             token: AtomicUsize::new(usize::MAX),
+            has_mail: AtomicBool::new(false),
             mailbox: Mutex::new(Mailbox {
                 msgs: VecDeque::new(),
                 scheduled: false,
@@ -110,6 +131,7 @@ impl ConnShared {
                 return Err(Error::Closed);
             }
             mb.msgs.push_back(msg);
+            self.has_mail.store(true, Ordering::Release);
             !std::mem::replace(&mut mb.scheduled, true)
         };
         if schedule {
@@ -123,7 +145,14 @@ impl ConnShared {
 
     /// Takes all pending messages (the actor calls this at the start of a turn).
     pub(crate) fn take_mail(&self, into: &mut VecDeque<Msg>) {
+        // `has_mail` is set with the push and cleared with the take, under
+        // the lock; a post racing with this check finds `scheduled` false
+        // and queues a Mail task, so nothing is missed.
+        if !self.has_mail.load(Ordering::Acquire) {
+            return;
+        }
         let mut mb = self.mailbox.lock();
+        self.has_mail.store(false, Ordering::Release);
         std::mem::swap(&mut mb.msgs, into);
         mb.scheduled = false;
     }
