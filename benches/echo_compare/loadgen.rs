@@ -6,7 +6,7 @@
 
 use crate::server::Server;
 use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
 use std::io::{self, ErrorKind, Read, Write};
@@ -126,12 +126,13 @@ fn new_socket(addr: SocketAddr) -> io::Result<TcpStream> {
     Ok(s)
 }
 
-/// Opens `n` connections registered on `poll` as tokens `0..n`, at most
+/// Opens `n` connections registered on `poll` as tokens `base..base + n`, at most
 /// [`CONNECTS_IN_FLIGHT`] at a time, and waits until all are established.
 fn connect_all(
     poll: &mut Poll,
     addr: SocketAddr,
     n: usize,
+    base: usize,
     deadline: Instant,
     stop: &AtomicBool,
 ) -> io::Result<Vec<TcpStream>> {
@@ -153,7 +154,7 @@ fn connect_all(
             let mut s = new_socket(addr)?;
             poll.registry().register(
                 &mut s,
-                Token(streams.len()),
+                Token(base + streams.len()),
                 Interest::READABLE | Interest::WRITABLE,
             )?;
             streams.push(s);
@@ -161,7 +162,10 @@ fn connect_all(
         }
         poll.poll(&mut events, Some(Duration::from_millis(50)))?;
         for ev in events.iter() {
-            let i = ev.token().0;
+            // Other tokens (earlier servers' connections, a waker) wait.
+            let Some(i) = ev.token().0.checked_sub(base).filter(|&i| i < streams.len()) else {
+                continue;
+            };
             if connected[i] {
                 continue;
             }
@@ -183,9 +187,18 @@ fn connect_all(
     Ok(streams)
 }
 
+/// `active` while every server may run (connection set-up).
+const ALL: usize = usize::MAX;
+/// `active` when no server may start new messages (the final drain).
+const NONE: usize = usize::MAX - 1;
+/// Poll token of a thread's waker.
+const WAKE: Token = Token(usize::MAX);
+
 struct Conn {
     stream: TcpStream,
     tls: Option<Box<ClientConnection>>,
+    /// Index of the server it talks to.
+    server: usize,
     running: bool,
     /// Bytes written, bytes echoed back, messages completed.
     sent: u64,
@@ -193,6 +206,9 @@ struct Conn {
     done: u64,
     /// Payload bytes due to be written.
     to_write: usize,
+    /// Payload bytes earned while its server was not the active one: sent
+    /// when its turn comes.
+    owed: usize,
 }
 
 /// Per-thread state of a flow.
@@ -200,15 +216,31 @@ struct Gen<'a> {
     pat: &'a [u8],
     size: usize,
     inflight: usize,
-    /// Messages completed by this thread.
-    total: u64,
-    ready: &'a AtomicUsize,
+    /// Messages completed, per server.
+    totals: Vec<u64>,
+    /// Connections that completed a first echo, per server.
+    ready: &'a [AtomicUsize],
     scratch: Vec<u8>,
+    /// The server whose turn it is (or [`ALL`] / [`NONE`]).
+    active: usize,
 }
 
 impl Gen<'_> {
-    fn account(&mut self, c: &mut Conn, off: usize, n: usize) -> io::Result<()> {
-        if !verify(self.pat, self.size, c.recv, &self.scratch[off..off + n]) {
+    fn may_send(&self, server: usize) -> bool {
+        self.active == ALL || self.active == server
+    }
+
+    /// Sends `bytes` of payload now, or when the server's turn comes.
+    fn due(&self, c: &mut Conn, bytes: usize) {
+        if self.may_send(c.server) {
+            c.to_write += bytes;
+        } else {
+            c.owed += bytes;
+        }
+    }
+
+    fn account(&mut self, c: &mut Conn, n: usize) -> io::Result<()> {
+        if !verify(self.pat, self.size, c.recv, &self.scratch[..n]) {
             return Err(other(format!(
                 "echoed bytes differ from those sent (at stream offset {})",
                 c.recv
@@ -222,11 +254,11 @@ impl Gen<'_> {
         let new = done - c.done;
         if new > 0 {
             if c.done == 0 {
-                self.ready.fetch_add(1, Ordering::Relaxed);
+                self.ready[c.server].fetch_add(1, Ordering::Relaxed);
             }
             c.done = done;
-            self.total += new;
-            c.to_write += new as usize * self.size;
+            self.totals[c.server] += new;
+            self.due(c, new as usize * self.size);
         }
         Ok(())
     }
@@ -237,6 +269,19 @@ impl Gen<'_> {
         o..o + c.to_write
     }
 
+    /// Its server's turn has come: send what it earned meanwhile.
+    fn kick(&mut self, c: &mut Conn) -> io::Result<()> {
+        if c.owed > 0 && self.may_send(c.server) {
+            c.to_write += c.owed;
+            c.owed = 0;
+        }
+        if c.tls.is_some() {
+            self.service_tls(c)
+        } else {
+            self.flush_plain(c)
+        }
+    }
+
     fn service(&mut self, c: &mut Conn) -> io::Result<()> {
         if c.tls.is_some() {
             return self.service_tls(c);
@@ -245,7 +290,7 @@ impl Gen<'_> {
             match (&c.stream).read(&mut self.scratch) {
                 Ok(0) => return Err(other("server closed the connection")),
                 Ok(n) => {
-                    self.account(c, 0, n)?;
+                    self.account(c, n)?;
                     if n < self.scratch.len() {
                         break; // drained; edge-triggered: more data = new event
                     }
@@ -297,7 +342,7 @@ impl Gen<'_> {
                     loop {
                         match tls.reader().read(&mut self.scratch) {
                             Ok(0) => return Err(other("server sent close_notify")),
-                            Ok(n) => self.account(c, 0, n)?,
+                            Ok(n) => self.account(c, n)?,
                             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                             Err(e) => return Err(e),
                         }
@@ -310,7 +355,7 @@ impl Gen<'_> {
         }
         if !c.running && !tls.is_handshaking() {
             c.running = true;
-            c.to_write = self.inflight * self.size;
+            self.due(c, self.inflight * self.size);
         }
         if c.running && c.to_write > 0 {
             let r = self.payload(c);
@@ -333,166 +378,302 @@ impl Gen<'_> {
 /// Shared between the load-generator threads and the coordinator.
 struct Shared {
     stop: AtomicBool,
-    ready: AtomicUsize,
-    failed: Mutex<Option<String>>,
+    /// Whose turn it is.
+    active: AtomicUsize,
+    /// Per server: connections that echoed once, failure.
+    ready: Vec<AtomicUsize>,
+    dead: Vec<AtomicBool>,
+    failed: Vec<Mutex<Option<String>>>,
+    /// One per load-generator thread, to announce a new turn at once.
+    wakers: Mutex<Vec<Arc<Waker>>>,
 }
 
 impl Shared {
-    fn fail(&self, e: impl std::fmt::Display) {
-        let mut f = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+    fn new(servers: usize) -> Shared {
+        Shared {
+            stop: AtomicBool::new(false),
+            active: AtomicUsize::new(ALL),
+            ready: (0..servers).map(|_| AtomicUsize::new(0)).collect(),
+            dead: (0..servers).map(|_| AtomicBool::new(false)).collect(),
+            failed: (0..servers).map(|_| Mutex::new(None)).collect(),
+            wakers: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Marks server `s` failed (the first reason wins); the others go on.
+    fn fail(&self, s: usize, e: impl std::fmt::Display) {
+        let mut f = self.failed[s].lock().unwrap_or_else(|p| p.into_inner());
         if f.is_none() {
             *f = Some(e.to_string());
         }
-        self.stop.store(true, Ordering::Relaxed);
+        self.dead[s].store(true, Ordering::Relaxed);
     }
-    fn failure(&self) -> Option<String> {
-        self.failed
+
+    fn failure(&self, s: usize) -> Option<String> {
+        self.failed[s]
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+
+    fn is_dead(&self, s: usize) -> bool {
+        self.dead[s].load(Ordering::Relaxed)
+    }
+
+    fn set_active(&self, s: usize) {
+        self.active.store(s, Ordering::Release);
+        for w in self.wakers.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = w.wake();
+        }
+    }
 }
 
+/// One load-generator thread: `n` connections to each server.
 fn flow_thread(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     flow: &Flow,
     n: usize,
     deadline: Instant,
     shared: &Shared,
-    msgs: &AtomicU64,
+    counters: &[AtomicU64],
 ) -> io::Result<()> {
     let mut poll = Poll::new()?;
-    let streams = connect_all(&mut poll, addr, n, deadline, &shared.stop)?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+    shared
+        .wakers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(waker);
     let pat = pattern(flow.size, flow.inflight);
     let mut g = Gen {
         pat: &pat,
         size: flow.size,
         inflight: flow.inflight,
-        total: 0,
+        totals: vec![0; addrs.len()],
         ready: &shared.ready,
         scratch: vec![0u8; SCRATCH],
+        active: ALL,
     };
     let server_name = ServerName::try_from("localhost").map_err(|e| other(e.to_string()))?;
-    let mut conns = Vec::with_capacity(n);
-    for stream in streams {
-        let tls = match &flow.tls {
-            Some(cfg) => Some(Box::new(
-                ClientConnection::new(cfg.clone(), server_name.clone())
-                    .map_err(|e| other(format!("TLS: {e}")))?,
-            )),
-            None => None,
-        };
-        let mut c = Conn {
-            stream,
-            running: tls.is_none(),
-            tls,
-            sent: 0,
-            recv: 0,
-            done: 0,
-            to_write: 0,
-        };
-        if c.running {
-            c.to_write = flow.inflight * flow.size;
-        }
-        // The writable edge was used up by the connect: start by hand.
-        if c.tls.is_some() {
-            g.service(&mut c)?;
+    // Token of connection i to server s: s * n + i.
+    let mut conns: Vec<Option<Conn>> = Vec::with_capacity(n * addrs.len());
+    for (s, addr) in addrs.iter().enumerate() {
+        let streams = if shared.is_dead(s) {
+            Err(other("failed"))
         } else {
-            g.flush_plain(&mut c)?;
+            connect_all(&mut poll, *addr, n, s * n, deadline, &shared.stop)
+        };
+        match streams {
+            Ok(streams) => {
+                for stream in streams {
+                    let tls = match &flow.tls {
+                        Some(cfg) => Some(Box::new(
+                            ClientConnection::new(cfg.clone(), server_name.clone())
+                                .map_err(|e| other(format!("TLS: {e}")))?,
+                        )),
+                        None => None,
+                    };
+                    conns.push(Some(Conn {
+                        stream,
+                        running: tls.is_none(),
+                        to_write: if tls.is_none() {
+                            flow.inflight * flow.size
+                        } else {
+                            0
+                        },
+                        tls,
+                        server: s,
+                        sent: 0,
+                        recv: 0,
+                        done: 0,
+                        owed: 0,
+                    }));
+                }
+            }
+            Err(e) => {
+                shared.fail(s, e);
+                conns.extend((0..n).map(|_| None));
+            }
         }
-        conns.push(c);
+    }
+    // The writable edge was used up by the connect: start by hand.
+    for c in conns.iter_mut().flatten() {
+        if let Err(e) = g.kick(c) {
+            shared.fail(c.server, e);
+        }
     }
     let mut events = Events::with_capacity(1024);
+    let mut last = ALL;
     while !shared.stop.load(Ordering::Relaxed) {
         poll.poll(&mut events, Some(Duration::from_millis(20)))?;
+        g.active = shared.active.load(Ordering::Acquire);
         for ev in events.iter() {
-            let c = &mut conns[ev.token().0];
-            g.service(c)?;
+            if ev.token() == WAKE {
+                continue;
+            }
+            let Some(Some(c)) = conns.get_mut(ev.token().0) else {
+                continue;
+            };
+            if shared.is_dead(c.server) {
+                continue;
+            }
+            if let Err(e) = g.service(c) {
+                shared.fail(c.server, e);
+            }
         }
-        msgs.store(g.total, Ordering::Relaxed);
+        if g.active != last {
+            last = g.active;
+            for c in conns.iter_mut().flatten() {
+                if c.owed > 0 && g.may_send(c.server) && !shared.is_dead(c.server) {
+                    if let Err(e) = g.kick(c) {
+                        shared.fail(c.server, e);
+                    }
+                }
+            }
+        }
+        for (c, t) in counters.iter().zip(&g.totals) {
+            c.store(*t, Ordering::Relaxed);
+        }
     }
     Ok(())
 }
 
-/// Runs `flow` against `server` with `threads` load-generator threads and
-/// measures one window.
-pub fn run_flow(server: &Server, flow: &Flow, w: Window, threads: usize) -> io::Result<Measured> {
+/// Runs `flow` against every server in `servers` at once, the load taking
+/// turns of `turn` on each (see [`run_latency`] for why), and returns one
+/// measurement per server. With one server this is a plain closed-loop run.
+/// Connections to every server are opened and echo once (all servers
+/// active) before anything counts; then each server gets one warm-up turn of
+/// `w.warmup`, then turns until each has had `w.measure`. A server's
+/// messages are those completed from its first measured turn to the end
+/// (echoes of its last in-flight messages land early in the next turn and
+/// still count; the ramp-up of each turn costs it as much); its CPU is
+/// counted over the whole interleaved window, idle turns included.
+pub fn run_flows(
+    servers: &[&Server],
+    flow: &Flow,
+    w: Window,
+    threads: usize,
+    turn: Duration,
+) -> Vec<io::Result<Measured>> {
+    let k = servers.len();
     let threads = threads.clamp(1, flow.conns.max(1));
-    let shared = Shared {
-        stop: AtomicBool::new(false),
-        ready: AtomicUsize::new(0),
-        failed: Mutex::new(None),
-    };
-    let counters: Vec<AtomicU64> = (0..threads).map(|_| AtomicU64::new(0)).collect();
+    let shared = Shared::new(k);
+    let counters: Vec<Vec<AtomicU64>> = (0..threads)
+        .map(|_| (0..k).map(|_| AtomicU64::new(0)).collect())
+        .collect();
     let deadline = Instant::now() + w.setup_timeout;
-    let addr = server.addr;
-    std::thread::scope(|s| {
+    let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
+    let measured = std::thread::scope(|scope| {
         for (t, counter) in counters.iter().enumerate() {
             let n = flow.conns / threads + usize::from(t < flow.conns % threads);
-            let shared = &shared;
-            std::thread::Builder::new()
+            let (shared, addrs) = (&shared, &addrs);
+            let spawned = std::thread::Builder::new()
                 .name(format!("loadgen-{t}"))
-                .spawn_scoped(s, move || {
-                    if let Err(e) = flow_thread(addr, flow, n, deadline, shared, counter) {
-                        shared.fail(e);
+                .spawn_scoped(scope, move || {
+                    if let Err(e) = flow_thread(addrs, flow, n, deadline, shared, counter) {
+                        for s in 0..addrs.len() {
+                            shared.fail(s, &e);
+                        }
                     }
-                })
-                .map_err(|e| other(format!("spawn: {e}")))?;
+                });
+            if let Err(e) = spawned {
+                for s in 0..k {
+                    shared.fail(s, format!("spawn: {e}"));
+                }
+            }
         }
-        let r = coordinate(server, flow, w, deadline, &shared, &counters);
+        let r = coordinate(servers, flow, w, turn, deadline, &shared, &counters);
         shared.stop.store(true, Ordering::Relaxed);
+        shared.set_active(NONE);
         r
-    })
+    });
+    measured
+        .into_iter()
+        .enumerate()
+        .map(|(s, m)| match shared.failure(s) {
+            Some(e) => Err(other(e)),
+            None => m,
+        })
+        .collect()
 }
 
 fn coordinate(
-    server: &Server,
+    servers: &[&Server],
     flow: &Flow,
     w: Window,
+    turn: Duration,
     deadline: Instant,
     shared: &Shared,
-    counters: &[AtomicU64],
-) -> io::Result<Measured> {
-    let fail = |shared: &Shared| shared.failure().map(other);
+    counters: &[Vec<AtomicU64>],
+) -> Vec<io::Result<Measured>> {
+    let k = servers.len();
     // Every connection active (echoed at least once) before anything counts.
     loop {
-        if let Some(e) = fail(shared) {
-            return Err(e);
-        }
-        let ready = shared.ready.load(Ordering::Relaxed);
-        if ready >= flow.conns {
+        let pending: Vec<usize> = (0..k)
+            .filter(|&s| !shared.is_dead(s) && shared.ready[s].load(Ordering::Relaxed) < flow.conns)
+            .collect();
+        if pending.is_empty() {
             break;
         }
         if Instant::now() > deadline {
-            return Err(io::Error::new(
-                ErrorKind::TimedOut,
-                format!(
-                    "only {ready} of {} connections echoed within {:?}",
-                    flow.conns, w.setup_timeout
-                ),
-            ));
+            for s in pending {
+                let ready = shared.ready[s].load(Ordering::Relaxed);
+                shared.fail(
+                    s,
+                    format!(
+                        "only {ready} of {} connections echoed within {:?}",
+                        flow.conns, w.setup_timeout
+                    ),
+                );
+            }
+            break;
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    std::thread::sleep(w.warmup);
-    let sum = || {
+    let live = |s: usize| !shared.is_dead(s);
+    for s in (0..k).filter(|&s| live(s)) {
+        shared.set_active(s);
+        std::thread::sleep(w.warmup);
+    }
+    let msgs = |s: usize| {
         counters
             .iter()
-            .map(|c| c.load(Ordering::Relaxed))
+            .map(|c| c[s].load(Ordering::Relaxed))
             .sum::<u64>()
     };
-    let (m0, c0, l0, t0) = (sum(), server.cpu_secs()?, self_cpu(), Instant::now());
-    std::thread::sleep(w.measure);
-    let (m1, c1, l1, t1) = (sum(), server.cpu_secs()?, self_cpu(), Instant::now());
-    if let Some(e) = fail(shared) {
-        return Err(e);
+    let cpu = |s: usize| servers[s].cpu_secs().unwrap_or(f64::NAN);
+    let m0: Vec<u64> = (0..k).map(msgs).collect();
+    let c0: Vec<f64> = (0..k).map(cpu).collect();
+    let mut secs = vec![0.0; k];
+    let mut lg = vec![0.0; k];
+    let turn = turn.min(w.measure);
+    let turns = (w.measure.as_secs_f64() / turn.as_secs_f64()).ceil().max(1.0) as usize;
+    for _ in 0..turns {
+        for s in (0..k).filter(|&s| live(s)) {
+            let (l0, t0) = (self_cpu(), Instant::now());
+            shared.set_active(s);
+            std::thread::sleep(turn);
+            shared.set_active(NONE);
+            secs[s] += t0.elapsed().as_secs_f64();
+            lg[s] += self_cpu() - l0;
+        }
     }
-    Ok(Measured {
-        msgs: m1 - m0,
-        secs: (t1 - t0).as_secs_f64(),
-        server_cpu: c1 - c0,
-        lg_cpu: l1 - l0,
-    })
+    // Let the last in-flight echoes land.
+    std::thread::sleep(Duration::from_millis(50));
+    (0..k)
+        .map(|s| {
+            let c1 = cpu(s);
+            if c1.is_nan() || c0[s].is_nan() {
+                return Err(other("cannot read the server's CPU time"));
+            }
+            Ok(Measured {
+                msgs: msgs(s) - m0[s],
+                secs: secs[s],
+                server_cpu: c1 - c0[s],
+                lg_cpu: lg[s],
+            })
+        })
+        .collect()
 }
 
 /// A strict ping-pong client: one connection, one `size`-byte message at a
@@ -644,7 +825,7 @@ pub fn run_idle(server: &Server, n: usize, size: usize, timeout: Duration) -> io
     let deadline = Instant::now() + timeout;
     let stop = AtomicBool::new(false);
     let mut poll = Poll::new()?;
-    let streams = connect_all(&mut poll, server.addr, n, deadline, &stop)?;
+    let streams = connect_all(&mut poll, server.addr, n, 0, deadline, &stop)?;
     // Established at our end is not yet accepted at theirs: wait for the fds.
     loop {
         let fds = server.fd_count()?;

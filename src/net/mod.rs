@@ -76,7 +76,7 @@ impl From<Vec<SocketAddr>> for Target {
 /// use std::time::Duration;
 /// let co = ConnectOptions::new()
 ///     .options(Options::new().connect_timeout(Duration::from_secs(3)))
-///     .prepare(|sock, _addr| sock.set_nodelay(true));
+///     .prepare(|sock, _addr| sock.set_tcp_nodelay(true));
 /// ```
 #[derive(Clone, Default)]
 pub struct ConnectOptions {
