@@ -100,6 +100,8 @@ struct Config {
     build: bool,
     idle_conns: usize,
     command: String,
+    /// Open-files limit after raising it.
+    nofile: u64,
 }
 
 fn parse_args() -> Result<Config, String> {
@@ -191,6 +193,7 @@ fn parse_args() -> Result<Config, String> {
         build,
         idle_conns: idle_conns.max(1),
         command,
+        nofile: 0,
     })
 }
 
@@ -240,7 +243,15 @@ fn measure(
     };
     let mut server = Server::spawn(dir, kind, files, log, Duration::from_secs(10))?;
     let flow = |f: Flow| -> std::io::Result<Sample> {
-        let m = loadgen::run_flow(&server, &f, cfg.window, cfg.lg_threads)?;
+        let m = loadgen::run_flows(
+            &[&server],
+            &f,
+            cfg.window,
+            cfg.lg_threads,
+            cfg.window.measure,
+        )
+        .pop()
+        .unwrap_or_else(|| Err(std::io::Error::other("no result")))?;
         Ok(Sample {
             m,
             size: f.size,
@@ -249,15 +260,9 @@ fn measure(
     };
     let s = match scen {
         Scen::Latency => unreachable!("latency runs all servers at once"),
-        Scen::Many => flow(MANY)?,
-        Scen::Bulk => flow(BULK)?,
-        Scen::Tls => flow(Flow {
-            conns: TLS_CONNS,
-            size: TLS_SIZE,
-            inflight: TLS_INFLIGHT,
-            tls: Some(tls.expect("TLS set up").1.clone()),
-        })?,
-        Scen::Scale(n) => flow(Flow { conns: n, ..MANY })?,
+        Scen::Many | Scen::Bulk | Scen::Tls | Scen::Scale(_) => {
+            flow(flow_of(scen, tls).expect("a throughput scenario"))?
+        }
         Scen::Idle => {
             let i = loadgen::run_idle(&server, cfg.idle_conns, IDLE_MSG, Duration::from_secs(60))?;
             Sample {
@@ -273,37 +278,100 @@ fn measure(
 
 /// Turn length of the finely interleaved latency scenario.
 const LATENCY_TURN: Duration = Duration::from_millis(50);
+/// Turn length of the finely interleaved throughput scenarios.
+const FLOW_TURN: Duration = Duration::from_millis(100);
 
-/// One round of the latency scenario: every server runs at once and the
-/// ping-pong client takes 50 ms turns on each (see `loadgen::run_latency`).
-fn latency_round(cfg: &Config, dir: &Path, log: &Path) -> Vec<(Kind, Result<Sample, String>)> {
+/// The closed-loop load of a throughput scenario.
+fn flow_of(scen: Scen, tls: Option<&(TlsFiles, Arc<rustls::ClientConfig>)>) -> Option<Flow> {
+    match scen {
+        Scen::Many => Some(MANY),
+        Scen::Bulk => Some(BULK),
+        Scen::Tls => Some(Flow {
+            conns: TLS_CONNS,
+            size: TLS_SIZE,
+            inflight: TLS_INFLIGHT,
+            tls: tls.map(|t| t.1.clone()),
+        }),
+        Scen::Scale(n) => Some(Flow { conns: n, ..MANY }),
+        Scen::Latency | Scen::Idle => None,
+    }
+}
+
+/// Whether a scenario runs every server at once, the load taking turns:
+/// latency always; throughput when the connections to all servers fit in
+/// the open-files limit (not 10 000 × 5); idle never (it measures memory).
+fn grouped(cfg: &Config, scen: Scen) -> bool {
+    match scen {
+        Scen::Latency => true,
+        Scen::Idle => false,
+        _ => flow_of(scen, None).is_some_and(|f| {
+            (f.conns * cfg.servers.len() + 256) as u64 <= cfg.nofile && cfg.servers.len() > 1
+        }),
+    }
+}
+
+/// One round of a grouped scenario: every server up at once, and the load
+/// (the ping-pong client, or the closed-loop flow) takes short turns on
+/// each, so all of them see the same background load (see `loadgen`).
+fn group_round(
+    cfg: &Config,
+    dir: &Path,
+    log: &Path,
+    scen: Scen,
+    tls: Option<&(TlsFiles, Arc<rustls::ClientConfig>)>,
+) -> Vec<(Kind, Result<Sample, String>)> {
+    let files = if scen == Scen::Tls {
+        tls.map(|t| &t.0)
+    } else {
+        None
+    };
     let spawned: Vec<(Kind, std::io::Result<Server>)> = cfg
         .servers
         .iter()
-        .map(|&k| (k, Server::spawn(dir, k, None, log, Duration::from_secs(10))))
+        .map(|&k| {
+            (
+                k,
+                Server::spawn(dir, k, files, log, Duration::from_secs(10)),
+            )
+        })
         .collect();
     let live: Vec<&Server> = spawned
         .iter()
         .filter_map(|(_, s)| s.as_ref().ok())
         .collect();
-    let mut measured =
-        loadgen::run_latency(&live, LATENCY_SIZE, cfg.window, LATENCY_TURN).into_iter();
+    let measured: Vec<std::io::Result<Sample>> = match flow_of(scen, tls) {
+        None => loadgen::run_latency(&live, LATENCY_SIZE, cfg.window, LATENCY_TURN)
+            .into_iter()
+            .map(|r| {
+                r.map(|(m, l)| Sample {
+                    m,
+                    size: LATENCY_SIZE,
+                    lat: Some(l),
+                    ..Sample::default()
+                })
+            })
+            .collect(),
+        Some(f) => loadgen::run_flows(&live, &f, cfg.window, cfg.lg_threads, FLOW_TURN)
+            .into_iter()
+            .map(|r| {
+                r.map(|m| Sample {
+                    m,
+                    size: f.size,
+                    ..Sample::default()
+                })
+            })
+            .collect(),
+    };
+    let mut measured = measured.into_iter();
     let mut out = Vec::new();
     for (k, s) in spawned {
         let r = match s {
             Err(e) => Err(e.to_string()),
             Ok(mut server) => match measured.next() {
-                Some(Ok((m, l))) => {
-                    server
-                        .check_alive()
-                        .map_err(|e| e.to_string())
-                        .map(|()| Sample {
-                            m,
-                            size: LATENCY_SIZE,
-                            lat: Some(l),
-                            ..Sample::default()
-                        })
-                }
+                Some(Ok(sample)) => server
+                    .check_alive()
+                    .map_err(|e| e.to_string())
+                    .map(|()| sample),
                 Some(Err(e)) => Err(e.to_string()),
                 None => Err("no result".into()),
             },
@@ -974,7 +1042,7 @@ impl Drop for TempDir {
 }
 
 fn main() -> ExitCode {
-    let cfg = match parse_args() {
+    let mut cfg = match parse_args() {
         Ok(c) => c,
         Err(e) => {
             if !e.is_empty() {
@@ -985,6 +1053,7 @@ fn main() -> ExitCode {
         }
     };
     let nofile = raise_nofile();
+    cfg.nofile = nofile;
     let need = cfg.idle_conns.max(10_000) as u64 + 64;
     if nofile < need {
         eprintln!("warning: open-files limit {nofile} < {need}: the 10 000-connection scenarios will fail");
@@ -1046,7 +1115,7 @@ fn main() -> ExitCode {
         writeln!(
         header,
         "- mode: {}, {} round(s), {:.1} s measured after {:.1} s warm-up per server and scenario, \
-         servers interleaved in the order {} (latency: all servers up at once, the client takes 50 ms turns on each); load generator: {} thread(s) in the driver process; \
+         servers in the order {}; within a round, latency and every throughput scenario whose connections to all servers fit the open-files limit run all servers at once with the load taking turns on each (50 ms for latency, 100 ms otherwise), the rest (idle, 10 000 connections) one server after another; load generator: {} thread(s) in the driver process; \
          load average at the start: {}",
         if cfg.quick { "quick" } else { "full" },
         cfg.rounds,
@@ -1072,18 +1141,15 @@ fn main() -> ExitCode {
     for &scen in &cfg.scens {
         for round in 0..cfg.rounds {
             let t = Instant::now();
-            let mut lat = if scen == Scen::Latency {
-                latency_round(&cfg, &dir, &log).into_iter()
+            let group = grouped(&cfg, scen);
+            let mut lat = if group {
+                group_round(&cfg, &dir, &log, scen, tls.as_ref()).into_iter()
             } else {
                 Vec::new().into_iter()
             };
             for &kind in &cfg.servers {
                 step += 1;
-                let t = if scen == Scen::Latency {
-                    t
-                } else {
-                    Instant::now()
-                };
+                let t = if group { t } else { Instant::now() };
                 let r = match lat.next() {
                     Some((_, r)) => r,
                     None => measure(&cfg, &dir, &log, kind, scen, tls.as_ref())

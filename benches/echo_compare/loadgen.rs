@@ -163,7 +163,12 @@ fn connect_all(
         poll.poll(&mut events, Some(Duration::from_millis(50)))?;
         for ev in events.iter() {
             // Other tokens (earlier servers' connections, a waker) wait.
-            let Some(i) = ev.token().0.checked_sub(base).filter(|&i| i < streams.len()) else {
+            let Some(i) = ev
+                .token()
+                .0
+                .checked_sub(base)
+                .filter(|&i| i < streams.len())
+            else {
                 continue;
             };
             if connected[i] {
@@ -518,7 +523,15 @@ fn flow_thread(
                 continue;
             }
             if let Err(e) = g.service(c) {
-                shared.fail(c.server, e);
+                shared.fail(
+                    c.server,
+                    format!(
+                        "{e} (connection {} after {} bytes sent, {} echoed)",
+                        ev.token().0 % n.max(1),
+                        c.sent,
+                        c.recv
+                    ),
+                );
             }
         }
         if g.active != last {
@@ -647,7 +660,9 @@ fn coordinate(
     let mut secs = vec![0.0; k];
     let mut lg = vec![0.0; k];
     let turn = turn.min(w.measure);
-    let turns = (w.measure.as_secs_f64() / turn.as_secs_f64()).ceil().max(1.0) as usize;
+    let turns = (w.measure.as_secs_f64() / turn.as_secs_f64())
+        .ceil()
+        .max(1.0) as usize;
     for _ in 0..turns {
         for s in (0..k).filter(|&s| live(s)) {
             let (l0, t0) = (self_cpu(), Instant::now());

@@ -109,6 +109,10 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(Stdio::from(err))
             .env_remove("RUST_LOG");
+        // For debugging a server: ECHO_COMPARE_RUST_LOG=debug becomes its RUST_LOG.
+        if let Ok(v) = std::env::var("ECHO_COMPARE_RUST_LOG") {
+            cmd.env("RUST_LOG", v);
+        }
         // SAFETY: prctl is async-signal-safe and touches no memory of ours;
         // it makes the kernel kill the server if the driver dies first.
         unsafe {

@@ -11,7 +11,7 @@ use super::shared::{ConnShared, Msg};
 use super::{ConnId, Connection, Event, Options, Reply, Sink};
 use crate::error::{Error, Limit, Result, TimeoutKind};
 use crate::framing::{DecodeError, Decoder, Frame, FrameAction};
-use crate::reactor::timers::{TimerKind, TIMER_KINDS};
+use crate::reactor::timers::{Armed, TimerKind};
 use crate::reactor::worker::WorkerCtx;
 use crate::reactor::Token;
 use crate::tls::{TlsSession, TlsSetup};
@@ -178,7 +178,7 @@ pub(crate) enum SinkSetup {
 
 pub(crate) struct NewConn {
     pub(crate) shared: Arc<ConnShared>,
-    pub(crate) opts: Options,
+    pub(crate) opts: Arc<Options>,
     pub(crate) sink: SinkSetup,
     pub(crate) start: Start,
     pub(crate) tls: Option<TlsSetup>,
@@ -222,11 +222,13 @@ pub(crate) struct Core {
     wlen: usize,
     write_side: WriteSide,
     above_lwm: bool,
-    opts: Options,
+    /// Shared with every connection of the same listener until changed
+    /// (copy on write): per-connection memory stays small.
+    opts: Arc<Options>,
     act_any: Instant,
     act_read: Instant,
     act_write: Instant,
-    armed: [Option<Instant>; TIMER_KINDS],
+    armed: Armed,
     retry_delay: Duration,
     overflow: VecDeque<Event>,
     out: Vec<Event>,
@@ -288,7 +290,7 @@ impl Actor {
             act_any: now,
             act_read: now,
             act_write: now,
-            armed: [None; TIMER_KINDS],
+            armed: Armed::default(),
             retry_delay: RETRY_DELAY,
             overflow: VecDeque::new(),
             out: Vec::new(),
@@ -395,10 +397,10 @@ impl Actor {
     }
 
     pub(crate) fn on_timer(&mut self, kind: TimerKind, at: Instant, w: &mut WorkerCtx) {
-        if self.core.armed[kind as usize] != Some(at) {
+        if !self.core.armed.is(kind, at) {
             return; // stale entry: re-armed or cancelled since
         }
-        self.core.armed[kind as usize] = None;
+        self.core.armed.clear(kind);
         match kind {
             TimerKind::Activity | TimerKind::Read | TimerKind::Write => {
                 self.core.check_inactivity(kind, w)
@@ -434,7 +436,7 @@ impl Actor {
         let core = &mut self.core;
         if core.phase == Phase::Open {
             let linger_end = w.now + core.opts.linger;
-            core.opts.linger = linger_end.min(deadline).saturating_duration_since(w.now);
+            Arc::make_mut(&mut core.opts).linger = linger_end.min(deadline).saturating_duration_since(w.now);
             core.close(w);
         } else if core.phase == Phase::Closing {
             let at = deadline;
@@ -466,6 +468,16 @@ impl Actor {
 
     /// One turn: mailbox, then pump, then event delivery.
     pub(crate) fn run(&mut self, w: &mut WorkerCtx) {
+        if self.core.out.capacity() == 0 {
+            if let Some(v) = w.event_vecs.pop() {
+                self.core.out = v;
+            }
+        }
+        if self.core.wqueue.capacity() == 0 {
+            if let Some(q) = w.write_queues.pop() {
+                self.core.wqueue = q;
+            }
+        }
         let mut mail = std::mem::take(&mut w.mail);
         loop {
             self.core.shared.take_mail(&mut mail);
@@ -483,6 +495,9 @@ impl Actor {
         w.mail = mail;
         self.pump(w);
         self.deliver(w);
+        if self.core.out.is_empty() && self.core.out.capacity() > 0 {
+            w.recycle_events(std::mem::take(&mut self.core.out));
+        }
     }
 
     fn apply(&mut self, msg: Msg, w: &mut WorkerCtx) {
@@ -505,7 +520,7 @@ impl Actor {
             Msg::ResetTimeout(kind) => core.reset_timeout(kind, w.now),
             Msg::Configure(f) => {
                 // Application code: a panic fails this connection only.
-                match catch_unwind(AssertUnwindSafe(|| f(&mut core.opts))) {
+                match catch_unwind(AssertUnwindSafe(|| f(Arc::make_mut(&mut core.opts)))) {
                     Ok(()) => core.apply_options(),
                     Err(p) => core.fail(Error::Panicked(panic_message(&p)), w),
                 }
@@ -680,16 +695,21 @@ impl Actor {
     /// Hands queued events to the sink.
     fn deliver(&mut self, w: &mut WorkerCtx) {
         while !self.core.out.is_empty() {
-            let events = std::mem::take(&mut self.core.out);
+            // Event vectors circulate through the worker's pool: no
+            // allocation per event, and an idle connection holds none.
+            let spare = w.event_vecs.pop().unwrap_or_default();
+            let mut events = std::mem::replace(&mut self.core.out, spare);
             match self.sink.as_mut() {
                 None => {
                     // The handler factory has not run yet: keep them.
-                    self.core.out = events;
+                    std::mem::swap(&mut self.core.out, &mut events);
+                    self.core.out.append(&mut events);
+                    w.recycle_events(events);
                     return;
                 }
                 Some(Sink::Channel(tx)) => {
                     let id = self.core.shared.id;
-                    for ev in events {
+                    for ev in events.drain(..) {
                         if !self.core.overflow.is_empty() {
                             self.core.overflow.push_back(ev);
                             continue;
@@ -708,7 +728,7 @@ impl Actor {
                     }
                 }
                 Some(Sink::Handler(h)) => {
-                    for ev in events {
+                    for ev in events.drain(..) {
                         let r = {
                             let mut ctx = Ctx {
                                 core: &mut self.core,
@@ -722,6 +742,7 @@ impl Actor {
                     }
                 }
             }
+            w.recycle_events(events);
         }
         self.retry_overflow(w);
     }
@@ -945,6 +966,49 @@ impl Core {
         }
     }
 
+    /// Writes reserved bytes now: straight from the caller's buffer when
+    /// nothing is queued ahead of them (no queue allocation, one `send`),
+    /// else through the queue.
+    fn write_through(&mut self, data: Bytes, w: &mut WorkerCtx) -> Result<()> {
+        let direct = self.tls.is_none()
+            && self.phase == Phase::Open
+            && self.write_side == WriteSide::Open
+            && self.writable
+            && self.wqueue.is_empty();
+        let Some(sock) = self.sock.as_ref().filter(|_| direct) else {
+            self.enqueue(data);
+            self.flush(w);
+            return Ok(());
+        };
+        match SockRef::from(sock).send_with_flags(&data, libc::MSG_NOSIGNAL) {
+            Ok(n) => {
+                self.shared.release_write(n);
+                self.note_write(n, w.now);
+                if n < data.len() {
+                    self.writable = false;
+                    self.enqueue(data.slice(n..));
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.writable = false;
+                self.enqueue(data);
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                self.enqueue(data);
+                self.flush(w);
+                Ok(())
+            }
+            Err(e) => {
+                self.shared.release_write(data.len());
+                let e = Error::from_io(e);
+                self.fail(e.clone(), w);
+                Err(e)
+            }
+        }
+    }
+
     /// Writes as much of the queue as the socket takes.
     fn flush(&mut self, w: &mut WorkerCtx) {
         if !matches!(self.phase, Phase::Open | Phase::Closing) {
@@ -1054,7 +1118,7 @@ impl Core {
         if self.write_side == WriteSide::Open {
             self.write_side = WriteSide::ShutdownPending;
             // Drain events stop with the shutdown (the reference removes on_drain).
-            self.opts.low_water_mark = None;
+            Arc::make_mut(&mut self.opts).low_water_mark = None;
             self.flush(w);
         }
     }
@@ -1149,7 +1213,7 @@ impl Core {
         self.fail_reads(Error::Closed);
         self.stream = None;
         self.rbuf = BytesMut::new();
-        self.armed = [None; TIMER_KINDS];
+        self.armed.clear_all();
         self.out.push(Event::Closed);
     }
 
@@ -1163,16 +1227,19 @@ impl Core {
             let buf = std::mem::take(&mut self.rbuf);
             w.recycle(buf);
         }
+        // Nor an empty write queue's allocation.
+        if self.wqueue.is_empty() && self.wqueue.capacity() > 0 {
+            w.recycle_write_queue(std::mem::take(&mut self.wqueue));
+        }
     }
 
     fn arm(&mut self, kind: TimerKind, at: Instant, w: &mut WorkerCtx) {
-        let slot = &mut self.armed[kind as usize];
-        if let Some(cur) = *slot {
+        if let Some(cur) = self.armed.get(kind) {
             if cur <= at {
                 return; // the earlier entry re-evaluates when it fires
             }
         }
-        *slot = Some(at);
+        self.armed.set(kind, at);
         w.timers.push(at, self.token, kind);
     }
 
@@ -1216,18 +1283,18 @@ impl Core {
 
     fn set_timeout(&mut self, kind: TimeoutKind, period: Option<Duration>, w: &mut WorkerCtx) {
         match kind {
-            TimeoutKind::Activity => self.opts.timeout = period,
-            TimeoutKind::Read => self.opts.rtimeout = period,
-            TimeoutKind::Write => self.opts.wtimeout = period,
+            TimeoutKind::Activity => Arc::make_mut(&mut self.opts).timeout = period,
+            TimeoutKind::Read => Arc::make_mut(&mut self.opts).rtimeout = period,
+            TimeoutKind::Write => Arc::make_mut(&mut self.opts).wtimeout = period,
             TimeoutKind::Connect => {
                 if let Some(p) = period {
-                    self.opts.connect_timeout = p;
+                    Arc::make_mut(&mut self.opts).connect_timeout = p;
                 }
                 return;
             }
             TimeoutKind::Handshake => {
                 if let Some(p) = period {
-                    self.opts.handshake_timeout = p;
+                    Arc::make_mut(&mut self.opts).handshake_timeout = p;
                 }
                 return;
             }
@@ -1289,7 +1356,7 @@ impl Core {
                             self.sock = Some(stream);
                             self.peer = Some(addr);
                             let at = w.now + self.opts.connect_timeout;
-                            self.armed[TimerKind::Connect as usize] = None;
+                            self.armed.clear(TimerKind::Connect);
                             self.arm(TimerKind::Connect, at, w);
                             return;
                         }
@@ -1342,7 +1409,7 @@ impl Core {
         }
         self.readable = false;
         self.writable = false;
-        self.armed[TimerKind::Connect as usize] = None;
+        self.armed.clear(TimerKind::Connect);
         if let Some(c) = self.connect.as_mut() {
             c.last_err = Some(e);
         }
@@ -1350,7 +1417,7 @@ impl Core {
     }
 
     fn connected(&mut self, stream: TcpStream, peer: SocketAddr, w: &mut WorkerCtx) {
-        self.armed[TimerKind::Connect as usize] = None;
+        self.armed.clear(TimerKind::Connect);
         self.connect = None;
         self.peer = Some(peer);
         self.open(stream, w);
@@ -1428,7 +1495,7 @@ impl Core {
         session.plain_prefix = plain_prefix.min(self.wlen);
         self.tls = Some(Box::new(session));
         self.tls_truncated = false;
-        self.armed[TimerKind::Handshake as usize] = None;
+        self.armed.clear(TimerKind::Handshake);
         let at = w.now + self.opts.handshake_timeout;
         self.arm(TimerKind::Handshake, at, w);
         // Bytes already buffered are ciphertext (the ClientHello behind a
@@ -1505,7 +1572,7 @@ impl Core {
         self.release_in_engine(t.in_engine);
         // What followed the peer's close_notify is the plaintext stream.
         self.rbuf.extend_from_slice(&t.leftover);
-        self.armed[TimerKind::Handshake as usize] = None;
+        self.armed.clear(TimerKind::Handshake);
         self.out.push(Event::TlsStopped);
     }
 
@@ -1537,7 +1604,7 @@ impl Core {
             }
         };
         if t.take_established() {
-            self.armed[TimerKind::Handshake as usize] = None;
+            self.armed.clear(TimerKind::Handshake);
             self.out.push(Event::TlsEstablished);
         }
         if t.peer_closed {
@@ -1874,11 +1941,11 @@ impl Ctx<'_> {
             return Err(Error::Closed);
         }
         self.core.shared.reserve_write(data.len())?;
-        self.core.enqueue(data);
-        if !self.core.opts.autocork {
-            self.core.flush(self.w);
+        if self.core.opts.autocork {
+            self.core.enqueue(data);
+            return Ok(());
         }
-        Ok(())
+        self.core.write_through(data, self.w)
     }
 
     /// Encodes `msg` with its write type and queues it (all or nothing).
@@ -1967,7 +2034,7 @@ impl Ctx<'_> {
     /// The connection's options, to change on the fly (socket options apply
     /// when the closure returns).
     pub fn configure(&mut self, f: impl FnOnce(&mut Options)) {
-        f(&mut self.core.opts);
+        f(Arc::make_mut(&mut self.core.opts));
         self.core.apply_options();
     }
 

@@ -118,7 +118,7 @@ pub(crate) struct ListenerShared {
     pub(crate) idx: usize,
     pub(crate) sock: TcpListener,
     pub(crate) local: SocketAddr,
-    opts: Options,
+    opts: Arc<Options>,
     mode: AcceptMode,
     tls: Option<Arc<ServerConfig>>,
 }
@@ -283,7 +283,7 @@ pub(crate) fn start(
         idx: reactor.next_listener_idx(),
         sock,
         local,
-        opts: lo.conn,
+        opts: Arc::new(lo.conn),
         mode,
         tls: lo.tls,
     });

@@ -243,7 +243,7 @@ impl Reactor {
         let handle = Connection::from_shared(shared.clone());
         worker.push(Task::Adopt(Box::new(NewConn {
             shared,
-            opts,
+            opts: Arc::new(opts),
             sink: SinkSetup::Ready(sink),
             start,
             tls,

@@ -271,6 +271,7 @@ impl ReactorBuilder {
 
     /// Starts the workers (and the dedicated poller thread, if asked for).
     pub fn build(self) -> io::Result<Reactor> {
+        timers::epoch();
         let poller = Arc::new(polling::Poller::new()?);
         let workers: Vec<_> = (0..self.workers)
             .map(|i| Arc::new(WorkerShared::new(i, poller.clone())))

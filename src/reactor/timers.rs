@@ -50,3 +50,44 @@ impl TimerHeap {
         }
     }
 }
+
+/// Which deadline a connection armed per timer kind, 8 bytes a kind
+/// (nanoseconds after a process-wide epoch; 0 = none) instead of the 16 of
+/// an `Option<Instant>`: it sits in every connection.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Armed([u64; TIMER_KINDS]);
+
+/// Fixed at the first reactor's start, before any deadline exists.
+pub(crate) fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn ticks(at: Instant) -> u64 {
+    at.saturating_duration_since(epoch()).as_nanos() as u64 + 1
+}
+
+impl Armed {
+    pub(crate) fn get(&self, kind: TimerKind) -> Option<Instant> {
+        match self.0[kind as usize] {
+            0 => None,
+            t => Some(epoch() + std::time::Duration::from_nanos(t - 1)),
+        }
+    }
+
+    pub(crate) fn is(&self, kind: TimerKind, at: Instant) -> bool {
+        self.0[kind as usize] == ticks(at)
+    }
+
+    pub(crate) fn set(&mut self, kind: TimerKind, at: Instant) {
+        self.0[kind as usize] = ticks(at);
+    }
+
+    pub(crate) fn clear(&mut self, kind: TimerKind) {
+        self.0[kind as usize] = 0;
+    }
+
+    pub(crate) fn clear_all(&mut self) {
+        self.0 = [0; TIMER_KINDS];
+    }
+}

@@ -29,6 +29,10 @@ pub(crate) struct WorkerCtx {
     pub(crate) timers: TimerHeap,
     pub(crate) pool: Vec<BytesMut>,
     pub(crate) mail: VecDeque<Msg>,
+    /// Empty event vectors, reused by every actor's event delivery.
+    pub(crate) event_vecs: Vec<Vec<crate::Event>>,
+    /// Empty write queues, likewise.
+    pub(crate) write_queues: Vec<VecDeque<bytes::Bytes>>,
     again: Vec<Token>,
     me: Arc<WorkerShared>,
 }
@@ -44,6 +48,21 @@ impl WorkerCtx {
         buf.clear();
         if self.pool.len() < POOL_MAX && buf.try_reclaim(1024) && buf.capacity() <= POOL_BUF_MAX {
             self.pool.push(buf);
+        }
+    }
+
+    /// Keeps an emptied event vector for reuse (a few, of modest size).
+    pub(crate) fn recycle_events(&mut self, mut v: Vec<crate::Event>) {
+        v.clear();
+        if self.event_vecs.len() < 8 && v.capacity() > 0 && v.capacity() <= 64 {
+            self.event_vecs.push(v);
+        }
+    }
+
+    /// Keeps an emptied write queue for reuse.
+    pub(crate) fn recycle_write_queue(&mut self, q: VecDeque<bytes::Bytes>) {
+        if self.write_queues.len() < 8 && q.is_empty() && q.capacity() <= 256 {
+            self.write_queues.push(q);
         }
     }
 
@@ -167,6 +186,8 @@ pub(crate) fn run(shared: Arc<ReactorShared>, me: Arc<WorkerShared>) {
         timers: TimerHeap::default(),
         pool: Vec::new(),
         mail: VecDeque::new(),
+        event_vecs: Vec::new(),
+        write_queues: Vec::new(),
         again: Vec::new(),
         me: me.clone(),
     };
