@@ -354,3 +354,15 @@ fn close_delivers_everything_even_with_unread_input() {
     assert!(eof && got == data);
     assert!(matches!(p.next_event(), Event::Closed));
 }
+
+#[test]
+fn writes_after_close_are_refused_not_dropped() {
+    let p = pair(shared_reactor(), Options::new());
+    p.conn.close().unwrap();
+    // Whether or not the actor has processed the close yet, the write is
+    // refused with a clear error: nothing is accepted and then lost.
+    match p.conn.write(&b"late"[..]) {
+        Err(netactor::Error::Closed) => {}
+        other => panic!("expected Err(Closed), got {other:?}"),
+    }
+}

@@ -1124,6 +1124,7 @@ impl Core {
     }
 
     fn close(&mut self, w: &mut WorkerCtx) {
+        self.shared.closing.store(true, Ordering::Release);
         match self.phase {
             Phase::Closing | Phase::Closed => return,
             Phase::Resolving | Phase::Connecting => {

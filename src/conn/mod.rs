@@ -279,7 +279,9 @@ impl Connection {
     /// Closes the connection. Queued writes are still flushed for up to the
     /// linger period; nothing more is read or delivered except `Closed`.
     pub fn close(&self) -> Result<()> {
-        self.shared.post(Msg::Close)
+        self.shared.post(Msg::Close)?;
+        self.shared.closing.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// Sets (or with `None` clears) one of the inactivity timeouts. Takes

@@ -92,6 +92,9 @@ pub(crate) struct ConnShared {
     pub(crate) queued: AtomicUsize,
     pub(crate) wbuf_max: AtomicUsize,
     pub(crate) write_shut: AtomicBool,
+    /// `close` was requested: later writes are refused with `Closed`
+    /// instead of being accepted and then dropped.
+    pub(crate) closing: AtomicBool,
     pub(crate) handles: AtomicUsize,
     pub(crate) close_on_drop: bool,
     pub(crate) counters: Counters,
@@ -117,6 +120,7 @@ impl ConnShared {
             queued: AtomicUsize::new(0),
             wbuf_max: AtomicUsize::new(wbuf_max),
             write_shut: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
             handles: AtomicUsize::new(0),
             close_on_drop,
             counters: Counters::default(),
@@ -170,6 +174,9 @@ impl ConnShared {
 
     /// Reserves `n` bytes of write queue, or refuses with `NoSpace`.
     pub(crate) fn reserve_write(&self, n: usize) -> Result<()> {
+        if self.closing.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
         if self.write_shut.load(Ordering::Acquire) {
             // `finish` also sets `write_shut`; once the actor is gone the
             // truthful answer is `Closed`, not "shut down" (only this error

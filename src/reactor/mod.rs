@@ -172,6 +172,7 @@ pub(crate) struct ReactorShared {
     pub(crate) poll: Mutex<poller::PollState>,
     /// A dedicated poller thread holds the role; workers never take it.
     pub(crate) dedicated_poller: bool,
+    pub(crate) adaptive_spin: bool,
     pub(crate) workers: Vec<Arc<WorkerShared>>,
     pub(crate) cmds: Mutex<Vec<PollerCmd>>,
     next_conn: AtomicU64,
@@ -226,6 +227,7 @@ pub struct ReactorBuilder {
     spin: Duration,
     shutdown_timeout: Duration,
     dedicated_poller: bool,
+    adaptive_spin: bool,
 }
 
 impl Default for ReactorBuilder {
@@ -237,6 +239,7 @@ impl Default for ReactorBuilder {
             spin: Duration::from_micros(0),
             shutdown_timeout: Duration::from_secs(5),
             dedicated_poller: false,
+            adaptive_spin: false,
         }
     }
 }
@@ -261,6 +264,16 @@ impl ReactorBuilder {
         self
     }
 
+    /// Let a worker that is in a busy period (its last park was short) spin
+    /// up to 30 µs on its queue before parking again (default off). It saves
+    /// the futex wake-up of a hand-off under load and never spins when idle;
+    /// on a 2-core machine shared with its clients it bought no throughput
+    /// (benches/RESULTS.md), so it is opt-in.
+    pub fn adaptive_spin(mut self, on: bool) -> Self {
+        self.adaptive_spin = on;
+        self
+    }
+
     /// Run the poller on a thread of its own instead of letting an idle
     /// worker take the poller role (default off). Every event then crosses
     /// threads once (poller → worker); see ARCHITECTURE.md for the numbers.
@@ -279,6 +292,7 @@ impl ReactorBuilder {
         let shared = Arc::new(ReactorShared {
             poll: Mutex::new(poller::PollState::new(workers.len())),
             dedicated_poller: self.dedicated_poller,
+            adaptive_spin: self.adaptive_spin,
             poller,
             workers,
             cmds: Mutex::new(Vec::new()),

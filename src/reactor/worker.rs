@@ -17,6 +17,10 @@ use std::time::{Duration, Instant};
 const POOL_MAX: usize = 64;
 /// Own tasks from one poll at which a parked sibling is woken to take over polling.
 const WAKE_FOLLOWER_AT: usize = 2;
+/// A park shorter than this means the worker is in a busy period.
+const BUSY_GAP: Duration = Duration::from_micros(200);
+/// How long a busy worker spins on its queue before parking.
+const ADAPTIVE_SPIN: Duration = Duration::from_micros(30);
 /// How long a worker that left the poller role to a sibling parks at most.
 const YIELD_PARK: Duration = Duration::from_millis(1);
 /// Buffers larger than this are freed rather than pooled.
@@ -196,6 +200,7 @@ pub(crate) fn run(shared: Arc<ReactorShared>, me: Arc<WorkerShared>) {
     let mut again: Vec<Token> = Vec::new();
     let mut shutdown: Option<Instant> = None;
     let mut yield_role = false;
+    let mut last_park = Duration::MAX;
     let spin = shared.spin;
 
     loop {
@@ -273,6 +278,16 @@ pub(crate) fn run(shared: Arc<ReactorShared>, me: Arc<WorkerShared>) {
         if me.has_work() || !ctx.again.is_empty() {
             continue;
         }
+        // Spin briefly before parking while work keeps coming (the last
+        // park was short): a spinning worker takes the next hand-off without
+        // a futex wake on either side. An idle worker never spins.
+        let spin = if !spin.is_zero() {
+            spin
+        } else if shared.adaptive_spin && last_park < BUSY_GAP {
+            ADAPTIVE_SPIN
+        } else {
+            Duration::ZERO
+        };
         if !spin.is_zero() {
             let until = Instant::now() + spin;
             while !me.has_work() && Instant::now() < until {
@@ -321,7 +336,9 @@ pub(crate) fn run(shared: Arc<ReactorShared>, me: Arc<WorkerShared>) {
                 }
             }
         }
+        let parked_at = Instant::now();
         me.park_until_work(wait);
+        last_park = parked_at.elapsed();
     }
     // This worker may have held the poller role last. A sibling still
     // flushing at shutdown can be parked until its next timer (seconds away)
