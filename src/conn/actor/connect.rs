@@ -1,0 +1,137 @@
+//! Connecting: each resolved address in turn, each with its own timeout
+//! and the prepare hook; the socket is registered while the connect is in
+//! progress and kept on success.
+
+use super::*;
+
+impl Core {
+    pub(super) fn try_next_address(&mut self, w: &mut WorkerCtx) {
+        loop {
+            let Some(c) = self.connect.as_mut() else {
+                return;
+            };
+            let Some(&addr) = c.addrs.get(c.next) else {
+                let e = c
+                    .last_err
+                    .take()
+                    .unwrap_or_else(|| Error::NoAddress("no address to try".into()));
+                self.connect = None;
+                self.fail(e, w);
+                return;
+            };
+            c.next += 1;
+            let prepare = c.prepare.clone();
+            match start_connect(addr, prepare.as_deref()) {
+                Ok((stream, true)) => {
+                    self.connected(stream, addr, w);
+                    return;
+                }
+                Ok((stream, false)) => {
+                    // SAFETY: deleted before the socket is dropped (see `finish`
+                    // and `connect_attempt_failed`).
+                    let r = unsafe {
+                        w.poller.add_with_mode(
+                            &stream,
+                            polling::Event::all(self.token.0),
+                            polling::PollMode::Edge,
+                        )
+                    };
+                    match r {
+                        Ok(()) => {
+                            self.registered = true;
+                            self.sock = Some(stream);
+                            self.peer = Some(addr);
+                            let at = w.now + self.opts.connect_timeout;
+                            self.armed.clear(TimerKind::Connect);
+                            self.arm(TimerKind::Connect, at, w);
+                            return;
+                        }
+                        Err(e) => {
+                            if let Some(c) = self.connect.as_mut() {
+                                c.last_err = Some(Error::from_io(e));
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    if let Some(c) = self.connect.as_mut() {
+                        c.last_err = Some(Error::from_io(e));
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn check_connect(&mut self, w: &mut WorkerCtx) {
+        let Some(sock) = self.sock.as_ref() else {
+            return;
+        };
+        match sock.take_error() {
+            Ok(Some(e)) | Err(e) => {
+                self.connect_attempt_failed(Error::from_io(e), w);
+            }
+            Ok(None) => {
+                if !self.writable {
+                    return;
+                }
+                match sock.peer_addr() {
+                    Ok(peer) => {
+                        let stream = self.sock.take().expect("checked above");
+                        self.connected(stream, peer, w);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
+                    Err(e) => self.connect_attempt_failed(Error::from_io(e), w),
+                }
+            }
+        }
+    }
+
+    pub(super) fn connect_attempt_failed(&mut self, e: Error, w: &mut WorkerCtx) {
+        if let Some(sock) = self.sock.take() {
+            if self.registered {
+                let _ = w.poller.delete(&sock);
+                self.registered = false;
+            }
+        }
+        self.readable = false;
+        self.writable = false;
+        self.armed.clear(TimerKind::Connect);
+        if let Some(c) = self.connect.as_mut() {
+            c.last_err = Some(e);
+        }
+        self.try_next_address(w);
+    }
+
+    pub(super) fn connected(&mut self, stream: TcpStream, peer: SocketAddr, w: &mut WorkerCtx) {
+        self.armed.clear(TimerKind::Connect);
+        self.connect = None;
+        self.peer = Some(peer);
+        self.open(stream, w);
+        if self.phase == Phase::Open {
+            self.out.push(Event::Connected { peer });
+        }
+    }
+}
+
+/// Creates a non-blocking socket for `addr` and starts connecting.
+/// Returns the stream and whether it is already connected.
+fn start_connect(addr: SocketAddr, prepare: Option<&PrepareFn>) -> io::Result<(TcpStream, bool)> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM.nonblocking().cloexec(),
+        Some(socket2::Protocol::TCP),
+    )?;
+    if let Some(p) = prepare {
+        p(&socket, addr)?;
+    }
+    match socket.connect(&addr.into()) {
+        Ok(()) => Ok((socket.into(), true)),
+        Err(e)
+            if e.raw_os_error() == Some(libc::EINPROGRESS)
+                || e.kind() == io::ErrorKind::WouldBlock =>
+        {
+            Ok((socket.into(), false))
+        }
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,431 @@
+//! The actor's TLS pump: ciphertext between the socket and the engine
+//! (`crate::tls::TlsSession`), plaintext between the engine and the
+//! actor's read buffer and write queue.
+
+use super::*;
+
+impl Core {
+    /// Whether nothing TLS-specific remains to be written before FIN or the
+    /// end of a close. Called with an empty write queue; sends close_notify
+    /// once everything queued has gone through the engine.
+    pub(super) fn tls_close_ready(&mut self, w: &mut WorkerCtx) -> bool {
+        let closing = self.phase == Phase::Closing;
+        let Some(t) = self.tls.as_mut() else {
+            return true;
+        };
+        if t.is_handshaking() {
+            // Nothing was sent under TLS yet: a close ends here; a half-close
+            // waits for the handshake, so the peer can still talk to us.
+            return closing;
+        }
+        if !t.close_sent() {
+            t.close_notify();
+            self.tls_flush(w);
+        }
+        self.phase != Phase::Closed && self.tls.as_ref().is_none_or(|t| !t.wants_write())
+    }
+
+    /// The error a read request still pending at EOF gets.
+    pub(super) fn eof_error(&self) -> Error {
+        if self.tls_truncated {
+            Error::TlsTruncated
+        } else {
+            Error::UnexpectedEof
+        }
+    }
+
+    pub(super) fn starttls(&mut self, setup: TlsSetup, w: &mut WorkerCtx) {
+        match self.phase {
+            Phase::Resolving | Phase::Connecting => {
+                // Writes queued so far still go out in clear first.
+                self.pending_tls = Some((setup, self.wlen));
+                return;
+            }
+            Phase::Open => {}
+            _ => return,
+        }
+        let prefix = self.wlen;
+        self.start_tls_session(setup, prefix, w);
+    }
+
+    /// Starts TLS on the open connection; the first `plain_prefix` queued
+    /// bytes are sent in clear before the handshake.
+    pub(super) fn start_tls_session(
+        &mut self,
+        setup: TlsSetup,
+        plain_prefix: usize,
+        w: &mut WorkerCtx,
+    ) {
+        if self.phase != Phase::Open {
+            return;
+        }
+        if self.tls.is_some() {
+            self.out.push(Event::Error {
+                error: Error::InvalidInput("starttls while TLS is already active".into()),
+                fatal: false,
+            });
+            return;
+        }
+        let mut session = match TlsSession::new(setup) {
+            Ok(s) => s,
+            Err(e) => {
+                self.fail(e, w);
+                return;
+            }
+        };
+        // Writes queued before starttls go out in clear, before any record.
+        session.plain_prefix = plain_prefix.min(self.wlen);
+        self.tls = Some(Box::new(session));
+        self.tls_truncated = false;
+        self.armed.clear(TimerKind::Handshake);
+        let at = w.now + self.opts.handshake_timeout;
+        self.arm(TimerKind::Handshake, at, w);
+        // Bytes already buffered are ciphertext (the ClientHello behind a
+        // STARTTLS command, or injected commands): never plaintext for the app.
+        let buffered = self.rbuf.split();
+        self.rbuf_front_changed();
+        if !buffered.is_empty() {
+            if let Err(e) = self.tls_input(&buffered) {
+                self.fail(e, w);
+                return;
+            }
+        }
+        self.tls_flush(w);
+    }
+
+    pub(super) fn stoptls(&mut self, w: &mut WorkerCtx) {
+        if self.phase != Phase::Open {
+            return;
+        }
+        let why = match self.tls.as_ref() {
+            None => "stoptls without TLS",
+            Some(t) if t.is_handshaking() => "stoptls during the TLS handshake",
+            Some(t) if t.stopping || t.close_sent() => return,
+            Some(_) => {
+                self.tls_begin_stop();
+                self.tls_flush(w);
+                return;
+            }
+        };
+        self.out.push(Event::Error {
+            error: Error::InvalidInput(why.into()),
+            fatal: false,
+        });
+    }
+
+    /// Encrypts everything queued so far (it was written while TLS was on),
+    /// then sends close_notify; later writes wait for plaintext.
+    pub(super) fn tls_begin_stop(&mut self) {
+        let Some(t) = self.tls.as_mut() else {
+            return;
+        };
+        t.unlimit();
+        while !self.wqueue.is_empty() {
+            let n = {
+                let mut iov = [IoSlice::new(&[]); MAX_IOV];
+                let mut k = 0;
+                for b in self.wqueue.iter().take(MAX_IOV) {
+                    iov[k] = IoSlice::new(b);
+                    k += 1;
+                }
+                t.write_plain(&iov[..k])
+            };
+            if n == 0 {
+                break;
+            }
+            pop_front_bytes(&mut self.wqueue, n);
+        }
+        t.stopping = true;
+        t.close_notify();
+    }
+
+    /// Completes a `stoptls` once both close_notify alerts are through.
+    pub(super) fn tls_check_stop(&mut self) {
+        let done = self
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.stopping && t.peer_closed && t.close_sent() && !t.wants_write());
+        if !done {
+            return;
+        }
+        let Some(t) = self.tls.take() else {
+            return;
+        };
+        self.release_in_engine(t.in_engine);
+        // What followed the peer's close_notify is the plaintext stream.
+        self.rbuf.extend_from_slice(&t.leftover);
+        self.armed.clear(TimerKind::Handshake);
+        self.out.push(Event::TlsStopped);
+    }
+
+    pub(super) fn release_in_engine(&mut self, n: usize) {
+        if n > 0 {
+            self.wlen -= n;
+            self.shared.release_write(n);
+        }
+    }
+
+    /// Feeds ciphertext to the engine and acts on what changed.
+    pub(super) fn tls_input(&mut self, data: &[u8]) -> Result<()> {
+        let Some(t) = self.tls.as_mut() else {
+            self.rbuf.extend_from_slice(data);
+            return Ok(());
+        };
+        if t.peer_closed {
+            // Reads pause after close_notify; keep anything that came anyway.
+            if t.stopping {
+                t.leftover.extend_from_slice(data);
+            }
+            return Ok(());
+        }
+        let fed = match t.input(data, &mut self.rbuf) {
+            Ok(f) => f,
+            Err(e) => {
+                self.tls_send_alert();
+                return Err(e);
+            }
+        };
+        if t.take_established() {
+            self.armed.clear(TimerKind::Handshake);
+            self.out.push(Event::TlsEstablished);
+        }
+        if t.peer_closed {
+            let answer = !t.stopping && !t.close_sent() && self.opts.follow_stoptls;
+            if t.stopping || answer {
+                t.leftover.extend_from_slice(&data[fed.consumed..]);
+            }
+            // Otherwise close_notify is a clean EOF (bytes after it are
+            // ignored, RFC 8446 §6.1), applied by `tls_after_dispatch`.
+            // Answered by `tls_after_dispatch`, once the frames decrypted
+            // before the alert were handled.
+            t.answer_pending = answer;
+        }
+        Ok(())
+    }
+
+    /// After a dispatch pass, acts on the peer's close_notify; returns
+    /// whether to dispatch again.
+    ///
+    /// * With `follow_stoptls` it is answered only now, so the application's
+    ///   replies to data that came before it are still encrypted, as in the
+    ///   reference.
+    /// * Otherwise it is EOF — once someone reads. Handshake reads can pull
+    ///   in data and the alert before the application has set up a reader;
+    ///   as in plaintext mode, EOF is only noticed by a reader, so that data
+    ///   is delivered first.
+    pub(super) fn tls_after_dispatch(&mut self) -> bool {
+        let Some(t) = self.tls.as_mut() else {
+            return false;
+        };
+        if std::mem::take(&mut t.answer_pending) {
+            self.tls_begin_stop();
+            return false;
+        }
+        if t.peer_closed
+            && !t.stopping
+            && !self.eof
+            && !self.read_stopped
+            && (!self.reads.is_empty() || self.stream.is_some())
+        {
+            self.eof = true;
+            return true;
+        }
+        false
+    }
+
+    /// Best effort: flush the alert rustls queued for a fatal error, so the
+    /// peer learns why (e.g. "bad certificate") before the socket closes.
+    pub(super) fn tls_send_alert(&mut self) {
+        if let (Some(t), Some(sock)) = (self.tls.as_mut(), self.sock.as_ref()) {
+            if t.plain_prefix > 0 {
+                return;
+            }
+            for _ in 0..4 {
+                if !t.wants_write() || t.write_to(sock).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// One socket read, through TLS.
+    pub(super) fn tls_read(&mut self, w: &mut WorkerCtx) -> Result<usize> {
+        let Some(sock) = self.sock.as_ref() else {
+            self.readable = false;
+            return Ok(0);
+        };
+        // Ciphertext goes through a pooled scratch buffer, so an idle TLS
+        // connection keeps no read buffer of its own.
+        let mut scratch = w.pool.pop().unwrap_or_default();
+        scratch.clear();
+        scratch.reserve(self.read_size);
+        let want = self.read_size.min(scratch.capacity());
+        let spare = &mut scratch.spare_capacity_mut()[..want];
+        let res = match SockRef::from(sock).recv(spare) {
+            Ok(0) => {
+                self.readable = false;
+                self.tls_eof().map(|()| 0)
+            }
+            Ok(n) => {
+                // SAFETY: recv initialised the first `n` bytes of the spare capacity.
+                unsafe { scratch.set_len(n) };
+                self.note_read(n, w.now);
+                if n == want && self.read_size < self.opts.max_read_size {
+                    self.read_size = (self.read_size * 2).min(self.opts.max_read_size);
+                }
+                let r = self.tls_input(&scratch).map(|()| n);
+                if self.phase == Phase::Closing {
+                    // Closing reads only to finish the handshake; data is dropped.
+                    self.rbuf.clear();
+                }
+                r
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.readable = false;
+                Ok(0)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+            Err(e) => Err(Error::from_io(e)),
+        };
+        w.recycle(scratch);
+        res
+    }
+
+    /// TCP EOF under TLS.
+    pub(super) fn tls_eof(&mut self) -> Result<()> {
+        let Some(t) = self.tls.as_ref() else {
+            self.eof = true;
+            return Ok(());
+        };
+        if t.is_handshaking() {
+            return Err(Error::Tls(
+                "the peer closed the connection during the TLS handshake".into(),
+            ));
+        }
+        if !t.peer_closed {
+            // No close_notify: the data may have been cut short by an attacker.
+            self.tls_truncated = true;
+        }
+        self.eof = true;
+        Ok(())
+    }
+
+    /// Writes what TLS has to write: first the plaintext queued before
+    /// `starttls`, then records; moves queued plaintext into the engine one
+    /// chunk at a time, only when its record buffer is empty.
+    pub(super) fn tls_flush(&mut self, w: &mut WorkerCtx) {
+        if self.tls.as_ref().is_some_and(|t| t.plain_prefix > 0) {
+            self.tls_flush_prefix(w);
+            if self.phase == Phase::Closed || self.tls.as_ref().is_some_and(|t| t.plain_prefix > 0)
+            {
+                return;
+            }
+        }
+        let mut failed = None;
+        loop {
+            let (Some(t), Some(sock)) = (self.tls.as_mut(), self.sock.as_ref()) else {
+                return;
+            };
+            while self.writable && t.wants_write() {
+                match t.write_to(sock) {
+                    Ok(n) => {
+                        let c = &self.shared.counters;
+                        c.add_write(n);
+                        self.act_any = w.now;
+                        self.act_write = w.now;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        failed = Some(Error::from_io(e));
+                        break;
+                    }
+                }
+            }
+            if failed.is_some() || t.wants_write() {
+                break;
+            }
+            // The record buffer is empty: what went into the engine is in the kernel.
+            let sent = std::mem::take(&mut t.in_engine);
+            if !t.accepts_plaintext() || self.wqueue.is_empty() {
+                self.release_in_engine(sent);
+                break;
+            }
+            let n = {
+                let mut iov = [IoSlice::new(&[]); MAX_IOV];
+                let mut k = 0;
+                for b in self.wqueue.iter().take(MAX_IOV) {
+                    iov[k] = IoSlice::new(b);
+                    k += 1;
+                }
+                t.write_plain(&iov[..k])
+            };
+            pop_front_bytes(&mut self.wqueue, n);
+            self.release_in_engine(sent);
+            if n == 0 {
+                break;
+            }
+        }
+        if let Some(e) = failed {
+            self.fail(e, w);
+            return;
+        }
+        self.tls_check_stop();
+    }
+
+    /// Sends the bytes queued in clear before `starttls`.
+    pub(super) fn tls_flush_prefix(&mut self, w: &mut WorkerCtx) {
+        while self.writable {
+            let prefix = self.tls.as_ref().map_or(0, |t| t.plain_prefix);
+            let Some(sock) = self.sock.as_ref() else {
+                return;
+            };
+            if prefix == 0 {
+                return;
+            }
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let mut k = 0;
+            let mut left = prefix;
+            for b in self.wqueue.iter().take(MAX_IOV) {
+                let m = b.len().min(left);
+                iov[k] = IoSlice::new(&b[..m]);
+                k += 1;
+                left -= m;
+                if left == 0 {
+                    break;
+                }
+            }
+            match SockRef::from(sock).send_vectored_with_flags(&iov[..k], libc::MSG_NOSIGNAL) {
+                Ok(n) => {
+                    self.consume_written(n);
+                    self.note_write(n, w.now);
+                    if let Some(t) = self.tls.as_mut() {
+                        t.plain_prefix -= n;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.fail(Error::from_io(e), w);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Drops `n` bytes from the front of a write queue (no accounting).
+fn pop_front_bytes(q: &mut VecDeque<Bytes>, mut n: usize) {
+    while n > 0 {
+        let Some(front) = q.front_mut() else {
+            return;
+        };
+        if front.len() <= n {
+            n -= front.len();
+            q.pop_front();
+        } else {
+            front.advance(n);
+            n = 0;
+        }
+    }
+}
