@@ -6,9 +6,12 @@
 //!
 //! ## The model in one page
 //!
-//! * A [`Reactor`] runs **one poller thread** (the `polling` crate) and a
-//!   **pool of worker threads**. Every connection is an **actor** pinned to one
-//!   worker: its socket, buffers, read queue and timers belong to it alone.
+//! * A [`Reactor`] runs **one poller** (the `polling` crate) and a **pool of
+//!   worker threads**. Every connection is an **actor** pinned to one worker:
+//!   its socket, buffers, read queue and timers belong to it alone. Polling is
+//!   a role an idle worker takes, so events for its own connections need no
+//!   thread hop (or, with [`ReactorBuilder::dedicated_poller`], a thread of
+//!   its own).
 //! * A [`Connection`] is a cheap, cloneable handle. Each call —
 //!   [`write`](Connection::write), [`push_read`](Connection::push_read),
 //!   [`shutdown`](Connection::shutdown), [`close`](Connection::close),
