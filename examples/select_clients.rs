@@ -11,20 +11,26 @@
 //! shared events channel and a progress ticker — with crossbeam's
 //! `Select`/`select!`. No async, no thread per connection.
 
+use anyhow::{bail, Context};
 use crossbeam_channel::{select, tick, Select};
 use netactor::framing::{Line, LineFrame};
 use netactor::{ConnectOptions, Connection, Event, ListenOptions, Reactor, Reply};
 use std::time::{Duration, Instant};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> anyhow::Result<()> {
     let mut connections = 50usize;
     let mut lines = 20usize;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--connections" => connections = args.next().ok_or("value")?.parse()?,
-            "--lines" => lines = args.next().ok_or("value")?.parse()?,
-            other => return Err(format!("unknown argument {other}").into()),
+            "--connections" => {
+                connections = args
+                    .next()
+                    .context("--connections needs a value")?
+                    .parse()?
+            }
+            "--lines" => lines = args.next().context("--lines needs a value")?.parse()?,
+            other => bail!("unknown argument {other}"),
         }
     }
 
@@ -73,13 +79,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let total = connections * lines;
     while answered < total {
         if Instant::now() > deadline {
-            return Err(format!("timed out with {answered}/{total} answers").into());
+            bail!("timed out with {answered}/{total} answers");
         }
         // Non-reply happenings first, without blocking.
         select! {
             recv(events) -> ev => {
                 if let Ok((id, Event::Error { error, .. })) = ev {
-                    return Err(format!("{id}: {error}").into());
+                    bail!("{id}: {error}");
                 }
                 continue;
             }
