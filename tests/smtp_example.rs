@@ -513,7 +513,8 @@ fn openssl_s_client_starttls_smtp() {
     let out = String::from_utf8_lossy(&seen).into_owned();
     assert!(out.contains("354"), "{out}");
     assert!(out.contains("221"), "{out}");
-    assert!(!out.contains("530"), "{out}");
+    // Reply codes start a line; a queue id elsewhere may contain "530".
+    assert!(!out.lines().any(|l| l.starts_with("530")), "{out}");
     assert_eq!(srv.messages(), vec![b"via openssl\r\n".to_vec()]);
 }
 

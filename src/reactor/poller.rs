@@ -14,6 +14,7 @@
 
 use super::{PollerCmd, ReactorShared, Task, Token};
 use crate::net::listen::{AcceptOutcome, ListenerShared};
+use rustix::event::epoll::EventFlags as EpollFlags;
 use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
@@ -30,8 +31,16 @@ struct ListenerState {
     backoff: Duration,
 }
 
+/// `polling`'s reserved key: its notifier (and timer) are registered under it.
+const NOTIFY_KEY: u64 = usize::MAX as u64;
+/// Events taken per `epoll_wait`; more are delivered by the next one.
+const WAIT_BATCH: usize = 1024;
+
 /// Everything the holder of the poller role owns.
 pub(crate) struct PollState {
+    /// What one wait found: (key, readable, writable).
+    ready: Vec<(usize, bool, bool)>,
+    /// For `polling`'s own `wait`, used only to consume a notification.
     events: polling::Events,
     batches: Vec<Vec<Task>>,
     listeners: HashMap<usize, ListenerState>,
@@ -43,6 +52,7 @@ pub(crate) struct PollState {
 impl PollState {
     pub(crate) fn new(workers: usize) -> Self {
         PollState {
+            ready: Vec::with_capacity(WAIT_BATCH),
             events: polling::Events::with_capacity(
                 std::num::NonZeroUsize::new(1024).expect("non-zero"),
             ),
@@ -85,8 +95,7 @@ pub(crate) fn poll_once(
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-    ps.events.clear();
-    if let Err(e) = shared.poller.wait(&mut ps.events, timeout) {
+    if let Err(e) = wait(shared, ps, timeout) {
         if e.kind() != io::ErrorKind::Interrupted {
             log::error!("poller wait failed: {e}");
             std::thread::sleep(Duration::from_millis(10));
@@ -97,13 +106,13 @@ pub(crate) fn poll_once(
         return 0;
     }
     let PollState {
-        events,
+        ready,
         batches,
         listeners,
         ..
     } = ps;
-    for ev in events.iter() {
-        let token = Token(ev.key);
+    for &(key, readable, writable) in ready.iter() {
+        let token = Token(key);
         if token.is_listener() {
             if let Some(l) = listeners.get_mut(&token.listener_idx()) {
                 accept_some(shared, l, batches);
@@ -113,8 +122,8 @@ pub(crate) fn poll_once(
         if let Some(batch) = batches.get_mut(token.worker()) {
             batch.push(Task::Io {
                 token,
-                readable: ev.readable,
-                writable: ev.writable,
+                readable,
+                writable,
             });
         }
     }
@@ -135,6 +144,45 @@ pub(crate) fn poll_once(
         }
     }
     handed
+}
+
+/// One `epoll_wait` on the poller's epoll set (the common case: a single
+/// syscall). Only when `Poller::notify` fired — its eventfd shows up under
+/// the reserved key — is `polling`'s own `wait` called, with a zero timeout,
+/// to consume the notification and re-arm it (and pick up anything new).
+fn wait(shared: &ReactorShared, ps: &mut PollState, timeout: Option<Duration>) -> io::Result<()> {
+    ps.ready.clear();
+    let ts = timeout.map(|d| rustix::event::Timespec {
+        tv_sec: d.as_secs().min(i64::MAX as u64) as _,
+        tv_nsec: d.subsec_nanos() as _,
+    });
+    // On the stack: rustix's event type is not `Send`, and the role moves
+    // between threads with `PollState`.
+    let mut raw = [std::mem::MaybeUninit::<rustix::event::epoll::Event>::uninit(); WAIT_BATCH];
+    let (got, _) = rustix::event::epoll::wait(&*shared.poller, &mut raw, ts.as_ref())?;
+    let mut notified = false;
+    for ev in got.iter() {
+        let key = ev.data.u64();
+        if key == NOTIFY_KEY {
+            notified = true;
+            continue;
+        }
+        let f = ev.flags;
+        let readable =
+            f.intersects(EpollFlags::IN | EpollFlags::HUP | EpollFlags::ERR | EpollFlags::PRI);
+        let writable = f.intersects(EpollFlags::OUT | EpollFlags::HUP | EpollFlags::ERR);
+        ps.ready.push((key as usize, readable, writable));
+    }
+    if notified {
+        ps.events.clear();
+        shared.poller.wait(&mut ps.events, Some(Duration::ZERO))?;
+        ps.ready.extend(
+            ps.events
+                .iter()
+                .map(|ev| (ev.key, ev.readable, ev.writable)),
+        );
+    }
+    Ok(())
 }
 
 fn run_commands(shared: &ReactorShared, ps: &mut PollState) {
