@@ -65,6 +65,8 @@ pub(crate) enum Task {
         token: Token,
         readable: bool,
         writable: bool,
+        /// The peer shut down (RDHUP/HUP/ERR): read until EOF or EAGAIN.
+        hup: bool,
     },
     /// The connection's mailbox has messages.
     Mail(Arc<ConnShared>),

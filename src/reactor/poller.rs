@@ -38,8 +38,8 @@ const WAIT_BATCH: usize = 1024;
 
 /// Everything the holder of the poller role owns.
 pub(crate) struct PollState {
-    /// What one wait found: (key, readable, writable).
-    ready: Vec<(usize, bool, bool)>,
+    /// What one wait found: (key, readable, writable, peer hung up).
+    ready: Vec<(usize, bool, bool, bool)>,
     /// For `polling`'s own `wait`, used only to consume a notification.
     events: polling::Events,
     batches: Vec<Vec<Task>>,
@@ -111,7 +111,7 @@ pub(crate) fn poll_once(
         listeners,
         ..
     } = ps;
-    for &(key, readable, writable) in ready.iter() {
+    for &(key, readable, writable, hup) in ready.iter() {
         let token = Token(key);
         if token.is_listener() {
             if let Some(l) = listeners.get_mut(&token.listener_idx()) {
@@ -124,6 +124,7 @@ pub(crate) fn poll_once(
                 token,
                 readable,
                 writable,
+                hup,
             });
         }
     }
@@ -144,6 +145,25 @@ pub(crate) fn poll_once(
         }
     }
     handed
+}
+
+/// Registers a connection's socket: edge-triggered, both directions, and
+/// `EPOLLRDHUP` — which `polling` cannot ask for — so the actor learns that
+/// a FIN came with the data and may skip the `recv` that would only say
+/// EAGAIN after a short read. Deregistration is `Poller::delete` (a plain
+/// `EPOLL_CTL_DEL`); closing the never-duplicated fd also removes it.
+pub(crate) fn register_conn(
+    poller: &polling::Poller,
+    sock: &std::net::TcpStream,
+    token: Token,
+) -> io::Result<()> {
+    rustix::event::epoll::add(
+        poller,
+        sock,
+        rustix::event::epoll::EventData::new_u64(token.0 as u64),
+        EpollFlags::IN | EpollFlags::OUT | EpollFlags::RDHUP | EpollFlags::ET,
+    )?;
+    Ok(())
 }
 
 /// One `epoll_wait` on the poller's epoll set (the common case: a single
@@ -168,18 +188,26 @@ fn wait(shared: &ReactorShared, ps: &mut PollState, timeout: Option<Duration>) -
             continue;
         }
         let f = ev.flags;
-        let readable =
-            f.intersects(EpollFlags::IN | EpollFlags::HUP | EpollFlags::ERR | EpollFlags::PRI);
+        let readable = f.intersects(
+            EpollFlags::IN
+                | EpollFlags::HUP
+                | EpollFlags::ERR
+                | EpollFlags::PRI
+                | EpollFlags::RDHUP,
+        );
         let writable = f.intersects(EpollFlags::OUT | EpollFlags::HUP | EpollFlags::ERR);
-        ps.ready.push((key as usize, readable, writable));
+        let hup = f.intersects(EpollFlags::RDHUP | EpollFlags::HUP | EpollFlags::ERR);
+        ps.ready.push((key as usize, readable, writable, hup));
     }
     if notified {
         ps.events.clear();
         shared.poller.wait(&mut ps.events, Some(Duration::ZERO))?;
+        // `polling` does not say whether the peer hung up: assume it may
+        // have (the actor then reads until EAGAIN, which is always safe).
         ps.ready.extend(
             ps.events
                 .iter()
-                .map(|ev| (ev.key, ev.readable, ev.writable)),
+                .map(|ev| (ev.key, ev.readable, ev.writable, true)),
         );
     }
     Ok(())

@@ -212,8 +212,9 @@ pub(crate) fn run(shared: Arc<ReactorShared>, me: Arc<WorkerShared>) {
                     token,
                     readable,
                     writable,
+                    hup,
                 } => with_actor(&mut slab, token, &mut ctx, |a, c| {
-                    a.on_io(readable, writable, c)
+                    a.on_io(readable, writable, hup, c)
                 }),
                 Task::Mail(conn) => {
                     let token = Token(conn.token.load(Ordering::Acquire));
@@ -258,7 +259,9 @@ pub(crate) fn run(shared: Arc<ReactorShared>, me: Arc<WorkerShared>) {
         // Connections that yielded for fairness run again after everyone else.
         std::mem::swap(&mut again, &mut ctx.again);
         for token in again.drain(..) {
-            with_actor(&mut slab, token, &mut ctx, |a, c| a.on_io(false, false, c));
+            with_actor(&mut slab, token, &mut ctx, |a, c| {
+                a.on_io(false, false, false, c)
+            });
         }
         ctx.now = Instant::now();
         while let Some((at, token, kind)) = ctx.timers.pop_due(ctx.now) {

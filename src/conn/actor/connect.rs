@@ -27,15 +27,7 @@ impl Core {
                     return;
                 }
                 Ok((stream, false)) => {
-                    // SAFETY: deleted before the socket is dropped (see `finish`
-                    // and `connect_attempt_failed`).
-                    let r = unsafe {
-                        w.poller.add_with_mode(
-                            &stream,
-                            polling::Event::all(self.token.0),
-                            polling::PollMode::Edge,
-                        )
-                    };
+                    let r = crate::reactor::poller::register_conn(&w.poller, &stream, self.token);
                     match r {
                         Ok(()) => {
                             self.registered = true;

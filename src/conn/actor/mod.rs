@@ -217,6 +217,8 @@ pub(crate) struct Core {
     registered: bool,
     readable: bool,
     writable: bool,
+    /// The poller reported RDHUP/HUP/ERR: a short read is not the end.
+    peer_hup: bool,
     rbuf: BytesMut,
     read_size: usize,
     eof: bool,
@@ -281,6 +283,7 @@ impl Actor {
             registered: false,
             readable: false,
             writable: false,
+            peer_hup: false,
             rbuf: BytesMut::new(),
             read_size: opts.read_size,
             eof: false,
@@ -373,7 +376,8 @@ impl Actor {
     }
 
     /// Readiness from the poller.
-    pub(crate) fn on_io(&mut self, readable: bool, writable: bool, w: &mut WorkerCtx) {
+    pub(crate) fn on_io(&mut self, readable: bool, writable: bool, hup: bool, w: &mut WorkerCtx) {
+        self.core.peer_hup |= hup;
         self.core.readable |= readable;
         self.core.writable |= writable;
         if self.core.phase == Phase::Connecting {
@@ -823,15 +827,7 @@ impl Core {
             return;
         }
         if !self.registered {
-            // SAFETY: the socket is deleted from the poller (in `finish`, or
-            // implicitly by closing its never-duplicated fd) before it is dropped.
-            let r = unsafe {
-                w.poller.add_with_mode(
-                    &stream,
-                    polling::Event::all(self.token.0),
-                    polling::PollMode::Edge,
-                )
-            };
+            let r = crate::reactor::poller::register_conn(&w.poller, &stream, self.token);
             if let Err(e) = r {
                 self.sock = Some(stream);
                 self.fail(Error::from_io(e), w);
@@ -924,11 +920,14 @@ impl Core {
                 if n == want && self.read_size < self.opts.max_read_size {
                     self.read_size = (self.read_size * 2).min(self.opts.max_read_size);
                 }
-                // A short read does NOT prove the socket is drained: a FIN (or
-                // RST) that arrived together with the data is only seen by the
-                // next recv, and its edge was already consumed, so clearing
-                // `readable` here would lose EOF/reset for good (no EPOLLRDHUP
-                // in `polling`). Keep reading until WouldBlock / 0.
+                // A short read emptied the kernel buffer: with edge-triggered
+                // registration, later data raises a new edge, so the `recv`
+                // that would only say EAGAIN is skipped — unless the poller
+                // reported RDHUP/HUP: a FIN (or RST) that came with the data
+                // is only seen by the next recv, and its edge is spent.
+                if n < want && !self.peer_hup {
+                    self.readable = false;
+                }
                 Ok(n)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
