@@ -425,13 +425,20 @@ fn a_flooding_connection_does_not_starve_others_on_its_worker() {
     p.set_nodelay(true).unwrap();
     let mut worst = Duration::ZERO;
     let before = sent.load(Ordering::Relaxed);
-    for i in 0..100u8 {
+    // At least 100 round trips and at least 300 ms, so the flood thread has
+    // had its share of the 2 cores whatever the scheduler did meanwhile.
+    let start = std::time::Instant::now();
+    let mut i = 0u8;
+    let mut rounds = 0;
+    while rounds < 100 || start.elapsed() < Duration::from_millis(300) {
         let t0 = std::time::Instant::now();
         p.write_all(&[i]).unwrap();
         let mut b = [0u8; 1];
         p.read_exact(&mut b).unwrap();
         assert_eq!(b[0], i);
         worst = worst.max(t0.elapsed());
+        i = i.wrapping_add(1);
+        rounds += 1;
     }
     let during = sent.load(Ordering::Relaxed) - before;
     stop.store(true, Ordering::Relaxed);
