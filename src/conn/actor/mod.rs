@@ -792,23 +792,6 @@ impl Actor {
     }
 }
 
-impl Drop for Actor {
-    fn drop(&mut self) {
-        if let Some(sock) = self.core.sock.take() {
-            if self.core.registered {
-                let _ = w_delete(&sock);
-            }
-        }
-    }
-}
-
-/// Last-resort deregistration when an actor is dropped without `finish`.
-fn w_delete(_sock: &TcpStream) -> io::Result<()> {
-    // Closing the fd removes it from every epoll set it is registered in (the
-    // fd is never dup'd), so dropping the socket is enough.
-    Ok(())
-}
-
 impl Core {
     /// Bytes left the front of `rbuf` other than through the decoder that
     /// will run next: decoders that remember scan offsets must forget them.
@@ -1089,21 +1072,10 @@ impl Core {
     }
 
     /// Drops `n` written bytes from the front of the write queue.
-    fn consume_written(&mut self, mut n: usize) {
+    fn consume_written(&mut self, n: usize) {
         self.wlen -= n;
         self.shared.release_write(n);
-        while n > 0 {
-            let Some(front) = self.wqueue.front_mut() else {
-                break;
-            };
-            if front.len() <= n {
-                n -= front.len();
-                self.wqueue.pop_front();
-            } else {
-                front.advance(n);
-                n = 0;
-            }
-        }
+        pop_front_bytes(&mut self.wqueue, n);
     }
 
     fn push_read_req(&mut self, mut r: Box<dyn ReadRequest>, front: bool) {
@@ -1320,6 +1292,22 @@ impl Core {
     fn frame_action(&mut self, action: FrameAction, w: &mut WorkerCtx) {
         match action {
             FrameAction::StartTlsServer(config) => self.starttls(TlsSetup::Server(config), w),
+        }
+    }
+}
+
+/// Drops `n` bytes from the front of a write queue (no accounting).
+fn pop_front_bytes(q: &mut VecDeque<Bytes>, mut n: usize) {
+    while n > 0 {
+        let Some(front) = q.front_mut() else {
+            return;
+        };
+        if front.len() <= n {
+            n -= front.len();
+            q.pop_front();
+        } else {
+            front.advance(n);
+            n = 0;
         }
     }
 }

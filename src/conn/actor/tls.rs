@@ -413,19 +413,3 @@ impl Core {
         }
     }
 }
-
-/// Drops `n` bytes from the front of a write queue (no accounting).
-fn pop_front_bytes(q: &mut VecDeque<Bytes>, mut n: usize) {
-    while n > 0 {
-        let Some(front) = q.front_mut() else {
-            return;
-        };
-        if front.len() <= n {
-            n -= front.len();
-            q.pop_front();
-        } else {
-            front.advance(n);
-            n = 0;
-        }
-    }
-}
