@@ -34,7 +34,8 @@ use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: cargo bench --bench echo_compare -- [--quick] [--only SCENARIOS] \
 [--servers SERVERS] [--rounds N] [--secs S] [--lg-threads N] [--idle-conns N] [--no-build]
-  SCENARIOS: latency,many,bulk,tls,idle,scale   SERVERS: netactor,tokio,mio,thread,may";
+  SCENARIOS: latency,many,bulk,tls,idle,scale (or one point: scale-10, scale-100, scale-1000, scale-10000)
+  SERVERS: netactor,tokio,mio,thread,may";
 
 /// A scenario (scale points are separate scenarios internally).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -173,7 +174,11 @@ fn parse_args() -> Result<Config, String> {
                     scens.push(Scen::Scale(c));
                 }
             }
-            other => return Err(format!("unknown scenario {other}")),
+            // One scale point alone, e.g. `scale-10000` (for profiling).
+            other => match other.strip_prefix("scale-").map(str::parse::<usize>) {
+                Some(Ok(c)) if [10, 100, 1000, 10_000].contains(&c) => scens.push(Scen::Scale(c)),
+                _ => return Err(format!("unknown scenario {other}")),
+            },
         }
     }
     let mut command = String::from("cargo bench --bench echo_compare");

@@ -55,15 +55,18 @@ impl Handler for Echo {
 
 impl Echo {
     fn send(&mut self, ctx: &mut Ctx<'_>, data: bytes::Bytes) {
-        match ctx.write(data.clone()) {
+        // Checked first, so a refused frame is kept rather than lost (and
+        // the common case moves `data` into the write, with no clone).
+        if data.len() > ctx.write_room() {
+            self.held = Some(data);
+            ctx.stop_read();
+            return;
+        }
+        match ctx.write(data) {
             Ok(()) => {
                 if ctx.stats().write_queued > HIGH_WATER {
                     ctx.stop_read();
                 }
-            }
-            Err(netactor::Error::NoSpace { .. }) => {
-                self.held = Some(data);
-                ctx.stop_read();
             }
             Err(_) => ctx.close(),
         }

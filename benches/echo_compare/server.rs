@@ -101,6 +101,13 @@ impl Server {
         if kind == Kind::Thread {
             cmd.args(["--stack", &THREAD_STACK_KIB.to_string()]);
         }
+        // For experiments: extra flags for netactor's echo, e.g.
+        // ECHO_COMPARE_NETACTOR_ARGS="--workers 1" (later flags win).
+        if kind == Kind::Netactor {
+            if let Ok(extra) = std::env::var("ECHO_COMPARE_NETACTOR_ARGS") {
+                cmd.args(extra.split_whitespace());
+            }
+        }
         if let Some(t) = tls {
             cmd.arg("--cert").arg(&t.cert).arg("--key").arg(&t.key);
         }

@@ -174,6 +174,27 @@ impl ConnShared {
 
     /// Reserves `n` bytes of write queue, or refuses with `NoSpace`.
     pub(crate) fn reserve_write(&self, n: usize) -> Result<()> {
+        let mut cur = self.check_room(n)?;
+        let max = self.wbuf_max.load(Ordering::Relaxed);
+        loop {
+            match self.queued.compare_exchange_weak(
+                cur,
+                cur + n,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(actual) if actual + n > max => {
+                    return Err(Error::no_space(crate::error::Limit::WriteBuffer, max))
+                }
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// What [`reserve_write`](Self::reserve_write) would answer for `n`
+    /// bytes, without reserving: the bytes queued now if they fit.
+    pub(crate) fn check_room(&self, n: usize) -> Result<usize> {
         if self.closing.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
@@ -188,21 +209,24 @@ impl ConnShared {
             });
         }
         let max = self.wbuf_max.load(Ordering::Relaxed);
-        let mut cur = self.queued.load(Ordering::Relaxed);
-        loop {
-            if cur + n > max {
-                return Err(Error::no_space(crate::error::Limit::WriteBuffer, max));
-            }
-            match self.queued.compare_exchange_weak(
-                cur,
-                cur + n,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return Ok(()),
-                Err(actual) => cur = actual,
-            }
+        let cur = self.queued.load(Ordering::Relaxed);
+        if cur + n > max {
+            return Err(Error::no_space(crate::error::Limit::WriteBuffer, max));
         }
+        Ok(cur)
+    }
+
+    /// Bytes that can be queued now before `wbuf_max` refuses.
+    pub(crate) fn write_room(&self) -> usize {
+        self.wbuf_max
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.queued.load(Ordering::Relaxed))
+    }
+
+    /// Counts `n` bytes as queued without checking the limit: the rest of a
+    /// write whose start the kernel already took cannot be refused any more.
+    pub(crate) fn add_queued(&self, n: usize) {
+        self.queued.fetch_add(n, Ordering::AcqRel);
     }
 
     pub(crate) fn release_write(&self, n: usize) {

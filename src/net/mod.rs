@@ -5,6 +5,7 @@
 //! own connect timeout and an optional prepare hook.
 
 pub(crate) mod listen;
+pub(crate) mod sys;
 
 pub use crate::conn::actor::{HandlerFactory, PrepareFn};
 pub use listen::{ListenOptions, Listener, DEFAULT_BACKLOG};

@@ -35,8 +35,8 @@ impl Ctx<'_> {
         if matches!(self.core.phase, Phase::Closing | Phase::Closed) {
             return Err(Error::Closed);
         }
-        self.core.shared.reserve_write(data.len())?;
         if self.core.opts.autocork {
+            self.core.shared.reserve_write(data.len())?;
             self.core.enqueue(data);
             return Ok(());
         }
@@ -172,5 +172,41 @@ impl Ctx<'_> {
     /// The connection's counters.
     pub fn stats(&self) -> crate::Stats {
         self.core.shared.stats()
+    }
+
+    /// How many more bytes [`write`](Self::write) accepts now before the
+    /// write buffer limit ([`Options::wbuf_max`]) refuses with `NoSpace`.
+    /// Lets a handler keep data it cannot queue instead of losing it:
+    ///
+    /// ```
+    /// use netactor::{Ctx, Event, Handler};
+    ///
+    /// struct Relay { held: Option<bytes::Bytes> }
+    ///
+    /// impl Handler for Relay {
+    ///     fn on_event(&mut self, ctx: &mut Ctx<'_>, event: Event) {
+    ///         match event {
+    ///             Event::Read(frame) => {
+    ///                 let Some(data) = frame.into_bytes() else { return };
+    ///                 if data.len() > ctx.write_room() {
+    ///                     self.held = Some(data); // sent again on Drain
+    ///                     ctx.stop_read();
+    ///                 } else if ctx.write(data).is_err() {
+    ///                     ctx.close();
+    ///                 }
+    ///             }
+    ///             Event::Drain => {
+    ///                 if let Some(data) = self.held.take() {
+    ///                     let _ = ctx.write(data);
+    ///                     ctx.start_read();
+    ///                 }
+    ///             }
+    ///             _ => {}
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    pub fn write_room(&self) -> usize {
+        self.core.shared.write_room()
     }
 }

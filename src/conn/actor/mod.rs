@@ -890,7 +890,7 @@ impl Core {
         self.rbuf.reserve(self.read_size);
         let want = self.read_size.min(self.rbuf.capacity() - self.rbuf.len());
         let spare = &mut self.rbuf.spare_capacity_mut()[..want];
-        match SockRef::from(sock).recv(spare) {
+        match crate::net::sys::recv(sock, spare) {
             Ok(0) => {
                 self.eof = true;
                 self.readable = false;
@@ -954,9 +954,13 @@ impl Core {
         }
     }
 
-    /// Writes reserved bytes now: straight from the caller's buffer when
-    /// nothing is queued ahead of them (no queue allocation, one `send`),
-    /// else through the queue.
+    /// Writes `data` (not yet reserved) now: straight from the caller's
+    /// buffer when nothing is queued ahead of it (no queue allocation, one
+    /// `send`), else through the queue. The direct path only *checks* the
+    /// limit and counts as queued just what the kernel did not take — two
+    /// atomic read-modify-writes per message saved on the hot path. (A
+    /// concurrent reservation from another thread may then find the limit
+    /// passed by at most this one write's remainder.)
     fn write_through(&mut self, data: Bytes, w: &mut WorkerCtx) -> Result<()> {
         let direct = self.tls.is_none()
             && self.phase == Phase::Open
@@ -964,32 +968,35 @@ impl Core {
             && self.writable
             && self.wqueue.is_empty();
         let Some(sock) = self.sock.as_ref().filter(|_| direct) else {
+            self.shared.reserve_write(data.len())?;
             self.enqueue(data);
             self.flush(w);
             return Ok(());
         };
-        match SockRef::from(sock).send_with_flags(&data, libc::MSG_NOSIGNAL) {
+        self.shared.check_room(data.len())?;
+        match crate::net::sys::send(sock, &data) {
             Ok(n) => {
-                self.shared.release_write(n);
                 self.note_write(n, w.now);
                 if n < data.len() {
                     self.writable = false;
+                    self.shared.add_queued(data.len() - n);
                     self.enqueue(data.slice(n..));
                 }
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.writable = false;
+                self.shared.add_queued(data.len());
                 self.enqueue(data);
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                self.shared.add_queued(data.len());
                 self.enqueue(data);
                 self.flush(w);
                 Ok(())
             }
             Err(e) => {
-                self.shared.release_write(data.len());
                 let e = Error::from_io(e);
                 self.fail(e.clone(), w);
                 Err(e)
@@ -1052,7 +1059,7 @@ impl Core {
                 k += 1;
             }
             let offered: usize = iov[..k].iter().map(|s| s.len()).sum();
-            match SockRef::from(sock).send_vectored_with_flags(&iov[..k], libc::MSG_NOSIGNAL) {
+            match crate::net::sys::send_vectored(sock, &iov[..k]) {
                 Ok(n) => {
                     self.consume_written(n);
                     self.note_write(n, w.now);

@@ -261,7 +261,7 @@ impl Core {
         scratch.reserve(self.read_size);
         let want = self.read_size.min(scratch.capacity());
         let spare = &mut scratch.spare_capacity_mut()[..want];
-        let res = match SockRef::from(sock).recv(spare) {
+        let res = match crate::net::sys::recv(sock, spare) {
             Ok(0) => {
                 self.readable = false;
                 self.tls_eof().map(|()| 0)
@@ -395,7 +395,7 @@ impl Core {
                     break;
                 }
             }
-            match SockRef::from(sock).send_vectored_with_flags(&iov[..k], libc::MSG_NOSIGNAL) {
+            match crate::net::sys::send_vectored(sock, &iov[..k]) {
                 Ok(n) => {
                     self.consume_written(n);
                     self.note_write(n, w.now);
