@@ -513,3 +513,24 @@ fn a_slow_event_consumer_holds_the_peer_back_and_loses_nothing() {
         assert_eq!(line_no(ev), 10 + i);
     }
 }
+
+#[test]
+fn a_read_still_in_the_mailbox_gets_the_error_that_ended_the_connection() {
+    let p = pair(shared_reactor(), Options::new());
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    p.conn
+        .call(move |ctx| {
+            // Posted through a handle, this request waits in the mailbox
+            // behind the message being handled — which then fails the
+            // connection (a panic in application code is fatal to it).
+            let late = ctx.connection().push_read(Chunk::new(100)).unwrap();
+            tx.send(late).unwrap();
+            panic!("application bug");
+        })
+        .unwrap();
+    let late = rx.recv_timeout(WAIT).expect("the call ran");
+    match err(&late) {
+        Error::Panicked(msg) => assert!(msg.contains("application bug"), "{msg}"),
+        other => panic!("expected the panic that ended the connection, got {other:?}"),
+    }
+}

@@ -234,6 +234,13 @@ impl Connection {
     }
 
     /// Queues a read at the back of the read queue; the reply carries the frame.
+    ///
+    /// A read the connection can no longer serve is answered, never
+    /// dropped: with the fatal error that ended the connection (the same
+    /// one [`Event::Error`] reports — also for a request still in the
+    /// mailbox at that moment), with `UnexpectedEof` when the peer's EOF
+    /// leaves it unsatisfiable, or with `Closed` after an orderly close.
+    /// Once the connection is gone, posting fails with `Closed` at once.
     pub fn push_read<D: Decoder>(&self, decoder: D) -> Result<Reply<D::Output>> {
         let (req, reply) = QueuedRead::request(decoder);
         self.shared.post(Msg::PushRead(req))?;

@@ -213,6 +213,10 @@ pub(crate) struct Core {
     shared: Arc<ConnShared>,
     token: Token,
     phase: Phase,
+    /// The fatal error that is ending the connection: read requests still
+    /// in the mailbox when it closes are answered with it rather than a
+    /// bare `Closed`. Boxed: it is rare, and the actor stays small.
+    failure: Option<Box<Error>>,
     sock: Option<TcpStream>,
     registered: bool,
     readable: bool,
@@ -279,6 +283,7 @@ impl Actor {
             shared,
             token,
             phase: Phase::Resolving,
+            failure: None,
             sock: None,
             registered: false,
             readable: false,
@@ -468,7 +473,9 @@ impl Actor {
     /// why (`Error::Panicked`, fatal) before `Closed`.
     pub(crate) fn abort_panicked(&mut self, msg: String, w: &mut WorkerCtx) {
         if self.core.phase != Phase::Closed {
-            self.core.fail_reads(Error::Panicked(msg.clone()));
+            let e = Error::Panicked(msg.clone());
+            self.core.failure.get_or_insert_with(|| Box::new(e.clone()));
+            self.core.fail_reads(e);
             self.core.out.push(Event::Error {
                 error: Error::Panicked(msg),
                 fatal: true,
@@ -1087,7 +1094,7 @@ impl Core {
 
     fn push_read_req(&mut self, mut r: Box<dyn ReadRequest>, front: bool) {
         if matches!(self.phase, Phase::Closing | Phase::Closed) {
-            r.fail(Error::Closed);
+            r.fail(self.end_error());
             return;
         }
         if front {
@@ -1150,6 +1157,7 @@ impl Core {
                 | Error::TlsTruncated
                 | Error::NoAddress(_)
         );
+        self.failure.get_or_insert_with(|| Box::new(e.clone()));
         self.fail_reads(e.clone());
         self.out.push(Event::Error {
             error: e,
@@ -1160,6 +1168,12 @@ impl Core {
         } else {
             self.close(w);
         }
+    }
+
+    /// What a read that can no longer be served is told: the fatal error
+    /// that ended the connection, or `Closed` after an orderly close.
+    fn end_error(&self) -> Error {
+        self.failure.as_deref().cloned().unwrap_or(Error::Closed)
     }
 
     fn fail_reads(&mut self, e: Error) {
@@ -1187,15 +1201,16 @@ impl Core {
         self.shared.release_write(self.wlen);
         self.wlen = 0;
         self.wqueue.clear();
+        let why = self.end_error();
         for msg in self.shared.close_mailbox() {
             match msg {
                 Msg::Write(b) => self.shared.release_write(b.len()),
                 Msg::WriteParts(v) => self.shared.release_write(v.iter().map(|b| b.len()).sum()),
-                Msg::PushRead(mut r) | Msg::UnshiftRead(mut r) => r.fail(Error::Closed),
+                Msg::PushRead(mut r) | Msg::UnshiftRead(mut r) => r.fail(why.clone()),
                 _ => {}
             }
         }
-        self.fail_reads(Error::Closed);
+        self.fail_reads(why);
         self.stream = None;
         self.rbuf = BytesMut::new();
         self.armed.clear_all();
