@@ -217,3 +217,56 @@ fn drop_never_hangs_whatever_the_connections_are_doing() {
     ));
     assert!(wait_until(WAIT, || reactor_threads() == base));
 }
+
+#[test]
+fn every_connection_admitted_while_shutting_down_reports_closed() {
+    use std::collections::HashSet;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let _s = SERIAL.lock();
+    // A peer that never accepts: the connections complete in its backlog
+    // (or wait in SYN-SENT once it is full); either way only shutdown ends them.
+    let peer = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = peer.local_addr().unwrap();
+    // The race is narrow: before the admission guard, 300 rounds (~2.5 s)
+    // stranded a connection in 2 runs out of 3.
+    for _round in 0..300 {
+        let r = build(2, Duration::from_millis(300));
+        let (tx, rx) = netactor::event_channel(10_000);
+        let admitted = Mutex::new(Vec::new());
+        let started = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| {
+                    // Bounded: at most 300 connections per thread and round.
+                    for _ in 0..300 {
+                        match r.connect(addr, ConnectOptions::new(), tx.clone()) {
+                            Ok(c) => {
+                                started.fetch_add(1, Ordering::SeqCst);
+                                admitted.lock().push(c); // kept: only shutdown closes it
+                            }
+                            Err(Error::Closed) => return,
+                            Err(e) => panic!("connect failed with {e}"),
+                        }
+                    }
+                });
+            }
+            // Shut down while the threads are still connecting.
+            assert!(wait_until(WAIT, || started.load(Ordering::SeqCst) >= 30));
+            r.shutdown();
+        });
+        let ids: HashSet<_> = admitted.lock().iter().map(|c| c.id()).collect();
+        let mut closed = HashSet::new();
+        while closed.len() < ids.len() {
+            match rx.recv_timeout(WAIT) {
+                Ok((id, Event::Closed)) => assert!(closed.insert(id), "two Closed for {id:?}"),
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "{} of {} admitted connections never reported Closed",
+                    ids.len() - closed.len(),
+                    ids.len()
+                ),
+            }
+        }
+        assert_eq!(closed, ids);
+    }
+}

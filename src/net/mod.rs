@@ -230,13 +230,9 @@ impl Reactor {
         sink: Sink,
         tls: Option<TlsSetup>,
     ) -> Result<Connection> {
-        if self
-            .shared
-            .shutting_down
-            .load(std::sync::atomic::Ordering::Acquire)
-        {
+        let Some(_admitted) = self.shared.spawn_guard() else {
             return Err(Error::Closed);
-        }
+        };
         let worker = self.shared.pick_worker().clone();
         let id = ConnId(self.shared.next_conn_id());
         let close_on_drop = matches!(sink, Sink::Channel(_));

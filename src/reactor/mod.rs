@@ -181,10 +181,39 @@ pub(crate) struct ReactorShared {
     next_listener: AtomicUsize,
     round_robin: AtomicUsize,
     pub(crate) shutting_down: AtomicBool,
+    /// Threads between their `shutting_down` check and handing a new
+    /// connection to a worker; shutdown waits for them (see `spawn_guard`).
+    spawning: AtomicUsize,
     pub(crate) spin: Duration,
 }
 
+/// Held while a new connection is handed to a worker (see
+/// [`ReactorShared::spawn_guard`]).
+pub(crate) struct SpawnGuard<'a>(&'a AtomicUsize);
+
+impl Drop for SpawnGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl ReactorShared {
+    /// Admits one new connection unless shutdown has begun. Shutdown raises
+    /// `shutting_down` and then waits for every guard to drop before it
+    /// queues the workers' `Shutdown` tasks, so a connection admitted here
+    /// is always started (and later closed, with its `Closed` event) by a
+    /// running worker — never stranded behind a worker that has exited.
+    /// (SeqCst on both sides: either the shutdown sees the count or the
+    /// spawner sees the flag.)
+    pub(crate) fn spawn_guard(&self) -> Option<SpawnGuard<'_>> {
+        self.spawning.fetch_add(1, Ordering::SeqCst);
+        let guard = SpawnGuard(&self.spawning);
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return None;
+        }
+        Some(guard)
+    }
+
     pub(crate) fn next_conn_id(&self) -> u64 {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
@@ -302,6 +331,7 @@ impl ReactorBuilder {
             next_listener: AtomicUsize::new(0),
             round_robin: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
+            spawning: AtomicUsize::new(0),
             spin: self.spin,
         });
         let mut threads = Vec::new();
@@ -369,8 +399,15 @@ impl Reactor {
     /// Stops accepting, flushes and closes every connection, joins all threads.
     /// Idempotent; never waits longer than the shutdown timeout plus a margin.
     pub fn shutdown(&self) {
-        if self.shared.shutting_down.swap(true, Ordering::AcqRel) {
+        if self.shared.shutting_down.swap(true, Ordering::SeqCst) {
             return;
+        }
+        // Connections admitted just before the flag went up reach their
+        // workers ahead of the Shutdown tasks (a handful of instructions
+        // each; bounded all the same).
+        let admitted_by = Instant::now() + Duration::from_secs(1);
+        while self.shared.spawning.load(Ordering::SeqCst) != 0 && Instant::now() < admitted_by {
+            std::thread::yield_now();
         }
         // Stop accepting first. The poller keeps running while the workers
         // flush: lingering connections still need readiness events
