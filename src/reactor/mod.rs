@@ -6,9 +6,12 @@
 //!                                                             └─▶ events / replies ─▶ app
 //! ```
 //!
-//! Every connection is pinned to one worker for its whole life, and a worker
-//! runs one actor turn at a time, so an actor never runs on two threads at
-//! once and needs no lock for its state.
+//! Every connection belongs to one worker for its whole life, and a worker's
+//! connections run under its state lock, one actor turn at a time: normally
+//! on the worker's own thread; while that thread is parked, the thread
+//! holding the poller role may take the lock and run them itself instead of
+//! waking it. Either way an actor never runs on two threads at once and
+//! needs no lock of its own.
 
 pub(crate) mod poller;
 pub(crate) mod timers;
@@ -89,6 +92,12 @@ pub(crate) struct WorkerShared {
     thread: OnceLock<Thread>,
     poller: Arc<polling::Poller>,
     pub(crate) stopped: AtomicBool,
+    /// The worker's connections and turn context. Its own thread holds it
+    /// while it runs; while that thread is parked, the holder of the poller
+    /// role may take it (`try_lock`) and run this worker's readiness itself
+    /// instead of waking it — see `worker::run_parked`. `None` once the
+    /// worker has exited.
+    pub(crate) state: Mutex<Option<worker::WorkerState>>,
 }
 
 impl WorkerShared {
@@ -102,6 +111,7 @@ impl WorkerShared {
             thread: OnceLock::new(),
             poller,
             stopped: AtomicBool::new(false),
+            state: Mutex::new(None),
         }
     }
 
@@ -137,6 +147,14 @@ impl WorkerShared {
             }
         } else if self.polling.load(Ordering::SeqCst) {
             let _ = self.poller.notify();
+        }
+    }
+
+    /// Makes the worker's next park (or the current one) return at once,
+    /// whatever its state: `unpark` is sticky.
+    pub(crate) fn force_wake(&self) {
+        if let Some(t) = self.thread.get() {
+            t.unpark();
         }
     }
 
@@ -429,8 +447,15 @@ impl Reactor {
         } else {
             // Every worker is gone, so the role is free: close the listeners.
             let mut ps = self.shared.poll.lock();
-            let mut none = Vec::new();
-            poller::poll_once(&self.shared, &mut ps, Some(Duration::ZERO), None, &mut none);
+            let (mut none, mut others) = (Vec::new(), Vec::new());
+            poller::poll_once(
+                &self.shared,
+                &mut ps,
+                Some(Duration::ZERO),
+                None,
+                &mut none,
+                &mut others,
+            );
         }
     }
 }

@@ -6,8 +6,10 @@
 //!
 //! Polling is a *role*, held through [`PollState`]'s lock. By default an idle
 //! worker takes it instead of parking: the events for its own connections
-//! then run on that same thread with no hop, and only events for other
-//! workers' connections are handed over. With
+//! then run on that same thread with no hop; events for a parked worker's
+//! connections run there too, under that worker's state lock
+//! (`worker::run_parked`), and only events for a worker that is running are
+//! handed over. With
 //! [`ReactorBuilder::dedicated_poller`](super::ReactorBuilder::dedicated_poller)
 //! a separate poller thread holds the role for good (the classic shape: every
 //! event hops once). ARCHITECTURE.md discusses the trade-off.
@@ -68,21 +70,32 @@ impl PollState {
 pub(crate) fn run_dedicated(shared: Arc<ReactorShared>) {
     let mut ps = shared.poll.lock();
     let mut none = Vec::new();
+    let mut others = Vec::new();
     while !ps.finished {
-        poll_once(&shared, &mut ps, None, None, &mut none);
+        poll_once(&shared, &mut ps, None, None, &mut none, &mut others);
+        hand_over(&shared, &mut others);
+    }
+}
+
+/// Pushes each worker's batch to its queue (one lock and at most one
+/// wake-up per worker).
+pub(crate) fn hand_over(shared: &ReactorShared, others: &mut [Vec<Task>]) {
+    for (w, batch) in shared.workers.iter().zip(others.iter_mut()) {
+        w.push_batch(batch);
     }
 }
 
 /// Waits once (at most `timeout`) and routes what arrived. Tasks for worker
 /// `own` are appended to `own_tasks` for the caller to run without a hop;
-/// everyone else's are pushed to their queues. Returns how many tasks went
-/// to other workers.
+/// everyone else's are left in `others` (indexed by worker) for the caller
+/// to run or hand over. Returns how many tasks are in `others`.
 pub(crate) fn poll_once(
     shared: &ReactorShared,
     ps: &mut PollState,
     timeout: Option<Duration>,
     own: Option<usize>,
     own_tasks: &mut Vec<Task>,
+    others: &mut Vec<Vec<Task>>,
 ) -> usize {
     let now = Instant::now();
     let paused = ps
@@ -135,13 +148,14 @@ pub(crate) fn poll_once(
             accept_some(shared, l, batches);
         }
     }
+    others.resize_with(batches.len(), Vec::new);
     let mut handed = 0;
-    for (i, (w, batch)) in shared.workers.iter().zip(batches.iter_mut()).enumerate() {
+    for (i, (batch, out)) in batches.iter_mut().zip(others.iter_mut()).enumerate() {
         if Some(i) == own {
             own_tasks.append(batch);
         } else {
             handed += batch.len();
-            w.push_batch(batch);
+            out.append(batch);
         }
     }
     handed

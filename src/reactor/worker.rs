@@ -183,28 +183,50 @@ fn with_actor(
     }
 }
 
-pub(crate) fn run(shared: Arc<ReactorShared>, me: Arc<WorkerShared>) {
-    let mut ctx = WorkerCtx {
-        now: Instant::now(),
-        poller: shared.poller.clone(),
-        timers: TimerHeap::default(),
-        pool: Vec::new(),
-        mail: VecDeque::new(),
-        event_vecs: Vec::new(),
-        write_queues: Vec::new(),
-        again: Vec::new(),
-        me: me.clone(),
-    };
-    let mut slab = Slab::default();
-    let mut tasks: Vec<Task> = Vec::with_capacity(256);
-    let mut again: Vec<Token> = Vec::new();
-    let mut shutdown: Option<Instant> = None;
-    let mut yield_role = false;
-    let mut last_park = Duration::MAX;
-    let spin = shared.spin;
+/// A worker's connections and what their turns use: owned by the worker's
+/// thread, lent to the poller-role holder while that thread is parked.
+pub(crate) struct WorkerState {
+    slab: Slab,
+    ctx: WorkerCtx,
+    again: Vec<Token>,
+    shutdown: Option<Instant>,
+    /// The latest moment the parked owner wakes by itself (its next timer
+    /// when it parked; `None` = only when woken). A borrower that arms an
+    /// earlier timer must wake it.
+    park_deadline: Option<Instant>,
+}
 
-    loop {
-        me.take(&mut tasks);
+impl WorkerState {
+    fn new(shared: &ReactorShared, me: &Arc<WorkerShared>) -> Self {
+        WorkerState {
+            slab: Slab::default(),
+            ctx: WorkerCtx {
+                now: Instant::now(),
+                poller: shared.poller.clone(),
+                timers: TimerHeap::default(),
+                pool: Vec::new(),
+                mail: VecDeque::new(),
+                event_vecs: Vec::new(),
+                write_queues: Vec::new(),
+                again: Vec::new(),
+                me: me.clone(),
+            },
+            again: Vec::new(),
+            shutdown: None,
+            park_deadline: None,
+        }
+    }
+
+    /// Runs `tasks` (draining it), then the connections that yielded for
+    /// fairness during them.
+    fn run_tasks(&mut self, tasks: &mut Vec<Task>, worker: usize) {
+        let WorkerState {
+            slab,
+            ctx,
+            again,
+            shutdown,
+            ..
+        } = self;
         ctx.now = Instant::now();
         for task in tasks.drain(..) {
             match task {
@@ -213,23 +235,21 @@ pub(crate) fn run(shared: Arc<ReactorShared>, me: Arc<WorkerShared>) {
                     readable,
                     writable,
                     hup,
-                } => with_actor(&mut slab, token, &mut ctx, |a, c| {
-                    a.on_io(readable, writable, hup, c)
-                }),
+                } => with_actor(slab, token, ctx, |a, c| a.on_io(readable, writable, hup, c)),
                 Task::Mail(conn) => {
                     let token = Token(conn.token.load(Ordering::Acquire));
-                    with_actor(&mut slab, token, &mut ctx, |a, c| a.run(c));
+                    with_actor(slab, token, ctx, |a, c| a.run(c));
                 }
                 Task::Adopt(new) => {
                     let (slot, gen) = slab.vacant();
-                    let token = Token::conn(me.idx, gen, slot as u32);
+                    let token = Token::conn(worker, gen, slot as u32);
                     let r = catch_unwind(AssertUnwindSafe(|| {
-                        Box::new(Actor::start(*new, token, &mut ctx))
+                        Box::new(Actor::start(*new, token, ctx))
                     }));
                     match r {
                         Ok(mut actor) => {
-                            if let Some(deadline) = shutdown {
-                                actor.on_shutdown(deadline, &mut ctx);
+                            if let Some(deadline) = *shutdown {
+                                actor.on_shutdown(deadline, ctx);
                             }
                             if actor.is_closed() {
                                 slab.release(slot);
@@ -244,41 +264,88 @@ pub(crate) fn run(shared: Arc<ReactorShared>, me: Arc<WorkerShared>) {
                     }
                 }
                 Task::Resolved(token, res) => {
-                    with_actor(&mut slab, token, &mut ctx, |a, c| a.on_resolved(res, c))
+                    with_actor(slab, token, ctx, |a, c| a.on_resolved(res, c))
                 }
                 Task::Shutdown(deadline) => {
-                    shutdown = Some(deadline);
+                    *shutdown = Some(deadline);
                     for token in slab.tokens() {
-                        with_actor(&mut slab, token, &mut ctx, |a, c| {
-                            a.on_shutdown(deadline, c)
-                        });
+                        with_actor(slab, token, ctx, |a, c| a.on_shutdown(deadline, c));
                     }
                 }
             }
         }
         // Connections that yielded for fairness run again after everyone else.
-        std::mem::swap(&mut again, &mut ctx.again);
+        std::mem::swap(again, &mut ctx.again);
         for token in again.drain(..) {
-            with_actor(&mut slab, token, &mut ctx, |a, c| {
-                a.on_io(false, false, false, c)
+            with_actor(slab, token, ctx, |a, c| a.on_io(false, false, false, c));
+        }
+    }
+
+    fn run_timers(&mut self) {
+        self.ctx.now = Instant::now();
+        while let Some((at, token, kind)) = self.ctx.timers.pop_due(self.ctx.now) {
+            with_actor(&mut self.slab, token, &mut self.ctx, |a, c| {
+                a.on_timer(kind, at, c)
             });
         }
-        ctx.now = Instant::now();
-        while let Some((at, token, kind)) = ctx.timers.pop_due(ctx.now) {
-            with_actor(&mut slab, token, &mut ctx, |a, c| a.on_timer(kind, at, c));
-        }
-        if let Some(deadline) = shutdown {
-            if slab.len == 0 {
+    }
+}
+
+/// Runs `tasks` for worker `w` on the calling thread if `w`'s own thread is
+/// not running (parked, or about to), instead of handing them over: no
+/// wake-up, no context switch, and the actors still run one at a time —
+/// whoever holds `w.state` is the only one touching its connections.
+/// Returns false (tasks untouched) if the owner holds its state.
+fn run_parked(w: &WorkerShared, tasks: &mut Vec<Task>) -> bool {
+    let Some(mut guard) = w.state.try_lock() else {
+        return false;
+    };
+    let Some(st) = guard.as_mut() else {
+        return false; // exited: hand over (the tasks are dropped with the queue)
+    };
+    st.run_tasks(tasks, w.idx);
+    // The owner parked with a timeout for its timers as they were; an
+    // earlier one armed here, leftovers, or a shutdown in progress (only
+    // the owner decides when to exit) need the owner itself.
+    let earlier_timer = match (st.ctx.timers.next_deadline(), st.park_deadline) {
+        (Some(t), Some(p)) => t < p,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    let wake = earlier_timer || !st.ctx.again.is_empty() || st.shutdown.is_some();
+    drop(guard);
+    if wake {
+        w.force_wake();
+    }
+    true
+}
+
+pub(crate) fn run(shared: Arc<ReactorShared>, me: Arc<WorkerShared>) {
+    *me.state.lock() = Some(WorkerState::new(&shared, &me));
+    let mut tasks: Vec<Task> = Vec::with_capacity(256);
+    let mut others: Vec<Vec<Task>> = Vec::new();
+    let mut yield_role = false;
+    let mut last_park = Duration::MAX;
+    let spin = shared.spin;
+
+    loop {
+        let mut guard = me.state.lock();
+        let st = guard.as_mut().expect("a running worker has its state");
+        me.take(&mut tasks);
+        st.run_tasks(&mut tasks, me.idx);
+        st.run_timers();
+        if let Some(deadline) = st.shutdown {
+            if st.slab.len == 0 {
                 break;
             }
-            if ctx.now >= deadline {
-                for token in slab.tokens() {
-                    with_actor(&mut slab, token, &mut ctx, |a, c| a.abort(c));
+            if st.ctx.now >= deadline {
+                for token in st.slab.tokens() {
+                    with_actor(&mut st.slab, token, &mut st.ctx, |a, c| a.abort(c));
                 }
                 break;
             }
         }
-        if me.has_work() || !ctx.again.is_empty() {
+        if me.has_work() || !st.ctx.again.is_empty() {
             continue;
         }
         // Spin briefly before parking while work keeps coming (the last
@@ -300,11 +367,9 @@ pub(crate) fn run(shared: Arc<ReactorShared>, me: Arc<WorkerShared>) {
                 continue;
             }
         }
-        let mut wait = ctx
-            .timers
-            .next_deadline()
-            .map(|d| d.saturating_duration_since(Instant::now()));
-        if let Some(deadline) = shutdown {
+        let next_timer = st.ctx.timers.next_deadline();
+        let mut wait = next_timer.map(|d| d.saturating_duration_since(Instant::now()));
+        if let Some(deadline) = st.shutdown {
             let left = deadline.saturating_duration_since(Instant::now());
             wait = Some(wait.map_or(left, |w| w.min(left)));
         }
@@ -322,23 +387,45 @@ pub(crate) fn run(shared: Arc<ReactorShared>, me: Arc<WorkerShared>) {
                     let handed = if me.has_work() {
                         0
                     } else {
-                        poller::poll_once(&shared, &mut ps, wait, Some(me.idx), &mut tasks)
+                        poller::poll_once(
+                            &shared,
+                            &mut ps,
+                            wait,
+                            Some(me.idx),
+                            &mut tasks,
+                            &mut others,
+                        )
                     };
                     me.polling.store(false, Ordering::SeqCst);
                     drop(ps);
+                    drop(guard);
+                    // Another worker's events: run them here if that worker
+                    // is parked (no wake-up), else queue them for it.
+                    let mut pushed = 0;
+                    if handed > 0 {
+                        for (w, batch) in shared.workers.iter().zip(others.iter_mut()) {
+                            if batch.is_empty() || run_parked(w, batch) {
+                                continue;
+                            }
+                            pushed += batch.len();
+                            w.push_batch(batch);
+                        }
+                    }
                     if tasks.len() >= WAKE_FOLLOWER_AT {
                         // A long batch ahead: let a parked sibling poll meanwhile.
                         shared.wake_follower(me.idx);
-                    } else if tasks.is_empty() && handed > 0 {
-                        // Everything was for others: leave the role to them
-                        // (they will be idle next), or every one of their
-                        // events would keep hopping through this thread.
+                    } else if tasks.is_empty() && pushed > 0 {
+                        // Everything was for busy others: leave the role to
+                        // them (they will be idle next), or every one of
+                        // their events would keep hopping through this thread.
                         yield_role = true;
                     }
                     continue;
                 }
             }
         }
+        st.park_deadline = wait.map(|w| Instant::now() + w);
+        drop(guard);
         let parked_at = Instant::now();
         me.park_until_work(wait);
         last_park = parked_at.elapsed();
@@ -349,10 +436,11 @@ pub(crate) fn run(shared: Arc<ReactorShared>, me: Arc<WorkerShared>) {
     // sibling so one of them takes the role. `unpark` is sticky, so a sibling
     // that has not parked yet returns from its park at once.
     for w in shared.workers.iter().filter(|w| w.idx != me.idx) {
-        if let Some(t) = w.thread.get() {
-            t.unpark();
-        }
+        w.force_wake();
     }
+    // Dropping the state closes whatever connections are left (none after
+    // an orderly exit) and breaks the state → ctx → `me` reference cycle.
+    *me.state.lock() = None;
     me.stopped.store(true, Ordering::Release);
     // Anything still queued can no longer run: close mailboxes so senders see `Closed`.
     me.take(&mut tasks);
