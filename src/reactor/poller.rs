@@ -97,24 +97,37 @@ pub(crate) fn poll_once(
     own_tasks: &mut Vec<Task>,
     others: &mut Vec<Vec<Task>>,
 ) -> usize {
-    let now = Instant::now();
-    let paused = ps
-        .listeners
-        .values()
-        .filter_map(|l| l.paused_until)
-        .min()
-        .map(|t| t.saturating_duration_since(now));
+    // Listeners paused after EMFILE & co. are rare: only then is the clock
+    // read and the listener map scanned, here and after the wait.
+    let any_paused = ps.listeners.values().any(|l| l.paused_until.is_some());
+    let paused = if any_paused {
+        let now = Instant::now();
+        ps.listeners
+            .values()
+            .filter_map(|l| l.paused_until)
+            .min()
+            .map(|t| t.saturating_duration_since(now))
+    } else {
+        None
+    };
     let timeout = match (timeout, paused) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-    if let Err(e) = wait(shared, ps, timeout) {
-        if e.kind() != io::ErrorKind::Interrupted {
-            log::error!("poller wait failed: {e}");
-            std::thread::sleep(Duration::from_millis(10));
+    let notified = match wait(shared, ps, timeout) {
+        Ok(notified) => notified,
+        Err(e) => {
+            if e.kind() != io::ErrorKind::Interrupted {
+                log::error!("poller wait failed: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            true
         }
+    };
+    // Every command comes with a `notify`, so without one there is none.
+    if notified {
+        run_commands(shared, ps);
     }
-    run_commands(shared, ps);
     if ps.finished {
         return 0;
     }
@@ -141,11 +154,13 @@ pub(crate) fn poll_once(
             });
         }
     }
-    let now = Instant::now();
-    for l in listeners.values_mut() {
-        if l.paused_until.is_some_and(|t| t <= now) {
-            l.paused_until = None;
-            accept_some(shared, l, batches);
+    if any_paused {
+        let now = Instant::now();
+        for l in listeners.values_mut() {
+            if l.paused_until.is_some_and(|t| t <= now) {
+                l.paused_until = None;
+                accept_some(shared, l, batches);
+            }
         }
     }
     others.resize_with(batches.len(), Vec::new);
@@ -184,7 +199,12 @@ pub(crate) fn register_conn(
 /// syscall). Only when `Poller::notify` fired — its eventfd shows up under
 /// the reserved key — is `polling`'s own `wait` called, with a zero timeout,
 /// to consume the notification and re-arm it (and pick up anything new).
-fn wait(shared: &ReactorShared, ps: &mut PollState, timeout: Option<Duration>) -> io::Result<()> {
+/// Returns whether the notifier fired.
+fn wait(
+    shared: &ReactorShared,
+    ps: &mut PollState,
+    timeout: Option<Duration>,
+) -> io::Result<bool> {
     ps.ready.clear();
     let ts = timeout.map(|d| rustix::event::Timespec {
         tv_sec: d.as_secs().min(i64::MAX as u64) as _,
@@ -224,7 +244,7 @@ fn wait(shared: &ReactorShared, ps: &mut PollState, timeout: Option<Duration>) -
                 .map(|ev| (ev.key, ev.readable, ev.writable, true)),
         );
     }
-    Ok(())
+    Ok(notified)
 }
 
 fn run_commands(shared: &ReactorShared, ps: &mut PollState) {
