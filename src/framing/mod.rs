@@ -168,6 +168,10 @@ impl From<DecodeError> for Error {
 /// - Never let `buf` force unbounded growth: once the frame in progress is
 ///   known to exceed the maximum, return [`DecodeError::too_large`] at once.
 /// - Never panic on any input.
+/// - When is it called: a queued read ([`Connection::push_read`](crate::Connection::push_read))
+///   whenever it is at the front of the queue — also with an empty buffer,
+///   so `Chunk::new(0)` completes at once; a streaming decoder only when
+///   the buffer holds bytes or at EOF.
 pub trait Decoder: Send + 'static {
     /// What one decoded frame is.
     type Output: Send + 'static;

@@ -200,11 +200,7 @@ pub(crate) fn register_conn(
 /// the reserved key — is `polling`'s own `wait` called, with a zero timeout,
 /// to consume the notification and re-arm it (and pick up anything new).
 /// Returns whether the notifier fired.
-fn wait(
-    shared: &ReactorShared,
-    ps: &mut PollState,
-    timeout: Option<Duration>,
-) -> io::Result<bool> {
+fn wait(shared: &ReactorShared, ps: &mut PollState, timeout: Option<Duration>) -> io::Result<bool> {
     ps.ready.clear();
     let ts = timeout.map(|d| rustix::event::Timespec {
         tv_sec: d.as_secs().min(i64::MAX as u64) as _,

@@ -634,6 +634,12 @@ impl Actor {
                     }
                 }
             } else if let Some(dec) = core.stream.as_mut() {
+                // A streaming decoder runs when there are bytes (or at EOF):
+                // not on every turn with an empty buffer — which each echo
+                // turn has twice, before the read and after the frame.
+                if core.rbuf.is_empty() && !core.eof {
+                    break;
+                }
                 let before = core.rbuf.len();
                 let decoded =
                     catch_unwind(AssertUnwindSafe(|| dec.decode(&mut core.rbuf, core.eof)));
