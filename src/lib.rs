@@ -10,8 +10,8 @@
 //!   worker threads**. Every connection is an **actor** owned by one worker:
 //!   its socket, buffers, read queue and timers belong to it alone. Polling is
 //!   a role an idle worker takes, so events for its own connections need no
-//!   thread hop, and events for a parked worker's connections are run by the
-//!   polling thread in its place rather than waking it (or, with
+//!   thread hop, and events for a parked worker's connections may be run by
+//!   the polling thread in its place rather than waking it (or, with
 //!   [`ReactorBuilder::dedicated_poller`], polling is a thread of its own).
 //!   Handlers run on the reactor's worker threads, never two turns of one
 //!   connection at once — but not always on the same thread.

@@ -399,12 +399,20 @@ pub(crate) fn run(shared: Arc<ReactorShared>, me: Arc<WorkerShared>) {
                     me.polling.store(false, Ordering::SeqCst);
                     drop(ps);
                     drop(guard);
-                    // Another worker's events: run them here if that worker
-                    // is parked (no wake-up), else queue them for it.
+                    // Another worker's events: if this thread has nothing of
+                    // its own to do, it runs one parked worker's batch itself
+                    // (no wake-up, no context switch); otherwise they are
+                    // queued for their owners, so both halves of a busy
+                    // batch run in parallel.
                     let mut pushed = 0;
                     if handed > 0 {
+                        let mut idle = tasks.is_empty();
                         for (w, batch) in shared.workers.iter().zip(others.iter_mut()) {
-                            if batch.is_empty() || run_parked(w, batch) {
+                            if batch.is_empty() {
+                                continue;
+                            }
+                            if idle && run_parked(w, batch) {
+                                idle = false;
                                 continue;
                             }
                             pushed += batch.len();
