@@ -147,6 +147,11 @@ impl ConnShared {
         Ok(())
     }
 
+    /// Whether messages are waiting (a hint: `take_mail` is the authority).
+    pub(crate) fn has_mail(&self) -> bool {
+        self.has_mail.load(Ordering::Acquire)
+    }
+
     /// Takes all pending messages (the actor calls this at the start of a turn).
     pub(crate) fn take_mail(&self, into: &mut VecDeque<Msg>) {
         // `has_mail` is set with the push and cleared with the take, under

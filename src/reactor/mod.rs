@@ -170,6 +170,15 @@ impl WorkerShared {
         self.queued.store(0, Ordering::SeqCst);
     }
 
+    /// [`take`](Self::take) for the worker's loop: nothing queued, no lock.
+    /// A push racing with this look is seen by the `has_work` check the
+    /// worker makes before it parks.
+    pub(crate) fn take_if_any(&self, into: &mut Vec<Task>) {
+        if self.has_work() {
+            self.take(into);
+        }
+    }
+
     pub(crate) fn has_work(&self) -> bool {
         self.queued.load(Ordering::SeqCst) > 0
     }

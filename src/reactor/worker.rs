@@ -331,7 +331,7 @@ pub(crate) fn run(shared: Arc<ReactorShared>, me: Arc<WorkerShared>) {
     loop {
         let mut guard = me.state.lock();
         let st = guard.as_mut().expect("a running worker has its state");
-        me.take(&mut tasks);
+        me.take_if_any(&mut tasks);
         st.run_tasks(&mut tasks, me.idx);
         st.run_timers();
         if let Some(deadline) = st.shutdown {

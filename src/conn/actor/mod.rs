@@ -496,21 +496,24 @@ impl Actor {
                 self.core.wqueue = q;
             }
         }
-        let mut mail = std::mem::take(&mut w.mail);
-        loop {
-            self.core.shared.take_mail(&mut mail);
-            if mail.is_empty() {
-                break;
-            }
-            while let Some(msg) = mail.pop_front() {
-                self.apply(msg, w);
-                if self.core.phase == Phase::Closed {
-                    mail.clear();
+        // Most turns (readiness) find no mail: skip the buffer shuffle.
+        if self.core.shared.has_mail() {
+            let mut mail = std::mem::take(&mut w.mail);
+            loop {
+                self.core.shared.take_mail(&mut mail);
+                if mail.is_empty() {
                     break;
                 }
+                while let Some(msg) = mail.pop_front() {
+                    self.apply(msg, w);
+                    if self.core.phase == Phase::Closed {
+                        mail.clear();
+                        break;
+                    }
+                }
             }
+            w.mail = mail;
         }
-        w.mail = mail;
         self.pump(w);
         self.deliver(w);
         if self.core.out.is_empty() && self.core.out.capacity() > 0 {
@@ -716,7 +719,17 @@ impl Actor {
     }
 
     /// Hands queued events to the sink.
+    /// Hands queued events to the sink (called several times a turn, most
+    /// often with nothing to do: that check stays inline at the call site).
+    #[inline]
     fn deliver(&mut self, w: &mut WorkerCtx) {
+        if self.core.out.is_empty() && self.core.overflow.is_empty() {
+            return;
+        }
+        self.deliver_queued(w);
+    }
+
+    fn deliver_queued(&mut self, w: &mut WorkerCtx) {
         while !self.core.out.is_empty() {
             // Event vectors circulate through the worker's pool: no
             // allocation per event, and an idle connection holds none.
@@ -1018,7 +1031,22 @@ impl Core {
     }
 
     /// Writes as much of the queue as the socket takes.
+    #[inline]
     fn flush(&mut self, w: &mut WorkerCtx) {
+        // The common case decides nothing: open, plaintext, nothing queued,
+        // no shutdown or Drain event pending (checked inline at the caller).
+        if self.phase == Phase::Open
+            && self.wqueue.is_empty()
+            && self.tls.is_none()
+            && !self.above_lwm
+            && self.write_side != WriteSide::ShutdownPending
+        {
+            return;
+        }
+        self.flush_queued(w);
+    }
+
+    fn flush_queued(&mut self, w: &mut WorkerCtx) {
         if !matches!(self.phase, Phase::Open | Phase::Closing) {
             return;
         }
