@@ -46,6 +46,9 @@ pub(crate) struct PollState {
     batches: Vec<Vec<Task>>,
     listeners: HashMap<usize, ListenerState>,
     accepting: bool,
+    /// Some listener may be paused (set on every pause, cleared by the scan
+    /// that finds none): the common poll skips the listener map and clock.
+    maybe_paused: bool,
     /// `PollerCmd::Shutdown` was seen: nothing is accepted or routed any more.
     pub(crate) finished: bool,
 }
@@ -60,6 +63,7 @@ impl PollState {
             batches: (0..workers).map(|_| Vec::new()).collect(),
             listeners: HashMap::new(),
             accepting: true,
+            maybe_paused: false,
             finished: false,
         }
     }
@@ -98,7 +102,9 @@ pub(crate) fn poll_once(
 ) -> usize {
     // Listeners paused after EMFILE & co. are rare: only then is the clock
     // read and the listener map scanned, here and after the wait.
-    let any_paused = ps.listeners.values().any(|l| l.paused_until.is_some());
+    let any_paused =
+        ps.maybe_paused && ps.listeners.values().any(|l| l.paused_until.is_some());
+    ps.maybe_paused = any_paused;
     let paused = if any_paused {
         let now = Instant::now();
         ps.listeners
@@ -134,6 +140,7 @@ pub(crate) fn poll_once(
         ready,
         batches,
         listeners,
+        maybe_paused,
         ..
     } = ps;
     for &(key, readable, writable, hup) in ready.iter() {
@@ -141,6 +148,7 @@ pub(crate) fn poll_once(
         if token.is_listener() {
             if let Some(l) = listeners.get_mut(&token.listener_idx()) {
                 accept_some(shared, l, batches);
+                *maybe_paused |= l.paused_until.is_some();
             }
             continue;
         }
@@ -159,6 +167,7 @@ pub(crate) fn poll_once(
             if l.paused_until.is_some_and(|t| t <= now) {
                 l.paused_until = None;
                 accept_some(shared, l, batches);
+                *maybe_paused |= l.paused_until.is_some();
             }
         }
     }

@@ -282,6 +282,9 @@ impl WorkerState {
     }
 
     fn run_timers(&mut self) {
+        if self.ctx.timers.next_deadline().is_none() {
+            return; // no clock read for a worker without timers
+        }
         self.ctx.now = Instant::now();
         while let Some((at, token, kind)) = self.ctx.timers.pop_due(self.ctx.now) {
             with_actor(&mut self.slab, token, &mut self.ctx, |a, c| {
