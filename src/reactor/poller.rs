@@ -102,8 +102,7 @@ pub(crate) fn poll_once(
 ) -> usize {
     // Listeners paused after EMFILE & co. are rare: only then is the clock
     // read and the listener map scanned, here and after the wait.
-    let any_paused =
-        ps.maybe_paused && ps.listeners.values().any(|l| l.paused_until.is_some());
+    let any_paused = ps.maybe_paused && ps.listeners.values().any(|l| l.paused_until.is_some());
     ps.maybe_paused = any_paused;
     let paused = if any_paused {
         let now = Instant::now();

@@ -659,8 +659,7 @@ impl Actor {
                         // A frame that took no bytes (Chunk(0), an empty
                         // regex match) would repeat forever: one per arrival.
                         let stuck = core.rbuf.len() == before && action.is_none();
-                        core.out.push(Event::Read(frame));
-                        self.deliver(w);
+                        self.deliver_one(Event::Read(frame), w);
                         if let Some(a) = action {
                             self.core.frame_action(a, w);
                         }
@@ -729,6 +728,17 @@ impl Actor {
         self.deliver_queued(w);
     }
 
+    /// Delivers one event now: straight to a handler when nothing is queued
+    /// ahead of it (no trip through the event vector), else in order.
+    fn deliver_one(&mut self, ev: Event, w: &mut WorkerCtx) {
+        if let (Some(Sink::Handler(h)), true) = (self.sink.as_mut(), self.core.out.is_empty()) {
+            self.core.call_handler(h, ev, w);
+        } else {
+            self.core.out.push(ev);
+        }
+        self.deliver(w);
+    }
+
     fn deliver_queued(&mut self, w: &mut WorkerCtx) {
         while !self.core.out.is_empty() {
             // Event vectors circulate through the worker's pool: no
@@ -765,16 +775,7 @@ impl Actor {
                 }
                 Some(Sink::Handler(h)) => {
                     for ev in events.drain(..) {
-                        let r = {
-                            let mut ctx = Ctx {
-                                core: &mut self.core,
-                                w,
-                            };
-                            catch_unwind(AssertUnwindSafe(|| h.on_event(&mut ctx, ev)))
-                        };
-                        if let Err(p) = r {
-                            self.core.fail(Error::Panicked(panic_message(&p)), w);
-                        }
+                        self.core.call_handler(h, ev, w);
                     }
                 }
             }
@@ -1201,6 +1202,17 @@ impl Core {
             self.finish(w);
         } else {
             self.close(w);
+        }
+    }
+
+    /// Runs the handler on one event; a panic in it fails the connection.
+    fn call_handler(&mut self, h: &mut Box<dyn Handler>, ev: Event, w: &mut WorkerCtx) {
+        let r = {
+            let mut ctx = Ctx { core: self, w };
+            catch_unwind(AssertUnwindSafe(|| h.on_event(&mut ctx, ev)))
+        };
+        if let Err(p) = r {
+            self.fail(Error::Panicked(panic_message(&p)), w);
         }
     }
 
