@@ -6,6 +6,7 @@ use super::{ReactorShared, Task, Token, WorkerShared};
 use crate::conn::actor::{panic_message, Actor};
 use crate::conn::shared::Msg;
 use bytes::BytesMut;
+use parking_lot::MutexGuard;
 use std::collections::VecDeque;
 use std::net::ToSocketAddrs;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -294,22 +295,22 @@ impl WorkerState {
     }
 }
 
-/// Runs `tasks` for worker `w` on the calling thread if `w`'s own thread is
-/// not running (parked, or about to), instead of handing them over: no
-/// wake-up, no context switch, and the actors still run one at a time —
-/// whoever holds `w.state` is the only one touching its connections.
-/// Returns false (tasks untouched) if the owner holds its state.
-fn run_parked(w: &WorkerShared, tasks: &mut Vec<Task>) -> bool {
-    let Some(mut guard) = w.state.try_lock() else {
-        return false;
-    };
+/// Runs `tasks` for worker `w` on the calling thread, under `w`'s state
+/// lock, taken (`try_lock`) while its own thread was parked: no wake-up, no
+/// context switch, and the actors still run one at a time — whoever holds
+/// `w.state` is the only one touching its connections.
+fn run_borrowed(
+    w: &WorkerShared,
+    mut guard: MutexGuard<'_, Option<WorkerState>>,
+    tasks: &mut Vec<Task>,
+) {
     let Some(st) = guard.as_mut() else {
-        return false; // exited: hand over (the tasks are dropped with the queue)
+        return;
     };
     st.run_tasks(tasks, w.idx);
-    // The owner parked with a timeout for its timers as they were; an
-    // earlier one armed here, leftovers, or a shutdown in progress (only
-    // the owner decides when to exit) need the owner itself.
+    // The owner parked until its `park_deadline`; an earlier timer armed
+    // here, leftovers, or a shutdown in progress (only the owner decides
+    // when to exit) need the owner itself.
     let earlier_timer = match (st.ctx.timers.next_deadline(), st.park_deadline) {
         (Some(t), Some(p)) => t < p,
         (Some(_), None) => true,
@@ -320,11 +321,23 @@ fn run_parked(w: &WorkerShared, tasks: &mut Vec<Task>) -> bool {
     if wake {
         w.force_wake();
     }
-    true
+}
+
+/// Marks the worker gone however its thread ends — a panic that escaped
+/// the loop included: its state (and the actors, whose sockets close) is
+/// dropped, which also breaks the state → `WorkerCtx::me` reference cycle.
+struct ExitGuard<'a>(&'a WorkerShared);
+
+impl Drop for ExitGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.state.lock() = None;
+        self.0.stopped.store(true, Ordering::Release);
+    }
 }
 
 pub(crate) fn run(shared: Arc<ReactorShared>, me: Arc<WorkerShared>) {
     *me.state.lock() = Some(WorkerState::new(&shared, &me));
+    let exit = ExitGuard(&me);
     let mut tasks: Vec<Task> = Vec::with_capacity(256);
     let mut others: Vec<Vec<Task>> = Vec::new();
     let mut yield_role = false;
@@ -370,17 +383,20 @@ pub(crate) fn run(shared: Arc<ReactorShared>, me: Arc<WorkerShared>) {
                 continue;
             }
         }
-        let next_timer = st.ctx.timers.next_deadline();
-        let mut wait = next_timer.map(|d| d.saturating_duration_since(Instant::now()));
+        // Until when to wait, as an instant: stored as `park_deadline` for
+        // borrowers to compare exactly (a duration re-added to a later clock
+        // read would always look later than a timer they left alone).
+        let mut until = st.ctx.timers.next_deadline();
         if let Some(deadline) = st.shutdown {
-            let left = deadline.saturating_duration_since(Instant::now());
-            wait = Some(wait.map_or(left, |w| w.min(left)));
+            until = Some(until.map_or(deadline, |u| u.min(deadline)));
         }
         let yielding = std::mem::take(&mut yield_role);
         if yielding {
             // Bounded, so a sibling stuck in a long turn cannot stop polling.
-            wait = Some(wait.map_or(YIELD_PARK, |w| w.min(YIELD_PARK)));
+            let y = Instant::now() + YIELD_PARK;
+            until = Some(until.map_or(y, |u| u.min(y)));
         }
+        let wait = until.map(|u| u.saturating_duration_since(Instant::now()));
         if !shared.dedicated_poller && !yielding {
             // Idle: take the poller role instead of parking. Events for this
             // worker's own connections then run right here, with no hop.
@@ -400,27 +416,40 @@ pub(crate) fn run(shared: Arc<ReactorShared>, me: Arc<WorkerShared>) {
                         )
                     };
                     me.polling.store(false, Ordering::SeqCst);
-                    drop(ps);
-                    drop(guard);
                     // Another worker's events: if this thread has nothing of
                     // its own to do, it runs one parked worker's batch itself
                     // (no wake-up, no context switch); otherwise they are
                     // queued for their owners, so both halves of a busy
-                    // batch run in parallel.
+                    // batch run in parallel. Decided while still holding the
+                    // role: a `StopAccepting` acknowledgement (which needs
+                    // the role) then proves every accepted connection is
+                    // queued or in a locked state, so no worker can exit past
+                    // one (shutdown queues `Shutdown` only after the ack).
                     let mut pushed = 0;
+                    let mut borrowed = None;
                     if handed > 0 {
                         let mut idle = tasks.is_empty();
-                        for (w, batch) in shared.workers.iter().zip(others.iter_mut()) {
+                        for (i, (w, batch)) in
+                            shared.workers.iter().zip(others.iter_mut()).enumerate()
+                        {
                             if batch.is_empty() {
                                 continue;
                             }
-                            if idle && run_parked(w, batch) {
-                                idle = false;
-                                continue;
+                            if idle {
+                                if let Some(g) = w.state.try_lock().filter(|g| g.is_some()) {
+                                    borrowed = Some((i, g));
+                                    idle = false;
+                                    continue;
+                                }
                             }
                             pushed += batch.len();
                             w.push_batch(batch);
                         }
+                    }
+                    drop(ps);
+                    drop(guard);
+                    if let Some((i, g)) = borrowed {
+                        run_borrowed(&shared.workers[i], g, &mut others[i]);
                     }
                     if tasks.len() >= WAKE_FOLLOWER_AT {
                         // A long batch ahead: let a parked sibling poll meanwhile.
@@ -435,7 +464,7 @@ pub(crate) fn run(shared: Arc<ReactorShared>, me: Arc<WorkerShared>) {
                 }
             }
         }
-        st.park_deadline = wait.map(|w| Instant::now() + w);
+        st.park_deadline = until;
         drop(guard);
         let parked_at = Instant::now();
         me.park_until_work(wait);
@@ -451,8 +480,7 @@ pub(crate) fn run(shared: Arc<ReactorShared>, me: Arc<WorkerShared>) {
     }
     // Dropping the state closes whatever connections are left (none after
     // an orderly exit) and breaks the state → ctx → `me` reference cycle.
-    *me.state.lock() = None;
-    me.stopped.store(true, Ordering::Release);
+    drop(exit);
     // Anything still queued can no longer run: close mailboxes so senders see `Closed`.
     me.take(&mut tasks);
     for task in tasks.drain(..) {

@@ -1,9 +1,9 @@
-//! `Ctx`: direct access to a connection for code running on its worker.
+//! `Ctx`: direct access to a connection for code running on a worker.
 
 use super::*;
 
-/// Direct access to a connection from code running on its worker (handlers,
-/// [`Connection::call`]). Operations apply at once, without a mailbox hop.
+/// Direct access to a connection from code running in one of its turns on a
+/// worker thread (handlers, [`Connection::call`]). Operations apply at once, without a mailbox hop.
 pub struct Ctx<'a> {
     pub(super) core: &'a mut Core,
     pub(super) w: &'a mut WorkerCtx,

@@ -39,11 +39,14 @@ const MAX_IOV: usize = 64;
 /// First retry delay when the application's event channel is full.
 const RETRY_DELAY: Duration = Duration::from_millis(1);
 
-/// Code that handles a connection's events on its worker thread.
+/// Code that handles a connection's events on the reactor's worker threads.
 ///
-/// A handler runs on the worker, so it must not block: it reacts to the event
-/// through [`Ctx`] (write, read requests, close, …) and returns. A panic in a
-/// handler is caught; only its connection fails, with [`Error::Panicked`].
+/// A handler runs on a worker, so it must not block: it reacts to the event
+/// through [`Ctx`] (write, read requests, close, …) and returns. Calls for
+/// one connection never overlap and come in order, but not necessarily on
+/// the same thread (hence `Send`; keep per-connection state in the handler,
+/// not in thread-locals). A panic in a handler is caught; only its
+/// connection fails, with [`Error::Panicked`].
 ///
 /// ```
 /// use netactor::{Ctx, Event, Handler};
