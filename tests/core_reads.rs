@@ -534,3 +534,33 @@ fn a_read_still_in_the_mailbox_gets_the_error_that_ended_the_connection() {
         other => panic!("expected the panic that ended the connection, got {other:?}"),
     }
 }
+
+#[test]
+fn messages_behind_the_one_that_ends_the_connection_are_answered_and_released() {
+    let p = pair(shared_reactor(), Options::new());
+    let (entered_tx, entered_rx) = crossbeam_channel::bounded(1);
+    let (go_tx, go_rx) = crossbeam_channel::bounded::<()>(1);
+    p.conn
+        .call(move |_ctx| {
+            entered_tx.send(()).unwrap();
+            // Holds this turn (bounded) until the messages below are queued,
+            // so the actor takes them as one batch.
+            let _ = go_rx.recv_timeout(WAIT);
+        })
+        .unwrap();
+    entered_rx.recv_timeout(WAIT).expect("the first call ran");
+    p.conn.call(|_ctx| panic!("application bug")).unwrap();
+    let read = p.conn.push_read(Chunk::new(100)).unwrap();
+    p.conn.write(&b"abc"[..]).unwrap();
+    assert_eq!(p.conn.stats().write_queued, 3);
+    go_tx.send(()).unwrap();
+    match err(&read) {
+        Error::Panicked(msg) => assert!(msg.contains("application bug"), "{msg}"),
+        other => panic!("expected the panic that ended the connection, got {other:?}"),
+    }
+    assert!(
+        wait_until(WAIT, || p.conn.stats().write_queued == 0),
+        "the refused write's {} bytes stay reserved",
+        p.conn.stats().write_queued
+    );
+}

@@ -85,6 +85,12 @@ impl Options {
 
     /// Refuse (non-fatal `NoSpace` returned by `write`) a write that would
     /// queue more than `n` bytes. Default [`DEFAULT_WBUF_MAX`].
+    ///
+    /// One bounded exception: a handler's write with nothing queued ahead
+    /// goes straight to the socket after checking the limit, and only what
+    /// the kernel did not take is then counted as queued; a write racing in
+    /// from another thread meanwhile can leave the queue above `n` by at
+    /// most that remainder.
     pub fn wbuf_max(mut self, n: usize) -> Self {
         self.wbuf_max = n;
         self

@@ -17,7 +17,6 @@
 use super::TlsSetup;
 use crate::error::{Error, Result};
 use bytes::BytesMut;
-use socket2::SockRef;
 use std::io::{self, BufRead, IoSlice, Write};
 use std::net::TcpStream;
 
@@ -70,10 +69,10 @@ struct NoSigPipe<'a>(&'a TcpStream);
 
 impl Write for NoSigPipe<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        SockRef::from(self.0).send_with_flags(buf, libc::MSG_NOSIGNAL)
+        crate::net::sys::send(self.0, buf)
     }
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        SockRef::from(self.0).send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL)
+        crate::net::sys::send_vectored(self.0, bufs)
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())

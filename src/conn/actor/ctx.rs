@@ -2,8 +2,8 @@
 
 use super::*;
 
-/// Direct access to a connection from code running in one of its turns on a
-/// worker thread (handlers, [`Connection::call`]). Operations apply at once, without a mailbox hop.
+/// Direct access to a connection from code running in one of its turns on
+/// a worker thread (handlers, [`Connection::call`]). Operations apply at once, without a mailbox hop.
 pub struct Ctx<'a> {
     pub(super) core: &'a mut Core,
     pub(super) w: &'a mut WorkerCtx,
@@ -176,7 +176,8 @@ impl Ctx<'_> {
 
     /// How many more bytes [`write`](Self::write) accepts now before the
     /// write buffer limit ([`Options::wbuf_max`]) refuses with `NoSpace`.
-    /// Lets a handler keep data it cannot queue instead of losing it:
+    /// Lets a handler keep data it cannot queue instead of losing it (here
+    /// resent on `Drain`, which needs [`Options::low_water_mark`]):
     ///
     /// ```
     /// use netactor::{Ctx, Event, Handler};
@@ -195,12 +196,16 @@ impl Ctx<'_> {
     ///                     ctx.close();
     ///                 }
     ///             }
-    ///             Event::Drain => {
-    ///                 if let Some(data) = self.held.take() {
-    ///                     let _ = ctx.write(data);
+    ///             Event::Drain => match self.held.take() {
+    ///                 Some(data) if data.len() > ctx.write_room() => self.held = Some(data),
+    ///                 Some(data) => {
+    ///                     if ctx.write(data).is_err() {
+    ///                         ctx.close();
+    ///                     }
     ///                     ctx.start_read();
     ///                 }
-    ///             }
+    ///                 None => {}
+    ///             },
     ///             _ => {}
     ///         }
     ///     }

@@ -510,7 +510,10 @@ impl Actor {
                 while let Some(msg) = mail.pop_front() {
                     self.apply(msg, w);
                     if self.core.phase == Phase::Closed {
-                        mail.clear();
+                        // What this batch still holds is answered like
+                        // what `finish` found left in the mailbox.
+                        let why = self.core.end_error();
+                        self.core.discard_mail(mail.drain(..), &why);
                         break;
                     }
                 }
@@ -720,7 +723,6 @@ impl Actor {
         }
     }
 
-    /// Hands queued events to the sink.
     /// Hands queued events to the sink (called several times a turn, most
     /// often with nothing to do: that check stays inline at the call site).
     #[inline]
@@ -1195,7 +1197,11 @@ impl Core {
                 | Error::TlsTruncated
                 | Error::NoAddress(_)
         );
-        self.failure.get_or_insert_with(|| Box::new(e.clone()));
+        if self.phase != Phase::Closing {
+            // The error that ends the connection (connecting or open) — not
+            // one met while an orderly close lingers: reads then get `Closed`.
+            self.failure.get_or_insert_with(|| Box::new(e.clone()));
+        }
         self.fail_reads(e.clone());
         self.out.push(Event::Error {
             error: e,
@@ -1216,6 +1222,19 @@ impl Core {
         };
         if let Err(p) = r {
             self.fail(Error::Panicked(panic_message(&p)), w);
+        }
+    }
+
+    /// Messages that will never run: their reserved write bytes are
+    /// released and their reads answered with `why`.
+    fn discard_mail(&self, msgs: impl IntoIterator<Item = Msg>, why: &Error) {
+        for msg in msgs {
+            match msg {
+                Msg::Write(b) => self.shared.release_write(b.len()),
+                Msg::WriteParts(v) => self.shared.release_write(v.iter().map(|b| b.len()).sum()),
+                Msg::PushRead(mut r) | Msg::UnshiftRead(mut r) => r.fail(why.clone()),
+                _ => {}
+            }
         }
     }
 
@@ -1251,14 +1270,8 @@ impl Core {
         self.wlen = 0;
         self.wqueue.clear();
         let why = self.end_error();
-        for msg in self.shared.close_mailbox() {
-            match msg {
-                Msg::Write(b) => self.shared.release_write(b.len()),
-                Msg::WriteParts(v) => self.shared.release_write(v.iter().map(|b| b.len()).sum()),
-                Msg::PushRead(mut r) | Msg::UnshiftRead(mut r) => r.fail(why.clone()),
-                _ => {}
-            }
-        }
+        let left = self.shared.close_mailbox();
+        self.discard_mail(left, &why);
         self.fail_reads(why);
         self.stream = None;
         self.rbuf = BytesMut::new();
