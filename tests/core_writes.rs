@@ -366,3 +366,72 @@ fn writes_after_close_are_refused_not_dropped() {
         other => panic!("expected Err(Closed), got {other:?}"),
     }
 }
+
+#[test]
+fn reading_resumed_on_drain_picks_up_bytes_already_waiting() {
+    // The echo example's back-pressure: stop reading while more than HIGH is
+    // queued, resume on Drain. Bytes that arrived meanwhile sit in the
+    // socket and raise no new edge, so the turn that delivers Drain must
+    // read them — or the transfer stalls with the queue empty.
+    use netactor::{Ctx, Sink};
+    use socket2::{Domain, SockRef, Socket, Type};
+    const HIGH: usize = 64 << 10;
+    let r = shared_reactor();
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    for round in 0..4 {
+        // Small kernel buffers, so the server's own queue passes HIGH soon.
+        let client = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        client.set_recv_buffer_size(32 << 10).unwrap();
+        client.connect(&l.local_addr().unwrap().into()).unwrap();
+        let mut s: std::net::TcpStream = client.into();
+        let (server_side, _) = l.accept().unwrap();
+        SockRef::from(&server_side)
+            .set_send_buffer_size(32 << 10)
+            .unwrap();
+        let (stopped_tx, stopped_rx) = crossbeam_channel::bounded::<()>(1);
+        let handler = move |ctx: &mut Ctx<'_>, ev: Event| match ev {
+            Event::Read(frame) => {
+                ctx.write(frame.into_bytes().unwrap()).unwrap();
+                if ctx.stats().write_queued > HIGH {
+                    ctx.stop_read();
+                    let _ = stopped_tx.try_send(());
+                }
+            }
+            Event::Drain => ctx.start_read(),
+            Event::Eof => {
+                let _ = ctx.shutdown();
+            }
+            _ => {}
+        };
+        let opts = Options::new().low_water_mark(Some(16 << 10));
+        let conn = r.adopt(server_side, opts, Sink::handler(handler)).unwrap();
+        conn.set_streaming(Some(Raw)).unwrap();
+        let data = pattern(4 << 20);
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        s.set_write_timeout(Some(WAIT)).unwrap();
+        let mut writer = s.try_clone().unwrap();
+        let sent = data.clone();
+        let send = std::thread::spawn(move || {
+            let r = writer.write_all(&sent);
+            let _ = writer.shutdown(std::net::Shutdown::Write);
+            r
+        });
+        // Read nothing until the server has stopped reading (its queue is
+        // past HIGH and the client's bytes pile up in the socket); then
+        // drain, so the server's queue empties and Drain comes.
+        stopped_rx
+            .recv_timeout(WAIT)
+            .expect("the server stopped reading");
+        let (got, eof) = read_to_eof(&mut s);
+        assert!(
+            send.join().unwrap().is_ok(),
+            "round {round}: the send failed"
+        );
+        assert!(
+            eof && got == data,
+            "round {round}: {} of {} bytes echoed before the transfer stalled",
+            got.len(),
+            data.len()
+        );
+    }
+}

@@ -570,6 +570,22 @@ impl Actor {
     /// Decode, flush and read until nothing more can happen without new readiness.
     fn pump(&mut self, w: &mut WorkerCtx) {
         let mut budget = READ_BUDGET;
+        'turn: loop {
+            self.pump_once(&mut budget, w);
+            self.deliver(w);
+            // A handler that just got an event (typically `Drain`) may have
+            // resumed reading: bytes already waiting in the socket raise no
+            // new edge, so read them in this turn or never.
+            let core = &self.core;
+            if core.phase == Phase::Open && core.readable && core.wants_read() && budget > 0 {
+                continue 'turn;
+            }
+            break;
+        }
+        self.core.end_of_turn(w);
+    }
+
+    fn pump_once(&mut self, budget: &mut usize, w: &mut WorkerCtx) {
         loop {
             self.dispatch(w);
             if !matches!(self.core.phase, Phase::Open | Phase::Closing) {
@@ -583,20 +599,18 @@ impl Actor {
             if !(core.readable && core.wants_read()) {
                 break;
             }
-            if budget == 0 {
+            if *budget == 0 {
                 w.again(core.token);
                 break;
             }
             match core.read_some(w) {
-                Ok(n) => budget = budget.saturating_sub(n),
+                Ok(n) => *budget = budget.saturating_sub(n),
                 Err(e) => {
                     core.fail(e, w);
                     break;
                 }
             }
         }
-        self.deliver(w);
-        self.core.end_of_turn(w);
     }
 
     /// Feeds buffered bytes to the read queue, then to the streaming decoder.
