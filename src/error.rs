@@ -82,6 +82,15 @@ pub enum Error {
     TlsTruncated,
     /// The connection is closed; the operation cannot be performed.
     Closed,
+    /// A close gave up on bytes that had been accepted for writing: the
+    /// linger period ran out, linger is zero, the connection was closed
+    /// during a TLS handshake, or a close while connecting outlived its
+    /// linger. Reported non-fatally right before `Closed`, so nothing
+    /// accepted is dropped without a word.
+    Unsent {
+        /// How many accepted bytes were not handed to the kernel.
+        bytes: usize,
+    },
     /// The request is invalid (e.g. `starttls` while TLS is active).
     InvalidInput(String),
     /// Application code called from a worker panicked; only that connection failed.
@@ -107,6 +116,7 @@ impl Error {
             Error::Tls(_) => K::InvalidData,
             Error::TlsTruncated => K::UnexpectedEof,
             Error::Closed => K::NotConnected,
+            Error::Unsent { .. } => K::WriteZero,
             Error::InvalidInput(_) => K::InvalidInput,
             Error::Panicked(_) => K::Other,
             Error::Io(e) => e.kind(),
@@ -126,6 +136,7 @@ impl Error {
             Error::NoSpace { .. } => libc::ENOSPC,
             Error::Tls(_) | Error::TlsTruncated => libc::EPROTO,
             Error::Closed => libc::ENOTCONN,
+            Error::Unsent { .. } => libc::EPIPE,
             Error::InvalidInput(_) => libc::EINVAL,
             Error::Panicked(_) => libc::EIO,
             Error::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
@@ -181,6 +192,9 @@ impl fmt::Display for Error {
                 "TLS peer closed the connection without close_notify (possible truncation)",
             ),
             Error::Closed => f.write_str("connection is closed"),
+            Error::Unsent { bytes } => {
+                write!(f, "closed with {bytes} accepted bytes not sent")
+            }
             Error::InvalidInput(why) => write!(f, "invalid request: {why}"),
             Error::Panicked(why) => write!(f, "application code panicked on a worker: {why}"),
             Error::Io(e) => write!(f, "I/O error: {e}"),

@@ -262,6 +262,14 @@ fn linger_zero_drops_queued_data_and_linger_expiry_gives_up() {
     p.conn.write(pattern(total)).unwrap();
     assert!(wait_until(WAIT, || p.conn.stats().write_queued > 0));
     p.conn.close().unwrap();
+    // What was dropped is reported, not dropped silently.
+    match p.next_event() {
+        Event::Error {
+            error: Error::Unsent { bytes },
+            fatal: false,
+        } => assert!(bytes > 0 && bytes <= total, "{bytes}"),
+        other => panic!("expected Unsent, got {other:?}"),
+    }
     assert!(matches!(p.next_event(), Event::Closed));
     let (got, _) = read_to_eof(&mut p.peer);
     assert!(got.len() < total, "everything arrived despite linger 0");
@@ -272,6 +280,13 @@ fn linger_zero_drops_queued_data_and_linger_expiry_gives_up() {
     assert!(wait_until(WAIT, || p.conn.stats().write_queued > 0));
     let t0 = Instant::now();
     p.conn.close().unwrap();
+    assert!(matches!(
+        p.next_event(),
+        Event::Error {
+            error: Error::Unsent { .. },
+            fatal: false
+        }
+    ));
     assert!(matches!(p.next_event(), Event::Closed));
     let took = t0.elapsed();
     assert!(

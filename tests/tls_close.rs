@@ -199,8 +199,8 @@ fn close_right_after_connect_still_delivers_the_data() {
             tx,
         )
         .unwrap();
-    // (A close while still connecting cancels the attempt, as in the
-    // reference; once connected, the handshake is under way.)
+    // The handshake of a TLS connect is part of connecting: a close during
+    // it waits for it, then flushes (within linger).
     let (ev, _) = wait_event(&rx, |e| {
         matches!(e, Event::Connected { .. } | Event::TlsEstablished)
     });

@@ -51,8 +51,14 @@ pub enum Event {
     Read(Frame),
     /// The peer closed its sending side; writing may continue.
     Eof,
-    /// The write queue fell to the low-water mark (only with
-    /// [`Options::low_water_mark`] set).
+    /// The write queue is drained. Defined once for every write path
+    /// ([`Connection::write`], [`Ctx::write`] whether or not the kernel took
+    /// the bytes at once, encoders): the queue is at or below
+    /// [`Options::low_water_mark`] after having been above it, or a drain
+    /// was asked for ([`Connection::request_drain`], [`Ctx::request_drain`],
+    /// or setting a low-water mark) and the queue is at or below the mark —
+    /// empty when no mark is set. Without a mark and without a request, no
+    /// `Drain` is sent. Bytes "out" means handed to the kernel.
     Drain,
     /// An inactivity timer expired. Not fatal: the connection stays open and
     /// the timer restarts for a full period.
@@ -284,7 +290,22 @@ impl Connection {
     }
 
     /// Closes the connection. Queued writes are still flushed for up to the
-    /// linger period; nothing more is read or delivered except `Closed`.
+    /// linger period ([`Options::linger`], counted from this call); nothing
+    /// more is read or delivered except `Closed`.
+    ///
+    /// * **While connecting**, with nothing queued, the connect is
+    ///   cancelled (as in the reference). With writes queued, the connect —
+    ///   and a connect-time TLS handshake — completes and the writes are
+    ///   flushed, still within linger: `connect; write; close` (or drop) is
+    ///   a reliable fire-and-forget send. A connect that fails reports its
+    ///   fatal error; if linger runs out first, a non-fatal
+    ///   [`Error::Unsent`] says how many bytes were not sent.
+    /// * **During a TLS handshake** on an open connection nothing can be
+    ///   flushed (plaintext waits for the handshake, and a peer being closed
+    ///   on may never finish it): the connection closes at once, with
+    ///   `Error::Unsent` if anything was queued.
+    /// * When linger runs out with bytes left (or linger is zero), they are
+    ///   dropped and `Error::Unsent` reports them, right before `Closed`.
     pub fn close(&self) -> Result<()> {
         self.shared.post(Msg::Close)?;
         self.shared.closing.store(true, Ordering::Release);
@@ -302,12 +323,60 @@ impl Connection {
         self.shared.post(Msg::ResetTimeout(kind))
     }
 
-    /// Changes options on the live connection (socket options are applied at once).
+    /// Changes options on the live connection (socket options are applied
+    /// at once), in order with the other messages. Each option has a
+    /// `set_…` method for this, so one change is one line:
+    ///
+    /// ```no_run
+    /// # fn f(conn: &netactor::Connection) -> netactor::Result<()> {
+    /// conn.configure(|o| o.set_low_water_mark(Some(64 << 10)))?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Setting a low-water mark at or above what is queued emits
+    /// [`Event::Drain`] at once (the reference's `on_drain` setter does the same).
     pub fn configure<F>(&self, f: F) -> Result<()>
     where
         F: FnOnce(&mut Options) + Send + 'static,
     {
         self.shared.post(Msg::Configure(Box::new(f)))
+    }
+
+    /// Asks for one [`Event::Drain`] once the write queue is at or below
+    /// the low-water mark (empty when none is set) — at once if it already
+    /// is. With it a plain thread can wait until what it wrote has been
+    /// handed to the kernel:
+    ///
+    /// ```no_run
+    /// # fn f(conn: &netactor::Connection, events: &netactor::EventReceiver) -> netactor::Result<()> {
+    /// conn.write(vec![0u8; 1 << 20])?;
+    /// conn.request_drain()?;
+    /// while let Ok((_, ev)) = events.recv() {
+    ///     if let netactor::Event::Drain = ev { break; }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn request_drain(&self) -> Result<()> {
+        self.shared.post(Msg::RequestDrain)
+    }
+
+    /// The peer's address, once connected (accepted and adopted
+    /// connections know it from the start).
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.shared.peer_addr()
+    }
+
+    /// The local address, once connected.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.shared.local_addr()
+    }
+
+    /// What the TLS handshake established — protocol version, cipher suite,
+    /// ALPN, SNI and the peer's certificate chain — once
+    /// [`Event::TlsEstablished`] was emitted; `None` without TLS (and again
+    /// after [`Event::TlsStopped`]).
+    pub fn tls_info(&self) -> Option<Arc<crate::tls::TlsInfo>> {
+        self.shared.tls_info()
     }
 
     /// Runs `f` on the connection's worker, with direct access to the actor.

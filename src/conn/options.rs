@@ -97,14 +97,30 @@ impl Options {
     }
 
     /// Emit [`crate::Event::Drain`] each time the write queue falls to `n`
-    /// bytes or fewer. `None` (default) sends no drain events.
+    /// bytes or fewer after having been above it — through either write
+    /// path, also when the kernel takes a write at once. Setting a mark on a
+    /// live connection whose queue is already at or below it emits one
+    /// `Drain` at once (the reference's `on_drain` setter). `None` (default)
+    /// sends no drain events except those asked for with `request_drain`.
     pub fn low_water_mark(mut self, n: Option<usize>) -> Self {
         self.low_water_mark = n;
         self
     }
 
     /// With autocork, writes are only queued and flushed together at the end
-    /// of the actor's turn; without it (default) each write is tried at once.
+    /// of the actor's turn — one vectored `send` for everything a handler
+    /// wrote while handling a batch of input (pipelined protocols); without
+    /// it (default) each write is tried at once (lowest latency for one
+    /// request at a time).
+    ///
+    /// Every byte written during a turn — from any callback: a frame, a
+    /// `Drain`, a `Timeout`, a read completion, a [`Connection::call`]
+    /// closure — is flushed before the turn ends, or waits for the socket to
+    /// become writable again after a real `EAGAIN`; none waits for a later,
+    /// unrelated event. (The reference flushed corked data only when the
+    /// event loop next reported writability.)
+    ///
+    /// [`Connection::call`]: crate::Connection::call
     pub fn autocork(mut self, on: bool) -> Self {
         self.autocork = on;
         self
@@ -190,5 +206,98 @@ impl Options {
     pub fn follow_stoptls(mut self, on: bool) -> Self {
         self.follow_stoptls = on;
         self
+    }
+}
+
+/// In-place setters, one per builder method, for changing a live
+/// connection in one line with
+/// [`Connection::configure`](crate::Connection::configure) or
+/// [`Ctx::configure`](crate::Ctx::configure):
+///
+/// ```no_run
+/// # fn f(conn: &netactor::Connection) -> netactor::Result<()> {
+/// use std::time::Duration;
+/// conn.configure(|o| o.set_rtimeout(Some(Duration::from_secs(30))))?;
+/// # Ok(()) }
+/// ```
+impl Options {
+    /// Sets [`rbuf_max`](Self::rbuf_max) in place.
+    pub fn set_rbuf_max(&mut self, n: usize) {
+        *self = std::mem::take(self).rbuf_max(n);
+    }
+
+    /// Sets [`wbuf_max`](Self::wbuf_max) in place.
+    pub fn set_wbuf_max(&mut self, n: usize) {
+        *self = std::mem::take(self).wbuf_max(n);
+    }
+
+    /// Sets [`low_water_mark`](Self::low_water_mark) in place.
+    pub fn set_low_water_mark(&mut self, n: Option<usize>) {
+        *self = std::mem::take(self).low_water_mark(n);
+    }
+
+    /// Sets [`autocork`](Self::autocork) in place.
+    pub fn set_autocork(&mut self, on: bool) {
+        *self = std::mem::take(self).autocork(on);
+    }
+
+    /// Sets [`no_delay`](Self::no_delay) in place.
+    pub fn set_no_delay(&mut self, on: bool) {
+        *self = std::mem::take(self).no_delay(on);
+    }
+
+    /// Sets [`keepalive`](Self::keepalive) in place.
+    pub fn set_keepalive(&mut self, on: bool) {
+        *self = std::mem::take(self).keepalive(on);
+    }
+
+    /// Sets [`oobinline`](Self::oobinline) in place.
+    pub fn set_oobinline(&mut self, on: bool) {
+        *self = std::mem::take(self).oobinline(on);
+    }
+
+    /// Sets [`read_size`](Self::read_size) in place.
+    pub fn set_read_size(&mut self, n: usize) {
+        *self = std::mem::take(self).read_size(n);
+    }
+
+    /// Sets [`max_read_size`](Self::max_read_size) in place.
+    pub fn set_max_read_size(&mut self, n: usize) {
+        *self = std::mem::take(self).max_read_size(n);
+    }
+
+    /// Sets [`linger`](Self::linger) in place.
+    pub fn set_linger(&mut self, d: Duration) {
+        *self = std::mem::take(self).linger(d);
+    }
+
+    /// Sets [`timeout`](Self::timeout) in place.
+    pub fn set_timeout(&mut self, d: Option<Duration>) {
+        *self = std::mem::take(self).timeout(d);
+    }
+
+    /// Sets [`rtimeout`](Self::rtimeout) in place.
+    pub fn set_rtimeout(&mut self, d: Option<Duration>) {
+        *self = std::mem::take(self).rtimeout(d);
+    }
+
+    /// Sets [`wtimeout`](Self::wtimeout) in place.
+    pub fn set_wtimeout(&mut self, d: Option<Duration>) {
+        *self = std::mem::take(self).wtimeout(d);
+    }
+
+    /// Sets [`connect_timeout`](Self::connect_timeout) in place.
+    pub fn set_connect_timeout(&mut self, d: Duration) {
+        *self = std::mem::take(self).connect_timeout(d);
+    }
+
+    /// Sets [`handshake_timeout`](Self::handshake_timeout) in place.
+    pub fn set_handshake_timeout(&mut self, d: Duration) {
+        *self = std::mem::take(self).handshake_timeout(d);
+    }
+
+    /// Sets [`follow_stoptls`](Self::follow_stoptls) in place.
+    pub fn set_follow_stoptls(&mut self, on: bool) {
+        *self = std::mem::take(self).follow_stoptls(on);
     }
 }

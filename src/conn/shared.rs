@@ -9,6 +9,7 @@ use crate::reactor::{Task, WorkerShared};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,19 @@ pub(crate) enum Msg {
     Call(Box<dyn FnOnce(&mut Ctx<'_>) + Send>),
     StartTls(crate::tls::TlsSetup),
     StopTls,
+    /// One `Event::Drain` once the write queue is at or below the mark.
+    RequestDrain,
+}
+
+/// What a connection's handles can learn about it without a round trip to
+/// its worker: addresses once known, TLS facts once the handshake is done.
+/// Boxed behind one lock: set a few times in a connection's life, read
+/// rarely, and an idle connection pays one pointer for it.
+#[derive(Default)]
+pub(crate) struct ConnInfo {
+    pub(crate) local: Option<SocketAddr>,
+    pub(crate) peer: Option<SocketAddr>,
+    pub(crate) tls: Option<Arc<crate::tls::TlsInfo>>,
 }
 
 struct Mailbox {
@@ -98,6 +112,7 @@ pub(crate) struct ConnShared {
     pub(crate) handles: AtomicUsize,
     pub(crate) close_on_drop: bool,
     pub(crate) counters: Counters,
+    info: Mutex<Option<Box<ConnInfo>>>,
 }
 
 impl ConnShared {
@@ -124,7 +139,37 @@ impl ConnShared {
             handles: AtomicUsize::new(0),
             close_on_drop,
             counters: Counters::default(),
+            info: Mutex::new(None),
         })
+    }
+
+    /// Records the connection's addresses (once connected or accepted).
+    pub(crate) fn set_addrs(&self, local: Option<SocketAddr>, peer: Option<SocketAddr>) {
+        let mut info = self.info.lock();
+        let info = info.get_or_insert_with(Default::default);
+        info.local = local;
+        info.peer = peer;
+    }
+
+    /// Records (or with `None` forgets) the TLS session's facts.
+    pub(crate) fn set_tls_info(&self, tls: Option<Arc<crate::tls::TlsInfo>>) {
+        let mut info = self.info.lock();
+        if tls.is_none() && info.is_none() {
+            return;
+        }
+        info.get_or_insert_with(Default::default).tls = tls;
+    }
+
+    pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
+        self.info.lock().as_ref().and_then(|i| i.local)
+    }
+
+    pub(crate) fn peer_addr(&self) -> Option<SocketAddr> {
+        self.info.lock().as_ref().and_then(|i| i.peer)
+    }
+
+    pub(crate) fn tls_info(&self) -> Option<Arc<crate::tls::TlsInfo>> {
+        self.info.lock().as_ref().and_then(|i| i.tls.clone())
     }
 
     /// Posts a message; schedules the actor if its mailbox was idle.

@@ -137,7 +137,7 @@ impl ListenerShared {
                 );
             }
         }
-        let (stream, _peer) = match self.sock.accept() {
+        let (stream, peer) = match self.sock.accept() {
             Ok(s) => s,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return AcceptOutcome::WouldBlock,
             Err(e) => {
@@ -155,6 +155,15 @@ impl ListenerShared {
         let id = ConnId(reactor.next_conn_id());
         let channel = matches!(self.mode, AcceptMode::Channel { .. });
         let shared = ConnShared::new(id, worker.clone(), self.opts.wbuf_max, channel);
+        // The handle knows its addresses before the actor starts: the peer
+        // from accept, the local one from the listener unless it is a
+        // wildcard (then one `getsockname`).
+        let local = if self.local.ip().is_unspecified() {
+            stream.local_addr().ok()
+        } else {
+            Some(self.local)
+        };
+        shared.set_addrs(local, Some(peer));
         let sink = match &self.mode {
             AcceptMode::Channel { events, .. } => SinkSetup::Ready(Sink::Channel(events.clone())),
             AcceptMode::Handler(f) => SinkSetup::Factory(f.clone()),

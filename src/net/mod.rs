@@ -196,12 +196,18 @@ impl Reactor {
     }
 
     /// Takes over an already connected std `TcpStream` (made non-blocking here).
+    ///
+    /// The socket must be a stream socket: anything else (a UDP socket
+    /// turned into a `TcpStream`, say) is refused with
+    /// [`Error::InvalidInput`], and nothing is registered. (The reference
+    /// refuses non-stream sockets the same way.)
     pub fn adopt(
         &self,
         stream: TcpStream,
         opts: Options,
         sink: impl Into<Sink>,
     ) -> Result<Connection> {
+        check_stream_socket(&stream)?;
         stream.set_nonblocking(true)?;
         self.spawn_conn(Start::Stream(stream), opts, sink.into(), None)
     }
@@ -214,6 +220,7 @@ impl Reactor {
         sink: impl Into<Sink>,
         config: Arc<ServerConfig>,
     ) -> Result<Connection> {
+        check_stream_socket(&stream)?;
         stream.set_nonblocking(true)?;
         self.spawn_conn(
             Start::Stream(stream),
@@ -237,6 +244,9 @@ impl Reactor {
         let id = ConnId(self.shared.next_conn_id());
         let close_on_drop = matches!(sink, Sink::Channel(_));
         let shared = ConnShared::new(id, worker.clone(), opts.wbuf_max, close_on_drop);
+        if let Start::Stream(s) = &start {
+            shared.set_addrs(s.local_addr().ok(), s.peer_addr().ok());
+        }
         let handle = Connection::from_shared(shared.clone());
         worker.push(Task::Adopt(Box::new(NewConn {
             shared,
@@ -247,6 +257,17 @@ impl Reactor {
         })));
         Ok(handle)
     }
+}
+
+/// Refuses a socket that is not a stream socket (`SO_TYPE`).
+fn check_stream_socket(stream: &TcpStream) -> Result<()> {
+    let ty = socket2::SockRef::from(stream).r#type()?;
+    if ty != socket2::Type::STREAM {
+        return Err(Error::InvalidInput(format!(
+            "only stream sockets can be adopted (this one is {ty:?})"
+        )));
+    }
+    Ok(())
 }
 
 /// Resolves `host:port` on the calling thread (a blocking helper for tools

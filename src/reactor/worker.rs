@@ -361,7 +361,34 @@ pub(crate) fn run(shared: Arc<ReactorShared>, me: Arc<WorkerShared>) {
                 break;
             }
         }
-        if me.has_work() || !st.ctx.again.is_empty() {
+        if me.has_work() {
+            continue;
+        }
+        if !st.ctx.again.is_empty() {
+            // A connection used its whole read budget and runs again — but
+            // only after a look at the poller: without one, a peer that
+            // keeps its socket full would get round after round while every
+            // other connection's readiness waited in the kernel. The look
+            // never blocks; what it finds for this worker runs before the
+            // fairness round (`run_tasks` runs tasks first), the rest is
+            // handed to its owners. If another thread holds the role, it is
+            // waiting (and routes new readiness here) or about to.
+            if shared.dedicated_poller {
+                // The poller thread routes new readiness here on its own.
+            } else if let Some(mut ps) = shared.poll.try_lock() {
+                if !ps.finished {
+                    poller::poll_once(
+                        &shared,
+                        &mut ps,
+                        Some(Duration::ZERO),
+                        Some(me.idx),
+                        &mut tasks,
+                        &mut others,
+                    );
+                    drop(ps);
+                    poller::hand_over(&shared, &mut others);
+                }
+            }
             continue;
         }
         // Spin briefly before parking while work keeps coming (the last

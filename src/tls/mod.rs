@@ -112,7 +112,7 @@ pub use config::{
     server_config_from_pem_files, ClientBuilder, ServerBuilder,
 };
 pub use rustls::pki_types::{CertificateDer, ServerName};
-pub use rustls::{ClientConfig, ProtocolVersion, ServerConfig};
+pub use rustls::{CipherSuite, ClientConfig, ProtocolVersion, ServerConfig};
 
 pub(crate) use session::TlsSession;
 
@@ -165,4 +165,36 @@ impl TlsSetup {
     pub fn server(config: Arc<ServerConfig>) -> Self {
         TlsSetup::Server(config)
     }
+}
+
+/// What a completed TLS handshake established, readable from the worker
+/// ([`Ctx::tls_info`](crate::Ctx::tls_info)) and from any thread
+/// ([`Connection::tls_info`](crate::Connection::tls_info)) once
+/// [`Event::TlsEstablished`](crate::Event::TlsEstablished) was emitted.
+///
+/// ```no_run
+/// # fn f(conn: &netactor::Connection) {
+/// if let Some(tls) = conn.tls_info() {
+///     println!("{:?} {:?}", tls.protocol_version, tls.cipher_suite);
+///     if let Some(leaf) = tls.peer_certificates.first() {
+///         println!("peer presented {} certificate bytes", leaf.len());
+///     }
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct TlsInfo {
+    /// The negotiated protocol version (TLS 1.2 or 1.3).
+    pub protocol_version: Option<ProtocolVersion>,
+    /// The negotiated cipher suite.
+    pub cipher_suite: Option<CipherSuite>,
+    /// The ALPN protocol both sides agreed on, if any.
+    pub alpn_protocol: Option<Vec<u8>>,
+    /// The server name the client asked for with SNI (server side only).
+    pub server_name: Option<String>,
+    /// The certificate chain the peer presented, leaf first: the server's
+    /// on a client, the client's on a server that asked for one (mTLS);
+    /// empty when the peer presented none.
+    pub peer_certificates: Vec<CertificateDer<'static>>,
 }

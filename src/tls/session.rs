@@ -284,6 +284,22 @@ impl TlsSession {
     pub(crate) fn protocol_version(&self) -> Option<rustls::ProtocolVersion> {
         self.conn.protocol_version()
     }
+
+    /// Negotiated cipher suite.
+    pub(crate) fn cipher_suite(&self) -> Option<rustls::CipherSuite> {
+        self.conn.negotiated_cipher_suite().map(|s| s.suite())
+    }
+
+    /// Everything the handshake established, for the connection's handles.
+    pub(crate) fn info(&self) -> super::TlsInfo {
+        super::TlsInfo {
+            protocol_version: self.protocol_version(),
+            cipher_suite: self.cipher_suite(),
+            alpn_protocol: self.alpn().map(<[u8]>::to_vec),
+            server_name: self.sni().map(str::to_string),
+            peer_certificates: self.peer_certificates().map(<[_]>::to_vec).unwrap_or_default(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -32,7 +32,6 @@ impl Core {
                         Ok(()) => {
                             self.registered = true;
                             self.sock = Some(stream);
-                            self.peer = Some(addr);
                             let at = w.now + self.opts.connect_timeout;
                             self.armed.clear(TimerKind::Connect);
                             self.arm(TimerKind::Connect, at, w);
@@ -97,7 +96,7 @@ impl Core {
     pub(super) fn connected(&mut self, stream: TcpStream, peer: SocketAddr, w: &mut WorkerCtx) {
         self.armed.clear(TimerKind::Connect);
         self.connect = None;
-        self.peer = Some(peer);
+        self.shared.set_addrs(stream.local_addr().ok(), Some(peer));
         self.open(stream, w);
         if self.phase == Phase::Open {
             self.out.push(Event::Connected { peer });

@@ -20,20 +20,35 @@ impl Ctx<'_> {
         Connection::from_shared(self.core.shared.clone())
     }
 
-    /// The peer's address, once connected.
+    /// The peer's address, once connected (also on the handle:
+    /// [`Connection::peer_addr`]).
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.core.peer
+        self.core.shared.peer_addr()
+    }
+
+    /// The local address, once connected.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.core.shared.local_addr()
     }
 
     /// Queues bytes for writing; without autocork they are written at once.
-    /// Errors as [`Connection::write`].
+    /// Errors as [`Connection::write`]. With a
+    /// [`low_water_mark`](Options::low_water_mark) set, a write larger than
+    /// the mark is followed by [`Event::Drain`] once the queue is back at or
+    /// below it — also when the kernel took it all at once.
     pub fn write(&mut self, data: impl Into<Bytes>) -> Result<()> {
         let data = data.into();
         if data.is_empty() {
             return Ok(());
         }
-        if matches!(self.core.phase, Phase::Closing | Phase::Closed) {
+        if matches!(self.core.phase, Phase::Closing | Phase::Closed) || self.core.close_pending {
             return Err(Error::Closed);
+        }
+        if self.core.deferred.is_some() {
+            // Behind a `stoptls` or `close` that waits for the connection.
+            self.core.shared.reserve_write(data.len())?;
+            self.core.defer(Msg::Write(data));
+            return Ok(());
         }
         if self.core.opts.autocork {
             self.core.shared.reserve_write(data.len())?;
@@ -45,13 +60,17 @@ impl Ctx<'_> {
 
     /// Encodes `msg` with its write type and queues it (all or nothing).
     pub fn send<E: crate::framing::Encoder>(&mut self, msg: E) -> Result<()> {
-        if matches!(self.core.phase, Phase::Closing | Phase::Closed) {
+        if matches!(self.core.phase, Phase::Closing | Phase::Closed) || self.core.close_pending {
             return Err(Error::Closed);
         }
         let mut parts = Vec::with_capacity(2);
         msg.encode(&mut parts)?;
         let n: usize = parts.iter().map(|b| b.len()).sum();
         self.core.shared.reserve_write(n)?;
+        if self.core.deferred.is_some() {
+            self.core.defer(Msg::WriteParts(parts));
+            return Ok(());
+        }
         for data in parts {
             self.core.enqueue(data);
         }
@@ -73,6 +92,57 @@ impl Ctx<'_> {
         let (req, reply) = QueuedRead::request(decoder);
         self.core.push_read_req(req, true);
         reply
+    }
+
+    /// Queues a read at the back of the read queue whose answer runs `f`
+    /// on the worker — the reference's `push_read(type => cb)`, for
+    /// handlers, which must not block on a [`Reply`].
+    ///
+    /// `f` runs once, in queue order, with the frame or with the error that
+    /// ended the read (the same answers a [`Reply`] gets: a decode error,
+    /// `UnexpectedEof` at EOF, the error that failed the connection, or
+    /// `Closed`). Inside it, `ctx` can queue further reads — with
+    /// [`unshift_read_with`](Self::unshift_read_with) one that runs next,
+    /// before anything already queued. Here a line gives the length of
+    /// the payload that follows it:
+    ///
+    /// ```
+    /// use netactor::{framing::{Chunk, Line}, Ctx};
+    ///
+    /// fn read_message(ctx: &mut Ctx<'_>) {
+    ///     ctx.push_read_with(Line::new(), |ctx, line| {
+    ///         let Ok(line) = line else { return };
+    ///         let Some(len) = std::str::from_utf8(&line.line).ok().and_then(|s| s.parse().ok()) else {
+    ///             ctx.close();
+    ///             return;
+    ///         };
+    ///         ctx.unshift_read_with(Chunk::new(len), |ctx, payload| {
+    ///             if let Ok(payload) = payload {
+    ///                 let _ = ctx.write(payload);
+    ///                 read_message(ctx); // and the next message
+    ///             }
+    ///         });
+    ///     });
+    /// }
+    /// ```
+    pub fn push_read_with<D, F>(&mut self, decoder: D, f: F)
+    where
+        D: Decoder,
+        F: FnOnce(&mut Ctx<'_>, Result<D::Output>) + Send + 'static,
+    {
+        self.core
+            .push_read_req(CallbackRead::request(decoder, f), false);
+    }
+
+    /// Like [`push_read_with`](Self::push_read_with), at the front of the
+    /// read queue: it runs before every read already queued.
+    pub fn unshift_read_with<D, F>(&mut self, decoder: D, f: F)
+    where
+        D: Decoder,
+        F: FnOnce(&mut Ctx<'_>, Result<D::Output>) + Send + 'static,
+    {
+        self.core
+            .push_read_req(CallbackRead::request(decoder, f), true);
     }
 
     /// Sets (or clears) the streaming decoder; see [`Connection::set_streaming`].
@@ -106,13 +176,51 @@ impl Ctx<'_> {
         if matches!(self.core.phase, Phase::Closed) {
             return Err(Error::Closed);
         }
+        if self.core.deferred.is_some() {
+            self.core.shared.write_shut.store(true, Ordering::Release);
+            self.core.defer(Msg::Shutdown);
+            return Ok(());
+        }
         self.core.shutdown(self.w);
         Ok(())
     }
 
-    /// Close (queued writes linger).
+    /// Closes the connection: as [`Connection::close`] (queued writes are
+    /// flushed within the linger period).
     pub fn close(&mut self) {
+        if self.core.deferred.is_some() && !self.core.close_pending {
+            self.core.shared.closing.store(true, Ordering::Release);
+            self.core.defer(Msg::Close);
+            return;
+        }
         self.core.close(self.w);
+    }
+
+    /// Asks for one [`Event::Drain`] as soon as the write queue is at or
+    /// below the low-water mark (empty when none is set) — at once if it
+    /// already is. Chains of "write, wait for drain, write" work with it:
+    ///
+    /// ```
+    /// use netactor::{Ctx, Event};
+    ///
+    /// let mut left = 3;
+    /// let handler = move |ctx: &mut Ctx<'_>, ev: Event| match ev {
+    ///     Event::Connected { .. } | Event::Drain if left > 0 => {
+    ///         left -= 1;
+    ///         let _ = ctx.write(vec![b'x'; 1 << 20]);
+    ///         ctx.request_drain(); // tell me when that megabyte is out
+    ///     }
+    ///     Event::Drain => ctx.close(),
+    ///     _ => {}
+    /// };
+    /// # let _ = netactor::Sink::handler(handler);
+    /// ```
+    pub fn request_drain(&mut self) {
+        if self.core.deferred.is_some() {
+            self.core.defer(Msg::RequestDrain);
+            return;
+        }
+        self.core.request_drain();
     }
 
     /// Sets an inactivity timeout.
@@ -127,10 +235,18 @@ impl Ctx<'_> {
     }
 
     /// The connection's options, to change on the fly (socket options apply
-    /// when the closure returns).
+    /// when the closure returns; a new low-water mark at or above the queue
+    /// emits [`Event::Drain`] at once, as [`Connection::configure`]).
+    ///
+    /// ```
+    /// # fn f(ctx: &mut netactor::Ctx<'_>) {
+    /// ctx.configure(|o| o.set_low_water_mark(Some(64 << 10)));
+    /// # }
+    /// ```
     pub fn configure(&mut self, f: impl FnOnce(&mut Options)) {
+        let before = (*self.core.opts).clone();
         f(Arc::make_mut(&mut self.core.opts));
-        self.core.apply_options();
+        self.core.configured(&before, self.w);
     }
 
     /// Starts TLS; bytes already buffered are handed to the TLS engine.
@@ -167,6 +283,18 @@ impl Ctx<'_> {
     /// The negotiated TLS version, once known.
     pub fn tls_protocol_version(&self) -> Option<crate::tls::ProtocolVersion> {
         self.core.tls.as_ref().and_then(|t| t.protocol_version())
+    }
+
+    /// The negotiated TLS cipher suite, once known.
+    pub fn tls_cipher_suite(&self) -> Option<crate::tls::CipherSuite> {
+        self.core.tls.as_ref().and_then(|t| t.cipher_suite())
+    }
+
+    /// Everything the TLS handshake established (version, cipher suite,
+    /// ALPN, SNI, the peer's certificates), once
+    /// [`Event::TlsEstablished`] was emitted; `None` without TLS.
+    pub fn tls_info(&self) -> Option<Arc<crate::tls::TlsInfo>> {
+        self.core.shared.tls_info()
     }
 
     /// The connection's counters.

@@ -36,6 +36,9 @@ use std::time::{Duration, Instant};
 const READ_BUDGET: usize = 512 << 10;
 /// At most this many buffers go into one vectored write.
 const MAX_IOV: usize = 64;
+/// Deliver-then-flush rounds one turn runs before it yields (a handler that
+/// writes on every `Drain` would otherwise never let the worker go).
+const MAX_DELIVERY_ROUNDS: usize = 64;
 /// First retry delay when the application's event channel is full.
 const RETRY_DELAY: Duration = Duration::from_millis(1);
 
@@ -84,12 +87,20 @@ pub(crate) enum ReadPoll {
     Fatal(Error),
 }
 
-/// A queued read request with its reply channel, type-erased.
+/// A queued read request, type-erased: answered over its own channel
+/// ([`QueuedRead`]) or by a completion run on the worker ([`CallbackRead`]).
 pub(crate) trait ReadRequest: Send {
     fn poll(&mut self, buf: &mut BytesMut, eof: bool) -> ReadPoll;
     fn fail(&mut self, e: Error);
     /// The buffer changed at the front behind the decoder's back.
     fn reset(&mut self);
+    /// Whether the answer is a completion to run with [`complete`](Self::complete)
+    /// once the request left the queue (a channel reply is already sent).
+    fn has_completion(&self) -> bool {
+        false
+    }
+    /// Runs the completion with the answer `poll` or `fail` stored.
+    fn complete(self: Box<Self>, _ctx: &mut Ctx<'_>) {}
 }
 
 pub(crate) struct QueuedRead<D: Decoder> {
@@ -129,6 +140,69 @@ impl<D: Decoder> ReadRequest for QueuedRead<D> {
 
     fn reset(&mut self) {
         self.decoder.reset();
+    }
+}
+
+/// A read whose answer runs `f` on the worker (the reference's
+/// `push_read(type, cb)`): see [`Ctx::push_read_with`].
+pub(crate) struct CallbackRead<D: Decoder, F> {
+    decoder: D,
+    f: F,
+    answer: Option<Result<D::Output>>,
+}
+
+impl<D, F> CallbackRead<D, F>
+where
+    D: Decoder,
+    F: FnOnce(&mut Ctx<'_>, Result<D::Output>) + Send + 'static,
+{
+    pub(crate) fn request(decoder: D, f: F) -> Box<dyn ReadRequest> {
+        Box::new(CallbackRead {
+            decoder,
+            f,
+            answer: None,
+        })
+    }
+}
+
+impl<D, F> ReadRequest for CallbackRead<D, F>
+where
+    D: Decoder,
+    F: FnOnce(&mut Ctx<'_>, Result<D::Output>) + Send + 'static,
+{
+    fn poll(&mut self, buf: &mut BytesMut, eof: bool) -> ReadPoll {
+        match self.decoder.decode(buf, eof) {
+            Ok(Some(frame)) => {
+                self.answer = Some(Ok(frame));
+                ReadPoll::Done(self.decoder.after_frame())
+            }
+            Ok(None) => ReadPoll::Pending,
+            Err(DecodeError { error, fatal }) => {
+                self.answer = Some(Err(error.clone()));
+                if fatal {
+                    ReadPoll::Fatal(error)
+                } else {
+                    ReadPoll::Failed
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, e: Error) {
+        self.answer.get_or_insert(Err(e));
+    }
+
+    fn reset(&mut self) {
+        self.decoder.reset();
+    }
+
+    fn has_completion(&self) -> bool {
+        true
+    }
+
+    fn complete(self: Box<Self>, ctx: &mut Ctx<'_>) {
+        let CallbackRead { f, answer, .. } = *self;
+        f(ctx, answer.unwrap_or(Err(Error::Closed)));
     }
 }
 
@@ -254,7 +328,22 @@ pub(crate) struct Core {
     pending_tls: Option<(TlsSetup, usize)>,
     /// TCP EOF came under TLS without close_notify.
     tls_truncated: bool,
-    peer: Option<SocketAddr>,
+    /// One `Drain` was asked for ([`Ctx::request_drain`]).
+    drain_requested: bool,
+    /// A `close` asked for while connecting waits (in `deferred`) for the
+    /// connection, and its TLS handshake, to send what was queued.
+    close_pending: bool,
+    /// The TLS handshake under way is part of connecting (TLS asked for
+    /// before the outgoing connection was up): a close waits for it.
+    connect_handshake: bool,
+    /// Messages that cannot apply yet (a `stoptls` before the handshake is
+    /// done, a `close` while connecting with writes queued) and every
+    /// message posted after them, in order: replayed once the connection
+    /// is established, so nothing is dropped or reordered by state.
+    deferred: Option<Box<VecDeque<Msg>>>,
+    /// Read completions answered outside a decode pass (an error ended
+    /// them): run by the next delivery, before events.
+    completions: Vec<Box<dyn ReadRequest>>,
 }
 
 struct ConnectState {
@@ -315,18 +404,20 @@ impl Actor {
             tls: None,
             pending_tls: tls.map(|t| (t, 0)),
             tls_truncated: false,
-            peer: None,
+            drain_requested: false,
+            close_pending: false,
+            connect_handshake: false,
+            deferred: None,
+            completions: Vec::new(),
         };
         let (sink, factory) = match sink {
             SinkSetup::Ready(s) => (Some(s), None),
             SinkSetup::Factory(f) => (None, Some(f)),
         };
         match start {
-            Start::Stream(stream) => {
-                core.peer = stream.peer_addr().ok();
-                core.open(stream, w);
-            }
+            Start::Stream(stream) => core.open(stream, w),
             Start::Connect { addrs, prepare } => {
+                core.connect_handshake = core.pending_tls.is_some();
                 core.connect = Some(Box::new(ConnectState {
                     addrs,
                     next: 0,
@@ -337,6 +428,7 @@ impl Actor {
                 core.try_next_address(w);
             }
             Start::Resolve { target, prepare } => {
+                core.connect_handshake = core.pending_tls.is_some();
                 core.connect = Some(Box::new(ConnectState {
                     addrs: Vec::new(),
                     next: 0,
@@ -430,12 +522,11 @@ impl Actor {
                 }
             }
             TimerKind::Linger => {
-                if self.core.phase == Phase::Closing {
-                    log::debug!(
-                        "{}: linger expired with {} bytes unsent",
-                        self.core.shared.id,
-                        self.core.wlen
-                    );
+                if self.core.phase == Phase::Closing || self.core.close_pending {
+                    // Linger is up (or a close asked for while connecting
+                    // is still waiting for the connection): give up on
+                    // what is left, and say so.
+                    self.core.report_unsent();
                     self.core.finish(w);
                 }
             }
@@ -499,36 +590,76 @@ impl Actor {
                 self.core.wqueue = q;
             }
         }
-        // Most turns (readiness) find no mail: skip the buffer shuffle.
-        if self.core.shared.has_mail() {
-            let mut mail = std::mem::take(&mut w.mail);
-            loop {
-                self.core.shared.take_mail(&mut mail);
-                if mail.is_empty() {
-                    break;
-                }
-                while let Some(msg) = mail.pop_front() {
-                    self.apply(msg, w);
-                    if self.core.phase == Phase::Closed {
-                        // What this batch still holds is answered like
-                        // what `finish` found left in the mailbox.
-                        let why = self.core.end_error();
-                        self.core.discard_mail(mail.drain(..), &why);
+        loop {
+            if self.core.deferred.is_some() && !self.core.establishing() {
+                self.replay_deferred(w);
+            }
+            // Most turns (readiness) find no mail: skip the buffer shuffle.
+            if self.core.shared.has_mail() {
+                let mut mail = std::mem::take(&mut w.mail);
+                loop {
+                    self.core.shared.take_mail(&mut mail);
+                    if mail.is_empty() {
                         break;
                     }
+                    while let Some(msg) = mail.pop_front() {
+                        self.apply(msg, w);
+                        if self.core.phase == Phase::Closed {
+                            // What this batch still holds is answered like
+                            // what `finish` found left in the mailbox.
+                            let why = self.core.end_error();
+                            self.core.discard_mail(mail.drain(..), &why);
+                            break;
+                        }
+                    }
                 }
+                w.mail = mail;
             }
-            w.mail = mail;
+            self.pump(w);
+            // The connection (or its handshake) may have completed in this
+            // pump: what waited for it applies now, in the same turn.
+            if self.core.deferred.is_some()
+                && !self.core.establishing()
+                && self.core.phase != Phase::Closed
+            {
+                continue;
+            }
+            break;
         }
-        self.pump(w);
         self.deliver(w);
         if self.core.out.is_empty() && self.core.out.capacity() > 0 {
             w.recycle_events(std::mem::take(&mut self.core.out));
         }
     }
 
+    /// Applies the messages that waited for the connection to be
+    /// established, in order, ahead of anything newer.
+    fn replay_deferred(&mut self, w: &mut WorkerCtx) {
+        let Some(mut q) = self.core.deferred.take() else {
+            return;
+        };
+        while let Some(msg) = q.pop_front() {
+            self.apply(msg, w);
+            if self.core.phase == Phase::Closed {
+                let why = self.core.end_error();
+                self.core.discard_mail(q.drain(..), &why);
+                return;
+            }
+            if let Some(d) = self.core.deferred.as_mut() {
+                // It had to wait again: the rest stays behind it, in order.
+                d.extend(q.drain(..));
+                return;
+            }
+        }
+    }
+
     fn apply(&mut self, msg: Msg, w: &mut WorkerCtx) {
         let core = &mut self.core;
+        if let Some(d) = core.deferred.as_mut() {
+            // Something ahead waits for the connection: so does this.
+            d.push_back(msg);
+            return;
+        }
         match msg {
             Msg::Write(data) => core.enqueue(data),
             Msg::WriteParts(parts) => {
@@ -547,8 +678,9 @@ impl Actor {
             Msg::ResetTimeout(kind) => core.reset_timeout(kind, w.now),
             Msg::Configure(f) => {
                 // Application code: a panic fails this connection only.
+                let before = core.opts.clone();
                 match catch_unwind(AssertUnwindSafe(|| f(Arc::make_mut(&mut core.opts)))) {
-                    Ok(()) => core.apply_options(),
+                    Ok(()) => core.configured(&before, w),
                     Err(p) => core.fail(Error::Panicked(panic_message(&p)), w),
                 }
             }
@@ -563,6 +695,7 @@ impl Actor {
             }
             Msg::StartTls(setup) => core.starttls(setup, w),
             Msg::StopTls => core.stoptls(w),
+            Msg::RequestDrain => core.request_drain(),
         }
         self.deliver(w);
     }
@@ -570,9 +703,29 @@ impl Actor {
     /// Decode, flush and read until nothing more can happen without new readiness.
     fn pump(&mut self, w: &mut WorkerCtx) {
         let mut budget = READ_BUDGET;
+        let mut rounds = 0;
         'turn: loop {
             self.pump_once(&mut budget, w);
+            let delivered = self.core.has_output();
             self.deliver(w);
+            if delivered && matches!(self.core.phase, Phase::Open | Phase::Closing) {
+                // Handlers that just got events (`Drain`, `Timeout`, …) may
+                // have written (queued only, with autocork) after this
+                // turn's flush. The socket is edge-triggered: no later
+                // writable edge comes for those bytes, so they leave now —
+                // or wait on a real EAGAIN. A `Drain` that produces starts
+                // another round; a handler that writes on every `Drain`
+                // yields to the worker's other connections now and then.
+                self.core.flush(w);
+                if self.core.has_output() {
+                    rounds += 1;
+                    if rounds < MAX_DELIVERY_ROUNDS {
+                        continue 'turn;
+                    }
+                    w.again(self.core.token);
+                    break;
+                }
+            }
             // A handler that just got an event (typically `Drain`) may have
             // resumed reading: bytes already waiting in the socket raise no
             // new edge, so read them in this turn or never.
@@ -636,22 +789,36 @@ impl Actor {
                         let e = core.eof_error();
                         if let Some(mut r) = core.reads.pop_front() {
                             r.fail(e);
+                            if r.has_completion() {
+                                self.complete_read(r, w);
+                            }
                         }
                     }
                     ReadPoll::Pending => break,
                     ReadPoll::Done(action) => {
-                        core.reads.pop_front();
+                        let r = core.reads.pop_front();
                         core.rbuf_front_changed();
                         if let Some(a) = action {
                             core.frame_action(a, w);
                         }
+                        if let Some(r) = r.filter(|r| r.has_completion()) {
+                            self.complete_read(r, w);
+                        }
                     }
                     ReadPoll::Failed => {
-                        core.reads.pop_front();
+                        let r = core.reads.pop_front();
                         core.rbuf_front_changed();
+                        if let Some(r) = r.filter(|r| r.has_completion()) {
+                            self.complete_read(r, w);
+                        }
                     }
                     ReadPoll::Fatal(e) => {
-                        core.reads.pop_front();
+                        if let Some(r) = core.reads.pop_front() {
+                            if r.has_completion() {
+                                // Answered (with `e`) ahead of the error event.
+                                core.completions.push(r);
+                            }
+                        }
                         core.fail(e, w);
                         return;
                     }
@@ -741,10 +908,34 @@ impl Actor {
     /// often with nothing to do: that check stays inline at the call site).
     #[inline]
     fn deliver(&mut self, w: &mut WorkerCtx) {
-        if self.core.out.is_empty() && self.core.overflow.is_empty() {
+        if self.core.out.is_empty()
+            && self.core.overflow.is_empty()
+            && self.core.completions.is_empty()
+        {
             return;
         }
         self.deliver_queued(w);
+    }
+
+    /// Runs a finished read's completion, after the events queued ahead of it.
+    fn complete_read(&mut self, r: Box<dyn ReadRequest>, w: &mut WorkerCtx) {
+        self.deliver(w);
+        self.run_completion(r, w);
+    }
+
+    /// Runs one read completion (application code: a panic fails only this
+    /// connection).
+    fn run_completion(&mut self, r: Box<dyn ReadRequest>, w: &mut WorkerCtx) {
+        let res = {
+            let mut ctx = Ctx {
+                core: &mut self.core,
+                w,
+            };
+            catch_unwind(AssertUnwindSafe(|| r.complete(&mut ctx)))
+        };
+        if let Err(p) = res {
+            self.core.fail(Error::Panicked(panic_message(&p)), w);
+        }
     }
 
     /// Delivers one event now: straight to a handler when nothing is queued
@@ -759,6 +950,13 @@ impl Actor {
     }
 
     fn deliver_queued(&mut self, w: &mut WorkerCtx) {
+        // Reads an error ended outside a decode pass: they were answered
+        // before the events that report the error.
+        while !self.core.completions.is_empty() {
+            for r in std::mem::take(&mut self.core.completions) {
+                self.run_completion(r, w);
+            }
+        }
         while !self.core.out.is_empty() {
             // Event vectors circulate through the worker's pool: no
             // allocation per event, and an idle connection holds none.
@@ -863,6 +1061,10 @@ impl Core {
                 return;
             }
             self.registered = true;
+        }
+        if self.shared.peer_addr().is_none() {
+            self.shared
+                .set_addrs(stream.local_addr().ok(), stream.peer_addr().ok());
         }
         self.sock = Some(stream);
         self.phase = Phase::Open;
@@ -1028,6 +1230,12 @@ impl Core {
                     self.shared.add_queued(data.len() - n);
                     self.enqueue(data.slice(n..));
                 }
+                // `Drain` as if the bytes had gone through the queue (as a
+                // `Connection::write` does): above the mark, then at or below.
+                if self.opts.low_water_mark.is_some_and(|m| data.len() > m) {
+                    self.above_lwm = true;
+                    self.check_drain();
+                }
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -1059,6 +1267,7 @@ impl Core {
             && self.wqueue.is_empty()
             && self.tls.is_none()
             && !self.above_lwm
+            && !self.drain_requested
             && self.write_side != WriteSide::ShutdownPending
         {
             return;
@@ -1100,11 +1309,109 @@ impl Core {
         if self.phase == Phase::Closed {
             return;
         }
-        if let Some(lwm) = self.opts.low_water_mark {
-            if self.above_lwm && self.wlen <= lwm {
-                self.above_lwm = false;
-                self.out.push(Event::Drain);
+        self.check_drain();
+    }
+
+    /// `Drain`, defined once for every write path: the queue is at or below
+    /// the low-water mark after having been above it, or a drain was asked
+    /// for ([`Ctx::request_drain`], or setting the mark) and the queue is
+    /// at or below the mark (empty, without one).
+    fn check_drain(&mut self) {
+        if !(self.above_lwm || self.drain_requested) {
+            return;
+        }
+        if self.wlen <= self.opts.low_water_mark.unwrap_or(0) {
+            self.above_lwm = false;
+            self.drain_requested = false;
+            self.out.push(Event::Drain);
+        }
+    }
+
+    /// One `Drain` once the queue is at or below the mark: at once if it is.
+    pub(super) fn request_drain(&mut self) {
+        if matches!(self.phase, Phase::Closing | Phase::Closed) {
+            return;
+        }
+        self.drain_requested = true;
+        if matches!(self.phase, Phase::Open) {
+            self.check_drain();
+        }
+    }
+
+    /// Options changed: apply them, and treat a new low-water mark like the
+    /// reference's `on_drain` setter — `Drain` at once if the queue is
+    /// already at or below it.
+    pub(super) fn configured(&mut self, before: &Options, w: &mut WorkerCtx) {
+        self.apply_options();
+        // Changed inactivity timeouts take effect at once, as with `set_timeout`.
+        let timers = [
+            (before.timeout, self.opts.timeout, TimerKind::Activity),
+            (before.rtimeout, self.opts.rtimeout, TimerKind::Read),
+            (before.wtimeout, self.opts.wtimeout, TimerKind::Write),
+        ];
+        for (old, new, kind) in timers {
+            if old != new {
+                self.check_inactivity(kind, w);
             }
+        }
+        let lwm = self.opts.low_water_mark;
+        if lwm != before.low_water_mark {
+            self.above_lwm = false;
+            if let Some(m) = lwm {
+                if self.wlen > m {
+                    self.above_lwm = true;
+                } else {
+                    self.request_drain();
+                }
+            }
+        }
+    }
+
+    /// Events or read completions wait for delivery.
+    fn has_output(&self) -> bool {
+        !self.out.is_empty() || !self.completions.is_empty()
+    }
+
+    /// While this holds, a `stoptls` (or a `close` with writes queued)
+    /// cannot apply yet: the TCP connection or its TLS handshake is still
+    /// being set up.
+    pub(super) fn establishing(&self) -> bool {
+        matches!(self.phase, Phase::Resolving | Phase::Connecting)
+            || self.pending_tls.is_some()
+            || self.tls.as_ref().is_some_and(|t| t.is_handshaking())
+    }
+
+    /// Keeps `msg` until the connection is established (see `deferred`).
+    pub(super) fn defer(&mut self, msg: Msg) {
+        self.deferred
+            .get_or_insert_with(Default::default)
+            .push_back(msg);
+    }
+
+    /// Bytes accepted for writing that a close is about to give up on.
+    fn unsent(&self) -> usize {
+        let deferred: usize = self.deferred.as_deref().map_or(0, |q| {
+            q.iter()
+                .map(|m| match m {
+                    Msg::Write(b) => b.len(),
+                    Msg::WriteParts(v) => v.iter().map(|b| b.len()).sum(),
+                    _ => 0,
+                })
+                .sum()
+        });
+        self.wlen + deferred
+    }
+
+    /// Tells the application what a close gives up on (nothing is dropped
+    /// silently): a non-fatal `Error::Unsent` before `Closed`.
+    fn report_unsent(&mut self) {
+        let bytes = self.unsent();
+        if bytes > 0 {
+            log::debug!("{}: closing with {bytes} bytes unsent", self.shared.id);
+            self.out.push(Event::Error {
+                error: Error::Unsent { bytes },
+                fatal: false,
+            });
         }
     }
 
@@ -1147,8 +1454,11 @@ impl Core {
     }
 
     fn push_read_req(&mut self, mut r: Box<dyn ReadRequest>, front: bool) {
-        if matches!(self.phase, Phase::Closing | Phase::Closed) {
+        if matches!(self.phase, Phase::Closing | Phase::Closed) || self.close_pending {
             r.fail(self.end_error());
+            if r.has_completion() {
+                self.completions.push(r);
+            }
             return;
         }
         if front {
@@ -1170,22 +1480,57 @@ impl Core {
 
     fn close(&mut self, w: &mut WorkerCtx) {
         self.shared.closing.store(true, Ordering::Release);
+        if self.close_pending && self.deferred.is_none() {
+            // The deferred close is being replayed: the connection is up.
+            self.close_pending = false;
+        }
+        let connecting = matches!(self.phase, Phase::Resolving | Phase::Connecting)
+            || (self.phase == Phase::Open
+                && self.connect_handshake
+                && self.tls.as_ref().is_some_and(|t| t.is_handshaking()));
         match self.phase {
             Phase::Closing | Phase::Closed => return,
-            Phase::Resolving | Phase::Connecting => {
-                self.finish(w);
+            _ if connecting => {
+                if self.unsent() == 0 || self.opts.linger.is_zero() {
+                    // Nothing to deliver: cancel the connect (as the reference).
+                    self.report_unsent();
+                    self.finish(w);
+                    return;
+                }
+                // Writes were accepted: connect (and finish the TLS
+                // handshake), flush them, then close — all within linger,
+                // counted from now. A failed connect reports its error.
+                if !self.close_pending {
+                    self.close_pending = true;
+                    self.stream = None;
+                    self.read_stopped = true;
+                    self.fail_reads(Error::Closed);
+                    let at = w.now + self.opts.linger;
+                    self.arm(TimerKind::Linger, at, w);
+                    self.defer(Msg::Close);
+                }
                 return;
             }
-            Phase::Open => {}
+            _ => {}
         }
         self.stream = None;
         self.read_stopped = true;
         self.fail_reads(Error::Closed);
+        if self.tls.as_ref().is_some_and(|t| t.is_handshaking()) {
+            // Mid-handshake (accepted, or STARTTLS) nothing can be flushed:
+            // plaintext waits for the handshake, and a peer that is being
+            // closed on will not finish it. Close at once, saying what was
+            // not sent.
+            self.report_unsent();
+            self.finish(w);
+            return;
+        }
         // Under TLS, `flush` sends close_notify once the queue is through.
         if (self.wqueue.is_empty() && self.tls.is_none())
             || self.opts.linger.is_zero()
             || self.sock.is_none()
         {
+            self.report_unsent();
             self.finish(w);
             return;
         }
@@ -1241,12 +1586,17 @@ impl Core {
 
     /// Messages that will never run: their reserved write bytes are
     /// released and their reads answered with `why`.
-    fn discard_mail(&self, msgs: impl IntoIterator<Item = Msg>, why: &Error) {
+    fn discard_mail(&mut self, msgs: impl IntoIterator<Item = Msg>, why: &Error) {
         for msg in msgs {
             match msg {
                 Msg::Write(b) => self.shared.release_write(b.len()),
                 Msg::WriteParts(v) => self.shared.release_write(v.iter().map(|b| b.len()).sum()),
-                Msg::PushRead(mut r) | Msg::UnshiftRead(mut r) => r.fail(why.clone()),
+                Msg::PushRead(mut r) | Msg::UnshiftRead(mut r) => {
+                    r.fail(why.clone());
+                    if r.has_completion() {
+                        self.completions.push(r);
+                    }
+                }
                 _ => {}
             }
         }
@@ -1261,6 +1611,9 @@ impl Core {
     fn fail_reads(&mut self, e: Error) {
         for mut r in self.reads.drain(..) {
             r.fail(e.clone());
+            if r.has_completion() {
+                self.completions.push(r);
+            }
         }
     }
 
@@ -1284,6 +1637,10 @@ impl Core {
         self.wlen = 0;
         self.wqueue.clear();
         let why = self.end_error();
+        if let Some(q) = self.deferred.take() {
+            self.discard_mail(*q, &why);
+        }
+        self.close_pending = false;
         let left = self.shared.close_mailbox();
         self.discard_mail(left, &why);
         self.fail_reads(why);

@@ -35,8 +35,21 @@ impl Core {
     }
 
     pub(super) fn starttls(&mut self, setup: TlsSetup, w: &mut WorkerCtx) {
+        if self.deferred.is_some() {
+            // Behind a message that waits for the connection: in order.
+            self.defer(Msg::StartTls(setup));
+            return;
+        }
         match self.phase {
+            Phase::Resolving | Phase::Connecting if self.pending_tls.is_some() => {
+                self.out.push(Event::Error {
+                    error: Error::InvalidInput("starttls while TLS is already set up".into()),
+                    fatal: false,
+                });
+                return;
+            }
             Phase::Resolving | Phase::Connecting => {
+                self.connect_handshake = true;
                 // Writes queued so far still go out in clear first.
                 self.pending_tls = Some((setup, self.wlen));
                 return;
@@ -94,12 +107,17 @@ impl Core {
     }
 
     pub(super) fn stoptls(&mut self, w: &mut WorkerCtx) {
+        if self.deferred.is_some() || self.establishing() {
+            // Not yet connected, or the handshake is not done: it applies
+            // once it is, in order with the writes around it.
+            self.defer(Msg::StopTls);
+            return;
+        }
         if self.phase != Phase::Open {
             return;
         }
         let why = match self.tls.as_ref() {
             None => "stoptls without TLS",
-            Some(t) if t.is_handshaking() => "stoptls during the TLS handshake",
             Some(t) if t.stopping || t.close_sent() => return,
             Some(_) => {
                 self.tls_begin_stop();
@@ -155,6 +173,7 @@ impl Core {
         // What followed the peer's close_notify is the plaintext stream.
         self.rbuf.extend_from_slice(&t.leftover);
         self.armed.clear(TimerKind::Handshake);
+        self.shared.set_tls_info(None);
         self.out.push(Event::TlsStopped);
     }
 
@@ -186,7 +205,9 @@ impl Core {
             }
         };
         if t.take_established() {
+            self.connect_handshake = false;
             self.armed.clear(TimerKind::Handshake);
+            self.shared.set_tls_info(Some(Arc::new(t.info())));
             self.out.push(Event::TlsEstablished);
         }
         if t.peer_closed {
