@@ -75,19 +75,33 @@ fn wait_for(rx: &crossbeam_channel::Receiver<String>, want: &str) -> Vec<String>
 #[test]
 fn a_flooding_connection_does_not_starve_others_on_its_worker() {
     let r = reactor(1);
-    let sink = r
-        .listen_with(any_port(), ListenOptions::new(), |ctx| {
-            ctx.set_streaming(Some(Raw));
-            |_: &mut Ctx<'_>, ev: Event| {
-                if let Event::Read(_) = ev {
-                    let until = Instant::now() + Duration::from_millis(1);
-                    while Instant::now() < until {
-                        std::hint::spin_loop();
-                    }
-                }
-            }
-        })
+    // The flooded side: large kernel buffers, so that the socket always
+    // holds more than one turn's read budget (512 KiB) while the flood
+    // lasts — every turn of this connection then ends on its budget.
+    let big = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    big.set_recv_buffer_size(4 << 20).unwrap();
+    big.bind(&any_port().into()).unwrap();
+    big.listen(4).unwrap();
+    let big: TcpListener = big.into();
+    let mut flood = TcpStream::connect(big.local_addr().unwrap()).unwrap();
+    socket2::SockRef::from(&flood)
+        .set_send_buffer_size(4 << 20)
         .unwrap();
+    let (flooded, _) = big.accept().unwrap();
+    let slow_sink = Sink::handler(|ctx: &mut Ctx<'_>, ev: Event| match ev {
+        Event::Read(_) => {
+            // A handler with real work to do: 1 ms per chunk, so the
+            // server reads slower than the flooder writes.
+            let until = Instant::now() + Duration::from_millis(1);
+            while Instant::now() < until {
+                std::hint::spin_loop();
+            }
+        }
+        Event::Eof => ctx.close(),
+        _ => {}
+    });
+    let flooded = r.adopt(flooded, Options::new(), slow_sink).unwrap();
+    flooded.set_streaming(Some(Raw)).unwrap();
     let echo = r
         .listen_with(any_port(), ListenOptions::new(), |ctx| {
             ctx.set_streaming(Some(Raw));
@@ -101,7 +115,6 @@ fn a_flooding_connection_does_not_starve_others_on_its_worker() {
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicUsize::new(0));
     let (st, se) = (stop.clone(), sent.clone());
-    let mut flood = TcpStream::connect(sink.local_addr()).unwrap();
     let flooder = std::thread::spawn(move || {
         let block = vec![0u8; 64 << 10];
         while !st.load(Ordering::Relaxed) {
@@ -112,8 +125,8 @@ fn a_flooding_connection_does_not_starve_others_on_its_worker() {
         }
     });
     // Pings only once the flood is flowing, while it keeps flowing.
-    assert!(wait_until(LONG, || sent.load(Ordering::Relaxed) > 4 << 20));
-    let before = sent.load(Ordering::Relaxed);
+    assert!(wait_until(LONG, || sent.load(Ordering::Relaxed) > 8 << 20));
+    let before = flooded.stats().bytes_read;
     let mut p = TcpStream::connect(echo.local_addr()).unwrap();
     p.set_read_timeout(Some(LONG)).unwrap();
     p.set_nodelay(true).unwrap();
@@ -124,13 +137,13 @@ fn a_flooding_connection_does_not_starve_others_on_its_worker() {
             .unwrap_or_else(|e| panic!("round trip {i} not answered while flooded: {e}"));
         assert_eq!(b[0], i);
     }
-    let during = sent.load(Ordering::Relaxed) - before;
+    let during = flooded.stats().bytes_read - before;
     stop.store(true, Ordering::Relaxed);
     drop(r);
     flooder.join().unwrap();
     assert!(
-        during > 256 << 10,
-        "the flood stalled during the pings ({during} bytes): nothing was tested"
+        during > 512 << 10,
+        "the flood was not served during the pings ({during} bytes): nothing was tested"
     );
 }
 
@@ -188,11 +201,16 @@ fn autocork_flushes_a_write_made_while_handling_a_timeout() {
             ctx.set_timeout(TimeoutKind::Activity, None);
         }
     });
+    // The period is long: the timer entry armed for the next period (which
+    // the handler then cancels) fires 3 s later and would flush the queue
+    // as a side effect — the write must leave well before that, at the end
+    // of the turn that handled the timeout.
     let opts = Options::new()
         .autocork(true)
-        .timeout(Some(Duration::from_millis(100)));
+        .timeout(Some(Duration::from_secs(3)));
     let (_conn, mut peer) = handler_client(&r, opts, sink);
     wait_for(&rx, "Timeout");
+    peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     assert_eq!(read_exactly(&mut peer, 1), b"T");
 }
 
