@@ -266,10 +266,7 @@ fn setting_a_low_water_mark_on_a_drained_queue_emits_drain_at_once() {
     p.conn.configure(|o| o.set_low_water_mark(Some(0))).unwrap();
     p.conn.write(&b"x"[..]).unwrap();
     assert!(matches!(p.next_event(), Event::Drain));
-    assert!(p
-        .events
-        .recv_timeout(Duration::from_millis(300))
-        .is_err());
+    assert!(p.events.recv_timeout(Duration::from_millis(300)).is_err());
 }
 
 /// The reference's write test, as a chain: write a block, wait for the
@@ -310,12 +307,18 @@ fn write_drain_chains_work_from_handlers_and_plain_threads() {
     let reader = std::thread::spawn(move || read_to_eof(&mut peer));
     for i in 0..BLOCKS {
         p.conn
-            .write(bytes::Bytes::copy_from_slice(&data[i * BLOCK..(i + 1) * BLOCK]))
+            .write(bytes::Bytes::copy_from_slice(
+                &data[i * BLOCK..(i + 1) * BLOCK],
+            ))
             .unwrap();
         p.conn.request_drain().unwrap();
         let ev = wait_event(&p.events, LONG, |e| matches!(e, Event::Drain));
         assert!(matches!(ev, Event::Drain));
-        assert_eq!(p.conn.stats().write_queued, 0, "Drain before the queue was out");
+        assert_eq!(
+            p.conn.stats().write_queued,
+            0,
+            "Drain before the queue was out"
+        );
     }
     p.conn.close().unwrap();
     let (got, clean) = reader.join().unwrap();
@@ -338,7 +341,9 @@ fn a_write_then_drop_while_connecting_is_delivered() {
     let r = reactor(2);
     let (l, target) = localhost_listener();
     let (tx, events) = netactor::event_channel(16);
-    let conn = r.connect(target.as_str(), ConnectOptions::new(), tx).unwrap();
+    let conn = r
+        .connect(target.as_str(), ConnectOptions::new(), tx)
+        .unwrap();
     conn.write(&b"fire and forget"[..]).unwrap();
     drop(conn);
     let (mut peer, _) = l.accept().unwrap();
@@ -358,7 +363,9 @@ fn close_while_connecting_flushes_and_then_closes() {
     let r = reactor(1);
     let (l, target) = localhost_listener();
     let (tx, events) = netactor::event_channel(16);
-    let conn = r.connect(target.as_str(), ConnectOptions::new(), tx).unwrap();
+    let conn = r
+        .connect(target.as_str(), ConnectOptions::new(), tx)
+        .unwrap();
     conn.write(&b"one,"[..]).unwrap();
     conn.write(&b"two"[..]).unwrap();
     let read = conn.push_read(Line::new()).unwrap();
@@ -380,7 +387,9 @@ fn close_while_connecting_with_nothing_queued_cancels() {
     let r = reactor(1);
     let (_l, target) = localhost_listener();
     let (tx, events) = netactor::event_channel(16);
-    let conn = r.connect(target.as_str(), ConnectOptions::new(), tx).unwrap();
+    let conn = r
+        .connect(target.as_str(), ConnectOptions::new(), tx)
+        .unwrap();
     conn.close().unwrap();
     let evs = events_until_closed(&events, LONG);
     assert_eq!(evs.len(), 1, "{evs:?}");
@@ -466,8 +475,13 @@ fn adopting_a_datagram_socket_is_refused() {
     let r = reactor(1);
     let udp = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
     udp.bind(&any_port().into()).unwrap();
-    udp.connect(&"127.0.0.1:9".parse::<std::net::SocketAddr>().unwrap().into())
-        .unwrap();
+    udp.connect(
+        &"127.0.0.1:9"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
     let stream: TcpStream = udp.into();
     let (tx, events) = netactor::event_channel(4);
     match r.adopt(stream, Options::new(), tx) {

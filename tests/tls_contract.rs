@@ -94,16 +94,18 @@ fn stoptls_posted_while_connecting_applies_in_order_with_the_writes() {
     let seen = until(&server, "plain:public.");
     assert_eq!(
         seen,
-        ["TlsEstablished", "tls:secret.", "TlsStopped", "plain:public."]
+        [
+            "TlsEstablished",
+            "tls:secret.",
+            "TlsStopped",
+            "plain:public."
+        ]
     );
     let client: Vec<String> = std::iter::from_fn(|| events.recv_timeout(WAIT).ok())
         .map(|(_, e)| format!("{e:?}"))
         .take_while(|e| !e.starts_with("TlsStopped"))
         .collect();
-    assert!(
-        !client.iter().any(|e| e.starts_with("Error")),
-        "{client:?}"
-    );
+    assert!(!client.iter().any(|e| e.starts_with("Error")), "{client:?}");
 }
 
 #[test]
@@ -285,14 +287,18 @@ fn handles_and_handlers_see_what_the_handshake_established() {
     let r = reactor(2);
     let (seen_tx, seen) = crossbeam_channel::unbounded();
     let l = r
-        .listen_with(any_port(), ListenOptions::new().tls(server_cfg), move |_| {
-            let tx = seen_tx.clone();
-            move |ctx: &mut Ctx<'_>, ev: Event| {
-                if let Event::TlsEstablished = ev {
-                    let _ = tx.send((ctx.tls_info(), ctx.tls_cipher_suite()));
+        .listen_with(
+            any_port(),
+            ListenOptions::new().tls(server_cfg),
+            move |_| {
+                let tx = seen_tx.clone();
+                move |ctx: &mut Ctx<'_>, ev: Event| {
+                    if let Event::TlsEstablished = ev {
+                        let _ = tx.send((ctx.tls_info(), ctx.tls_cipher_suite()));
+                    }
                 }
-            }
-        })
+            },
+        )
         .unwrap();
     let (tx, events) = netactor::event_channel(16);
     let conn = r
@@ -317,6 +323,10 @@ fn handles_and_handlers_see_what_the_handshake_established() {
     assert_eq!(sinfo.server_name.as_deref(), Some("localhost"));
     assert_eq!(sinfo.cipher_suite, suite);
     assert_eq!(sinfo.cipher_suite, info.cipher_suite);
-    let client_der = netactor::tls::certs_from_pem(client_cert.cert_pem.as_bytes()).unwrap()[0].to_vec();
-    assert_eq!(sinfo.peer_certificates.first().map(|c| c.to_vec()), Some(client_der));
+    let client_der =
+        netactor::tls::certs_from_pem(client_cert.cert_pem.as_bytes()).unwrap()[0].to_vec();
+    assert_eq!(
+        sinfo.peer_certificates.first().map(|c| c.to_vec()),
+        Some(client_der)
+    );
 }

@@ -48,6 +48,11 @@
 //!
 //! # Closing
 //!
+//! A close during the handshake of a TLS *connect* waits for it and
+//! flushes (the fire-and-forget `connect; write; close`); a close during an
+//! accepted or STARTTLS handshake closes at once, reporting queued bytes as
+//! `Error::Unsent` (see [`Connection::close`](crate::Connection::close)).
+//!
 //! [`shutdown`](crate::Connection::shutdown) sends close_notify, then FIN,
 //! after everything queued; [`close`](crate::Connection::close) sends
 //! close_notify after everything queued (within the linger period). The peer's
@@ -59,6 +64,11 @@
 //! delivered first. EOF during the handshake is a fatal `Error::Tls`.
 //!
 //! # Returning to plaintext (`stoptls`)
+//!
+//! A `stoptls` posted before the connection or its handshake is up — even
+//! right after `connect` — waits for the handshake, in order with the
+//! writes around it: `write(a); stoptls(); write(b)` sends `a` encrypted,
+//! then close_notify, then `b` in clear once the peer has answered.
 //!
 //! [`Connection::stoptls`](crate::Connection::stoptls) encrypts everything
 //! queued so far, sends close_notify, keeps decrypting until the peer's

@@ -297,7 +297,10 @@ impl TlsSession {
             cipher_suite: self.cipher_suite(),
             alpn_protocol: self.alpn().map(<[u8]>::to_vec),
             server_name: self.sni().map(str::to_string),
-            peer_certificates: self.peer_certificates().map(<[_]>::to_vec).unwrap_or_default(),
+            peer_certificates: self
+                .peer_certificates()
+                .map(<[_]>::to_vec)
+                .unwrap_or_default(),
         }
     }
 }
