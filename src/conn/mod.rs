@@ -170,9 +170,17 @@ impl<T> Reply<T> {
 
 /// A handle to a connection actor. Cheap to clone; `Send + Sync`.
 ///
-/// Every method is a message to the actor and returns at once. Dropping the
-/// last handle of a channel-mode connection closes it (like the reference's
-/// destroy-on-last-reference); handler-mode connections live until closed.
+/// Every method is a message to the actor and returns at once; messages
+/// apply in the order they were posted, whatever state the connection is in
+/// (one that cannot apply yet, like a `stoptls` before the handshake, waits
+/// with everything posted after it — nothing is dropped or reordered).
+///
+/// Dropping the last handle of a channel-mode connection closes it (like the
+/// reference's destroy-on-last-reference) with the rules of
+/// [`close`](Self::close): queued writes are flushed within linger — also
+/// when the connection was still being established, so
+/// `connect; write; drop` delivers its bytes — and what cannot be sent is
+/// reported as [`Error::Unsent`]. Handler-mode connections live until closed.
 pub struct Connection {
     pub(crate) shared: Arc<ConnShared>,
 }

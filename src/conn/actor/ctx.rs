@@ -3,7 +3,15 @@
 use super::*;
 
 /// Direct access to a connection from code running in one of its turns on
-/// a worker thread (handlers, [`Connection::call`]). Operations apply at once, without a mailbox hop.
+/// a worker thread (handlers, read completions, [`Connection::call`]).
+/// Operations apply at once, without a mailbox hop — except that while a
+/// `stoptls` or `close` waits for the connection to be established, writes,
+/// `shutdown`, `close`, `starttls`, `stoptls` and `request_drain` wait
+/// behind it, in order (reads and options apply at once).
+///
+/// Everything written during a turn leaves before the turn ends (see
+/// [`Options::autocork`]); [`push_read_with`](Self::push_read_with) chains
+/// reads the way the reference's read callbacks do.
 pub struct Ctx<'a> {
     pub(super) core: &'a mut Core,
     pub(super) w: &'a mut WorkerCtx,
