@@ -172,6 +172,9 @@ fn close_flushes_queued_data_then_close_notify() {
     let mut c = rustls_client(&pki, l.local_addr());
     c.write_all(b"x").unwrap();
     let conn = l.accept_timeout(WAIT).unwrap();
+    // Established: a close during an accepted handshake would not wait
+    // for it (see `Connection::close`).
+    wait_event(l.events(), |e| matches!(e, Event::TlsEstablished));
     let payload = random_bytes(1 << 20, 5);
     conn.write(payload.clone()).unwrap();
     conn.close().unwrap();

@@ -45,7 +45,12 @@ pub(crate) struct WorkerCtx {
 impl WorkerCtx {
     /// Runs the actor again after the current batch (it yielded for fairness).
     pub(crate) fn again(&mut self, token: Token) {
-        self.again.push(token);
+        // One turn may ask more than once (each delivery round of a turn
+        // that used its budget): one fairness round is enough. A turn's
+        // requests are adjacent — one actor runs at a time.
+        if self.again.last() != Some(&token) {
+            self.again.push(token);
+        }
     }
 
     /// Gives an empty read buffer back for reuse.
@@ -385,8 +390,11 @@ pub(crate) fn run(shared: Arc<ReactorShared>, me: Arc<WorkerShared>) {
                         &mut tasks,
                         &mut others,
                     );
-                    drop(ps);
+                    // Handed over while still holding the role, like the
+                    // idle path: a `StopAccepting` ack then proves that an
+                    // accepted connection is already in its worker's queue.
                     poller::hand_over(&shared, &mut others);
+                    drop(ps);
                 }
             }
             continue;

@@ -109,7 +109,10 @@ impl Ctx<'_> {
     /// `f` runs once, in queue order, with the frame or with the error that
     /// ended the read (the same answers a [`Reply`] gets: a decode error,
     /// `UnexpectedEof` at EOF, the error that failed the connection, or
-    /// `Closed`). Inside it, `ctx` can queue further reads — with
+    /// `Closed`), always before the `Closed` event. A read queued once the
+    /// connection is closing is dropped and `f` never runs (a handler that
+    /// queues its next read from every answer cannot spin on a dead
+    /// connection; the reference's destroyed handle ignores calls alike). Inside it, `ctx` can queue further reads — with
     /// [`unshift_read_with`](Self::unshift_read_with) one that runs next,
     /// before anything already queued. Here a line gives the length of
     /// the payload that follows it:
@@ -196,12 +199,7 @@ impl Ctx<'_> {
     /// Closes the connection: as [`Connection::close`] (queued writes are
     /// flushed within the linger period).
     pub fn close(&mut self) {
-        if self.core.deferred.is_some() && !self.core.close_pending {
-            self.core.shared.closing.store(true, Ordering::Release);
-            self.core.defer(Msg::Close);
-            return;
-        }
-        self.core.close(self.w);
+        self.core.close_requested(self.w);
     }
 
     /// Asks for one [`Event::Drain`] as soon as the write queue is at or

@@ -471,7 +471,9 @@ impl Actor {
     /// over. Events held back by a full channel (including the final
     /// `Closed`) keep the actor until the retry timer delivered them.
     pub(crate) fn is_closed(&self) -> bool {
-        self.core.phase == Phase::Closed && self.core.overflow.is_empty()
+        self.core.phase == Phase::Closed
+            && self.core.overflow.is_empty()
+            && self.core.completions.is_empty()
     }
 
     pub(crate) fn shared(&self) -> &Arc<ConnShared> {
@@ -659,8 +661,13 @@ impl Actor {
     fn apply(&mut self, msg: Msg, w: &mut WorkerCtx) {
         let core = &mut self.core;
         if let Some(d) = core.deferred.as_mut() {
-            // Something ahead waits for the connection: so does this.
-            d.push_back(msg);
+            if let Msg::Close = msg {
+                core.close_requested(w);
+                self.deliver(w);
+            } else {
+                // Something ahead waits for the connection: so does this.
+                d.push_back(msg);
+            }
             return;
         }
         match msg {
@@ -953,14 +960,18 @@ impl Actor {
     }
 
     fn deliver_queued(&mut self, w: &mut WorkerCtx) {
-        // Reads an error ended outside a decode pass: they were answered
-        // before the events that report the error.
-        while !self.core.completions.is_empty() {
-            for r in std::mem::take(&mut self.core.completions) {
-                self.run_completion(r, w);
+        loop {
+            // Reads an error ended outside a decode pass (also one a handler
+            // below just caused, by closing): answered before the events
+            // that report it, `Closed` included.
+            while !self.core.completions.is_empty() {
+                for r in std::mem::take(&mut self.core.completions) {
+                    self.run_completion(r, w);
+                }
             }
-        }
-        while !self.core.out.is_empty() {
+            if self.core.out.is_empty() {
+                break;
+            }
             // Event vectors circulate through the worker's pool: no
             // allocation per event, and an idle connection holds none.
             let spare = w.event_vecs.pop().unwrap_or_default();
@@ -1384,6 +1395,43 @@ impl Core {
             || self.tls.as_ref().is_some_and(|t| t.is_handshaking())
     }
 
+    /// The outgoing connection is not up yet: resolving, connecting, or in
+    /// the TLS handshake that is part of its connect.
+    fn connecting(&self) -> bool {
+        matches!(self.phase, Phase::Resolving | Phase::Connecting)
+            || (self.phase == Phase::Open
+                && self.connect_handshake
+                && self.tls.as_ref().is_some_and(|t| t.is_handshaking()))
+    }
+
+    /// `close` from the application (mailbox or `Ctx`). Behind deferred
+    /// messages it waits in order, bounded by linger from now — unless
+    /// nothing waits to be sent, then what is deferred is answered and the
+    /// close applies at once.
+    pub(super) fn close_requested(&mut self, w: &mut WorkerCtx) {
+        if self.deferred.is_none() {
+            self.close(w);
+            return;
+        }
+        self.shared.closing.store(true, Ordering::Release);
+        if self.unsent() == 0 || self.opts.linger.is_zero() {
+            if let Some(q) = self.deferred.take() {
+                self.discard_mail(*q, &Error::Closed);
+            }
+            self.close_pending = false;
+            self.close(w);
+            return;
+        }
+        if !self.close_pending {
+            self.close_pending = true;
+            self.stream = None;
+            self.fail_reads(Error::Closed);
+            let at = w.now + self.opts.linger;
+            self.arm(TimerKind::Linger, at, w);
+            self.defer(Msg::Close);
+        }
+    }
+
     /// Keeps `msg` until the connection is established (see `deferred`).
     pub(super) fn defer(&mut self, msg: Msg) {
         self.deferred
@@ -1458,10 +1506,11 @@ impl Core {
 
     fn push_read_req(&mut self, mut r: Box<dyn ReadRequest>, front: bool) {
         if matches!(self.phase, Phase::Closing | Phase::Closed) || self.close_pending {
+            // A reply learns why at once. A completion is dropped uncalled,
+            // as the reference's destroyed handle ignores calls: calling it
+            // back with the error would let a handler that re-queues its
+            // read on every answer spin forever on a closed connection.
             r.fail(self.end_error());
-            if r.has_completion() {
-                self.completions.push(r);
-            }
             return;
         }
         if front {
@@ -1477,6 +1526,7 @@ impl Core {
             self.write_side = WriteSide::ShutdownPending;
             // Drain events stop with the shutdown (the reference removes on_drain).
             Arc::make_mut(&mut self.opts).low_water_mark = None;
+            self.drain_requested = false;
             self.flush(w);
         }
     }
@@ -1487,10 +1537,7 @@ impl Core {
             // The deferred close is being replayed: the connection is up.
             self.close_pending = false;
         }
-        let connecting = matches!(self.phase, Phase::Resolving | Phase::Connecting)
-            || (self.phase == Phase::Open
-                && self.connect_handshake
-                && self.tls.as_ref().is_some_and(|t| t.is_handshaking()));
+        let connecting = self.connecting();
         match self.phase {
             Phase::Closing | Phase::Closed => return,
             _ if connecting => {
@@ -1505,8 +1552,9 @@ impl Core {
                 // counted from now. A failed connect reports its error.
                 if !self.close_pending {
                     self.close_pending = true;
+                    // Reading stays on for the handshake only: no reader
+                    // or streaming decoder is left to want data.
                     self.stream = None;
-                    self.read_stopped = true;
                     self.fail_reads(Error::Closed);
                     let at = w.now + self.opts.linger;
                     self.arm(TimerKind::Linger, at, w);
@@ -1569,7 +1617,7 @@ impl Core {
             error: e,
             fatal: true,
         });
-        if socket_dead || self.phase != Phase::Open {
+        if socket_dead || self.phase != Phase::Open || self.connecting() {
             self.finish(w);
         } else {
             self.close(w);
