@@ -330,3 +330,35 @@ fn handles_and_handlers_see_what_the_handshake_established() {
         Some(client_der)
     );
 }
+
+#[test]
+fn a_tls_connect_written_then_dropped_is_delivered() {
+    // The handshake is part of connecting: `connect; write; drop` waits for
+    // it, sends the bytes encrypted, then close_notify.
+    let pki = Pki::new();
+    let r = reactor(2);
+    let (l, server) = recording_server(&r, &pki);
+    let (tx, events) = netactor::event_channel(64);
+    let target = format!("localhost:{}", l.local_addr().port());
+    let conn = r
+        .connect(
+            target.as_str(),
+            ConnectOptions::new().tls(pki.client_config(), None),
+            tx,
+        )
+        .unwrap();
+    conn.write(&b"fire and forget"[..]).unwrap();
+    drop(conn);
+    let seen = until(&server, "Eof");
+    // (This server follows `stoptls`, so the close_notify shows as TlsStopped.)
+    assert_eq!(
+        seen,
+        ["TlsEstablished", "tls:fire and forget", "TlsStopped", "Eof"]
+    );
+    let evs = until_closed(&events);
+    assert!(fatal_error(&evs).is_none(), "{evs:?}");
+    assert!(
+        !evs.iter().any(|e| matches!(e, Event::Error { .. })),
+        "{evs:?}"
+    );
+}
