@@ -621,3 +621,40 @@ fn one_option_changes_in_one_line() {
     assert!(matches!(ev, Event::Timeout(TimeoutKind::Read)));
     p.conn.configure(|o| o.set_rtimeout(None)).unwrap();
 }
+
+/// A streaming frame that takes no bytes (here `Chunk::new(0)`, like a TLS
+/// detection) whose handler switches decoders: the bytes already buffered
+/// must be decoded by the new decoder now — no further arrival may come.
+/// (This stalled the `tls_autostart` test under load: the plaintext client's
+/// lines waited for its next write, which never came.)
+#[test]
+fn a_decoder_switched_after_an_empty_frame_sees_the_buffered_bytes() {
+    let r = reactor(1);
+    let l = r
+        .listen_with(any_port(), ListenOptions::new(), |ctx| {
+            ctx.set_streaming(Some(Chunk::new(0)));
+            ctx.write(&b"hi\n"[..]).unwrap();
+            |ctx: &mut Ctx<'_>, ev: Event| {
+                if let Event::Read(f) = ev {
+                    match f.bytes() {
+                        Some(b) if b.is_empty() => ctx.set_streaming(Some(Line::new())),
+                        Some(b) => {
+                            let reply = [b"got ", &b[..], b"\n"].concat();
+                            ctx.write(reply).unwrap();
+                        }
+                        None => ctx.set_streaming(Some(Line::new())),
+                    }
+                }
+            }
+        })
+        .unwrap();
+    let mut s = TcpStream::connect(l.local_addr()).unwrap();
+    s.set_read_timeout(Some(LONG)).unwrap();
+    // Once the connection is up and its first readiness is spent, the
+    // lines arrive in one segment (the pause only makes that likely; the
+    // test never depends on it to pass).
+    assert_eq!(read_exactly(&mut s, 3), b"hi\n");
+    std::thread::sleep(Duration::from_millis(200));
+    s.write_all(b"one\ntwo\n").unwrap();
+    assert_eq!(read_exactly(&mut s, 16), b"got one\ngot two\n");
+}

@@ -854,13 +854,21 @@ impl Actor {
                     Ok(Some(frame)) => {
                         let action = dec.after_frame();
                         // A frame that took no bytes (Chunk(0), an empty
-                        // regex match) would repeat forever: one per arrival.
+                        // regex match, a detection) would repeat forever:
+                        // one per arrival — unless its handler changed what
+                        // reads next (a new decoder, a queued read), which
+                        // must then see the bytes already buffered: no new
+                        // arrival may ever come for them.
                         let stuck = core.rbuf.len() == before && action.is_none();
+                        let decoder = stream_id(&core.stream);
                         self.deliver_one(Event::Read(frame), w);
                         if let Some(a) = action {
                             self.core.frame_action(a, w);
                         }
-                        if stuck {
+                        if stuck
+                            && self.core.reads.is_empty()
+                            && same_stream(stream_id(&self.core.stream), decoder)
+                        {
                             break;
                         }
                     }
@@ -1799,6 +1807,22 @@ impl Core {
         match action {
             FrameAction::StartTlsServer(config) => self.starttls(TlsSetup::Server(config), w),
         }
+    }
+}
+
+/// Identifies the streaming decoder in place (its allocation), to tell
+/// whether a handler replaced it.
+/// (Wide pointers: a stateless decoder is zero-sized and allocates nothing,
+/// so its type — the vtable — tells it apart from another.)
+fn stream_id(s: &Option<Box<dyn StreamDecode>>) -> Option<*const dyn StreamDecode> {
+    s.as_deref().map(|d| d as *const dyn StreamDecode)
+}
+
+fn same_stream(a: Option<*const dyn StreamDecode>, b: Option<*const dyn StreamDecode>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => std::ptr::eq(a, b),
+        (None, None) => true,
+        _ => false,
     }
 }
 
