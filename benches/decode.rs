@@ -85,6 +85,10 @@ fn benches(c: &mut Criterion) {
     });
     let hdr = Regex::new(r"\r\n\r\n").unwrap();
     bench_decoder(c, "regex_http_header", || hdr.clone(), &d, n);
+    // The same terminator as a literal line end: the yardstick for the
+    // regex's literal fast path (issue 14: within 1.5x of this).
+    let hdr_line = Line::with_eol("\r\n\r\n");
+    bench_decoder(c, "line_eol_http_header", || hdr_line.clone(), &d, n);
     let guarded = Regex::new(r"\r\n\r\n")
         .unwrap()
         .reject(r"(?-u)[\x00\x80-\xff]")

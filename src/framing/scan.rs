@@ -40,6 +40,25 @@ pub(crate) struct Pattern {
     /// One byte from each byte equivalence class of the DFA.
     reps: Vec<u8>,
     source: String,
+    /// The pattern is one literal string (`\r\n\r\n`, `END`, …): its
+    /// first occurrence is its leftmost-first match, final as soon as it is
+    /// seen (nothing can extend or pre-empt it), so a SIMD substring search
+    /// (memchr's memmem) finds it instead of the DFA stepped byte by byte.
+    literal: Option<memchr::memmem::Finder<'static>>,
+}
+
+/// The string `pattern` matches exactly, if it is a plain literal (the
+/// parser folds concatenated literal characters and escapes into one).
+fn exact_literal(pattern: &str) -> Option<Vec<u8>> {
+    let hir = regex_syntax::ParserBuilder::new()
+        .utf8(false)
+        .build()
+        .parse(pattern)
+        .ok()?;
+    match hir.kind() {
+        regex_syntax::hir::HirKind::Literal(lit) if !lit.0.is_empty() => Some(lit.0.to_vec()),
+        _ => None,
+    }
 }
 
 impl Pattern {
@@ -66,10 +85,17 @@ impl Pattern {
             .representatives(..)
             .filter_map(|u| u.as_u8())
             .collect();
+        let literal = match kind {
+            MatchKind::LeftmostFirst => {
+                exact_literal(pattern).map(|lit| memchr::memmem::Finder::new(&lit).into_owned())
+            }
+            _ => None,
+        };
         Ok(Pattern {
             dfa,
             reps,
             source: pattern.to_owned(),
+            literal,
         })
     }
 
@@ -368,6 +394,9 @@ impl Engine {
             // start over rather than index out of bounds.
             self.reset(p)?;
         }
+        if let (Some(lit), None, None) = (&p.accept.literal, &p.reject, &p.skip) {
+            return self.poll_literal(lit, buf, max);
+        }
         if self.stale() {
             self.rewind(p)?;
         }
@@ -382,6 +411,36 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// [`poll`](Self::poll) for an accept pattern that is one literal and
+    /// nothing else: the same decisions, found by substring search. `pos`
+    /// is where the next search starts (a match cannot start earlier).
+    fn poll_literal(
+        &mut self,
+        lit: &memchr::memmem::Finder<'_>,
+        buf: &[u8],
+        max: usize,
+    ) -> Result<Option<Decision>, Halt> {
+        let n = lit.needle().len();
+        let w = &buf[self.win..];
+        let limit = max.saturating_sub(self.win);
+        // Only matches ending at `limit` or before may end a frame.
+        let upto = w.len().min(limit);
+        let from = self.pos.min(upto);
+        if let Some(i) = lit.find(&w[from..upto]) {
+            let end = from + i + n;
+            self.pos = 0;
+            return Ok(Some(Decision::Accept {
+                end: self.win + end,
+            }));
+        }
+        if w.len() > limit {
+            return Err(Halt::Limit);
+        }
+        // Searched up to here: a match can only start in the last n-1 bytes.
+        self.pos = upto.saturating_sub(n - 1);
+        Ok(None)
     }
 
     fn scan(&mut self, p: &Patterns, buf: &[u8], eof: bool, max: usize) -> Result<Scan, Halt> {
@@ -602,5 +661,27 @@ pub(crate) enum Halt {
 impl From<Error> for Halt {
     fn from(e: Error) -> Self {
         Halt::Engine(e)
+    }
+}
+
+#[cfg(test)]
+mod literal_tests {
+    use super::exact_literal;
+
+    #[test]
+    fn plain_literals_are_recognised_and_nothing_else() {
+        assert_eq!(
+            exact_literal(r"\r\n\r\n").as_deref(),
+            Some(&b"\r\n\r\n"[..])
+        );
+        assert_eq!(exact_literal("END").as_deref(), Some(&b"END"[..]));
+        assert_eq!(exact_literal(r"a\.b").as_deref(), Some(&b"a.b"[..]));
+        assert_eq!(
+            exact_literal(r"(?-u:\xff)\n").as_deref(),
+            Some(&b"\xff\n"[..])
+        );
+        for not in ["a+", "(?i)end", "a|b", "^END", r"x\b", "", "a.b", r"\d"] {
+            assert_eq!(exact_literal(not), None, "{not}");
+        }
     }
 }
