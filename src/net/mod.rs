@@ -4,10 +4,12 @@
 //! poller or a worker; addresses are tried one after another, each with its
 //! own connect timeout and an optional prepare hook.
 
+mod addr;
 pub(crate) mod listen;
 pub(crate) mod sys;
 
-pub use crate::conn::actor::{HandlerFactory, PrepareFn};
+pub use crate::conn::actor::{HandlerFactory, PrepareFn, ResolveFn};
+pub use addr::{parse_host_port, HostPort};
 pub use listen::{ListenOptions, Listener, DEFAULT_BACKLOG};
 
 use crate::conn::actor::{NewConn, SinkSetup, Start};
@@ -30,17 +32,40 @@ pub enum Target {
 }
 
 impl Target {
+    /// Parses an address as users write it — `host:port`, `[v6]:port`,
+    /// `host port`, a bare host or IPv6 literal with `default_port` (see
+    /// [`parse_host_port`] for the whole table). IP literals become
+    /// [`Target::Addrs`] (no resolution); names stay
+    /// [`Target::HostPort`], resolved off the workers when connecting.
+    /// A malformed address is [`Error::InvalidInput`].
+    ///
+    /// ```
+    /// use netactor::Target;
+    /// let t = Target::parse("::1", Some(8080))?;
+    /// assert!(matches!(t, Target::Addrs(a) if a[0] == "[::1]:8080".parse().unwrap()));
+    /// assert!(Target::parse("[::1]:", None).is_err());
+    /// # Ok::<(), netactor::Error>(())
+    /// ```
+    pub fn parse(s: &str, default_port: Option<u16>) -> Result<Target> {
+        match parse_host_port(s, default_port)? {
+            HostPort::Tcp { host, port } => match host.parse::<std::net::IpAddr>() {
+                Ok(ip) => Ok(Target::Addrs(vec![SocketAddr::new(ip, port)])),
+                Err(_) => Ok(Target::HostPort(format!("{host}:{port}"))),
+            },
+            HostPort::Unix(p) => Err(Error::InvalidInput(format!(
+                "{}: Unix-domain sockets cannot be connected to with a TCP target",
+                p.display()
+            ))),
+        }
+    }
+
     /// The host part of a `host:port` target, for the TLS server name.
     fn host(&self) -> Option<String> {
         match self {
-            Target::HostPort(s) => {
-                let (host, _) = s.rsplit_once(':')?;
-                Some(
-                    host.trim_start_matches('[')
-                        .trim_end_matches(']')
-                        .to_string(),
-                )
-            }
+            Target::HostPort(s) => match parse_host_port(s, Some(0)) {
+                Ok(HostPort::Tcp { host, .. }) => Some(host),
+                _ => None,
+            },
             Target::Addrs(a) => a.first().map(|a| a.ip().to_string()),
         }
     }
@@ -83,6 +108,7 @@ impl From<Vec<SocketAddr>> for Target {
 pub struct ConnectOptions {
     pub(crate) conn: Options,
     pub(crate) prepare: Option<Arc<PrepareFn>>,
+    pub(crate) resolver: Option<Arc<ResolveFn>>,
     pub(crate) tls: Option<(Arc<ClientConfig>, Option<ServerName<'static>>)>,
 }
 
@@ -104,6 +130,31 @@ impl ConnectOptions {
         F: Fn(&socket2::Socket, SocketAddr) -> std::io::Result<()> + Send + Sync + 'static,
     {
         self.prepare = Some(Arc::new(f));
+        self
+    }
+
+    /// Custom name resolution (a hosts override, a DNS crate, service
+    /// discovery): called with the host and port of a `host:port` target
+    /// that is not an IP literal, on a short-lived thread of its own (never
+    /// a worker or the poller, so it may block); the addresses it returns
+    /// are tried in order. An error fails the connect with
+    /// [`Error::NoAddress`].
+    ///
+    /// ```
+    /// use netactor::ConnectOptions;
+    /// use std::net::SocketAddr;
+    /// let co = ConnectOptions::new().resolver(|host, port| {
+    ///     match host {
+    ///         "db.internal" => Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))]),
+    ///         _ => std::net::ToSocketAddrs::to_socket_addrs(&(host, port)).map(Iterator::collect),
+    ///     }
+    /// });
+    /// ```
+    pub fn resolver<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&str, u16) -> std::io::Result<Vec<SocketAddr>> + Send + Sync + 'static,
+    {
+        self.resolver = Some(Arc::new(f));
         self
     }
 
@@ -189,6 +240,7 @@ impl Reactor {
                 Err(_) => Start::Resolve {
                     target: s,
                     prepare: opts.prepare.clone(),
+                    resolver: opts.resolver.clone(),
                 },
             },
         };

@@ -78,13 +78,27 @@ impl WorkerCtx {
 
     /// Resolves `target` on a short-lived thread (never on a worker or the
     /// poller) and reports back with `Task::Resolved`.
-    pub(crate) fn resolve(&mut self, token: Token, target: String) {
+    pub(crate) fn resolve(
+        &mut self,
+        token: Token,
+        target: String,
+        resolver: Option<Arc<crate::conn::actor::ResolveFn>>,
+    ) {
         let me = self.me.clone();
         let spawned = std::thread::Builder::new()
             .name("netactor-resolve".into())
             .spawn(move || {
-                let res = target.to_socket_addrs().map(|it| {
-                    let mut v: Vec<_> = it.collect();
+                let found = match resolver {
+                    Some(r) => match crate::net::parse_host_port(&target, None) {
+                        Ok(crate::net::HostPort::Tcp { host, port }) => r(&host, port),
+                        Ok(crate::net::HostPort::Unix(_)) | Err(_) => Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidInput,
+                            format!("cannot resolve {target:?}"),
+                        )),
+                    },
+                    None => target.to_socket_addrs().map(Iterator::collect),
+                };
+                let res = found.map(|mut v: Vec<std::net::SocketAddr>| {
                     // IPv4 first, as the reference does.
                     v.sort_by_key(|a| a.is_ipv6());
                     v

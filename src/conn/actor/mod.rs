@@ -234,6 +234,11 @@ where
 /// Hook run on each new socket before `connect()`: bind, set options, …
 pub type PrepareFn = dyn Fn(&socket2::Socket, SocketAddr) -> io::Result<()> + Send + Sync;
 
+/// Custom name resolution for connects (see
+/// [`ConnectOptions::resolver`](crate::ConnectOptions::resolver)): host and
+/// port in, addresses to try out. Runs on a short-lived thread of its own.
+pub type ResolveFn = dyn Fn(&str, u16) -> io::Result<Vec<SocketAddr>> + Send + Sync;
+
 /// Builds the handler of an accepted connection, on its worker.
 pub type HandlerFactory = dyn Fn(&mut Ctx<'_>) -> Box<dyn Handler> + Send + Sync;
 
@@ -250,6 +255,7 @@ pub(crate) enum Start {
     Resolve {
         target: String,
         prepare: Option<Arc<PrepareFn>>,
+        resolver: Option<Arc<ResolveFn>>,
     },
 }
 
@@ -430,7 +436,11 @@ impl Actor {
                 core.phase = Phase::Connecting;
                 core.try_next_address(w);
             }
-            Start::Resolve { target, prepare } => {
+            Start::Resolve {
+                target,
+                prepare,
+                resolver,
+            } => {
                 core.connect_handshake = core.pending_tls.is_some();
                 core.connect = Some(Box::new(ConnectState {
                     addrs: Vec::new(),
@@ -438,7 +448,7 @@ impl Actor {
                     prepare,
                     last_err: None,
                 }));
-                w.resolve(token, target);
+                w.resolve(token, target, resolver);
             }
         }
         let mut actor = Actor { core, sink };
