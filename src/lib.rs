@@ -65,8 +65,8 @@ pub mod reactor;
 pub mod tls;
 
 pub use conn::{
-    event_channel, ConnId, Connection, Ctx, Event, EventReceiver, EventSender, Handler, Options,
-    Reply, Sink, Stats,
+    event_channel, BlockingIo, ConnId, Connection, Ctx, Event, EventReceiver, EventSender, Handler,
+    Options, Reply, Sink, Stats,
 };
 pub use error::{Error, Limit, Result, TimeoutKind};
 pub use net::{ConnectOptions, ListenOptions, Listener, Target};

@@ -8,10 +8,12 @@
 //! connection was made) and as [`Reply`]s to read requests.
 
 pub(crate) mod actor;
+mod blocking;
 mod options;
 pub(crate) mod shared;
 
 pub use actor::{Ctx, Handler};
+pub use blocking::BlockingIo;
 pub use options::{
     Options, DEFAULT_CONNECT_TIMEOUT, DEFAULT_LINGER, DEFAULT_RBUF_MAX, DEFAULT_WBUF_MAX,
 };
@@ -366,6 +368,76 @@ impl Connection {
     /// ```
     pub fn request_drain(&self) -> Result<()> {
         self.shared.post(Msg::RequestDrain)
+    }
+
+    /// A reply that completes once the write queue is at or below the
+    /// low-water mark (empty when none is set) — at once if it already is —
+    /// or fails with the error that ends the connection. Unlike
+    /// [`request_drain`](Self::request_drain) it emits no event, so a plain
+    /// thread can wait for its writes without touching the event stream:
+    ///
+    /// ```no_run
+    /// # fn f(conn: &netactor::Connection) -> netactor::Result<()> {
+    /// conn.write(vec![0u8; 1 << 20])?;
+    /// conn.drained()?.recv()?; // handed to the kernel
+    /// # Ok(()) }
+    /// ```
+    pub fn drained(&self) -> Result<Reply<()>> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.shared.post(Msg::Drained(tx))?;
+        Ok(Reply::new(rx))
+    }
+
+    /// Like [`write`](Self::write), but when the write queue has no room
+    /// (`NoSpace`) the calling thread waits for it to drain — up to
+    /// `timeout` in all (`None`: no limit) — instead of failing. Data larger
+    /// than `wbuf_max` is queued in parts. On timeout it fails with
+    /// `TimedOut(Write)`, having queued the parts that fitted (see the
+    /// returned error's docs); other errors are those of `write`.
+    ///
+    /// ```no_run
+    /// # fn f(conn: &netactor::Connection) -> netactor::Result<()> {
+    /// use std::time::Duration;
+    /// conn.write_blocking(vec![7u8; 64 << 20], Some(Duration::from_secs(30)))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn write_blocking(&self, data: impl Into<Bytes>, timeout: Option<Duration>) -> Result<()> {
+        let mut data = data.into();
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        while !data.is_empty() {
+            let n = data.len().min(self.shared.write_room());
+            if n > 0 {
+                match self.write(data.slice(..n)) {
+                    Ok(()) => {
+                        data = data.slice(n..);
+                        continue;
+                    }
+                    Err(Error::NoSpace { .. }) => {} // raced with another writer
+                    Err(e) => return Err(e),
+                }
+            }
+            let wait = self.drained()?;
+            let got = match deadline {
+                Some(d) => {
+                    wait.recv_timeout(d.saturating_duration_since(std::time::Instant::now()))
+                }
+                None => Some(wait.recv()),
+            };
+            match got {
+                Some(Ok(())) => {}
+                Some(Err(e)) => return Err(e),
+                None => return Err(Error::TimedOut(crate::error::TimeoutKind::Write)),
+            }
+        }
+        Ok(())
+    }
+
+    /// A blocking `std::io` view of this connection — [`Read`](std::io::Read),
+    /// [`BufRead`](std::io::BufRead) and [`Write`](std::io::Write) — so
+    /// synchronous parsers and protocol crates run on it unchanged. See
+    /// [`BlockingIo`].
+    pub fn blocking(&self) -> BlockingIo {
+        BlockingIo::new(self.clone())
     }
 
     /// The peer's address, once connected (accepted and adopted

@@ -35,6 +35,8 @@ pub(crate) enum Msg {
     StopTls,
     /// One `Event::Drain` once the write queue is at or below the mark.
     RequestDrain,
+    /// Answer this once the write queue is at or below the mark (no event).
+    Drained(crossbeam_channel::Sender<Result<()>>),
 }
 
 /// What a connection's handles can learn about it without a round trip to

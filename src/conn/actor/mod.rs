@@ -353,6 +353,10 @@ pub(crate) struct Core {
     /// Read completions answered outside a decode pass (an error ended
     /// them): run by the next delivery, before events.
     completions: Vec<Box<dyn ReadRequest>>,
+    /// Threads waiting (`Connection::drained`) for the queue to be at or
+    /// below the mark. Boxed: rare, and the actor stays small.
+    #[allow(clippy::box_collection)]
+    drain_waiters: Option<Box<Vec<Sender<Result<()>>>>>,
 }
 
 struct ConnectState {
@@ -418,6 +422,7 @@ impl Actor {
             connect_handshake: false,
             deferred: None,
             completions: Vec::new(),
+            drain_waiters: None,
         };
         let (sink, factory) = match sink {
             SinkSetup::Ready(s) => (Some(s), None),
@@ -716,6 +721,7 @@ impl Actor {
             Msg::StartTls(setup) => core.starttls(setup, w),
             Msg::StopTls => core.stoptls(w),
             Msg::RequestDrain => core.request_drain(),
+            Msg::Drained(tx) => core.add_drain_waiter(tx),
         }
         self.deliver(w);
     }
@@ -1300,6 +1306,7 @@ impl Core {
             && self.tls.is_none()
             && !self.above_lwm
             && !self.drain_requested
+            && self.drain_waiters.is_none()
             && self.write_side != WriteSide::ShutdownPending
         {
             return;
@@ -1349,6 +1356,11 @@ impl Core {
     /// for ([`Ctx::request_drain`], or setting the mark) and the queue is
     /// at or below the mark (empty, without one).
     fn check_drain(&mut self) {
+        if self.drain_waiters.is_some() && self.wlen <= self.opts.low_water_mark.unwrap_or(0) {
+            for tx in self.drain_waiters.take().into_iter().flat_map(|v| *v) {
+                let _ = tx.try_send(Ok(()));
+            }
+        }
         if !(self.above_lwm || self.drain_requested) {
             return;
         }
@@ -1356,6 +1368,23 @@ impl Core {
             self.above_lwm = false;
             self.drain_requested = false;
             self.out.push(Event::Drain);
+        }
+    }
+
+    /// Answers `tx` once the queue is at or below the mark (at once if it
+    /// is); with the error that ends the connection if that comes first.
+    pub(super) fn add_drain_waiter(&mut self, tx: Sender<Result<()>>) {
+        match self.phase {
+            Phase::Closing | Phase::Closed => {
+                let _ = tx.try_send(Err(self.end_error()));
+            }
+            Phase::Open if self.wlen <= self.opts.low_water_mark.unwrap_or(0) => {
+                let _ = tx.try_send(Ok(()));
+            }
+            _ => self
+                .drain_waiters
+                .get_or_insert_with(Default::default)
+                .push(tx),
         }
     }
 
@@ -1666,6 +1695,9 @@ impl Core {
                         self.completions.push(r);
                     }
                 }
+                Msg::Drained(tx) => {
+                    let _ = tx.try_send(Err(why.clone()));
+                }
                 _ => {}
             }
         }
@@ -1710,6 +1742,9 @@ impl Core {
             self.discard_mail(*q, &why);
         }
         self.close_pending = false;
+        for tx in self.drain_waiters.take().into_iter().flat_map(|v| *v) {
+            let _ = tx.try_send(Err(why.clone()));
+        }
         let left = self.shared.close_mailbox();
         self.discard_mail(left, &why);
         self.fail_reads(why);
