@@ -37,6 +37,9 @@ pub enum Limit {
     WriteBuffer,
     /// A single frame is larger than its decoder's maximum.
     Frame,
+    /// The reactor already has its maximum number of open connections
+    /// ([`ReactorBuilder::max_connections`](crate::ReactorBuilder::max_connections)).
+    Connections,
 }
 
 /// Everything that can go wrong on a netactor connection.

@@ -31,6 +31,7 @@ pub struct ListenOptions {
     pub(crate) tls: Option<Arc<ServerConfig>>,
     pub(crate) incoming_capacity: usize,
     pub(crate) events_capacity: usize,
+    pub(crate) max_connections: Option<usize>,
 }
 
 impl Default for ListenOptions {
@@ -43,6 +44,7 @@ impl Default for ListenOptions {
             tls: None,
             incoming_capacity: 1024,
             events_capacity: 4096,
+            max_connections: None,
         }
     }
 }
@@ -90,6 +92,22 @@ impl ListenOptions {
         self
     }
 
+    /// At most `n` of this listener's connections open at once (default: no
+    /// limit). At the limit accepting pauses — connections wait in the
+    /// kernel backlog — and resumes as soon as one closes. Counted exactly
+    /// (a slot is taken before `accept` and given back when the connection
+    /// has closed). The reactor can have a limit of its own
+    /// ([`ReactorBuilder::max_connections`](crate::ReactorBuilder::max_connections)).
+    ///
+    /// ```
+    /// let lo = netactor::ListenOptions::new().max_connections(512);
+    /// # drop(lo);
+    /// ```
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = Some(n);
+        self
+    }
+
     /// Capacity of the shared events channel (channel mode).
     pub fn events_capacity(mut self, n: usize) -> Self {
         self.events_capacity = n.max(1);
@@ -110,6 +128,8 @@ pub(crate) enum AcceptOutcome {
     WouldBlock,
     /// Stop accepting for a while (out of descriptors, consumer not keeping up).
     Pause(String),
+    /// A connection limit is reached: stop until a connection closes.
+    AtLimit,
     /// One connection failed; go on with the next.
     Skip,
 }
@@ -121,6 +141,8 @@ pub(crate) struct ListenerShared {
     opts: Arc<Options>,
     mode: AcceptMode,
     tls: Option<Arc<ServerConfig>>,
+    /// This listener's open connections and their maximum.
+    pub(crate) limit: Arc<crate::reactor::limit::ConnLimit>,
 }
 
 impl ListenerShared {
@@ -137,6 +159,12 @@ impl ListenerShared {
                 );
             }
         }
+        // The slot first: at the limit the connection stays in the backlog.
+        let Some(limit) =
+            crate::reactor::limit::LimitGuard::acquire(&reactor.limits, Some(&self.limit))
+        else {
+            return AcceptOutcome::AtLimit;
+        };
         let (stream, peer) = match self.sock.accept() {
             Ok(s) => s,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return AcceptOutcome::WouldBlock,
@@ -175,6 +203,7 @@ impl ListenerShared {
             sink,
             start: Start::Stream(stream),
             tls: self.tls.clone().map(TlsSetup::Server),
+            limit,
         };
         batches[worker.idx].push(Task::Adopt(Box::new(new)));
         if let (Some(handle), AcceptMode::Channel { incoming, .. }) = (handle, &self.mode) {
@@ -295,6 +324,7 @@ pub(crate) fn start(
         opts: Arc::new(lo.conn),
         mode,
         tls: lo.tls,
+        limit: Arc::new(crate::reactor::limit::ConnLimit::new(lo.max_connections)),
     });
     reactor.command(PollerCmd::AddListener(shared.clone()));
     Ok(Listener {

@@ -292,6 +292,13 @@ impl Reactor {
         let Some(_admitted) = self.shared.spawn_guard() else {
             return Err(Error::Closed);
         };
+        let Some(limit) = crate::reactor::limit::LimitGuard::acquire(&self.shared.limits, None)
+        else {
+            return Err(Error::no_space(
+                crate::error::Limit::Connections,
+                self.shared.limits.reactor.max(),
+            ));
+        };
         let worker = self.shared.pick_worker().clone();
         let id = ConnId(self.shared.next_conn_id());
         let close_on_drop = matches!(sink, Sink::Channel(_));
@@ -306,6 +313,7 @@ impl Reactor {
             sink: SinkSetup::Ready(sink),
             start,
             tls,
+            limit,
         })));
         Ok(handle)
     }

@@ -13,6 +13,7 @@
 //! waking it. Either way an actor never runs on two threads at once and
 //! needs no lock of its own.
 
+pub(crate) mod limit;
 pub(crate) mod poller;
 pub(crate) mod timers;
 pub(crate) mod worker;
@@ -211,6 +212,8 @@ pub(crate) struct ReactorShared {
     /// Threads between their `shutting_down` check and handing a new
     /// connection to a worker; shutdown waits for them (see `spawn_guard`).
     spawning: AtomicUsize,
+    /// Open-connection limits (reactor-wide; listeners keep their own).
+    pub(crate) limits: Arc<limit::Limits>,
     pub(crate) spin: Duration,
 }
 
@@ -286,6 +289,7 @@ pub struct ReactorBuilder {
     shutdown_timeout: Duration,
     dedicated_poller: bool,
     adaptive_spin: bool,
+    max_connections: Option<usize>,
 }
 
 impl Default for ReactorBuilder {
@@ -298,6 +302,7 @@ impl Default for ReactorBuilder {
             shutdown_timeout: Duration::from_secs(5),
             dedicated_poller: false,
             adaptive_spin: false,
+            max_connections: None,
         }
     }
 }
@@ -340,6 +345,24 @@ impl ReactorBuilder {
         self
     }
 
+    /// At most `n` connections open at once in the whole reactor — accepted,
+    /// connected and adopted alike (default: no limit). At the limit every
+    /// listener stops accepting (connections wait in the kernel backlog)
+    /// until one closes, and `connect`/`adopt` fail with
+    /// `Error::NoSpace { limit: Limit::Connections, .. }`. Counted exactly:
+    /// a slot is taken before a connection is accepted or admitted and given
+    /// back when it has closed. Listeners can have their own limit too
+    /// ([`ListenOptions::max_connections`](crate::ListenOptions::max_connections)).
+    ///
+    /// ```
+    /// let reactor = netactor::Reactor::builder().max_connections(10_000).build().unwrap();
+    /// # drop(reactor);
+    /// ```
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = Some(n);
+        self
+    }
+
     /// Starts the workers (and the dedicated poller thread, if asked for).
     pub fn build(self) -> io::Result<Reactor> {
         timers::epoch();
@@ -347,6 +370,7 @@ impl ReactorBuilder {
         let workers: Vec<_> = (0..self.workers)
             .map(|i| Arc::new(WorkerShared::new(i, poller.clone())))
             .collect();
+        let limits = Arc::new(limit::Limits::new(self.max_connections, poller.clone()));
         let shared = Arc::new(ReactorShared {
             poll: Mutex::new(poller::PollState::new(workers.len())),
             dedicated_poller: self.dedicated_poller,
@@ -359,6 +383,7 @@ impl ReactorBuilder {
             round_robin: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
             spawning: AtomicUsize::new(0),
+            limits,
             spin: self.spin,
         });
         let mut threads = Vec::new();

@@ -30,6 +30,9 @@ struct ListenerState {
     shared: Arc<ListenerShared>,
     paused_until: Option<Instant>,
     backoff: Duration,
+    /// Not re-armed because a connection limit is reached: resumed when a
+    /// slot frees (`Limits::freed`).
+    at_limit: bool,
 }
 
 /// `polling`'s reserved key: its notifier (and timer) are registered under it.
@@ -160,6 +163,17 @@ pub(crate) fn poll_once(
             });
         }
     }
+    // A connection closed at a limit: listeners waiting for a slot go on.
+    if shared
+        .limits
+        .freed
+        .swap(false, std::sync::atomic::Ordering::AcqRel)
+    {
+        for l in listeners.values_mut().filter(|l| l.at_limit) {
+            l.at_limit = false;
+            accept_some(shared, l, batches);
+        }
+    }
     if any_paused {
         let now = Instant::now();
         for l in listeners.values_mut() {
@@ -274,6 +288,7 @@ fn run_commands(shared: &ReactorShared, ps: &mut PollState) {
                         shared: l,
                         paused_until: None,
                         backoff: BACKOFF_MIN,
+                        at_limit: false,
                     },
                 );
             }
@@ -321,6 +336,21 @@ fn accept_some(shared: &ReactorShared, l: &mut ListenerState, batches: &mut [Vec
                 );
                 l.paused_until = Some(Instant::now() + l.backoff);
                 l.backoff = (l.backoff * 2).min(BACKOFF_MAX);
+                return;
+            }
+            AcceptOutcome::AtLimit => {
+                // Not re-armed (oneshot): no wake-ups while at the limit;
+                // the backlog holds the rest until a connection closes.
+                if !l.at_limit {
+                    log::warn!(
+                        "listener {}: connection limit reached ({} here, {} in the reactor); \
+                         accepting resumes when a connection closes",
+                        l.shared.local,
+                        l.shared.limit.max(),
+                        shared.limits.reactor.max()
+                    );
+                }
+                l.at_limit = true;
                 return;
             }
             AcceptOutcome::Skip => {}

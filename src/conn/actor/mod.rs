@@ -271,6 +271,8 @@ pub(crate) struct NewConn {
     pub(crate) sink: SinkSetup,
     pub(crate) start: Start,
     pub(crate) tls: Option<TlsSetup>,
+    /// The connection-limit slots it holds, given back when it finishes.
+    pub(crate) limit: Option<crate::reactor::limit::LimitGuard>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -352,11 +354,16 @@ pub(crate) struct Core {
     deferred: Option<Box<VecDeque<Msg>>>,
     /// Read completions answered outside a decode pass (an error ended
     /// them): run by the next delivery, before events.
-    completions: Vec<Box<dyn ReadRequest>>,
+    /// Boxed: rare, and the actor stays small.
+    #[allow(clippy::box_collection)]
+    completions: Option<Box<Vec<Box<dyn ReadRequest>>>>,
     /// Threads waiting (`Connection::drained`) for the queue to be at or
     /// below the mark. Boxed: rare, and the actor stays small.
     #[allow(clippy::box_collection)]
     drain_waiters: Option<Box<Vec<Sender<Result<()>>>>>,
+    /// Connection-limit slots, given back in `finish` (boxed: only with a
+    /// limit configured).
+    limit: Option<Box<crate::reactor::limit::LimitGuard>>,
 }
 
 struct ConnectState {
@@ -381,6 +388,7 @@ impl Actor {
             sink,
             start,
             tls,
+            limit,
         } = new;
         shared.token.store(token.0, Ordering::Release);
         let now = w.now;
@@ -421,8 +429,9 @@ impl Actor {
             close_pending: false,
             connect_handshake: false,
             deferred: None,
-            completions: Vec::new(),
+            completions: None,
             drain_waiters: None,
+            limit: limit.map(Box::new),
         };
         let (sink, factory) = match sink {
             SinkSetup::Ready(s) => (Some(s), None),
@@ -488,7 +497,7 @@ impl Actor {
     pub(crate) fn is_closed(&self) -> bool {
         self.core.phase == Phase::Closed
             && self.core.overflow.is_empty()
-            && self.core.completions.is_empty()
+            && self.core.completions.is_none()
     }
 
     pub(crate) fn shared(&self) -> &Arc<ConnShared> {
@@ -842,7 +851,7 @@ impl Actor {
                         if let Some(r) = core.reads.pop_front() {
                             if r.has_completion() {
                                 // Answered (with `e`) ahead of the error event.
-                                core.completions.push(r);
+                                core.push_completion(r);
                             }
                         }
                         core.fail(e, w);
@@ -944,7 +953,7 @@ impl Actor {
     fn deliver(&mut self, w: &mut WorkerCtx) {
         if self.core.out.is_empty()
             && self.core.overflow.is_empty()
-            && self.core.completions.is_empty()
+            && self.core.completions.is_none()
         {
             return;
         }
@@ -988,8 +997,8 @@ impl Actor {
             // Reads an error ended outside a decode pass (also one a handler
             // below just caused, by closing): answered before the events
             // that report it, `Closed` included.
-            while !self.core.completions.is_empty() {
-                for r in std::mem::take(&mut self.core.completions) {
+            while let Some(batch) = self.core.completions.take() {
+                for r in *batch {
                     self.run_completion(r, w);
                 }
             }
@@ -1430,7 +1439,14 @@ impl Core {
 
     /// Events or read completions wait for delivery.
     fn has_output(&self) -> bool {
-        !self.out.is_empty() || !self.completions.is_empty()
+        !self.out.is_empty() || self.completions.is_some()
+    }
+
+    /// Keeps a read whose answer is a completion, for the next delivery.
+    fn push_completion(&mut self, r: Box<dyn ReadRequest>) {
+        self.completions
+            .get_or_insert_with(Default::default)
+            .push(r);
     }
 
     /// While this holds, a `stoptls` (or a `close` with writes queued)
@@ -1692,7 +1708,7 @@ impl Core {
                 Msg::PushRead(mut r) | Msg::UnshiftRead(mut r) => {
                     r.fail(why.clone());
                     if r.has_completion() {
-                        self.completions.push(r);
+                        self.push_completion(r);
                     }
                 }
                 Msg::Drained(tx) => {
@@ -1710,10 +1726,13 @@ impl Core {
     }
 
     fn fail_reads(&mut self, e: Error) {
-        for mut r in self.reads.drain(..) {
+        let Core {
+            reads, completions, ..
+        } = self;
+        for mut r in reads.drain(..) {
             r.fail(e.clone());
             if r.has_completion() {
-                self.completions.push(r);
+                completions.get_or_insert_with(Default::default).push(r);
             }
         }
     }
@@ -1742,6 +1761,8 @@ impl Core {
             self.discard_mail(*q, &why);
         }
         self.close_pending = false;
+        // The socket is closed: the slot it held is free again.
+        self.limit = None;
         for tx in self.drain_waiters.take().into_iter().flat_map(|v| *v) {
             let _ = tx.try_send(Err(why.clone()));
         }
