@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example echo -- --listen 127.0.0.1:0 [--workers N] [--cert PEM --key PEM]
+//! cargo run --release --example echo -- --listen unix:/tmp/echo.sock
 //! ```
 //!
 //! Prints `listening on IP:PORT` once ready, echoes every byte, answers a
@@ -73,8 +74,24 @@ impl Echo {
     }
 }
 
+/// `--listen IP:PORT`, or `--listen unix:PATH` (a Unix-domain socket;
+/// `unix:@name` is Linux's abstract namespace).
+enum ListenAt {
+    Tcp(SocketAddr),
+    Unix(std::path::PathBuf),
+}
+
+impl std::fmt::Display for ListenAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAt::Tcp(a) => write!(f, "{a}"),
+            ListenAt::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
 struct Args {
-    listen: SocketAddr,
+    listen: ListenAt,
     workers: Option<usize>,
     cert: Option<String>,
     key: Option<String>,
@@ -94,11 +111,12 @@ fn parse_args() -> Result<Args, String> {
         let mut val = |name: &str| it.next().ok_or(format!("{name} needs a value"));
         match a.as_str() {
             "--listen" => {
-                listen = Some(
-                    val("--listen")?
-                        .parse()
-                        .map_err(|e| format!("--listen: {e}"))?,
-                )
+                let v = val("--listen")?;
+                listen = Some(match v.strip_prefix("unix:") {
+                    Some(path) if !path.is_empty() => ListenAt::Unix(path.into()),
+                    Some(_) => return Err("--listen unix: needs a path".into()),
+                    None => ListenAt::Tcp(v.parse().map_err(|e| format!("--listen: {e}"))?),
+                })
             }
             "--workers" => {
                 workers = Some(
@@ -117,7 +135,10 @@ fn parse_args() -> Result<Args, String> {
                     .map_err(|e| format!("--spin-us: {e}"))?
             }
             "-h" | "--help" => {
-                return Err("usage: echo --listen ADDR [--workers N] [--cert PEM --key PEM]".into())
+                return Err(
+                    "usage: echo --listen IP:PORT|unix:PATH [--workers N] [--cert PEM --key PEM]"
+                        .into(),
+                )
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -184,17 +205,25 @@ fn main() -> ExitCode {
             }
         }
     }
-    let listener = match reactor.listen_with(args.listen, lo, |ctx| {
+    let factory = |ctx: &mut netactor::Ctx<'_>| {
         ctx.set_streaming(Some(Raw));
         Echo { held: None }
-    }) {
+    };
+    let listening = match &args.listen {
+        ListenAt::Tcp(addr) => reactor.listen_with(*addr, lo, factory),
+        ListenAt::Unix(path) => reactor.listen_unix_with(path, lo, factory),
+    };
+    let listener = match listening {
         Ok(l) => l,
         Err(e) => {
             eprintln!("echo: cannot listen on {}: {e}", args.listen);
             return ExitCode::from(1);
         }
     };
-    println!("listening on {}", listener.local_addr());
+    match &args.listen {
+        ListenAt::Tcp(_) => println!("listening on {}", listener.local_addr()),
+        ListenAt::Unix(path) => println!("listening on unix:{}", path.display()),
+    }
     let _ = std::io::stdout().flush();
     if let Some(sig) = signals.forever().next() {
         log::info!("signal {sig}: shutting down");

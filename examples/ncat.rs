@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release --example ncat -- --connect HOST:PORT [--tls] [--ca PEM] \
 //!     [--servername NAME] [--insecure]
+//! cargo run --release --example ncat -- --connect unix:PATH [--tls --servername NAME ...]
 //! ```
 //!
 //! With `--tls` the server is verified against `--ca` (or the platform's
@@ -33,7 +34,7 @@ struct Args {
 }
 
 const USAGE: &str =
-    "usage: ncat --connect HOST:PORT [--tls] [--ca PEM] [--servername NAME] [--insecure]";
+    "usage: ncat --connect HOST:PORT|unix:PATH [--tls] [--ca PEM] [--servername NAME] [--insecure]";
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
@@ -86,7 +87,9 @@ fn main() {
         .build()
         .unwrap_or_else(|e| fail(format!("cannot start: {e}")));
     let opts = Options::new().low_water_mark(Some(256 << 10));
-    let mut co = ConnectOptions::new().options(opts);
+    let mut co = ConnectOptions::new().options(opts.clone());
+    let mut unix_tls = None;
+    let unix_path = args.connect.strip_prefix("unix:").map(str::to_string);
     if args.tls {
         let mut b = ClientBuilder::new();
         if args.insecure {
@@ -100,13 +103,26 @@ fn main() {
             ServerName::try_from(n.clone())
                 .unwrap_or_else(|e| fail(format!("bad --servername {n:?}: {e}")))
         });
-        co = co.tls(cfg, name);
+        if unix_path.is_some() {
+            // No host in a path: the name to verify must be given.
+            let name = name.unwrap_or_else(|| fail("--tls over unix:PATH needs --servername"));
+            unix_tls = Some(netactor::tls::TlsSetup::client(cfg, name));
+        } else {
+            co = co.tls(cfg, name);
+        }
     }
     let (tx, rx) = netactor::event_channel(256);
-    let conn = reactor
-        .connect(args.connect.as_str(), co, tx)
-        .unwrap_or_else(|e| fail(format!("cannot connect to {}: {e}", args.connect)));
+    let conn = match &unix_path {
+        // A Unix-domain socket connects at once (errors are returned here).
+        Some(path) => reactor.connect_unix(path, opts, tx),
+        None => reactor.connect(args.connect.as_str(), co, tx),
+    }
+    .unwrap_or_else(|e| fail(format!("cannot connect to {}: {e}", args.connect)));
     conn.set_streaming(Some(Raw)).unwrap_or_else(|e| fail(e));
+    let connected_now = unix_path.is_some();
+    if let Some(setup) = unix_tls {
+        conn.starttls(setup).unwrap_or_else(|e| fail(e));
+    }
 
     // The stdin pump starts only once the connection is usable: after the
     // TCP connect, or under TLS after the server has been verified.
@@ -146,6 +162,11 @@ fn main() {
     });
 
     let mut ready = Some(ready_tx);
+    if connected_now && !args.tls {
+        if let Some(r) = ready.take() {
+            let _ = r.send(());
+        }
+    }
     let mut stdout = std::io::stdout().lock();
     for (_, ev) in rx.iter() {
         match ev {

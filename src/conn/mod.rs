@@ -451,6 +451,13 @@ impl Connection {
         self.shared.local_addr()
     }
 
+    /// The peer process's credentials, for a Unix-domain socket where the
+    /// OS gives them (Linux: `SO_PEERCRED`); `None` for TCP.
+    #[cfg(unix)]
+    pub fn peer_credentials(&self) -> Option<crate::net::PeerCredentials> {
+        self.shared.peer_credentials()
+    }
+
     /// What the TLS handshake established — protocol version, cipher suite,
     /// ALPN, SNI and the peer's certificate chain — once
     /// [`Event::TlsEstablished`] was emitted; `None` without TLS (and again

@@ -48,6 +48,8 @@ pub(crate) struct ConnInfo {
     pub(crate) local: Option<SocketAddr>,
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) tls: Option<Arc<crate::tls::TlsInfo>>,
+    #[cfg(unix)]
+    pub(crate) peer_cred: Option<crate::net::PeerCredentials>,
 }
 
 struct Mailbox {
@@ -160,6 +162,20 @@ impl ConnShared {
             return;
         }
         info.get_or_insert_with(Default::default).tls = tls;
+    }
+
+    /// Records the peer's credentials (Unix-domain sockets).
+    #[cfg(unix)]
+    pub(crate) fn set_peer_credentials(&self, c: Option<crate::net::PeerCredentials>) {
+        self.info
+            .lock()
+            .get_or_insert_with(Default::default)
+            .peer_cred = c;
+    }
+
+    #[cfg(unix)]
+    pub(crate) fn peer_credentials(&self) -> Option<crate::net::PeerCredentials> {
+        self.info.lock().as_ref().and_then(|i| i.peer_cred)
     }
 
     pub(crate) fn local_addr(&self) -> Option<SocketAddr> {

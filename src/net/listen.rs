@@ -5,6 +5,7 @@ use crate::conn::actor::{HandlerFactory, NewConn, SinkSetup, Start};
 use crate::conn::shared::ConnShared;
 use crate::conn::{ConnId, Connection, Event, Options, Sink};
 use crate::error::Result;
+use crate::net::stream::Stream;
 use crate::reactor::{PollerCmd, ReactorShared, Task};
 use crate::tls::{ServerConfig, TlsSetup};
 use crossbeam_channel::{Receiver, Sender};
@@ -134,10 +135,47 @@ pub(crate) enum AcceptOutcome {
     Skip,
 }
 
+/// A listening socket: TCP, or on Unix a Unix-domain socket (with the
+/// socket file it created, removed when the listener goes).
+pub(crate) enum ListenSock {
+    Tcp(TcpListener),
+    #[cfg(unix)]
+    Unix(
+        std::os::unix::net::UnixListener,
+        #[allow(dead_code)] // held for its Drop: removes the socket file
+        Option<super::unix::OwnedPath>,
+    ),
+}
+
+#[cfg(unix)]
+impl std::os::fd::AsRawFd for ListenSock {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            ListenSock::Tcp(l) => l.as_raw_fd(),
+            ListenSock::Unix(l, _) => l.as_raw_fd(),
+        }
+    }
+}
+
+#[cfg(unix)]
+impl std::os::fd::AsFd for ListenSock {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            ListenSock::Tcp(l) => l.as_fd(),
+            ListenSock::Unix(l, _) => l.as_fd(),
+        }
+    }
+}
+
 pub(crate) struct ListenerShared {
     pub(crate) idx: usize,
-    pub(crate) sock: TcpListener,
+    pub(crate) sock: ListenSock,
+    /// The bound TCP address (`0.0.0.0:0` for a Unix-domain listener).
     pub(crate) local: SocketAddr,
+    /// How logs name the listener: `IP:PORT` or `unix:PATH`.
+    pub(crate) label: String,
+    #[cfg(unix)]
+    pub(crate) unix_path: Option<std::path::PathBuf>,
     opts: Arc<Options>,
     mode: AcceptMode,
     tls: Option<Arc<ServerConfig>>,
@@ -165,7 +203,12 @@ impl ListenerShared {
         else {
             return AcceptOutcome::AtLimit;
         };
-        let (stream, peer) = match self.sock.accept() {
+        let accepted = match &self.sock {
+            ListenSock::Tcp(l) => l.accept().map(|(s, peer)| (Stream::Tcp(s), Some(peer))),
+            #[cfg(unix)]
+            ListenSock::Unix(l, _) => l.accept().map(|(s, _)| (Stream::Unix(s), None)),
+        };
+        let (stream, peer) = match accepted {
             Ok(s) => s,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return AcceptOutcome::WouldBlock,
             Err(e) => {
@@ -173,7 +216,7 @@ impl ListenerShared {
                     Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS)
                     | Some(libc::ENOMEM) => AcceptOutcome::Pause(format!("accept failed: {e}")),
                     _ => {
-                        log::debug!("accept on {}: {e}", self.local);
+                        log::debug!("accept on {}: {e}", self.label);
                         AcceptOutcome::Skip
                     }
                 }
@@ -186,12 +229,18 @@ impl ListenerShared {
         // The handle knows its addresses before the actor starts: the peer
         // from accept, the local one from the listener unless it is a
         // wildcard (then one `getsockname`).
-        let local = if self.local.ip().is_unspecified() {
-            stream.local_addr().ok()
-        } else {
-            Some(self.local)
-        };
-        shared.set_addrs(local, Some(peer));
+        match &stream {
+            Stream::Tcp(tcp) => {
+                let local = if self.local.ip().is_unspecified() {
+                    tcp.local_addr().ok()
+                } else {
+                    Some(self.local)
+                };
+                shared.set_addrs(local, peer);
+            }
+            #[cfg(unix)]
+            Stream::Unix(u) => shared.set_peer_credentials(super::unix::peer_credentials(u)),
+        }
         let sink = match &self.mode {
             AcceptMode::Channel { events, .. } => SinkSetup::Ready(Sink::Channel(events.clone())),
             AcceptMode::Handler(f) => SinkSetup::Factory(f.clone()),
@@ -230,15 +279,23 @@ pub struct Listener {
 impl std::fmt::Debug for Listener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Listener")
-            .field("local", &self.shared.local)
+            .field("local", &self.shared.label)
             .finish()
     }
 }
 
 impl Listener {
-    /// The bound address (with the real port when port 0 was asked for).
+    /// The bound address (with the real port when port 0 was asked for);
+    /// `0.0.0.0:0` for a Unix-domain listener (see [`unix_path`](Self::unix_path)).
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.local
+    }
+
+    /// The path (or `@name` in Linux's abstract namespace) of a
+    /// Unix-domain listener; `None` for TCP.
+    #[cfg(unix)]
+    pub fn unix_path(&self) -> Option<&std::path::Path> {
+        self.shared.unix_path.as_deref()
     }
 
     /// Accepted connections (channel mode; empty in handler mode).
@@ -288,9 +345,18 @@ pub(crate) fn bind(addr: SocketAddr, lo: &ListenOptions) -> io::Result<TcpListen
     Ok(socket.into())
 }
 
+/// What to listen on.
+pub(crate) enum Bind<'a> {
+    Tcp(SocketAddr),
+    #[cfg(unix)]
+    Unix(&'a std::path::Path),
+    #[allow(dead_code)]
+    Never(std::marker::PhantomData<&'a ()>),
+}
+
 pub(crate) fn start(
     reactor: &Arc<ReactorShared>,
-    addr: SocketAddr,
+    addr: Bind<'_>,
     lo: ListenOptions,
     handler: Option<Arc<HandlerFactory>>,
 ) -> Result<Listener> {
@@ -300,8 +366,26 @@ pub(crate) fn start(
     {
         return Err(crate::Error::Closed);
     }
-    let sock = bind(addr, &lo)?;
-    let local = sock.local_addr()?;
+    #[cfg(unix)]
+    let mut unix_path = None;
+    let (sock, local, label) = match addr {
+        Bind::Tcp(addr) => {
+            let sock = bind(addr, &lo)?;
+            let local = sock.local_addr()?;
+            (ListenSock::Tcp(sock), local, local.to_string())
+        }
+        #[cfg(unix)]
+        Bind::Unix(path) => {
+            let (l, owned) = super::unix::bind(path, lo.backlog)?;
+            unix_path = Some(path.to_path_buf());
+            (
+                ListenSock::Unix(l, owned),
+                SocketAddr::from(([0, 0, 0, 0], 0)),
+                format!("unix:{}", path.display()),
+            )
+        }
+        Bind::Never(_) => unreachable!(),
+    };
     let (mode, incoming, events) = match handler {
         Some(f) => (AcceptMode::Handler(f), None, None),
         None => {
@@ -321,6 +405,9 @@ pub(crate) fn start(
         idx: reactor.next_listener_idx(),
         sock,
         local,
+        label,
+        #[cfg(unix)]
+        unix_path,
         opts: Arc::new(lo.conn),
         mode,
         tls: lo.tls,

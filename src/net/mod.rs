@@ -6,11 +6,16 @@
 
 mod addr;
 pub(crate) mod listen;
+pub(crate) mod stream;
 pub(crate) mod sys;
+#[cfg(unix)]
+mod unix;
 
 pub use crate::conn::actor::{HandlerFactory, PrepareFn, ResolveFn};
 pub use addr::{parse_host_port, HostPort};
 pub use listen::{ListenOptions, Listener, DEFAULT_BACKLOG};
+#[cfg(unix)]
+pub use unix::PeerCredentials;
 
 use crate::conn::actor::{NewConn, SinkSetup, Start};
 use crate::conn::shared::ConnShared;
@@ -20,6 +25,7 @@ use crate::reactor::{Reactor, Task};
 use crate::tls::{ClientConfig, ServerConfig, ServerName, TlsSetup};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
+use stream::Stream;
 
 /// Where to connect: `"host:port"` (resolved off-thread), one address, or a
 /// list of addresses tried in order.
@@ -180,7 +186,7 @@ impl Reactor {
     /// assert_ne!(listener.local_addr().port(), 0);
     /// ```
     pub fn listen(&self, addr: SocketAddr, opts: ListenOptions) -> Result<Listener> {
-        listen::start(&self.shared, addr, opts, None)
+        listen::start(&self.shared, listen::Bind::Tcp(addr), opts, None)
     }
 
     /// Listens on `addr` in handler mode: `factory` builds a [`Handler`] for
@@ -197,7 +203,93 @@ impl Reactor {
     {
         let f: Arc<HandlerFactory> =
             Arc::new(move |ctx: &mut Ctx<'_>| Box::new(factory(ctx)) as Box<dyn Handler>);
-        listen::start(&self.shared, addr, opts, Some(f))
+        listen::start(&self.shared, listen::Bind::Tcp(addr), opts, Some(f))
+    }
+
+    /// Listens on a Unix-domain socket in channel mode, like
+    /// [`listen`](Self::listen). `path` is a file system path or, on Linux,
+    /// `@name` in the abstract namespace. A socket file left by a server
+    /// that is gone (connecting to it is refused) is replaced; a live one
+    /// is `AddrInUse`. The file is removed when the listener is dropped —
+    /// only if it is still the one this listener created.
+    ///
+    /// ```
+    /// let reactor = netactor::Reactor::builder().workers(1).build().unwrap();
+    /// let path = std::env::temp_dir().join(format!("netactor-doc-{}.sock", std::process::id()));
+    /// let listener = reactor.listen_unix(&path, netactor::ListenOptions::new()).unwrap();
+    /// assert!(path.exists());
+    /// drop(listener);
+    /// reactor.shutdown(); // the poller lets the listener go
+    /// assert!(!path.exists());
+    /// ```
+    #[cfg(unix)]
+    pub fn listen_unix(
+        &self,
+        path: impl AsRef<std::path::Path>,
+        opts: ListenOptions,
+    ) -> Result<Listener> {
+        listen::start(&self.shared, listen::Bind::Unix(path.as_ref()), opts, None)
+    }
+
+    /// Listens on a Unix-domain socket in handler mode (see
+    /// [`listen_unix`](Self::listen_unix) and [`listen_with`](Self::listen_with)).
+    #[cfg(unix)]
+    pub fn listen_unix_with<F, H>(
+        &self,
+        path: impl AsRef<std::path::Path>,
+        opts: ListenOptions,
+        factory: F,
+    ) -> Result<Listener>
+    where
+        F: Fn(&mut Ctx<'_>) -> H + Send + Sync + 'static,
+        H: Handler,
+    {
+        let f: Arc<HandlerFactory> =
+            Arc::new(move |ctx: &mut Ctx<'_>| Box::new(factory(ctx)) as Box<dyn Handler>);
+        listen::start(
+            &self.shared,
+            listen::Bind::Unix(path.as_ref()),
+            opts,
+            Some(f),
+        )
+    }
+
+    /// Connects to a Unix-domain socket (`path`, or `@name` in Linux's
+    /// abstract namespace). A local connect completes at once, so unlike
+    /// [`connect`](Self::connect) its failure (no such file, refused,
+    /// permission denied) is returned here, as the OS error.
+    ///
+    /// ```no_run
+    /// # fn f(reactor: &netactor::Reactor) -> netactor::Result<()> {
+    /// let (tx, events) = netactor::event_channel(16);
+    /// let conn = reactor.connect_unix("/run/app.sock", netactor::Options::new(), tx)?;
+    /// conn.write("PING\n")?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(unix)]
+    pub fn connect_unix(
+        &self,
+        path: impl AsRef<std::path::Path>,
+        opts: Options,
+        sink: impl Into<Sink>,
+    ) -> Result<Connection> {
+        let s = unix::connect(path.as_ref())?;
+        self.adopt_unix(s, opts, sink)
+    }
+
+    /// Takes over a connected `UnixStream` (made non-blocking here).
+    #[cfg(unix)]
+    pub fn adopt_unix(
+        &self,
+        stream: std::os::unix::net::UnixStream,
+        opts: Options,
+        sink: impl Into<Sink>,
+    ) -> Result<Connection> {
+        stream.set_nonblocking(true)?;
+        let cred = unix::peer_credentials(&stream);
+        let conn = self.spawn_conn(Start::Stream(Stream::Unix(stream)), opts, sink.into(), None)?;
+        conn.shared.set_peer_credentials(cred);
+        Ok(conn)
     }
 
     /// Connects to `target`. Returns at once: the handle is usable
@@ -261,7 +353,7 @@ impl Reactor {
     ) -> Result<Connection> {
         check_stream_socket(&stream)?;
         stream.set_nonblocking(true)?;
-        self.spawn_conn(Start::Stream(stream), opts, sink.into(), None)
+        self.spawn_conn(Start::Stream(Stream::Tcp(stream)), opts, sink.into(), None)
     }
 
     /// Like [`adopt`](Self::adopt), starting server-side TLS at once.
@@ -275,7 +367,7 @@ impl Reactor {
         check_stream_socket(&stream)?;
         stream.set_nonblocking(true)?;
         self.spawn_conn(
-            Start::Stream(stream),
+            Start::Stream(Stream::Tcp(stream)),
             opts,
             sink.into(),
             Some(TlsSetup::Server(config)),
@@ -303,7 +395,7 @@ impl Reactor {
         let id = ConnId(self.shared.next_conn_id());
         let close_on_drop = matches!(sink, Sink::Channel(_));
         let shared = ConnShared::new(id, worker.clone(), opts.wbuf_max, close_on_drop);
-        if let Start::Stream(s) = &start {
+        if let Start::Stream(Stream::Tcp(s)) = &start {
             shared.set_addrs(s.local_addr().ok(), s.peer_addr().ok());
         }
         let handle = Connection::from_shared(shared.clone());

@@ -11,21 +11,21 @@
 use rustix::net::{RecvFlags, SendAncillaryBuffer, SendFlags};
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
-use std::net::TcpStream;
+use std::os::fd::AsFd;
 
 /// Reads into `buf`; returns how many bytes were written at its start.
-pub(crate) fn recv(sock: &TcpStream, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+pub(crate) fn recv(sock: impl AsFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
     let (_, n) = rustix::net::recv(sock, buf, RecvFlags::empty())?;
     Ok(n)
 }
 
 /// Sends from `buf`, without raising `SIGPIPE` on a closed connection.
-pub(crate) fn send(sock: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+pub(crate) fn send(sock: impl AsFd, buf: &[u8]) -> io::Result<usize> {
     Ok(rustix::net::send(sock, buf, SendFlags::NOSIGNAL)?)
 }
 
 /// Sends from several buffers in one call, without raising `SIGPIPE`.
-pub(crate) fn send_vectored(sock: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+pub(crate) fn send_vectored(sock: impl AsFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
     Ok(rustix::net::sendmsg(
         sock,
         bufs,

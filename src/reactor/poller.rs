@@ -204,7 +204,7 @@ pub(crate) fn poll_once(
 /// `EPOLL_CTL_DEL`); closing the never-duplicated fd also removes it.
 pub(crate) fn register_conn(
     poller: &polling::Poller,
-    sock: &std::net::TcpStream,
+    sock: &impl std::os::fd::AsFd,
     token: Token,
 ) -> io::Result<()> {
     rustix::event::epoll::add(
@@ -279,7 +279,7 @@ fn run_commands(shared: &ReactorShared, ps: &mut PollState) {
                 // Shutdown all delete before dropping their ListenerState).
                 let r = unsafe { poller.add(&l.sock, polling::Event::readable(token.0)) };
                 if let Err(e) = r {
-                    log::error!("cannot register listener {}: {e}", l.local);
+                    log::error!("cannot register listener {}: {e}", l.label);
                     continue;
                 }
                 ps.listeners.insert(
@@ -331,7 +331,7 @@ fn accept_some(shared: &ReactorShared, l: &mut ListenerState, batches: &mut [Vec
             AcceptOutcome::Pause(why) => {
                 log::warn!(
                     "listener {}: {why}; pausing accept for {:?}",
-                    l.shared.local,
+                    l.shared.label,
                     l.backoff
                 );
                 l.paused_until = Some(Instant::now() + l.backoff);
@@ -345,7 +345,7 @@ fn accept_some(shared: &ReactorShared, l: &mut ListenerState, batches: &mut [Vec
                     log::warn!(
                         "listener {}: connection limit reached ({} here, {} in the reactor); \
                          accepting resumes when a connection closes",
-                        l.shared.local,
+                        l.shared.label,
                         l.shared.limit.max(),
                         shared.limits.reactor.max()
                     );

@@ -18,7 +18,7 @@ use super::TlsSetup;
 use crate::error::{Error, Result};
 use bytes::BytesMut;
 use std::io::{self, BufRead, IoSlice, Write};
-use std::net::TcpStream;
+use std::os::fd::{AsFd, BorrowedFd};
 
 /// Most plaintext moved into rustls at once (also rustls' buffer limit).
 pub(crate) const WRITE_CHUNK: usize = 64 << 10;
@@ -65,7 +65,7 @@ pub(crate) struct Fed {
 }
 
 /// `Write` for a socket that never raises SIGPIPE.
-struct NoSigPipe<'a>(&'a TcpStream);
+struct NoSigPipe<'a>(BorrowedFd<'a>);
 
 impl Write for NoSigPipe<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -248,8 +248,8 @@ impl TlsSession {
     }
 
     /// Writes queued records to the socket.
-    pub(crate) fn write_to(&mut self, sock: &TcpStream) -> io::Result<usize> {
-        self.conn.write_tls(&mut NoSigPipe(sock))
+    pub(crate) fn write_to(&mut self, sock: &impl AsFd) -> io::Result<usize> {
+        self.conn.write_tls(&mut NoSigPipe(sock.as_fd()))
     }
 
     /// Queues close_notify (once).

@@ -3,6 +3,7 @@
 //! progress and kept on success.
 
 use super::*;
+use std::net::TcpStream;
 
 impl Core {
     pub(super) fn try_next_address(&mut self, w: &mut WorkerCtx) {
@@ -31,7 +32,7 @@ impl Core {
                     match r {
                         Ok(()) => {
                             self.registered = true;
-                            self.sock = Some(stream);
+                            self.sock = Some(Stream::Tcp(stream));
                             let at = w.now + self.opts.connect_timeout;
                             self.armed.clear(TimerKind::Connect);
                             self.arm(TimerKind::Connect, at, w);
@@ -65,9 +66,14 @@ impl Core {
                 if !self.writable {
                     return;
                 }
-                match sock.peer_addr() {
+                let Some(tcp) = sock.as_tcp() else {
+                    return;
+                };
+                match tcp.peer_addr() {
                     Ok(peer) => {
-                        let stream = self.sock.take().expect("checked above");
+                        let Some(Stream::Tcp(stream)) = self.sock.take() else {
+                            return;
+                        };
                         self.connected(stream, peer, w);
                     }
                     Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
@@ -97,7 +103,7 @@ impl Core {
         self.armed.clear(TimerKind::Connect);
         self.connect = None;
         self.shared.set_addrs(stream.local_addr().ok(), Some(peer));
-        self.open(stream, w);
+        self.open(Stream::Tcp(stream), w);
         if self.phase == Phase::Open {
             self.out.push(Event::Connected { peer });
         }

@@ -39,6 +39,13 @@ impl Ctx<'_> {
         self.core.shared.local_addr()
     }
 
+    /// The peer process's credentials (Unix-domain sockets; see
+    /// [`Connection::peer_credentials`]).
+    #[cfg(unix)]
+    pub fn peer_credentials(&self) -> Option<crate::net::PeerCredentials> {
+        self.core.shared.peer_credentials()
+    }
+
     /// Queues bytes for writing; without autocork they are written at once.
     /// Errors as [`Connection::write`]. With a
     /// [`low_water_mark`](Options::low_water_mark) set, a write larger than

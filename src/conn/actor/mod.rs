@@ -17,6 +17,7 @@ use super::shared::{ConnShared, Msg};
 use super::{ConnId, Connection, Event, Options, Reply, Sink};
 use crate::error::{Error, Limit, Result, TimeoutKind};
 use crate::framing::{DecodeError, Decoder, Frame, FrameAction};
+use crate::net::stream::Stream;
 use crate::reactor::timers::{Armed, TimerKind};
 use crate::reactor::worker::WorkerCtx;
 use crate::reactor::Token;
@@ -26,7 +27,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use socket2::SockRef;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -245,7 +246,7 @@ pub type HandlerFactory = dyn Fn(&mut Ctx<'_>) -> Box<dyn Handler> + Send + Sync
 /// How a new actor gets its socket.
 pub(crate) enum Start {
     /// Accepted or adopted: already connected.
-    Stream(TcpStream),
+    Stream(Stream),
     /// Connect to these addresses in turn.
     Connect {
         addrs: Vec<SocketAddr>,
@@ -302,7 +303,7 @@ pub(crate) struct Core {
     /// in the mailbox when it closes are answered with it rather than a
     /// bare `Closed`. Boxed: it is rare, and the actor stays small.
     failure: Option<Box<Error>>,
-    sock: Option<TcpStream>,
+    sock: Option<Stream>,
     registered: bool,
     readable: bool,
     writable: bool,
@@ -1095,7 +1096,7 @@ impl Core {
         }
     }
 
-    fn open(&mut self, stream: TcpStream, w: &mut WorkerCtx) {
+    fn open(&mut self, stream: Stream, w: &mut WorkerCtx) {
         if let Err(e) = stream.set_nonblocking(true) {
             self.fail(Error::from_io(e), w);
             return;
@@ -1109,9 +1110,9 @@ impl Core {
             }
             self.registered = true;
         }
-        if self.shared.peer_addr().is_none() {
+        if let (Some(tcp), None) = (stream.as_tcp(), self.shared.peer_addr()) {
             self.shared
-                .set_addrs(stream.local_addr().ok(), stream.peer_addr().ok());
+                .set_addrs(tcp.local_addr().ok(), tcp.peer_addr().ok());
         }
         self.sock = Some(stream);
         self.phase = Phase::Open;
@@ -1133,7 +1134,7 @@ impl Core {
         self.shared
             .wbuf_max
             .store(self.opts.wbuf_max, Ordering::Relaxed);
-        if let Some(sock) = &self.sock {
+        if let Some(sock) = self.sock.as_ref().and_then(Stream::as_tcp) {
             let s = SockRef::from(sock);
             let _ = s.set_tcp_nodelay(self.opts.no_delay);
             let _ = s.set_keepalive(self.opts.keepalive);
@@ -1921,12 +1922,11 @@ fn timer_of(kind: TimeoutKind) -> TimerKind {
 /// which throws away output the kernel has not sent yet (the tail of a
 /// lingering close) and shows the peer a reset instead of EOF. Bounded: a
 /// peer that keeps sending more than this gets the reset.
-fn discard_unread(mut sock: &TcpStream) {
-    use std::io::Read;
+fn discard_unread(sock: &Stream) {
     // The actor's sockets are always non-blocking: this stops at WouldBlock.
-    let mut scratch = [0u8; 4096];
+    let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
     for _ in 0..64 {
-        match sock.read(&mut scratch) {
+        match crate::net::sys::recv(sock, &mut scratch) {
             Ok(n) if n > 0 => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             _ => return,
