@@ -240,6 +240,8 @@ impl ListenerShared {
             }
             #[cfg(unix)]
             Stream::Unix(u) => shared.set_peer_credentials(super::unix::peer_credentials(u)),
+            #[cfg(unix)]
+            Stream::Pipe { .. } => {} // never accepted
         }
         let sink = match &self.mode {
             AcceptMode::Channel { events, .. } => SinkSetup::Ready(Sink::Channel(events.clone())),

@@ -277,6 +277,86 @@ impl Reactor {
         self.adopt_unix(s, opts, sink)
     }
 
+    /// Takes over pipe ends as one connection: bytes are read from `read`
+    /// and written to `write` — a child's stdout and stdin, a pipe pair, a
+    /// FIFO. Either may be `None`: a read-only connection refuses writes
+    /// (`BrokenPipe`, as after [`Connection::shutdown`]), a write-only one
+    /// reads as end of stream. Everything else is as for sockets — framing,
+    /// back-pressure (a full pipe holds writes in the queue, bounded by
+    /// `wbuf_max`), timeouts, events; [`Connection::shutdown`] closes the
+    /// write end, so the reader sees end of file. The descriptors are made
+    /// non-blocking; each must be a pipe, FIFO, socket or character device
+    /// (a regular file cannot be polled): anything else is `InvalidInput`.
+    ///
+    /// ```
+    /// let reactor = netactor::Reactor::builder().workers(1).build().unwrap();
+    /// let (r, mut w) = std::io::pipe().unwrap();
+    /// let (tx, _events) = netactor::event_channel(16);
+    /// let conn = reactor.adopt_pipes(Some(r.into()), None, netactor::Options::new(), tx).unwrap();
+    /// std::io::Write::write_all(&mut w, b"from a pipe\n").unwrap();
+    /// let line = conn.push_read(netactor::framing::Line::new()).unwrap()
+    ///     .recv_timeout(std::time::Duration::from_secs(5)).unwrap().unwrap();
+    /// assert_eq!(&line.line[..], b"from a pipe");
+    /// ```
+    #[cfg(unix)]
+    pub fn adopt_pipes(
+        &self,
+        read: Option<std::os::fd::OwnedFd>,
+        write: Option<std::os::fd::OwnedFd>,
+        opts: Options,
+        sink: impl Into<Sink>,
+    ) -> Result<Connection> {
+        for fd in read.iter().chain(write.iter()) {
+            check_pollable(fd)?;
+        }
+        if read.is_none() && write.is_none() {
+            return Err(Error::InvalidInput(
+                "adopt_pipes needs at least one end".into(),
+            ));
+        }
+        let read_only = write.is_none();
+        let stream = Stream::Pipe { read, write };
+        stream.set_nonblocking(true)?;
+        let conn = self.spawn_conn(Start::Stream(stream), opts, sink.into(), None)?;
+        if read_only {
+            conn.shared
+                .write_shut
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        Ok(conn)
+    }
+
+    /// Takes over a child process's stdout (read) and stdin (write) as one
+    /// connection (see [`adopt_pipes`](Self::adopt_pipes)); spawn it with
+    /// `Stdio::piped()` for both. Its stderr, if piped, stays in `child`
+    /// (adopt it on its own as a read-only connection if you want it).
+    ///
+    /// ```no_run
+    /// # fn f(reactor: &netactor::Reactor) -> netactor::Result<()> {
+    /// use std::process::{Command, Stdio};
+    /// let mut child = Command::new("cat").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+    /// let (tx, events) = netactor::event_channel(16);
+    /// let conn = reactor.adopt_child(&mut child, netactor::Options::new(), tx)?;
+    /// conn.write("hello\n")?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(unix)]
+    pub fn adopt_child(
+        &self,
+        child: &mut std::process::Child,
+        opts: Options,
+        sink: impl Into<Sink>,
+    ) -> Result<Connection> {
+        let read = child.stdout.take().map(std::os::fd::OwnedFd::from);
+        let write = child.stdin.take().map(std::os::fd::OwnedFd::from);
+        if read.is_none() && write.is_none() {
+            return Err(Error::InvalidInput(
+                "the child has neither a piped stdin nor a piped stdout".into(),
+            ));
+        }
+        self.adopt_pipes(read, write, opts, sink)
+    }
+
     /// Takes over a connected `UnixStream` (made non-blocking here).
     #[cfg(unix)]
     pub fn adopt_unix(
@@ -408,6 +488,20 @@ impl Reactor {
             limit,
         })));
         Ok(handle)
+    }
+}
+
+/// Refuses a descriptor the poller cannot watch as a stream (a regular
+/// file, a directory): pipes, FIFOs, sockets and character devices pass.
+#[cfg(unix)]
+fn check_pollable(fd: &std::os::fd::OwnedFd) -> Result<()> {
+    use rustix::fs::FileType;
+    let st = rustix::fs::fstat(fd).map_err(std::io::Error::from)?;
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::Fifo | FileType::Socket | FileType::CharacterDevice => Ok(()),
+        other => Err(Error::InvalidInput(format!(
+            "not a pipe, socket or character device ({other:?}): it cannot be polled"
+        ))),
     }
 }
 

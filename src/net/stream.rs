@@ -1,29 +1,28 @@
-//! The byte streams an actor can own: a TCP socket or, on Unix, a
-//! Unix-domain stream socket. The data path only needs the descriptor
-//! (`recv`/`send` through rustix); options and addresses differ per kind.
+//! The byte streams an actor can own: a TCP socket, on Unix a Unix-domain
+//! stream socket, or pipe ends (a child's stdin/stdout, a pipe pair). The
+//! actor only sees these methods: the data path, registration, half-close.
 
-use std::io;
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
 use std::net::{Shutdown, TcpStream};
-use std::os::fd::{AsFd, BorrowedFd};
+#[cfg(unix)]
+use std::os::fd::{AsFd, OwnedFd};
 #[cfg(unix)]
 use std::os::unix::net::UnixStream;
 
-/// A connected stream socket owned by one actor.
+/// A connected stream owned by one actor.
 #[derive(Debug)]
 pub(crate) enum Stream {
     Tcp(TcpStream),
     #[cfg(unix)]
     Unix(UnixStream),
-}
-
-impl AsFd for Stream {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        match self {
-            Stream::Tcp(s) => s.as_fd(),
-            #[cfg(unix)]
-            Stream::Unix(s) => s.as_fd(),
-        }
-    }
+    /// Pipe ends: read from `read`, write to `write`; either may be absent
+    /// (a read-only or write-only connection). Half-close drops `write`.
+    #[cfg(unix)]
+    Pipe {
+        read: Option<OwnedFd>,
+        write: Option<OwnedFd>,
+    },
 }
 
 impl Stream {
@@ -32,14 +31,106 @@ impl Stream {
             Stream::Tcp(s) => s.set_nonblocking(on),
             #[cfg(unix)]
             Stream::Unix(s) => s.set_nonblocking(on),
+            #[cfg(unix)]
+            Stream::Pipe { read, write } => {
+                for fd in read.iter().chain(write.iter()) {
+                    set_fd_nonblocking(fd, on)?;
+                }
+                Ok(())
+            }
         }
     }
 
-    pub(crate) fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+    /// Reads into `buf` (`recv`, or `read` on a pipe). A write-only pipe
+    /// has nothing to read: end of stream.
+    pub(crate) fn recv(&self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
         match self {
-            Stream::Tcp(s) => s.shutdown(how),
+            Stream::Tcp(s) => super::sys::recv(s, buf),
             #[cfg(unix)]
-            Stream::Unix(s) => s.shutdown(how),
+            Stream::Unix(s) => super::sys::recv(s, buf),
+            #[cfg(unix)]
+            Stream::Pipe { read: Some(fd), .. } => {
+                let (init, _) = rustix::io::read(fd, buf)?;
+                Ok(init.len())
+            }
+            #[cfg(unix)]
+            Stream::Pipe { read: None, .. } => Ok(0),
+        }
+    }
+
+    /// Writes from `buf` (never raising `SIGPIPE` on a socket; a pipe whose
+    /// reader is gone fails with `EPIPE`, as Rust programs ignore `SIGPIPE`).
+    pub(crate) fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => super::sys::send(s, buf),
+            #[cfg(unix)]
+            Stream::Unix(s) => super::sys::send(s, buf),
+            #[cfg(unix)]
+            Stream::Pipe { write, .. } => Ok(rustix::io::write(pipe_writer(write)?, buf)?),
+        }
+    }
+
+    /// Writes from several buffers in one call.
+    pub(crate) fn send_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => super::sys::send_vectored(s, bufs),
+            #[cfg(unix)]
+            Stream::Unix(s) => super::sys::send_vectored(s, bufs),
+            #[cfg(unix)]
+            Stream::Pipe { write, .. } => Ok(rustix::io::writev(pipe_writer(write)?, bufs)?),
+        }
+    }
+
+    /// Registers every descriptor under `token` (see `register_conn`).
+    pub(crate) fn register(
+        &self,
+        poller: &polling::Poller,
+        token: crate::reactor::Token,
+    ) -> io::Result<()> {
+        use crate::reactor::poller::register_conn;
+        match self {
+            Stream::Tcp(s) => register_conn(poller, s, token),
+            #[cfg(unix)]
+            Stream::Unix(s) => register_conn(poller, s, token),
+            #[cfg(unix)]
+            Stream::Pipe { read, write } => {
+                for fd in read.iter().chain(write.iter()) {
+                    register_conn(poller, fd, token)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Removes every descriptor from the poller.
+    pub(crate) fn deregister(&self, poller: &polling::Poller) {
+        match self {
+            Stream::Tcp(s) => drop(poller.delete(s)),
+            #[cfg(unix)]
+            Stream::Unix(s) => drop(poller.delete(s)),
+            #[cfg(unix)]
+            Stream::Pipe { read, write } => {
+                for fd in read.iter().chain(write.iter()) {
+                    let _ = poller.delete(fd);
+                }
+            }
+        }
+    }
+
+    /// Half-close: FIN on a socket, closing the write end of a pipe (the
+    /// reader — a child's stdin — sees end of file).
+    pub(crate) fn shutdown_write(&mut self, poller: &polling::Poller) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(Shutdown::Write),
+            #[cfg(unix)]
+            Stream::Unix(s) => s.shutdown(Shutdown::Write),
+            #[cfg(unix)]
+            Stream::Pipe { write, .. } => {
+                if let Some(fd) = write.take() {
+                    let _ = poller.delete(&fd);
+                }
+                Ok(())
+            }
         }
     }
 
@@ -48,6 +139,8 @@ impl Stream {
             Stream::Tcp(s) => s.take_error(),
             #[cfg(unix)]
             Stream::Unix(s) => s.take_error(),
+            #[cfg(unix)]
+            Stream::Pipe { .. } => Ok(None),
         }
     }
 
@@ -56,7 +149,23 @@ impl Stream {
         match self {
             Stream::Tcp(s) => Some(s),
             #[cfg(unix)]
-            Stream::Unix(_) => None,
+            _ => None,
         }
     }
+}
+
+#[cfg(unix)]
+fn pipe_writer(write: &Option<OwnedFd>) -> io::Result<&OwnedFd> {
+    write
+        .as_ref()
+        .ok_or_else(|| io::Error::from(io::ErrorKind::BrokenPipe))
+}
+
+#[cfg(unix)]
+fn set_fd_nonblocking(fd: &impl AsFd, on: bool) -> io::Result<()> {
+    use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
+    let mut flags = fcntl_getfl(fd)?;
+    flags.set(OFlags::NONBLOCK, on);
+    fcntl_setfl(fd, flags)?;
+    Ok(())
 }

@@ -16,9 +16,9 @@
 
 use super::TlsSetup;
 use crate::error::{Error, Result};
+use crate::net::stream::Stream;
 use bytes::BytesMut;
 use std::io::{self, BufRead, IoSlice, Write};
-use std::os::fd::{AsFd, BorrowedFd};
 
 /// Most plaintext moved into rustls at once (also rustls' buffer limit).
 pub(crate) const WRITE_CHUNK: usize = 64 << 10;
@@ -65,14 +65,14 @@ pub(crate) struct Fed {
 }
 
 /// `Write` for a socket that never raises SIGPIPE.
-struct NoSigPipe<'a>(BorrowedFd<'a>);
+struct NoSigPipe<'a>(&'a Stream);
 
 impl Write for NoSigPipe<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        crate::net::sys::send(self.0, buf)
+        self.0.send(buf)
     }
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        crate::net::sys::send_vectored(self.0, bufs)
+        self.0.send_vectored(bufs)
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
@@ -248,8 +248,8 @@ impl TlsSession {
     }
 
     /// Writes queued records to the socket.
-    pub(crate) fn write_to(&mut self, sock: &impl AsFd) -> io::Result<usize> {
-        self.conn.write_tls(&mut NoSigPipe(sock.as_fd()))
+    pub(crate) fn write_to(&mut self, sock: &Stream) -> io::Result<usize> {
+        self.conn.write_tls(&mut NoSigPipe(sock))
     }
 
     /// Queues close_notify (once).

@@ -86,7 +86,7 @@ impl Core {
     pub(super) fn connect_attempt_failed(&mut self, e: Error, w: &mut WorkerCtx) {
         if let Some(sock) = self.sock.take() {
             if self.registered {
-                let _ = w.poller.delete(&sock);
+                sock.deregister(&w.poller);
                 self.registered = false;
             }
         }

@@ -27,7 +27,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use socket2::SockRef;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -1102,7 +1102,7 @@ impl Core {
             return;
         }
         if !self.registered {
-            let r = crate::reactor::poller::register_conn(&w.poller, &stream, self.token);
+            let r = stream.register(&w.poller, self.token);
             if let Err(e) = r {
                 self.sock = Some(stream);
                 self.fail(Error::from_io(e), w);
@@ -1113,6 +1113,11 @@ impl Core {
         if let (Some(tcp), None) = (stream.as_tcp(), self.shared.peer_addr()) {
             self.shared
                 .set_addrs(tcp.local_addr().ok(), tcp.peer_addr().ok());
+        }
+        #[cfg(unix)]
+        if let Stream::Pipe { write: None, .. } = &stream {
+            // Read-only: nothing to write to (the handle refuses writes).
+            self.write_side = WriteSide::Shut;
         }
         self.sock = Some(stream);
         self.phase = Phase::Open;
@@ -1186,7 +1191,7 @@ impl Core {
         self.rbuf.reserve(self.read_size);
         let want = self.read_size.min(self.rbuf.capacity() - self.rbuf.len());
         let spare = &mut self.rbuf.spare_capacity_mut()[..want];
-        match crate::net::sys::recv(sock, spare) {
+        match sock.recv(spare) {
             Ok(0) => {
                 self.eof = true;
                 self.readable = false;
@@ -1270,7 +1275,7 @@ impl Core {
             return Ok(());
         };
         self.shared.check_room(data.len())?;
-        match crate::net::sys::send(sock, &data) {
+        match sock.send(&data) {
             Ok(n) => {
                 self.note_write(n, w.now);
                 if n < data.len() {
@@ -1346,8 +1351,8 @@ impl Core {
         {
             if self.write_side == WriteSide::ShutdownPending {
                 self.write_side = WriteSide::Shut;
-                if let Some(sock) = &self.sock {
-                    let _ = sock.shutdown(Shutdown::Write);
+                if let Some(sock) = self.sock.as_mut() {
+                    let _ = sock.shutdown_write(&w.poller);
                 }
             }
             if self.phase == Phase::Closing {
@@ -1542,7 +1547,7 @@ impl Core {
                 k += 1;
             }
             let offered: usize = iov[..k].iter().map(|s| s.len()).sum();
-            match crate::net::sys::send_vectored(sock, &iov[..k]) {
+            match sock.send_vectored(&iov[..k]) {
                 Ok(n) => {
                     self.consume_written(n);
                     self.note_write(n, w.now);
@@ -1746,7 +1751,7 @@ impl Core {
         self.phase = Phase::Closed;
         if let Some(sock) = self.sock.take() {
             if self.registered {
-                let _ = w.poller.delete(&sock);
+                sock.deregister(&w.poller);
                 self.registered = false;
             }
             discard_unread(&sock);
@@ -1926,7 +1931,7 @@ fn discard_unread(sock: &Stream) {
     // The actor's sockets are always non-blocking: this stops at WouldBlock.
     let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
     for _ in 0..64 {
-        match crate::net::sys::recv(sock, &mut scratch) {
+        match sock.recv(&mut scratch) {
             Ok(n) if n > 0 => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             _ => return,

@@ -282,7 +282,7 @@ impl Core {
         scratch.reserve(self.read_size);
         let want = self.read_size.min(scratch.capacity());
         let spare = &mut scratch.spare_capacity_mut()[..want];
-        let res = match crate::net::sys::recv(sock, spare) {
+        let res = match sock.recv(spare) {
             Ok(0) => {
                 self.readable = false;
                 self.tls_eof().map(|()| 0)
@@ -416,7 +416,7 @@ impl Core {
                     break;
                 }
             }
-            match crate::net::sys::send_vectored(sock, &iov[..k]) {
+            match sock.send_vectored(&iov[..k]) {
                 Ok(n) => {
                     self.consume_written(n);
                     self.note_write(n, w.now);
