@@ -282,3 +282,16 @@ fn echo_and_ncat_examples_speak_unix_sockets() {
     assert!(echo.wait().unwrap().success(), "echo exits 0 on SIGTERM");
     assert!(!p.0.exists(), "the socket file is removed on exit");
 }
+
+#[test]
+fn adopting_a_datagram_unix_socket_is_refused() {
+    let r = reactor(1);
+    let (a, _b) = std::os::unix::net::UnixDatagram::pair().unwrap();
+    let fd: std::os::fd::OwnedFd = a.into();
+    let not_a_stream = UnixStream::from(fd);
+    let (tx, _e) = netactor::event_channel(4);
+    match r.adopt_unix(not_a_stream, Options::new(), tx) {
+        Err(Error::InvalidInput(why)) => assert!(why.contains("stream"), "{why}"),
+        other => panic!("expected InvalidInput, got {other:?}"),
+    }
+}

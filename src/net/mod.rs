@@ -365,6 +365,7 @@ impl Reactor {
         opts: Options,
         sink: impl Into<Sink>,
     ) -> Result<Connection> {
+        check_stream_socket(&stream)?;
         stream.set_nonblocking(true)?;
         let cred = unix::peer_credentials(&stream);
         let conn = self.spawn_conn(Start::Stream(Stream::Unix(stream)), opts, sink.into(), None)?;
@@ -506,7 +507,7 @@ fn check_pollable(fd: &std::os::fd::OwnedFd) -> Result<()> {
 }
 
 /// Refuses a socket that is not a stream socket (`SO_TYPE`).
-fn check_stream_socket(stream: &TcpStream) -> Result<()> {
+fn check_stream_socket(stream: &impl std::os::fd::AsFd) -> Result<()> {
     let ty = socket2::SockRef::from(stream).r#type()?;
     if ty != socket2::Type::STREAM {
         return Err(Error::InvalidInput(format!(
