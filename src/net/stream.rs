@@ -43,6 +43,7 @@ impl Stream {
 
     /// Reads into `buf` (`recv`, or `read` on a pipe). A write-only pipe
     /// has nothing to read: end of stream.
+    #[inline]
     pub(crate) fn recv(&self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => super::sys::recv(s, buf),
@@ -60,6 +61,7 @@ impl Stream {
 
     /// Writes from `buf` (never raising `SIGPIPE` on a socket; a pipe whose
     /// reader is gone fails with `EPIPE`, as Rust programs ignore `SIGPIPE`).
+    #[inline]
     pub(crate) fn send(&self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => super::sys::send(s, buf),
@@ -71,6 +73,7 @@ impl Stream {
     }
 
     /// Writes from several buffers in one call.
+    #[inline]
     pub(crate) fn send_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => super::sys::send_vectored(s, bufs),
@@ -145,6 +148,7 @@ impl Stream {
     }
 
     /// The TCP socket, for TCP-only options (`TCP_NODELAY`, keepalive…).
+    #[inline]
     pub(crate) fn as_tcp(&self) -> Option<&TcpStream> {
         match self {
             Stream::Tcp(s) => Some(s),

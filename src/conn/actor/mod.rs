@@ -886,7 +886,7 @@ impl Actor {
                         // must then see the bytes already buffered: no new
                         // arrival may ever come for them.
                         let stuck = core.rbuf.len() == before && action.is_none();
-                        let decoder = stream_id(&core.stream);
+                        let decoder = if stuck { stream_id(&core.stream) } else { None };
                         self.deliver_one(Event::Read(frame), w);
                         if let Some(a) = action {
                             self.core.frame_action(a, w);
