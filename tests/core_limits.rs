@@ -76,7 +76,7 @@ fn a_listener_at_its_limit_pauses_and_resumes_as_connections_close() {
     first[0].write_all(b"bye\n").unwrap();
     let mut order = Vec::new();
     for (i, s) in waiting.iter_mut().enumerate() {
-        if greeted(s, Duration::from_secs(3)) {
+        if greeted(s, WAIT) {
             order.push(i);
             break;
         }
