@@ -234,6 +234,30 @@ impl Connection {
         })
     }
 
+    /// Queues several buffers as one write: all of them or, on `NoSpace`,
+    /// none; they leave together in one vectored `send` when they fit (no
+    /// copy, no per-part system call). Errors as [`write`](Self::write).
+    ///
+    /// ```no_run
+    /// # fn f(conn: &netactor::Connection) -> netactor::Result<()> {
+    /// use bytes::Bytes;
+    /// let body = Bytes::from_static(b"Hello, World!");
+    /// let head = Bytes::from(format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()));
+    /// conn.write_parts([head, body])?;
+    /// # Ok(()) }
+    /// ```
+    pub fn write_parts(&self, parts: impl IntoIterator<Item = Bytes>) -> Result<()> {
+        let parts: Vec<Bytes> = parts.into_iter().filter(|b| !b.is_empty()).collect();
+        let n: usize = parts.iter().map(|b| b.len()).sum();
+        if n == 0 {
+            return Ok(());
+        }
+        self.shared.reserve_write(n)?;
+        self.shared.post(Msg::WriteParts(parts)).inspect_err(|_| {
+            self.shared.release_write(n);
+        })
+    }
+
     /// Encodes `msg` with its write type and queues the result (atomically:
     /// all of it or, on an encoding or `NoSpace` error, nothing).
     pub fn send<E: crate::framing::Encoder>(&self, msg: E) -> Result<()> {

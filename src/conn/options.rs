@@ -37,6 +37,7 @@ pub struct Options {
     pub(crate) connect_timeout: Duration,
     pub(crate) handshake_timeout: Duration,
     pub(crate) follow_stoptls: bool,
+    pub(crate) pause_reading_above: Option<usize>,
 }
 
 impl Default for Options {
@@ -61,6 +62,7 @@ impl Default for Options {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             handshake_timeout: crate::tls::DEFAULT_HANDSHAKE_TIMEOUT,
             follow_stoptls: false,
+            pause_reading_above: None,
         }
     }
 }
@@ -198,6 +200,27 @@ impl Options {
         self
     }
 
+    /// Back-pressure without hand-rolling it: while more than `n` bytes are
+    /// queued for writing, the connection reads nothing (TCP flow control
+    /// then holds the peer back), and it reads again by itself as soon as
+    /// the queue is back at or below `n`. A server whose client pipelines
+    /// requests without reading the answers then slows that client down
+    /// instead of running into `wbuf_max` (`NoSpace`). Pick `n` so that `n`
+    /// plus the answers to one read's worth of requests fit in `wbuf_max`
+    /// (e.g. half of it). `None` (default): reading does not depend on the
+    /// write queue. TLS handshakes are never paused.
+    ///
+    /// ```
+    /// use netactor::Options;
+    /// // An echo server that never fails a greedy client with NoSpace:
+    /// let opts = Options::new().wbuf_max(4 << 20).pause_reading_above(Some(1 << 20));
+    /// # drop(opts);
+    /// ```
+    pub fn pause_reading_above(mut self, n: Option<usize>) -> Self {
+        self.pause_reading_above = n;
+        self
+    }
+
     /// When the TLS peer sends close_notify, answer with ours and continue
     /// the connection in plaintext ([`crate::Event::TlsStopped`]) instead of
     /// treating it as EOF: the peer side of
@@ -294,6 +317,11 @@ impl Options {
     /// Sets [`handshake_timeout`](Self::handshake_timeout) in place.
     pub fn set_handshake_timeout(&mut self, d: Duration) {
         *self = std::mem::take(self).handshake_timeout(d);
+    }
+
+    /// Sets [`pause_reading_above`](Self::pause_reading_above) in place.
+    pub fn set_pause_reading_above(&mut self, n: Option<usize>) {
+        *self = std::mem::take(self).pause_reading_above(n);
     }
 
     /// Sets [`follow_stoptls`](Self::follow_stoptls) in place.

@@ -73,6 +73,32 @@ impl Ctx<'_> {
         self.core.write_through(data, self.w)
     }
 
+    /// Queues several buffers as one write (all or nothing against
+    /// `wbuf_max`); without autocork they leave at once, together, in one
+    /// vectored `send`. See [`Connection::write_parts`].
+    pub fn write_parts(&mut self, parts: impl IntoIterator<Item = Bytes>) -> Result<()> {
+        if matches!(self.core.phase, Phase::Closing | Phase::Closed) || self.core.close_pending {
+            return Err(Error::Closed);
+        }
+        let parts: Vec<Bytes> = parts.into_iter().filter(|b| !b.is_empty()).collect();
+        let n: usize = parts.iter().map(|b| b.len()).sum();
+        if n == 0 {
+            return Ok(());
+        }
+        self.core.shared.reserve_write(n)?;
+        if self.core.deferred.is_some() {
+            self.core.defer(Msg::WriteParts(parts));
+            return Ok(());
+        }
+        for data in parts {
+            self.core.enqueue(data);
+        }
+        if !self.core.opts.autocork {
+            self.core.flush(self.w);
+        }
+        Ok(())
+    }
+
     /// Encodes `msg` with its write type and queues it (all or nothing).
     pub fn send<E: crate::framing::Encoder>(&mut self, msg: E) -> Result<()> {
         if matches!(self.core.phase, Phase::Closing | Phase::Closed) || self.core.close_pending {

@@ -1166,8 +1166,10 @@ impl Core {
             && !self.eof
             && !self.read_stopped
             && self.overflow.is_empty()
-            && (!self.reads.is_empty()
-                || self.stream.is_some()
+            && (((!self.reads.is_empty() || self.stream.is_some())
+                // Automatic back-pressure: no new requests while the
+                // answers to earlier ones wait to be sent.
+                && self.opts.pause_reading_above.is_none_or(|h| self.wlen <= h))
                 || self
                     .tls
                     .as_ref()
