@@ -247,7 +247,12 @@ impl Connection {
     /// # Ok(()) }
     /// ```
     pub fn write_parts(&self, parts: impl IntoIterator<Item = Bytes>) -> Result<()> {
-        let parts: Vec<Bytes> = parts.into_iter().filter(|b| !b.is_empty()).collect();
+        self.post_parts(parts.into_iter().filter(|b| !b.is_empty()).collect())
+    }
+
+    /// Reserves `parts` together against `wbuf_max` and posts them as one
+    /// message (released again if the post fails).
+    fn post_parts(&self, parts: Vec<Bytes>) -> Result<()> {
         let n: usize = parts.iter().map(|b| b.len()).sum();
         if n == 0 {
             return Ok(());
@@ -263,14 +268,7 @@ impl Connection {
     pub fn send<E: crate::framing::Encoder>(&self, msg: E) -> Result<()> {
         let mut parts = Vec::with_capacity(2);
         msg.encode(&mut parts)?;
-        let n: usize = parts.iter().map(|b| b.len()).sum();
-        if n == 0 {
-            return Ok(());
-        }
-        self.shared.reserve_write(n)?;
-        self.shared.post(Msg::WriteParts(parts)).inspect_err(|_| {
-            self.shared.release_write(n);
-        })
+        self.post_parts(parts)
     }
 
     /// Queues a read at the back of the read queue; the reply carries the frame.

@@ -77,26 +77,7 @@ impl Ctx<'_> {
     /// `wbuf_max`); without autocork they leave at once, together, in one
     /// vectored `send`. See [`Connection::write_parts`].
     pub fn write_parts(&mut self, parts: impl IntoIterator<Item = Bytes>) -> Result<()> {
-        if matches!(self.core.phase, Phase::Closing | Phase::Closed) || self.core.close_pending {
-            return Err(Error::Closed);
-        }
-        let parts: Vec<Bytes> = parts.into_iter().filter(|b| !b.is_empty()).collect();
-        let n: usize = parts.iter().map(|b| b.len()).sum();
-        if n == 0 {
-            return Ok(());
-        }
-        self.core.shared.reserve_write(n)?;
-        if self.core.deferred.is_some() {
-            self.core.defer(Msg::WriteParts(parts));
-            return Ok(());
-        }
-        for data in parts {
-            self.core.enqueue(data);
-        }
-        if !self.core.opts.autocork {
-            self.core.flush(self.w);
-        }
-        Ok(())
+        self.queue_parts(parts.into_iter().filter(|b| !b.is_empty()).collect())
     }
 
     /// Encodes `msg` with its write type and queues it (all or nothing).
@@ -106,7 +87,19 @@ impl Ctx<'_> {
         }
         let mut parts = Vec::with_capacity(2);
         msg.encode(&mut parts)?;
+        self.queue_parts(parts)
+    }
+
+    /// Queues `parts` as one write: reserved together against `wbuf_max`,
+    /// in order behind anything deferred, flushed at once without autocork.
+    fn queue_parts(&mut self, parts: Vec<Bytes>) -> Result<()> {
+        if matches!(self.core.phase, Phase::Closing | Phase::Closed) || self.core.close_pending {
+            return Err(Error::Closed);
+        }
         let n: usize = parts.iter().map(|b| b.len()).sum();
+        if n == 0 {
+            return Ok(());
+        }
         self.core.shared.reserve_write(n)?;
         if self.core.deferred.is_some() {
             self.core.defer(Msg::WriteParts(parts));

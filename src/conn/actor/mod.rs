@@ -1493,14 +1493,22 @@ impl Core {
             self.close(w);
             return;
         }
-        if !self.close_pending {
-            self.close_pending = true;
-            self.stream = None;
-            self.fail_reads(Error::Closed);
-            let at = w.now + self.opts.linger;
-            self.arm(TimerKind::Linger, at, w);
-            self.defer(Msg::Close);
+        self.defer_close(w);
+    }
+
+    /// A close that must wait for the connection (see `close_pending`):
+    /// it is deferred, bounded by linger from now; nothing more is read
+    /// for the application (reading stays on for a handshake only).
+    fn defer_close(&mut self, w: &mut WorkerCtx) {
+        if self.close_pending {
+            return;
         }
+        self.close_pending = true;
+        self.stream = None;
+        self.fail_reads(Error::Closed);
+        let at = w.now + self.opts.linger;
+        self.arm(TimerKind::Linger, at, w);
+        self.defer(Msg::Close);
     }
 
     /// Keeps `msg` until the connection is established (see `deferred`).
@@ -1621,16 +1629,7 @@ impl Core {
                 // Writes were accepted: connect (and finish the TLS
                 // handshake), flush them, then close — all within linger,
                 // counted from now. A failed connect reports its error.
-                if !self.close_pending {
-                    self.close_pending = true;
-                    // Reading stays on for the handshake only: no reader
-                    // or streaming decoder is left to want data.
-                    self.stream = None;
-                    self.fail_reads(Error::Closed);
-                    let at = w.now + self.opts.linger;
-                    self.arm(TimerKind::Linger, at, w);
-                    self.defer(Msg::Close);
-                }
+                self.defer_close(w);
                 return;
             }
             _ => {}
