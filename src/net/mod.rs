@@ -201,9 +201,12 @@ impl Reactor {
         F: Fn(&mut Ctx<'_>) -> H + Send + Sync + 'static,
         H: Handler,
     {
-        let f: Arc<HandlerFactory> =
-            Arc::new(move |ctx: &mut Ctx<'_>| Box::new(factory(ctx)) as Box<dyn Handler>);
-        listen::start(&self.shared, listen::Bind::Tcp(addr), opts, Some(f))
+        listen::start(
+            &self.shared,
+            listen::Bind::Tcp(addr),
+            opts,
+            Some(boxed(factory)),
+        )
     }
 
     /// Listens on a Unix-domain socket in channel mode, like
@@ -244,13 +247,11 @@ impl Reactor {
         F: Fn(&mut Ctx<'_>) -> H + Send + Sync + 'static,
         H: Handler,
     {
-        let f: Arc<HandlerFactory> =
-            Arc::new(move |ctx: &mut Ctx<'_>| Box::new(factory(ctx)) as Box<dyn Handler>);
         listen::start(
             &self.shared,
             listen::Bind::Unix(path.as_ref()),
             opts,
-            Some(f),
+            Some(boxed(factory)),
         )
     }
 
@@ -490,6 +491,15 @@ impl Reactor {
         })));
         Ok(handle)
     }
+}
+
+/// A listener's handler factory, type-erased (one box per connection).
+fn boxed<F, H>(factory: F) -> Arc<HandlerFactory>
+where
+    F: Fn(&mut Ctx<'_>) -> H + Send + Sync + 'static,
+    H: Handler,
+{
+    Arc::new(move |ctx: &mut Ctx<'_>| Box::new(factory(ctx)) as Box<dyn Handler>)
 }
 
 /// Refuses a descriptor the poller cannot watch as a stream (a regular
