@@ -286,7 +286,7 @@ fn nodelay_keepalive_oobinline_are_on_by_default_everywhere() {
         .unwrap();
     sync(&adopted);
     assert_eq!(flags(SockRef::from(&probe)), (false, false, false));
-    let (tx, _rx3) = netactor::event_channel(8);
+    let (tx, rx3) = netactor::event_channel(8);
     let off = r
         .connect(
             l.local_addr().unwrap(),
@@ -295,6 +295,9 @@ fn nodelay_keepalive_oobinline_are_on_by_default_everywhere() {
         )
         .unwrap();
     let (srv3, _) = l.accept().unwrap();
+    // Options are applied when the connect completes, which `accept`
+    // returning does not prove (a `call` runs while still connecting).
+    assert!(matches!(next_event(&rx3, WAIT), Event::Connected { .. }));
     sync(&off);
     let f = with_socket(
         srv3.peer_addr().unwrap(),
