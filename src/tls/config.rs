@@ -12,21 +12,39 @@ use std::sync::Arc;
 
 /// The crypto provider netactor uses: the process default if the application
 /// installed one, else the one compiled in (aws-lc-rs by default, or ring).
-pub fn crypto_provider() -> Arc<CryptoProvider> {
+///
+/// Built without either feature (`--no-default-features`, e.g. for a target
+/// with no C compiler at hand for aws-lc), netactor does what rustls does:
+/// it uses the provider installed with
+/// [`CryptoProvider::install_default`], or one passed to
+/// [`ClientBuilder::provider`] / [`ServerBuilder::provider`]; with neither,
+/// building a TLS configuration fails with [`Error::InvalidInput`] naming
+/// the three ways out. Plaintext connections never need a provider.
+///
+/// ```
+/// let provider = netactor::tls::crypto_provider().expect("a provider is compiled in");
+/// assert!(!provider.cipher_suites.is_empty());
+/// ```
+pub fn crypto_provider() -> Result<Arc<CryptoProvider>> {
     if let Some(p) = CryptoProvider::get_default() {
-        return p.clone();
+        return Ok(p.clone());
     }
     #[cfg(feature = "aws-lc-rs")]
     {
-        Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+        Ok(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
     }
     #[cfg(all(not(feature = "aws-lc-rs"), feature = "ring"))]
     {
-        Arc::new(rustls::crypto::ring::default_provider())
+        Ok(Arc::new(rustls::crypto::ring::default_provider()))
     }
     #[cfg(not(any(feature = "aws-lc-rs", feature = "ring")))]
     {
-        compile_error!("netactor needs the `aws-lc-rs` or the `ring` feature for TLS");
+        Err(Error::InvalidInput(
+            "no TLS crypto provider: enable netactor's `aws-lc-rs` or `ring` feature, \
+             install a process default (rustls::crypto::CryptoProvider::install_default), \
+             or pass one to the builder's `provider`"
+                .into(),
+        ))
     }
 }
 
@@ -176,7 +194,10 @@ impl ClientBuilder {
 
     /// The shareable configuration.
     pub fn build(self) -> Result<Arc<ClientConfig>> {
-        let provider = self.provider.unwrap_or_else(crypto_provider);
+        let provider = match self.provider {
+            Some(p) => p,
+            None => crypto_provider()?,
+        };
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(super::session::tls_error)?;
@@ -292,7 +313,10 @@ impl ServerBuilder {
     /// The shareable configuration. Fails if the key does not match the
     /// certificate.
     pub fn build(self) -> Result<Arc<ServerConfig>> {
-        let provider = self.provider.unwrap_or_else(crypto_provider);
+        let provider = match self.provider {
+            Some(p) => p,
+            None => crypto_provider()?,
+        };
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(super::session::tls_error)?;

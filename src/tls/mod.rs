@@ -111,7 +111,9 @@
 //! The crypto provider is always passed explicitly ([`crypto_provider`]:
 //! the application's process default if it installed one, else the
 //! compiled-in aws-lc-rs or ring), so rustls never panics when both
-//! providers are in the dependency graph.
+//! providers are in the dependency graph. Built with neither feature,
+//! netactor takes the process default or a provider given to the builder,
+//! as rustls itself does.
 
 mod config;
 mod session;

@@ -28,7 +28,7 @@ impl Core {
                     return;
                 }
                 Ok((stream, false)) => {
-                    let r = crate::reactor::poller::register_conn(&w.poller, &stream, self.token);
+                    let r = w.poller.add_stream(&stream, self.token.0);
                     match r {
                         Ok(()) => {
                             self.registered = true;
@@ -113,9 +113,8 @@ impl Core {
 /// Creates a non-blocking socket for `addr` and starts connecting.
 /// Returns the stream and whether it is already connected.
 fn start_connect(addr: SocketAddr, prepare: Option<&PrepareFn>) -> io::Result<(TcpStream, bool)> {
-    let socket = socket2::Socket::new(
+    let socket = crate::sys::socket::stream_socket(
         socket2::Domain::for_address(addr),
-        socket2::Type::STREAM.nonblocking().cloexec(),
         Some(socket2::Protocol::TCP),
     )?;
     if let Some(p) = prepare {
