@@ -62,6 +62,7 @@ pub mod error;
 pub mod framing;
 pub mod net;
 pub mod reactor;
+mod sync;
 mod sys;
 pub mod tls;
 

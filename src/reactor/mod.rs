@@ -13,7 +13,11 @@
 //! waking it. Either way an actor never runs on two threads at once and
 //! needs no lock of its own.
 
+#[allow(dead_code)] // wired in with the layered core
+mod admission;
 pub(crate) mod limit;
+#[allow(dead_code)] // wired in with the layered core
+mod park;
 pub(crate) mod poller;
 pub(crate) mod timers;
 pub(crate) mod worker;

@@ -7,12 +7,12 @@
 //! its epoll descriptor and private notifier key instead (as an earlier
 //! version did) would break silently on any 3.x release that changed them.
 
+use super::notify::NotifyFlag;
 use super::{AsSource, Ready, WAIT_BATCH};
 use rustix::event::epoll::{self, EventData, EventFlags};
 use rustix::event::{eventfd, EventfdFlags};
 use std::io;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// The eventfd's key: never a token (tokens have a worker or listener tag
@@ -27,9 +27,8 @@ pub(crate) struct Poller {
     /// without a read; `notify` resets it then.
     waker: OwnedFd,
     /// A wake-up is written and not yet seen by a wait: later `notify` calls
-    /// are free. Cleared by the wait that reports it, *before* the caller
-    /// looks at its queues, so a task queued after that look always writes.
-    pending: AtomicBool,
+    /// are free (`sys/notify.rs` has the rule and why it is safe).
+    pending: NotifyFlag,
 }
 
 impl Poller {
@@ -45,7 +44,7 @@ impl Poller {
         Ok(Poller {
             epoll,
             waker,
-            pending: AtomicBool::new(false),
+            pending: NotifyFlag::default(),
         })
     }
 
@@ -95,7 +94,7 @@ impl Poller {
 
     /// Ends the current (or the next) `wait`, from any thread.
     pub(crate) fn notify(&self) -> io::Result<()> {
-        if self.pending.swap(true, Ordering::SeqCst) {
+        if !self.pending.should_write() {
             return Ok(()); // a wake-up is already on its way
         }
         match rustix::io::write(&self.waker, &1u64.to_ne_bytes()) {
@@ -109,7 +108,7 @@ impl Poller {
                 Ok(())
             }
             Err(e) => {
-                self.pending.store(false, Ordering::SeqCst);
+                self.pending.write_failed();
                 Err(e.into())
             }
         }
@@ -148,9 +147,9 @@ impl Poller {
             });
         }
         if notified {
-            // Seen: the next `notify` must write again. SeqCst pairs with the
-            // swap in `notify` (see `pending`).
-            self.pending.store(false, Ordering::SeqCst);
+            // Seen, before the caller looks at its queues: the next `notify`
+            // must write again.
+            self.pending.seen();
         }
         Ok(notified)
     }

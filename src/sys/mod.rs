@@ -38,6 +38,11 @@ mod portable;
 )))]
 pub(crate) use portable::Poller;
 
+#[cfg_attr(
+    not(all(any(target_os = "linux", target_os = "android"), not(feature = "portable-poller"))),
+    allow(dead_code) // only the epoll backend spares its writes
+)]
+pub(crate) mod notify;
 pub(crate) mod socket;
 
 /// What can be registered with the [`Poller`]: a file descriptor on Unix, a
