@@ -3,12 +3,15 @@
 //! waits cost one `write`.
 //!
 //! The rule: `notify` writes only if it is the first since the last wait
-//! *reported* a wake-up; the wait clears the flag right after `epoll_wait`
-//! returns and before its caller looks at its queues and commands. So a
-//! `notify` that skipped its `write` always precedes that look (it saw the
-//! flag still set), and one that comes after the look writes a new edge.
-//! Clearing the flag any later — after the look — loses wake-ups: the model
-//! test in `reactor/park.rs` (`model_wake_ups_are_never_lost`) deadlocks then.
+//! *reported* a wake-up; the wait clears the flag once it has consumed the
+//! edge, and before it waits again. A `notify` that skipped its `write`
+//! then always had its edge reported by a wait that comes after it (or by
+//! the one that is just returning, whose caller looks at its queues next).
+//! Clearing the flag *before* the edge is consumed loses wake-ups: a
+//! `notify` in between sets the flag, its edge is consumed by the wait that
+//! is returning, and from then on every `notify` skips its write while no
+//! edge is left for the next wait — the model test in `reactor/park.rs`
+//! (`model_wake_ups_are_never_lost`) deadlocks then.
 
 use crate::sync::{AtomicBool, Ordering};
 
@@ -29,7 +32,7 @@ impl NotifyFlag {
         self.pending.store(false, Ordering::SeqCst);
     }
 
-    /// A wait reported the wake-up; call before looking at the queues.
+    /// A wait consumed the wake-up's edge; call before waiting again.
     pub(crate) fn seen(&self) {
         self.pending.store(false, Ordering::SeqCst);
     }

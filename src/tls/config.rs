@@ -18,7 +18,7 @@ use std::sync::Arc;
 /// it uses the provider installed with
 /// [`CryptoProvider::install_default`], or one passed to
 /// [`ClientBuilder::provider`] / [`ServerBuilder::provider`]; with neither,
-/// building a TLS configuration fails with [`Error::InvalidInput`] naming
+/// building a TLS configuration fails with [`Error::Config`] naming
 /// the three ways out. Plaintext connections never need a provider.
 ///
 /// ```
@@ -39,7 +39,7 @@ pub fn crypto_provider() -> Result<Arc<CryptoProvider>> {
     }
     #[cfg(not(any(feature = "aws-lc-rs", feature = "ring")))]
     {
-        Err(Error::InvalidInput(
+        Err(Error::Config(
             "no TLS crypto provider: enable netactor's `aws-lc-rs` or `ring` feature, \
              install a process default (rustls::crypto::CryptoProvider::install_default), \
              or pass one to the builder's `provider`"
@@ -49,23 +49,30 @@ pub fn crypto_provider() -> Result<Arc<CryptoProvider>> {
 }
 
 fn read_file(p: &Path) -> Result<Vec<u8>> {
-    std::fs::read(p).map_err(|e| Error::Tls(format!("cannot read {}: {e}", p.display())))
+    std::fs::read(p).map_err(|e| {
+        // An I/O error, with the path (which `io::Error` itself lacks).
+        Error::Io(std::sync::Arc::new(std::io::Error::new(
+            e.kind(),
+            format!("cannot read {}: {e}", p.display()),
+        )))
+    })
 }
 
 /// Parses every `CERTIFICATE` block of a PEM document.
 pub fn certs_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
         .collect::<std::result::Result<_, _>>()
-        .map_err(|e| Error::Tls(format!("bad certificate PEM: {e}")))?;
+        .map_err(|e| Error::Config(format!("bad certificate PEM: {e}")))?;
     if certs.is_empty() {
-        return Err(Error::Tls("no certificate in the PEM data".into()));
+        return Err(Error::Config("no certificate in the PEM data".into()));
     }
     Ok(certs)
 }
 
 /// Parses the first private key (PKCS#8, PKCS#1 or SEC1) of a PEM document.
 pub fn key_from_pem(pem: &[u8]) -> Result<PrivateKeyDer<'static>> {
-    PrivateKeyDer::from_pem_slice(pem).map_err(|e| Error::Tls(format!("bad private key PEM: {e}")))
+    PrivateKeyDer::from_pem_slice(pem)
+        .map_err(|e| Error::Config(format!("bad private key PEM: {e}")))
 }
 
 fn roots_from_pem(pem: &[u8]) -> Result<RootCertStore> {
@@ -73,7 +80,7 @@ fn roots_from_pem(pem: &[u8]) -> Result<RootCertStore> {
     for cert in certs_from_pem(pem)? {
         roots
             .add(cert)
-            .map_err(|e| Error::Tls(format!("bad CA certificate: {e}")))?;
+            .map_err(|e| Error::Config(format!("bad CA certificate: {e}")))?;
     }
     Ok(roots)
 }
@@ -83,7 +90,7 @@ fn platform_roots() -> Result<RootCertStore> {
     let mut roots = RootCertStore::empty();
     let (added, _ignored) = roots.add_parsable_certificates(found.certs);
     if added == 0 {
-        return Err(Error::Tls(
+        return Err(Error::Config(
             "no trust roots: the platform certificate store is empty or unreadable".into(),
         ));
     }
@@ -200,7 +207,7 @@ impl ClientBuilder {
         };
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(super::session::tls_error)?;
+            .map_err(config_error)?;
         let builder = match self.trust {
             Trust::Platform => builder.with_root_certificates(platform_roots()?),
             Trust::Roots(r) => builder.with_root_certificates(r),
@@ -212,7 +219,7 @@ impl ClientBuilder {
             None => builder.with_no_client_auth(),
             Some((chain, key)) => builder
                 .with_client_auth_cert(chain, key.clone_key())
-                .map_err(super::session::tls_error)?,
+                .map_err(config_error)?,
         };
         cfg.alpn_protocols = self.alpn;
         Ok(Arc::new(cfg))
@@ -319,7 +326,7 @@ impl ServerBuilder {
         };
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(super::session::tls_error)?;
+            .map_err(config_error)?;
         let verifier = |roots: RootCertStore, optional: bool| {
             let b = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
@@ -331,7 +338,7 @@ impl ServerBuilder {
                 b
             };
             b.build()
-                .map_err(|e| Error::Tls(format!("client certificate verifier: {e}")))
+                .map_err(|e| Error::Config(format!("client certificate verifier: {e}")))
         };
         let builder = match self.client_auth {
             ClientAuth::None => builder.with_no_client_auth(),
@@ -340,7 +347,7 @@ impl ServerBuilder {
         };
         let mut cfg = builder
             .with_single_cert(self.chain, self.key)
-            .map_err(super::session::tls_error)?;
+            .map_err(config_error)?;
         cfg.alpn_protocols = self.alpn;
         Ok(Arc::new(cfg))
     }
@@ -435,4 +442,11 @@ impl rustls::client::danger::ServerCertVerifier for NoVerification {
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
     }
+}
+
+/// rustls refused to build a configuration (a key that does not match its
+/// certificate, a provider without the protocol versions): the caller's
+/// configuration is wrong, no peer is involved.
+fn config_error(e: rustls::Error) -> Error {
+    Error::Config(e.to_string())
 }

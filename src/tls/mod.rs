@@ -123,6 +123,10 @@ pub use config::{
     crypto_provider, insecure_client_config_no_verification, key_from_pem, server_config_from_pem,
     server_config_from_pem_files, ClientBuilder, ServerBuilder,
 };
+/// The rustls this crate is built with, for matching on
+/// [`TlsError::Rustls`](crate::TlsError::Rustls) and building configurations
+/// by hand.
+pub use rustls;
 pub use rustls::pki_types::{CertificateDer, ServerName};
 pub use rustls::{CipherSuite, ClientConfig, ProtocolVersion, ServerConfig};
 

@@ -40,14 +40,14 @@ impl Core {
                         }
                         Err(e) => {
                             if let Some(c) = self.connect.as_mut() {
-                                c.last_err = Some(Error::from_io(e));
+                                c.last_err = Some(Error::from_connect_io(e));
                             }
                         }
                     }
                 }
                 Err(e) => {
                     if let Some(c) = self.connect.as_mut() {
-                        c.last_err = Some(Error::from_io(e));
+                        c.last_err = Some(Error::from_connect_io(e));
                     }
                 }
             }
@@ -60,7 +60,7 @@ impl Core {
         };
         match sock.take_error() {
             Ok(Some(e)) | Err(e) => {
-                self.connect_attempt_failed(Error::from_io(e), w);
+                self.connect_attempt_failed(Error::from_connect_io(e), w);
             }
             Ok(None) => {
                 if !self.writable {
@@ -77,7 +77,7 @@ impl Core {
                         self.connected(stream, peer, w);
                     }
                     Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
-                    Err(e) => self.connect_attempt_failed(Error::from_io(e), w),
+                    Err(e) => self.connect_attempt_failed(Error::from_connect_io(e), w),
                 }
             }
         }
