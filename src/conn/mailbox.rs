@@ -9,8 +9,9 @@
 //! `post` found `scheduled` false and scheduled a new one. The actor's turn
 //! reads `has_mail` without the lock to skip the common empty case; a stale
 //! `false` there only means the message is taken by the turn its `post`
-//! scheduled. Clearing `scheduled` anywhere but together with the take
-//! strands messages: the model test below fails then.
+//! scheduled. Deciding whether to schedule in another critical section
+//! than the push strands messages (a take can run in between): the model
+//! test below fails then.
 
 use crate::sync::{AtomicBool, Mutex, Ordering};
 use std::collections::VecDeque;
