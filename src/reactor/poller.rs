@@ -13,27 +13,12 @@
 //! a separate poller thread holds the role for good (the classic shape: every
 //! event hops once). ARCHITECTURE.md discusses the trade-off.
 
-use super::{PollerCmd, ReactorShared, Task, Token};
-use crate::net::listen::{AcceptOutcome, ListenerShared};
+use super::{AcceptCx, Acceptor, PollerCmd, ReactorShared, Readiness, Source, Task, Token};
 use rustix::event::epoll::EventFlags as EpollFlags;
 use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Connections accepted from one listener per wake-up before others get a turn.
-const ACCEPT_BUDGET: usize = 128;
-const BACKOFF_MIN: Duration = Duration::from_millis(10);
-const BACKOFF_MAX: Duration = Duration::from_secs(1);
-
-struct ListenerState {
-    shared: Arc<ListenerShared>,
-    paused_until: Option<Instant>,
-    backoff: Duration,
-    /// Not re-armed because a connection limit is reached: resumed when a
-    /// slot frees (`Limits::freed`).
-    at_limit: bool,
-}
 
 /// `polling`'s reserved key: its notifier (and timer) are registered under it.
 const NOTIFY_KEY: u64 = usize::MAX as u64;
@@ -41,13 +26,14 @@ const NOTIFY_KEY: u64 = usize::MAX as u64;
 const WAIT_BATCH: usize = 1024;
 
 /// Everything the holder of the poller role owns.
-pub(crate) struct PollState {
+pub(crate) struct PollState<S: Source> {
     /// What one wait found: (key, readable, writable, peer hung up).
     ready: Vec<(usize, bool, bool, bool)>,
     /// For `polling`'s own `wait`, used only to consume a notification.
     events: polling::Events,
-    batches: Vec<Vec<Task>>,
-    listeners: HashMap<usize, ListenerState>,
+    batches: Vec<Vec<Task<S>>>,
+    /// Listeners by index (their tokens are `Token::listener(idx)`).
+    listeners: HashMap<usize, Box<dyn Acceptor<S>>>,
     accepting: bool,
     /// Some listener may be paused (set on every pause, cleared by the scan
     /// that finds none): the common poll skips the listener map and clock.
@@ -56,7 +42,7 @@ pub(crate) struct PollState {
     pub(crate) finished: bool,
 }
 
-impl PollState {
+impl<S: Source> PollState<S> {
     pub(crate) fn new(workers: usize) -> Self {
         PollState {
             ready: Vec::with_capacity(WAIT_BATCH),
@@ -73,7 +59,7 @@ impl PollState {
 }
 
 /// The dedicated poller thread: holds the role until shutdown.
-pub(crate) fn run_dedicated(shared: Arc<ReactorShared>) {
+pub(crate) fn run_dedicated<S: Source>(shared: Arc<ReactorShared<S>>) {
     let mut ps = shared.poll.lock();
     let mut none = Vec::new();
     let mut others = Vec::new();
@@ -85,7 +71,7 @@ pub(crate) fn run_dedicated(shared: Arc<ReactorShared>) {
 
 /// Pushes each worker's batch to its queue (one lock and at most one
 /// wake-up per worker).
-pub(crate) fn hand_over(shared: &ReactorShared, others: &mut [Vec<Task>]) {
+pub(crate) fn hand_over<S: Source>(shared: &ReactorShared<S>, others: &mut [Vec<Task<S>>]) {
     for (w, batch) in shared.workers.iter().zip(others.iter_mut()) {
         w.push_batch(batch);
     }
@@ -95,23 +81,23 @@ pub(crate) fn hand_over(shared: &ReactorShared, others: &mut [Vec<Task>]) {
 /// `own` are appended to `own_tasks` for the caller to run without a hop;
 /// everyone else's are left in `others` (indexed by worker) for the caller
 /// to run or hand over. Returns how many tasks are in `others`.
-pub(crate) fn poll_once(
-    shared: &ReactorShared,
-    ps: &mut PollState,
+pub(crate) fn poll_once<S: Source>(
+    shared: &ReactorShared<S>,
+    ps: &mut PollState<S>,
     timeout: Option<Duration>,
     own: Option<usize>,
-    own_tasks: &mut Vec<Task>,
-    others: &mut Vec<Vec<Task>>,
+    own_tasks: &mut Vec<Task<S>>,
+    others: &mut Vec<Vec<Task<S>>>,
 ) -> usize {
     // Listeners paused after EMFILE & co. are rare: only then is the clock
     // read and the listener map scanned, here and after the wait.
-    let any_paused = ps.maybe_paused && ps.listeners.values().any(|l| l.paused_until.is_some());
+    let any_paused = ps.maybe_paused && ps.listeners.values().any(|l| l.paused_until().is_some());
     ps.maybe_paused = any_paused;
     let paused = if any_paused {
         let now = Instant::now();
         ps.listeners
             .values()
-            .filter_map(|l| l.paused_until)
+            .filter_map(|l| l.paused_until())
             .min()
             .map(|t| t.saturating_duration_since(now))
     } else {
@@ -149,18 +135,18 @@ pub(crate) fn poll_once(
         let token = Token(key);
         if token.is_listener() {
             if let Some(l) = listeners.get_mut(&token.listener_idx()) {
-                accept_some(shared, l, batches);
-                *maybe_paused |= l.paused_until.is_some();
+                accept(shared, token, l.as_mut(), batches);
+                *maybe_paused |= l.paused_until().is_some();
             }
             continue;
         }
         if let Some(batch) = batches.get_mut(token.worker()) {
-            batch.push(Task::Io {
-                token,
+            let ready = Readiness {
                 readable,
                 writable,
                 hup,
-            });
+            };
+            batch.push(Task::Io(token, ready));
         }
     }
     // A connection closed at a limit: listeners waiting for a slot go on.
@@ -169,18 +155,19 @@ pub(crate) fn poll_once(
         .freed
         .swap(false, std::sync::atomic::Ordering::AcqRel)
     {
-        for l in listeners.values_mut().filter(|l| l.at_limit) {
-            l.at_limit = false;
-            accept_some(shared, l, batches);
+        for (&idx, l) in listeners.iter_mut() {
+            if l.waiting_for_slot() {
+                l.slot_freed();
+                accept(shared, Token::listener(idx), l.as_mut(), batches);
+            }
         }
     }
     if any_paused {
         let now = Instant::now();
-        for l in listeners.values_mut() {
-            if l.paused_until.is_some_and(|t| t <= now) {
-                l.paused_until = None;
-                accept_some(shared, l, batches);
-                *maybe_paused |= l.paused_until.is_some();
+        for (&idx, l) in listeners.iter_mut() {
+            if l.paused_until().is_some_and(|t| t <= now) {
+                accept(shared, Token::listener(idx), l.as_mut(), batches);
+                *maybe_paused |= l.paused_until().is_some();
             }
         }
     }
@@ -221,7 +208,11 @@ pub(crate) fn register_conn(
 /// the reserved key — is `polling`'s own `wait` called, with a zero timeout,
 /// to consume the notification and re-arm it (and pick up anything new).
 /// Returns whether the notifier fired.
-fn wait(shared: &ReactorShared, ps: &mut PollState, timeout: Option<Duration>) -> io::Result<bool> {
+fn wait<S: Source>(
+    shared: &ReactorShared<S>,
+    ps: &mut PollState<S>,
+    timeout: Option<Duration>,
+) -> io::Result<bool> {
     ps.ready.clear();
     let ts = timeout.map(|d| rustix::event::Timespec {
         tv_sec: d.as_secs().min(i64::MAX as u64) as _,
@@ -264,50 +255,38 @@ fn wait(shared: &ReactorShared, ps: &mut PollState, timeout: Option<Duration>) -
     Ok(notified)
 }
 
-fn run_commands(shared: &ReactorShared, ps: &mut PollState) {
+fn run_commands<S: Source>(shared: &ReactorShared<S>, ps: &mut PollState<S>) {
     let cmds = std::mem::take(&mut *shared.cmds.lock());
     let poller = &shared.poller;
     for cmd in cmds {
         match cmd {
-            PollerCmd::AddListener(l) => {
+            PollerCmd::AddListener(idx, l) => {
                 if !ps.accepting {
                     continue; // raced with shutdown: the listener is just dropped
                 }
-                let token = Token::listener(l.idx);
-                // SAFETY: the listener socket stays alive inside `l` until it
-                // is deleted from the poller (RemoveListener / StopAccepting /
-                // Shutdown all delete before dropping their ListenerState).
-                let r = unsafe { poller.add(&l.sock, polling::Event::readable(token.0)) };
-                if let Err(e) = r {
-                    log::error!("cannot register listener {}: {e}", l.label);
-                    continue;
+                // Deleted from the poller (RemoveListener / StopAccepting /
+                // Shutdown) before it is dropped.
+                if l.register(poller, Token::listener(idx)).is_err() {
+                    continue; // logged by the listener, which is dropped
                 }
-                ps.listeners.insert(
-                    l.idx,
-                    ListenerState {
-                        shared: l,
-                        paused_until: None,
-                        backoff: BACKOFF_MIN,
-                        at_limit: false,
-                    },
-                );
+                ps.listeners.insert(idx, l);
             }
             PollerCmd::RemoveListener(idx) => {
                 if let Some(l) = ps.listeners.remove(&idx) {
-                    let _ = poller.delete(&l.shared.sock);
+                    l.deregister(poller);
                 }
             }
             PollerCmd::StopAccepting(ack) => {
                 ps.accepting = false;
                 for (_, l) in ps.listeners.drain() {
-                    let _ = poller.delete(&l.shared.sock);
+                    l.deregister(poller);
                 }
                 let _ = ack.send(());
             }
             PollerCmd::Shutdown => {
                 ps.accepting = false;
                 for (_, l) in ps.listeners.drain() {
-                    let _ = poller.delete(&l.shared.sock);
+                    l.deregister(poller);
                 }
                 ps.finished = true;
             }
@@ -315,49 +294,16 @@ fn run_commands(shared: &ReactorShared, ps: &mut PollState) {
     }
 }
 
-fn accept_some(shared: &ReactorShared, l: &mut ListenerState, batches: &mut [Vec<Task>]) {
-    let token = Token::listener(l.shared.idx);
-    for _ in 0..ACCEPT_BUDGET {
-        match l.shared.accept_one(shared, batches) {
-            AcceptOutcome::Accepted => {
-                l.backoff = BACKOFF_MIN;
-            }
-            AcceptOutcome::WouldBlock => {
-                let _ = shared
-                    .poller
-                    .modify(&l.shared.sock, polling::Event::readable(token.0));
-                return;
-            }
-            AcceptOutcome::Pause(why) => {
-                log::warn!(
-                    "listener {}: {why}; pausing accept for {:?}",
-                    l.shared.label,
-                    l.backoff
-                );
-                l.paused_until = Some(Instant::now() + l.backoff);
-                l.backoff = (l.backoff * 2).min(BACKOFF_MAX);
-                return;
-            }
-            AcceptOutcome::AtLimit => {
-                // Not re-armed (oneshot): no wake-ups while at the limit;
-                // the backlog holds the rest until a connection closes.
-                if !l.at_limit {
-                    log::warn!(
-                        "listener {}: connection limit reached ({} here, {} in the reactor); \
-                         accepting resumes when a connection closes",
-                        l.shared.label,
-                        l.shared.limit.max(),
-                        shared.limits.reactor.max()
-                    );
-                }
-                l.at_limit = true;
-                return;
-            }
-            AcceptOutcome::Skip => {}
-        }
-    }
-    // Budget used up: re-arm; a still-pending backlog fires again at once.
-    let _ = shared
-        .poller
-        .modify(&l.shared.sock, polling::Event::readable(token.0));
+/// Lets one listener accept; what it accepts joins this wait's batches.
+fn accept<S: Source>(
+    shared: &ReactorShared<S>,
+    token: Token,
+    l: &mut dyn Acceptor<S>,
+    batches: &mut [Vec<Task<S>>],
+) {
+    l.accept(&mut AcceptCx {
+        reactor: shared,
+        token,
+        batches,
+    });
 }

@@ -3,7 +3,7 @@
 //! progress and kept on success.
 
 use super::*;
-use std::net::TcpStream;
+use std::net::{TcpStream, ToSocketAddrs};
 
 impl Core {
     pub(super) fn try_next_address(&mut self, w: &mut WorkerCtx) {
@@ -130,5 +130,35 @@ fn start_connect(addr: SocketAddr, prepare: Option<&PrepareFn>) -> io::Result<(T
             Ok((socket.into(), false))
         }
         Err(e) => Err(e),
+    }
+}
+
+/// Resolves `target` on a short-lived thread (never on a worker or the
+/// poller); the answer comes back through the connection's mailbox
+/// (`Msg::Resolved`). A connection closed meanwhile refuses it.
+pub(super) fn resolve(shared: Arc<ConnShared>, target: String, resolver: Option<Arc<ResolveFn>>) {
+    let to = shared.clone();
+    let spawned = std::thread::Builder::new()
+        .name("netactor-resolve".into())
+        .spawn(move || {
+            let found = match resolver {
+                Some(r) => match crate::net::parse_host_port(&target, None) {
+                    Ok(crate::net::HostPort::Tcp { host, port }) => r(&host, port),
+                    Ok(crate::net::HostPort::Unix(_)) | Err(_) => Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("cannot resolve {target:?}"),
+                    )),
+                },
+                None => target.to_socket_addrs().map(Iterator::collect),
+            };
+            let res = found.map(|mut v: Vec<SocketAddr>| {
+                // IPv4 first, as the reference does.
+                v.sort_by_key(|a| a.is_ipv6());
+                v
+            });
+            let _ = to.post(Msg::Resolved(res));
+        });
+    if let Err(e) = spawned {
+        let _ = shared.post(Msg::Resolved(Err(e)));
     }
 }

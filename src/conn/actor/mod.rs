@@ -9,18 +9,20 @@
 
 mod connect;
 mod ctx;
+mod pools;
+pub(crate) mod timers;
 mod tls;
 
 pub use ctx::Ctx;
+pub(crate) use pools::Pools;
 
 use super::shared::{ConnShared, Msg};
 use super::{ConnId, Connection, Event, Options, Reply, Sink};
 use crate::error::{Error, Limit, Result, TimeoutKind};
 use crate::framing::{DecodeError, Decoder, Frame, FrameAction};
 use crate::net::stream::Stream;
-use crate::reactor::timers::{Armed, TimerKind};
-use crate::reactor::worker::WorkerCtx;
-use crate::reactor::Token;
+use crate::reactor::worker::panic_message;
+use crate::reactor::{Readiness, Source, Token};
 use crate::tls::{TlsSession, TlsSetup};
 use bytes::{Buf, Bytes, BytesMut};
 use crossbeam_channel::{Sender, TrySendError};
@@ -32,6 +34,11 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use timers::{Armed, TimerKind};
+
+/// What an actor uses of its worker during a turn (the reactor's context,
+/// with this layer's [`Pools`]).
+pub(crate) type WorkerCtx = crate::reactor::WorkerCtx<Actor>;
 
 /// Bytes one turn may read before yielding to other connections on the worker.
 const READ_BUDGET: usize = 512 << 10;
@@ -380,9 +387,14 @@ pub(crate) struct Actor {
     sink: Option<Sink>,
 }
 
-impl Actor {
+/// What the reactor runs: the actor's entry points (readiness, mail,
+/// timers, shutdown, a panic's aftermath).
+impl Source for Actor {
+    type Local = Pools;
+    type New = NewConn;
+
     /// Builds the actor for `new` in slot `token` and starts it.
-    pub(crate) fn start(new: NewConn, token: Token, w: &mut WorkerCtx) -> Actor {
+    fn start(new: Box<NewConn>, token: Token, w: &mut WorkerCtx) -> Box<Actor> {
         let NewConn {
             shared,
             opts,
@@ -390,8 +402,11 @@ impl Actor {
             start,
             tls,
             limit,
-        } = new;
-        shared.token.store(token.0, Ordering::Release);
+        } = *new;
+        // Mail posted from now on is scheduled under this token; mail
+        // posted before (its `Task::Mail` is stale) is in the mailbox and
+        // runs in this first turn. `token_set` orders the two (see it).
+        shared.set_token(token);
         let now = w.now;
         let mut core = Core {
             shared,
@@ -463,10 +478,10 @@ impl Actor {
                     prepare,
                     last_err: None,
                 }));
-                w.resolve(token, target, resolver);
+                connect::resolve(core.shared.clone(), target, resolver);
             }
         }
-        let mut actor = Actor { core, sink };
+        let mut actor = Box::new(Actor { core, sink });
         if let Some(factory) = factory {
             let built = {
                 let mut ctx = Ctx {
@@ -488,55 +503,46 @@ impl Actor {
         actor
     }
 
-    pub(crate) fn token(&self) -> Token {
+    fn abandon(new: Box<NewConn>) {
+        drop(new.shared.close_mailbox());
+    }
+
+    fn token(&self) -> Token {
         self.core.token
+    }
+
+    fn label(&self) -> String {
+        self.core.shared.id.to_string()
     }
 
     /// Whether the worker may drop the actor: closed, and every event handed
     /// over. Events held back by a full channel (including the final
     /// `Closed`) keep the actor until the retry timer delivered them.
-    pub(crate) fn is_closed(&self) -> bool {
+    fn is_closed(&self) -> bool {
         self.core.phase == Phase::Closed
             && self.core.overflow.is_empty()
             && self.core.completions.is_none()
     }
 
-    pub(crate) fn shared(&self) -> &Arc<ConnShared> {
-        &self.core.shared
-    }
-
     /// Readiness from the poller.
-    pub(crate) fn on_io(&mut self, readable: bool, writable: bool, hup: bool, w: &mut WorkerCtx) {
-        self.core.peer_hup |= hup;
-        self.core.readable |= readable;
-        self.core.writable |= writable;
+    fn on_io(&mut self, ready: Readiness, w: &mut WorkerCtx) {
+        self.core.peer_hup |= ready.hup;
+        self.core.readable |= ready.readable;
+        self.core.writable |= ready.writable;
         if self.core.phase == Phase::Connecting {
             self.core.check_connect(w);
         }
         self.run(w);
     }
 
-    pub(crate) fn on_resolved(&mut self, res: io::Result<Vec<SocketAddr>>, w: &mut WorkerCtx) {
-        if self.core.phase != Phase::Resolving {
-            return;
-        }
-        match res {
-            Ok(addrs) if !addrs.is_empty() => {
-                if let Some(c) = self.core.connect.as_mut() {
-                    c.addrs = addrs;
-                }
-                self.core.phase = Phase::Connecting;
-                self.core.try_next_address(w);
-            }
-            Ok(_) => self
-                .core
-                .fail(Error::NoAddress("name resolved to no address".into()), w),
-            Err(e) => self.core.fail(Error::NoAddress(e.to_string()), w),
-        }
+    fn on_mail(&mut self, w: &mut WorkerCtx) {
         self.run(w);
     }
 
-    pub(crate) fn on_timer(&mut self, kind: TimerKind, at: Instant, w: &mut WorkerCtx) {
+    fn on_timer(&mut self, tag: u8, at: Instant, w: &mut WorkerCtx) {
+        let Some(kind) = TimerKind::from_tag(tag) else {
+            return;
+        };
         if !self.core.armed.is(kind, at) {
             return; // stale entry: re-armed or cancelled since
         }
@@ -571,7 +577,7 @@ impl Actor {
     }
 
     /// Shutdown of the reactor: close, flushing until `deadline` at most.
-    pub(crate) fn on_shutdown(&mut self, deadline: Instant, w: &mut WorkerCtx) {
+    fn on_shutdown(&mut self, deadline: Instant, w: &mut WorkerCtx) {
         let core = &mut self.core;
         if core.phase == Phase::Open {
             let linger_end = w.now + core.opts.linger;
@@ -588,14 +594,14 @@ impl Actor {
     }
 
     /// Forced end (shutdown deadline passed, or the actor panicked).
-    pub(crate) fn abort(&mut self, w: &mut WorkerCtx) {
+    fn abort(&mut self, w: &mut WorkerCtx) {
         self.core.finish(w);
         self.deliver(w);
     }
 
     /// Forced end after a panic escaped a turn: still tell the application
     /// why (`Error::Panicked`, fatal) before `Closed`.
-    pub(crate) fn abort_panicked(&mut self, msg: String, w: &mut WorkerCtx) {
+    fn abort_panicked(&mut self, msg: String, w: &mut WorkerCtx) {
         if self.core.phase != Phase::Closed {
             let e = Error::Panicked(msg.clone());
             self.core.failure.get_or_insert_with(|| Box::new(e.clone()));
@@ -607,16 +613,38 @@ impl Actor {
         }
         self.abort(w);
     }
+}
+
+impl Actor {
+    /// Name resolution for the connect finished (`Msg::Resolved`).
+    fn on_resolved(&mut self, res: io::Result<Vec<SocketAddr>>, w: &mut WorkerCtx) {
+        if self.core.phase != Phase::Resolving {
+            return;
+        }
+        match res {
+            Ok(addrs) if !addrs.is_empty() => {
+                if let Some(c) = self.core.connect.as_mut() {
+                    c.addrs = addrs;
+                }
+                self.core.phase = Phase::Connecting;
+                self.core.try_next_address(w);
+            }
+            Ok(_) => self
+                .core
+                .fail(Error::NoAddress("name resolved to no address".into()), w),
+            Err(e) => self.core.fail(Error::NoAddress(e.to_string()), w),
+        }
+    }
 
     /// One turn: mailbox, then pump, then event delivery.
     pub(crate) fn run(&mut self, w: &mut WorkerCtx) {
         if self.core.out.capacity() == 0 {
-            if let Some(v) = w.event_vecs.pop() {
+            if let Some(v) = w.local.event_vecs.pop() {
                 self.core.out = v;
             }
         }
         if self.core.wqueue.capacity() == 0 {
-            if let Some(q) = w.write_queues.pop() {
+            if let Some(q) = w.local.write_queues.pop() {
                 self.core.wqueue = q;
             }
         }
@@ -626,7 +654,7 @@ impl Actor {
             }
             // Most turns (readiness) find no mail: skip the buffer shuffle.
             if self.core.shared.has_mail() {
-                let mut mail = std::mem::take(&mut w.mail);
+                let mut mail = std::mem::take(&mut w.local.mail);
                 loop {
                     self.core.shared.take_mail(&mut mail);
                     if mail.is_empty() {
@@ -643,7 +671,7 @@ impl Actor {
                         }
                     }
                 }
-                w.mail = mail;
+                w.local.mail = mail;
             }
             self.pump(w);
             // The connection (or its handshake) may have completed in this
@@ -658,7 +686,7 @@ impl Actor {
         }
         self.deliver(w);
         if self.core.out.is_empty() && self.core.out.capacity() > 0 {
-            w.recycle_events(std::mem::take(&mut self.core.out));
+            w.local.recycle_events(std::mem::take(&mut self.core.out));
         }
     }
 
@@ -684,6 +712,12 @@ impl Actor {
     }
 
     fn apply(&mut self, msg: Msg, w: &mut WorkerCtx) {
+        if let Msg::Resolved(res) = msg {
+            // Never deferred: what is deferred waits for this.
+            self.on_resolved(res, w);
+            self.deliver(w);
+            return;
+        }
         let core = &mut self.core;
         if let Some(d) = core.deferred.as_mut() {
             if let Msg::Close = msg {
@@ -732,6 +766,7 @@ impl Actor {
             Msg::StopTls => core.stoptls(w),
             Msg::RequestDrain => core.request_drain(),
             Msg::Drained(tx) => core.add_drain_waiter(tx),
+            Msg::Resolved(_) => {} // applied above
         }
         self.deliver(w);
     }
@@ -1008,14 +1043,14 @@ impl Actor {
             }
             // Event vectors circulate through the worker's pool: no
             // allocation per event, and an idle connection holds none.
-            let spare = w.event_vecs.pop().unwrap_or_default();
+            let spare = w.local.event_vecs.pop().unwrap_or_default();
             let mut events = std::mem::replace(&mut self.core.out, spare);
             match self.sink.as_mut() {
                 None => {
                     // The handler factory has not run yet: keep them.
                     std::mem::swap(&mut self.core.out, &mut events);
                     self.core.out.append(&mut events);
-                    w.recycle_events(events);
+                    w.local.recycle_events(events);
                     return;
                 }
                 Some(Sink::Channel(tx)) => {
@@ -1044,7 +1079,7 @@ impl Actor {
                     }
                 }
             }
-            w.recycle_events(events);
+            w.local.recycle_events(events);
         }
         self.retry_overflow(w);
     }
@@ -1186,7 +1221,7 @@ impl Core {
             return Ok(0);
         };
         if self.rbuf.capacity() == 0 {
-            if let Some(b) = w.pool.pop() {
+            if let Some(b) = w.local.bufs.pop() {
                 self.rbuf = b;
             }
         }
@@ -1790,11 +1825,12 @@ impl Core {
         // An idle connection keeps no read buffer: return it to the worker's pool.
         if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
             let buf = std::mem::take(&mut self.rbuf);
-            w.recycle(buf);
+            w.local.recycle(buf);
         }
         // Nor an empty write queue's allocation.
         if self.wqueue.is_empty() && self.wqueue.capacity() > 0 {
-            w.recycle_write_queue(std::mem::take(&mut self.wqueue));
+            w.local
+                .recycle_write_queue(std::mem::take(&mut self.wqueue));
         }
     }
 
@@ -1805,7 +1841,7 @@ impl Core {
             }
         }
         self.armed.set(kind, at);
-        w.timers.push(at, self.token, kind);
+        w.arm(at, self.token, kind as u8);
     }
 
     fn period_of(&self, kind: TimerKind) -> Option<(Duration, Instant)> {
@@ -1937,16 +1973,6 @@ fn discard_unread(sock: &Stream) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             _ => return,
         }
-    }
-}
-
-pub(crate) fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic".to_string()
     }
 }
 

@@ -277,7 +277,7 @@ impl Core {
         };
         // Ciphertext goes through a pooled scratch buffer, so an idle TLS
         // connection keeps no read buffer of its own.
-        let mut scratch = w.pool.pop().unwrap_or_default();
+        let mut scratch = w.local.bufs.pop().unwrap_or_default();
         scratch.clear();
         scratch.reserve(self.read_size);
         let want = self.read_size.min(scratch.capacity());
@@ -308,7 +308,7 @@ impl Core {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
             Err(e) => Err(Error::from_io(e)),
         };
-        w.recycle(scratch);
+        w.local.recycle(scratch);
         res
     }
 
