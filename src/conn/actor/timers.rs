@@ -1,8 +1,11 @@
 //! The actor's timers: which kinds there are (the reactor's timer heap
 //! carries them as opaque tags) and which deadline is armed per kind.
 
+use super::{Core, Event, Phase, WorkerCtx};
+use crate::error::TimeoutKind;
 use crate::reactor::timers::epoch;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// What a timer entry is for (its tag in the worker's timer heap).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -66,5 +69,98 @@ impl Armed {
 
     pub(crate) fn clear_all(&mut self) {
         self.0 = [0; TIMER_KINDS];
+    }
+}
+
+impl Core {
+    pub(super) fn arm(&mut self, kind: TimerKind, at: Instant, w: &mut WorkerCtx) {
+        if let Some(cur) = self.armed.get(kind) {
+            if cur <= at {
+                return; // the earlier entry re-evaluates when it fires
+            }
+        }
+        self.armed.set(kind, at);
+        w.arm(at, self.token, kind as u8);
+    }
+
+    pub(super) fn period_of(&self, kind: TimerKind) -> Option<(Duration, Instant)> {
+        match kind {
+            TimerKind::Activity => self.opts.timeout.map(|p| (p, self.act_any)),
+            TimerKind::Read => self.opts.rtimeout.map(|p| (p, self.act_read)),
+            TimerKind::Write => self.opts.wtimeout.map(|p| (p, self.act_write)),
+            _ => None,
+        }
+    }
+
+    pub(super) fn check_inactivity(&mut self, kind: TimerKind, w: &mut WorkerCtx) {
+        if self.phase != Phase::Open {
+            return;
+        }
+        let Some((period, stamp)) = self.period_of(kind) else {
+            return;
+        };
+        if period.is_zero() {
+            return;
+        }
+        let due = stamp + period;
+        if w.now >= due {
+            match kind {
+                TimerKind::Activity => self.act_any = w.now,
+                TimerKind::Read => self.act_read = w.now,
+                _ => self.act_write = w.now,
+            }
+            self.out.push(Event::Timeout(match kind {
+                TimerKind::Activity => TimeoutKind::Activity,
+                TimerKind::Read => TimeoutKind::Read,
+                _ => TimeoutKind::Write,
+            }));
+            let at = w.now + period;
+            self.arm(kind, at, w);
+        } else {
+            self.arm(kind, due, w);
+        }
+    }
+
+    pub(super) fn set_timeout(
+        &mut self,
+        kind: TimeoutKind,
+        period: Option<Duration>,
+        w: &mut WorkerCtx,
+    ) {
+        match kind {
+            TimeoutKind::Activity => Arc::make_mut(&mut self.opts).timeout = period,
+            TimeoutKind::Read => Arc::make_mut(&mut self.opts).rtimeout = period,
+            TimeoutKind::Write => Arc::make_mut(&mut self.opts).wtimeout = period,
+            TimeoutKind::Connect => {
+                if let Some(p) = period {
+                    Arc::make_mut(&mut self.opts).connect_timeout = p;
+                }
+                return;
+            }
+            TimeoutKind::Handshake => {
+                if let Some(p) = period {
+                    Arc::make_mut(&mut self.opts).handshake_timeout = p;
+                }
+                return;
+            }
+        }
+        self.check_inactivity(timer_of(kind), w);
+    }
+
+    pub(super) fn reset_timeout(&mut self, kind: TimeoutKind, now: Instant) {
+        match kind {
+            TimeoutKind::Activity => self.act_any = now,
+            TimeoutKind::Read => self.act_read = now,
+            TimeoutKind::Write => self.act_write = now,
+            _ => {}
+        }
+    }
+}
+
+pub(super) fn timer_of(kind: TimeoutKind) -> TimerKind {
+    match kind {
+        TimeoutKind::Read => TimerKind::Read,
+        TimeoutKind::Write => TimerKind::Write,
+        _ => TimerKind::Activity,
     }
 }

@@ -1,0 +1,104 @@
+//! Reading: whether anyone wants data, and one receive from the socket
+//! into the read buffer.
+
+use super::*;
+
+impl Core {
+    pub(super) fn wants_read(&self) -> bool {
+        if let Some(t) = self.tls.as_ref() {
+            if t.peer_closed {
+                // Nothing more goes into TLS after close_notify; after a
+                // `stoptls` reading resumes in plaintext.
+                return false;
+            }
+            if self.phase == Phase::Closing && t.is_handshaking() && !self.eof {
+                // A close waits for the handshake to send what was queued.
+                return true;
+            }
+        }
+        self.phase == Phase::Open
+            && !self.eof
+            && !self.read_stopped
+            && self.overflow.is_empty()
+            && (((!self.reads.is_empty() || self.stream.is_some())
+                // Automatic back-pressure: no new requests while the
+                // answers to earlier ones wait to be sent.
+                && self.opts.pause_reading_above.is_none_or(|h| self.wlen <= h))
+                || self
+                    .tls
+                    .as_ref()
+                    .is_some_and(|t| t.is_handshaking() || t.stopping))
+    }
+
+    /// One read from the socket into `rbuf` (through TLS if active).
+    pub(super) fn read_some(&mut self, w: &mut WorkerCtx) -> Result<usize> {
+        if self.tls.is_some() {
+            return self.tls_read(w);
+        }
+        let Some(sock) = self.sock.as_ref() else {
+            self.readable = false;
+            return Ok(0);
+        };
+        if self.rbuf.capacity() == 0 {
+            if let Some(b) = w.local.bufs.pop() {
+                self.rbuf = b;
+            }
+        }
+        self.rbuf.reserve(self.read_size);
+        let want = self.read_size.min(self.rbuf.capacity() - self.rbuf.len());
+        let spare = &mut self.rbuf.spare_capacity_mut()[..want];
+        match sock.recv(spare) {
+            Ok(0) => {
+                self.eof = true;
+                self.readable = false;
+                Ok(0)
+            }
+            Ok(n) => {
+                // SAFETY: recv initialised the first `n` bytes of the spare capacity.
+                unsafe { self.rbuf.set_len(self.rbuf.len() + n) };
+                self.note_read(n, w.now);
+                if n == want && self.read_size < self.opts.max_read_size {
+                    self.read_size = (self.read_size * 2).min(self.opts.max_read_size);
+                }
+                // A short read emptied the kernel buffer: with edge-triggered
+                // registration, later data raises a new edge, so the `recv`
+                // that would only say EAGAIN is skipped — unless the poller
+                // reported RDHUP/HUP: a FIN (or RST) that came with the data
+                // is only seen by the next recv, and its edge is spent.
+                if n < want && !self.peer_hup {
+                    self.readable = false;
+                }
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.readable = false;
+                Ok(0)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+            Err(e) => Err(Error::from_io(e)),
+        }
+    }
+
+    pub(super) fn note_read(&mut self, n: usize, now: Instant) {
+        let c = &self.shared.counters;
+        c.add_read(n);
+        self.act_any = now;
+        self.act_read = now;
+    }
+
+    pub(super) fn push_read_req(&mut self, mut r: Box<dyn ReadRequest>, front: bool) {
+        if matches!(self.phase, Phase::Closing | Phase::Closed) || self.close_pending {
+            // A reply learns why at once. A completion is dropped uncalled,
+            // as the reference's destroyed handle ignores calls: calling it
+            // back with the error would let a handler that re-queues its
+            // read on every answer spin forever on a closed connection.
+            r.fail(self.end_error());
+            return;
+        }
+        if front {
+            self.reads.push_front(r);
+        } else {
+            self.reads.push_back(r);
+        }
+    }
+}
