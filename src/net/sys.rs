@@ -13,10 +13,11 @@ use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::os::fd::AsFd;
 
-/// Reads into `buf`; returns how many bytes were written at its start.
-pub(crate) fn recv(sock: impl AsFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
-    let (_, n) = rustix::net::recv(sock, buf, RecvFlags::empty())?;
-    Ok(n)
+/// Reads into `buf`; returns the part of it the kernel filled — the
+/// initialised prefix, as rustix hands it over (not the kernel's count).
+pub(crate) fn recv(sock: impl AsFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<&mut [u8]> {
+    let ((init, _), _) = rustix::net::recv(sock, buf, RecvFlags::empty())?;
+    Ok(init)
 }
 
 /// Sends from `buf`, without raising `SIGPIPE` on a closed connection.

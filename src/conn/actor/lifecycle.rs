@@ -348,7 +348,7 @@ pub(super) fn discard_unread(sock: &Stream) {
     let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
     for _ in 0..64 {
         match sock.recv(&mut scratch) {
-            Ok(n) if n > 0 => {}
+            Ok(got) if !got.is_empty() => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             _ => return,
         }

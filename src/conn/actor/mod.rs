@@ -26,11 +26,12 @@ pub use ctx::Ctx;
 pub(crate) use entry::{NewConn, SinkSetup, Start};
 pub use handler::{Handler, HandlerFactory, PrepareFn, ResolveFn};
 pub(crate) use pools::Pools;
+use read::{recv_into, Recv};
 pub(crate) use requests::{
     CallbackRead, QueuedRead, ReadPoll, ReadRequest, StreamAdapter, StreamDecode,
 };
 use timers::timer_of;
-use write::pop_front_bytes;
+use write::{gather, pop_front_bytes};
 
 use super::shared::{ConnShared, Msg};
 use super::{ConnId, Connection, Event, Options, Reply, Sink};

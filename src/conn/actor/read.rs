@@ -44,38 +44,30 @@ impl Core {
                 self.rbuf = b;
             }
         }
-        self.rbuf.reserve(self.read_size);
-        let want = self.read_size.min(self.rbuf.capacity() - self.rbuf.len());
-        let spare = &mut self.rbuf.spare_capacity_mut()[..want];
-        match sock.recv(spare) {
-            Ok(0) => {
-                self.eof = true;
-                self.readable = false;
-                Ok(0)
-            }
-            Ok(n) => {
-                // SAFETY: recv initialised the first `n` bytes of the spare capacity.
-                unsafe { self.rbuf.set_len(self.rbuf.len() + n) };
+        let max = self.opts.max_read_size;
+        match recv_into(sock, &mut self.rbuf, &mut self.read_size, max)? {
+            Recv::Data { n, short } => {
                 self.note_read(n, w.now);
-                if n == want && self.read_size < self.opts.max_read_size {
-                    self.read_size = (self.read_size * 2).min(self.opts.max_read_size);
-                }
                 // A short read emptied the kernel buffer: with edge-triggered
                 // registration, later data raises a new edge, so the `recv`
                 // that would only say EAGAIN is skipped — unless the poller
                 // reported RDHUP/HUP: a FIN (or RST) that came with the data
                 // is only seen by the next recv, and its edge is spent.
-                if n < want && !self.peer_hup {
+                if short && !self.peer_hup {
                     self.readable = false;
                 }
                 Ok(n)
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            Recv::Eof => {
+                self.eof = true;
                 self.readable = false;
                 Ok(0)
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
-            Err(e) => Err(Error::from_io(e)),
+            Recv::WouldBlock => {
+                self.readable = false;
+                Ok(0)
+            }
+            Recv::Interrupted => Ok(0),
         }
     }
 
@@ -100,5 +92,49 @@ impl Core {
         } else {
             self.reads.push_back(r);
         }
+    }
+}
+
+/// What one [`recv_into`] got.
+pub(super) enum Recv {
+    /// `n` bytes; `short`: fewer than asked for.
+    Data {
+        n: usize,
+        short: bool,
+    },
+    Eof,
+    /// `EAGAIN`: nothing until the next edge.
+    WouldBlock,
+    Interrupted,
+}
+
+/// The one receive, for plaintext and ciphertext alike: reads once from
+/// `sock` into `buf`'s spare room, at most `*size` bytes, and doubles
+/// `*size` (up to `max`) when the kernel filled all of it.
+pub(super) fn recv_into(
+    sock: &Stream,
+    buf: &mut BytesMut,
+    size: &mut usize,
+    max: usize,
+) -> Result<Recv> {
+    buf.reserve(*size);
+    let want = (*size).min(buf.capacity() - buf.len());
+    let len = buf.len();
+    match sock.recv(&mut buf.spare_capacity_mut()[..want]) {
+        Ok([]) => Ok(Recv::Eof),
+        Ok(got) => {
+            let n = got.len();
+            // SAFETY: `got` is the initialised prefix of the spare capacity
+            // (`recv` returns it as `&mut [u8]`), so the `n` bytes after
+            // `len` are initialised.
+            unsafe { buf.set_len(len + n) };
+            if n == want && *size < max {
+                *size = (*size * 2).min(max);
+            }
+            Ok(Recv::Data { n, short: n < want })
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Recv::WouldBlock),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Recv::Interrupted),
+        Err(e) => Err(Error::from_io(e)),
     }
 }

@@ -141,11 +141,7 @@ impl Core {
         while !self.wqueue.is_empty() {
             let n = {
                 let mut iov = [IoSlice::new(&[]); MAX_IOV];
-                let mut k = 0;
-                for b in self.wqueue.iter().take(MAX_IOV) {
-                    iov[k] = IoSlice::new(b);
-                    k += 1;
-                }
+                let (k, _) = gather(&self.wqueue, usize::MAX, &mut iov);
                 t.write_plain(&iov[..k])
             };
             if n == 0 {
@@ -279,21 +275,14 @@ impl Core {
         // connection keeps no read buffer of its own.
         let mut scratch = w.local.bufs.pop().unwrap_or_default();
         scratch.clear();
-        scratch.reserve(self.read_size);
-        let want = self.read_size.min(scratch.capacity());
-        let spare = &mut scratch.spare_capacity_mut()[..want];
-        let res = match sock.recv(spare) {
-            Ok(0) => {
+        let max = self.opts.max_read_size;
+        let res = match recv_into(sock, &mut scratch, &mut self.read_size, max) {
+            Ok(Recv::Eof) => {
                 self.readable = false;
                 self.tls_eof().map(|()| 0)
             }
-            Ok(n) => {
-                // SAFETY: recv initialised the first `n` bytes of the spare capacity.
-                unsafe { scratch.set_len(n) };
+            Ok(Recv::Data { n, .. }) => {
                 self.note_read(n, w.now);
-                if n == want && self.read_size < self.opts.max_read_size {
-                    self.read_size = (self.read_size * 2).min(self.opts.max_read_size);
-                }
                 let r = self.tls_input(&scratch).map(|()| n);
                 if self.phase == Phase::Closing {
                     // Closing reads only to finish the handshake; data is dropped.
@@ -301,12 +290,12 @@ impl Core {
                 }
                 r
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            Ok(Recv::WouldBlock) => {
                 self.readable = false;
                 Ok(0)
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
-            Err(e) => Err(Error::from_io(e)),
+            Ok(Recv::Interrupted) => Ok(0),
+            Err(e) => Err(e),
         };
         w.local.recycle(scratch);
         res
@@ -374,11 +363,7 @@ impl Core {
             }
             let n = {
                 let mut iov = [IoSlice::new(&[]); MAX_IOV];
-                let mut k = 0;
-                for b in self.wqueue.iter().take(MAX_IOV) {
-                    iov[k] = IoSlice::new(b);
-                    k += 1;
-                }
+                let (k, _) = gather(&self.wqueue, usize::MAX, &mut iov);
                 t.write_plain(&iov[..k])
             };
             pop_front_bytes(&mut self.wqueue, n);
@@ -405,17 +390,7 @@ impl Core {
                 return;
             }
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
-            let mut k = 0;
-            let mut left = prefix;
-            for b in self.wqueue.iter().take(MAX_IOV) {
-                let m = b.len().min(left);
-                iov[k] = IoSlice::new(&b[..m]);
-                k += 1;
-                left -= m;
-                if left == 0 {
-                    break;
-                }
-            }
+            let (k, _) = gather(&self.wqueue, prefix, &mut iov);
             match sock.send_vectored(&iov[..k]) {
                 Ok(n) => {
                     self.consume_written(n);

@@ -146,12 +146,7 @@ impl Core {
                 return;
             };
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
-            let mut k = 0;
-            for b in self.wqueue.iter().take(MAX_IOV) {
-                iov[k] = IoSlice::new(b);
-                k += 1;
-            }
-            let offered: usize = iov[..k].iter().map(|s| s.len()).sum();
+            let (k, offered) = gather(&self.wqueue, usize::MAX, &mut iov);
             match sock.send_vectored(&iov[..k]) {
                 Ok(n) => {
                     self.consume_written(n);
@@ -252,4 +247,26 @@ pub(super) fn pop_front_bytes(q: &mut VecDeque<Bytes>, mut n: usize) {
             n = 0;
         }
     }
+}
+
+/// The one gather for every vectored write (to the socket or into the TLS
+/// engine): fills `iov` with the front of the write queue, at most
+/// `MAX_IOV` buffers and `limit` bytes. Returns how many slices it filled
+/// and how many bytes they hold.
+pub(super) fn gather<'a>(
+    q: &'a VecDeque<Bytes>,
+    limit: usize,
+    iov: &mut [IoSlice<'a>; MAX_IOV],
+) -> (usize, usize) {
+    let (mut k, mut total) = (0, 0);
+    for b in q.iter().take(MAX_IOV) {
+        if total == limit {
+            break;
+        }
+        let m = b.len().min(limit - total);
+        iov[k] = IoSlice::new(&b[..m]);
+        k += 1;
+        total += m;
+    }
+    (k, total)
 }
