@@ -63,7 +63,7 @@ impl Core {
                 self.connect_attempt_failed(Error::from_io(e), w);
             }
             Ok(None) => {
-                if !self.writable {
+                if !self.wr.writable {
                     return;
                 }
                 let Some(tcp) = sock.as_tcp() else {
@@ -90,8 +90,8 @@ impl Core {
                 self.registered = false;
             }
         }
-        self.readable = false;
-        self.writable = false;
+        self.rd.readable = false;
+        self.wr.writable = false;
         self.armed.clear(TimerKind::Connect);
         if let Some(c) = self.connect.as_mut() {
             c.last_err = Some(e);
@@ -105,7 +105,7 @@ impl Core {
         self.shared.set_addrs(stream.local_addr().ok(), Some(peer));
         self.open(Stream::Tcp(stream), w);
         if self.phase == Phase::Open {
-            self.out.push(Event::Connected { peer });
+            self.outbox.events.push(Event::Connected { peer });
         }
     }
 }

@@ -188,24 +188,24 @@ impl Ctx<'_> {
         D: Decoder,
         D::Output: Into<Frame>,
     {
-        self.core.stream = decoder.map(|d| Box::new(StreamAdapter(d)) as Box<dyn StreamDecode>);
+        self.core.rd.stream = decoder.map(|d| Box::new(StreamAdapter(d)) as Box<dyn StreamDecode>);
     }
 
     /// Stops reading from the socket.
     pub fn stop_read(&mut self) {
-        self.core.read_stopped = true;
+        self.core.rd.stopped = true;
     }
 
     /// Resumes reading.
     pub fn start_read(&mut self) {
-        self.core.read_stopped = false;
+        self.core.rd.stopped = false;
     }
 
     /// The unconsumed bytes in the read buffer; removing from the front is allowed.
     pub fn read_buffer(&mut self) -> &mut BytesMut {
         // The caller may take bytes off the front.
         self.core.rbuf_front_changed();
-        &mut self.core.rbuf
+        &mut self.core.rd.buf
     }
 
     /// Half-close after everything queued is written.

@@ -4,15 +4,51 @@
 
 use super::*;
 
+/// Events and read completions on their way to the sink.
+pub(super) struct Outbox {
+    /// Queued for the next delivery.
+    pub(super) events: Vec<Event>,
+    /// Held back by a full event channel, retried on a timer.
+    pub(super) overflow: VecDeque<Event>,
+    /// Read completions answered outside a decode pass (an error ended
+    /// them): run by the next delivery, before events.
+    /// Boxed: rare, and the actor stays small.
+    #[allow(clippy::box_collection)]
+    pub(super) completions: Option<Box<Vec<Box<dyn ReadRequest>>>>,
+    /// The next retry's delay while the channel stays full.
+    pub(super) retry_delay: Duration,
+}
+
+impl Outbox {
+    pub(super) fn new() -> Self {
+        Outbox {
+            events: Vec::new(),
+            overflow: VecDeque::new(),
+            completions: None,
+            retry_delay: RETRY_DELAY,
+        }
+    }
+
+    /// Nothing waits for delivery (the check every delivery starts with).
+    #[inline]
+    pub(super) fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.overflow.is_empty() && self.completions.is_none()
+    }
+
+    /// Keeps a read whose answer is a completion, for the next delivery.
+    pub(super) fn push_completion(&mut self, r: Box<dyn ReadRequest>) {
+        self.completions
+            .get_or_insert_with(Default::default)
+            .push(r);
+    }
+}
+
 impl Actor {
     /// Hands queued events to the sink (called several times a turn, most
     /// often with nothing to do: that check stays inline at the call site).
     #[inline]
     pub(super) fn deliver(&mut self, w: &mut WorkerCtx) {
-        if self.core.out.is_empty()
-            && self.core.overflow.is_empty()
-            && self.core.completions.is_none()
-        {
+        if self.core.outbox.is_empty() {
             return;
         }
         self.deliver_queued(w);
@@ -42,10 +78,12 @@ impl Actor {
     /// Delivers one event now: straight to a handler when nothing is queued
     /// ahead of it (no trip through the event vector), else in order.
     pub(super) fn deliver_one(&mut self, ev: Event, w: &mut WorkerCtx) {
-        if let (Some(Sink::Handler(h)), true) = (self.sink.as_mut(), self.core.out.is_empty()) {
+        if let (Some(Sink::Handler(h)), true) =
+            (self.sink.as_mut(), self.core.outbox.events.is_empty())
+        {
             self.core.call_handler(h, ev, w);
         } else {
-            self.core.out.push(ev);
+            self.core.outbox.events.push(ev);
         }
         self.deliver(w);
     }
@@ -55,43 +93,43 @@ impl Actor {
             // Reads an error ended outside a decode pass (also one a handler
             // below just caused, by closing): answered before the events
             // that report it, `Closed` included.
-            while let Some(batch) = self.core.completions.take() {
+            while let Some(batch) = self.core.outbox.completions.take() {
                 for r in *batch {
                     self.run_completion(r, w);
                 }
             }
-            if self.core.out.is_empty() {
+            if self.core.outbox.events.is_empty() {
                 break;
             }
             // Event vectors circulate through the worker's pool: no
             // allocation per event, and an idle connection holds none.
             let spare = w.local.event_vecs.pop().unwrap_or_default();
-            let mut events = std::mem::replace(&mut self.core.out, spare);
+            let mut events = std::mem::replace(&mut self.core.outbox.events, spare);
             match self.sink.as_mut() {
                 None => {
                     // The handler factory has not run yet: keep them.
-                    std::mem::swap(&mut self.core.out, &mut events);
-                    self.core.out.append(&mut events);
+                    std::mem::swap(&mut self.core.outbox.events, &mut events);
+                    self.core.outbox.events.append(&mut events);
                     w.local.recycle_events(events);
                     return;
                 }
                 Some(Sink::Channel(tx)) => {
                     let id = self.core.shared.id;
                     for ev in events.drain(..) {
-                        if !self.core.overflow.is_empty() {
-                            self.core.overflow.push_back(ev);
+                        if !self.core.outbox.overflow.is_empty() {
+                            self.core.outbox.overflow.push_back(ev);
                             continue;
                         }
                         match tx.try_send((id, ev)) {
                             Ok(()) => {}
                             Err(TrySendError::Full((_, ev))) => {
-                                self.core.overflow.push_back(ev);
+                                self.core.outbox.overflow.push_back(ev);
                             }
                             Err(TrySendError::Disconnected(_)) => {}
                         }
                     }
-                    if !self.core.overflow.is_empty() {
-                        let at = w.now + self.core.retry_delay;
+                    if !self.core.outbox.overflow.is_empty() {
+                        let at = w.now + self.core.outbox.retry_delay;
                         self.core.arm(TimerKind::Retry, at, w);
                     }
                 }
@@ -107,7 +145,7 @@ impl Actor {
     }
 
     pub(super) fn retry_overflow(&mut self, w: &mut WorkerCtx) {
-        if self.core.overflow.is_empty() {
+        if self.core.outbox.overflow.is_empty() {
             return;
         }
         let Some(Sink::Channel(tx)) = self.sink.as_ref() else {
@@ -115,29 +153,29 @@ impl Actor {
         };
         let id = self.core.shared.id;
         let mut progressed = false;
-        while let Some(ev) = self.core.overflow.pop_front() {
+        while let Some(ev) = self.core.outbox.overflow.pop_front() {
             match tx.try_send((id, ev)) {
                 Ok(()) => progressed = true,
                 Err(TrySendError::Full((_, ev))) => {
-                    self.core.overflow.push_front(ev);
+                    self.core.outbox.overflow.push_front(ev);
                     // Back off only while the consumer makes no progress at all;
                     // one that keeps up (merely a small channel) is served at
                     // the short delay, not at 2 events per 50 ms.
-                    self.core.retry_delay = if progressed {
+                    self.core.outbox.retry_delay = if progressed {
                         RETRY_DELAY
                     } else {
-                        (self.core.retry_delay * 2).min(Duration::from_millis(50))
+                        (self.core.outbox.retry_delay * 2).min(Duration::from_millis(50))
                     };
-                    let at = w.now + self.core.retry_delay;
+                    let at = w.now + self.core.outbox.retry_delay;
                     self.core.arm(TimerKind::Retry, at, w);
                     return;
                 }
                 Err(TrySendError::Disconnected(_)) => {
-                    self.core.overflow.clear();
+                    self.core.outbox.overflow.clear();
                 }
             }
         }
-        self.core.retry_delay = RETRY_DELAY;
+        self.core.outbox.retry_delay = RETRY_DELAY;
     }
 }
 
@@ -155,13 +193,6 @@ impl Core {
 
     /// Events or read completions wait for delivery.
     pub(super) fn has_output(&self) -> bool {
-        !self.out.is_empty() || self.completions.is_some()
-    }
-
-    /// Keeps a read whose answer is a completion, for the next delivery.
-    pub(super) fn push_completion(&mut self, r: Box<dyn ReadRequest>) {
-        self.completions
-            .get_or_insert_with(Default::default)
-            .push(r);
+        !self.outbox.events.is_empty() || self.outbox.completions.is_some()
     }
 }

@@ -12,10 +12,11 @@ impl Actor {
             if core.phase != Phase::Open {
                 return;
             }
-            if let Some(req) = core.reads.front_mut() {
+            if let Some(req) = core.rd.reads.front_mut() {
                 // A custom decoder is application code: a panic in it fails
                 // this connection (and every queued read) with `Panicked`.
-                let polled = catch_unwind(AssertUnwindSafe(|| req.poll(&mut core.rbuf, core.eof)));
+                let polled =
+                    catch_unwind(AssertUnwindSafe(|| req.poll(&mut core.rd.buf, core.rd.eof)));
                 let polled = match polled {
                     Ok(polled) => polled,
                     Err(p) => {
@@ -24,9 +25,9 @@ impl Actor {
                     }
                 };
                 match polled {
-                    ReadPoll::Pending if core.eof => {
+                    ReadPoll::Pending if core.rd.eof => {
                         let e = core.eof_error();
-                        if let Some(mut r) = core.reads.pop_front() {
+                        if let Some(mut r) = core.rd.reads.pop_front() {
                             r.fail(e);
                             if r.has_completion() {
                                 self.complete_read(r, w);
@@ -35,7 +36,7 @@ impl Actor {
                     }
                     ReadPoll::Pending => break,
                     ReadPoll::Done(action) => {
-                        let r = core.reads.pop_front();
+                        let r = core.rd.reads.pop_front();
                         core.rbuf_front_changed();
                         if let Some(a) = action {
                             core.frame_action(a, w);
@@ -45,33 +46,34 @@ impl Actor {
                         }
                     }
                     ReadPoll::Failed => {
-                        let r = core.reads.pop_front();
+                        let r = core.rd.reads.pop_front();
                         core.rbuf_front_changed();
                         if let Some(r) = r.filter(|r| r.has_completion()) {
                             self.complete_read(r, w);
                         }
                     }
                     ReadPoll::Fatal(e) => {
-                        if let Some(r) = core.reads.pop_front() {
+                        if let Some(r) = core.rd.reads.pop_front() {
                             if r.has_completion() {
                                 // Answered (with `e`) ahead of the error event.
-                                core.push_completion(r);
+                                core.outbox.push_completion(r);
                             }
                         }
                         core.fail(e, w);
                         return;
                     }
                 }
-            } else if let Some(dec) = core.stream.as_mut() {
+            } else if let Some(dec) = core.rd.stream.as_mut() {
                 // A streaming decoder runs when there are bytes (or at EOF):
                 // not on every turn with an empty buffer — which each echo
                 // turn has twice, before the read and after the frame.
-                if core.rbuf.is_empty() && !core.eof {
+                if core.rd.buf.is_empty() && !core.rd.eof {
                     break;
                 }
-                let before = core.rbuf.len();
-                let decoded =
-                    catch_unwind(AssertUnwindSafe(|| dec.decode(&mut core.rbuf, core.eof)));
+                let before = core.rd.buf.len();
+                let decoded = catch_unwind(AssertUnwindSafe(|| {
+                    dec.decode(&mut core.rd.buf, core.rd.eof)
+                }));
                 let decoded = match decoded {
                     Ok(decoded) => decoded,
                     Err(p) => {
@@ -88,15 +90,19 @@ impl Actor {
                         // reads next (a new decoder, a queued read), which
                         // must then see the bytes already buffered: no new
                         // arrival may ever come for them.
-                        let stuck = core.rbuf.len() == before && action.is_none();
-                        let decoder = if stuck { stream_id(&core.stream) } else { None };
+                        let stuck = core.rd.buf.len() == before && action.is_none();
+                        let decoder = if stuck {
+                            stream_id(&core.rd.stream)
+                        } else {
+                            None
+                        };
                         self.deliver_one(Event::Read(frame), w);
                         if let Some(a) = action {
                             self.core.frame_action(a, w);
                         }
                         if stuck
-                            && self.core.reads.is_empty()
-                            && same_stream(stream_id(&self.core.stream), decoder)
+                            && self.core.rd.reads.is_empty()
+                            && same_stream(stream_id(&self.core.rd.stream), decoder)
                         {
                             break;
                         }
@@ -106,11 +112,11 @@ impl Actor {
                         error,
                         fatal: false,
                     }) => {
-                        core.out.push(Event::Error {
+                        core.outbox.events.push(Event::Error {
                             error,
                             fatal: false,
                         });
-                        let stuck = core.rbuf.len() == before;
+                        let stuck = core.rd.buf.len() == before;
                         self.deliver(w);
                         if stuck {
                             break;
@@ -126,26 +132,26 @@ impl Actor {
             }
         }
         let core = &mut self.core;
-        if core.eof && !core.eof_reported && core.phase == Phase::Open {
-            core.eof_reported = true;
+        if core.rd.eof && !core.rd.eof_reported && core.phase == Phase::Open {
+            core.rd.eof_reported = true;
             if core.tls_truncated {
                 // Distinct from a clean close_notify, for protocols that care.
-                core.out.push(Event::Error {
+                core.outbox.events.push(Event::Error {
                     error: Error::TlsTruncated,
                     fatal: false,
                 });
             }
-            if core.stream.is_some() && !core.rbuf.is_empty() {
-                core.out.push(Event::Error {
+            if core.rd.stream.is_some() && !core.rd.buf.is_empty() {
+                core.outbox.events.push(Event::Error {
                     error: Error::UnexpectedEof,
                     fatal: false,
                 });
             }
-            core.out.push(Event::Eof);
+            core.outbox.events.push(Event::Eof);
             self.deliver(w);
         }
         let core = &mut self.core;
-        if core.phase == Phase::Open && core.rbuf.len() > core.opts.rbuf_max {
+        if core.phase == Phase::Open && core.rd.buf.len() > core.opts.rbuf_max {
             let max = core.opts.rbuf_max;
             core.fail(Error::no_space(Limit::ReadBuffer, max), w);
         }
@@ -156,10 +162,10 @@ impl Core {
     /// Bytes left the front of `rbuf` other than through the decoder that
     /// will run next: decoders that remember scan offsets must forget them.
     pub(super) fn rbuf_front_changed(&mut self) {
-        if let Some(r) = self.reads.front_mut() {
+        if let Some(r) = self.rd.reads.front_mut() {
             r.reset();
         }
-        if let Some(s) = self.stream.as_mut() {
+        if let Some(s) = self.rd.stream.as_mut() {
             s.reset();
         }
     }

@@ -65,38 +65,19 @@ impl Source for Actor {
             failure: None,
             sock: None,
             registered: false,
-            readable: false,
-            writable: false,
-            peer_hup: false,
-            rbuf: BytesMut::new(),
-            read_size: opts.read_size,
-            eof: false,
-            eof_reported: false,
-            reads: VecDeque::new(),
-            stream: None,
-            read_stopped: false,
-            wqueue: VecDeque::new(),
-            wlen: 0,
-            write_side: WriteSide::Open,
-            above_lwm: false,
+            rd: ReadHalf::new(opts.read_size),
+            wr: WriteHalf::new(),
             opts,
-            act_any: now,
-            act_read: now,
-            act_write: now,
+            idle: Inactivity::new(now),
             armed: Armed::default(),
-            retry_delay: RETRY_DELAY,
-            overflow: VecDeque::new(),
-            out: Vec::new(),
+            outbox: Outbox::new(),
             connect: None,
             tls: None,
             pending_tls: tls.map(|t| (t, 0)),
             tls_truncated: false,
-            drain_requested: false,
             close_pending: false,
             connect_handshake: false,
             deferred: None,
-            completions: None,
-            drain_waiters: None,
             limit: limit.map(Box::new),
         };
         let (sink, factory) = match sink {
@@ -170,15 +151,15 @@ impl Source for Actor {
     /// `Closed`) keep the actor until the retry timer delivered them.
     fn is_closed(&self) -> bool {
         self.core.phase == Phase::Closed
-            && self.core.overflow.is_empty()
-            && self.core.completions.is_none()
+            && self.core.outbox.overflow.is_empty()
+            && self.core.outbox.completions.is_none()
     }
 
     /// Readiness from the poller.
     fn on_io(&mut self, ready: Readiness, w: &mut WorkerCtx) {
-        self.core.peer_hup |= ready.hup;
-        self.core.readable |= ready.readable;
-        self.core.writable |= ready.writable;
+        self.core.rd.peer_hup |= ready.hup;
+        self.core.rd.readable |= ready.readable;
+        self.core.wr.writable |= ready.writable;
         if self.core.phase == Phase::Connecting {
             self.core.check_connect(w);
         }
@@ -256,7 +237,7 @@ impl Source for Actor {
             let e = Error::Panicked(msg.clone());
             self.core.failure.get_or_insert_with(|| Box::new(e.clone()));
             self.core.fail_reads(e);
-            self.core.out.push(Event::Error {
+            self.core.outbox.events.push(Event::Error {
                 error: Error::Panicked(msg),
                 fatal: true,
             });

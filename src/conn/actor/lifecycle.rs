@@ -26,15 +26,15 @@ impl Core {
         #[cfg(unix)]
         if let Stream::Pipe { write: None, .. } = &stream {
             // Read-only: nothing to write to (the handle refuses writes).
-            self.write_side = WriteSide::Shut;
+            self.wr.side = WriteSide::Shut;
         }
         self.sock = Some(stream);
         self.phase = Phase::Open;
-        self.readable = true;
-        self.writable = true;
-        self.act_any = w.now;
-        self.act_read = w.now;
-        self.act_write = w.now;
+        self.rd.readable = true;
+        self.wr.writable = true;
+        self.idle.any = w.now;
+        self.idle.read = w.now;
+        self.idle.write = w.now;
         self.apply_options();
         for kind in [TimeoutKind::Activity, TimeoutKind::Read, TimeoutKind::Write] {
             self.check_inactivity(timer_of(kind), w);
@@ -54,8 +54,8 @@ impl Core {
             let _ = s.set_keepalive(self.opts.keepalive);
             let _ = s.set_out_of_band_inline(self.opts.oobinline);
         }
-        if self.read_size > self.opts.max_read_size {
-            self.read_size = self.opts.max_read_size;
+        if self.rd.size > self.opts.max_read_size {
+            self.rd.size = self.opts.max_read_size;
         }
     }
 
@@ -77,10 +77,10 @@ impl Core {
         }
         let lwm = self.opts.low_water_mark;
         if lwm != before.low_water_mark {
-            self.above_lwm = false;
+            self.wr.above_lwm = false;
             if let Some(m) = lwm {
-                if self.wlen > m {
-                    self.above_lwm = true;
+                if self.wr.len > m {
+                    self.wr.above_lwm = true;
                 } else {
                     self.request_drain();
                 }
@@ -135,7 +135,7 @@ impl Core {
             return;
         }
         self.close_pending = true;
-        self.stream = None;
+        self.rd.stream = None;
         self.fail_reads(Error::Closed);
         let at = w.now + self.opts.linger;
         self.arm(TimerKind::Linger, at, w);
@@ -160,7 +160,7 @@ impl Core {
                 })
                 .sum()
         });
-        self.wlen + deferred
+        self.wr.len + deferred
     }
 
     /// Tells the application what a close gives up on (nothing is dropped
@@ -169,7 +169,7 @@ impl Core {
         let bytes = self.unsent();
         if bytes > 0 {
             log::debug!("{}: closing with {bytes} bytes unsent", self.shared.id);
-            self.out.push(Event::Error {
+            self.outbox.events.push(Event::Error {
                 error: Error::Unsent { bytes },
                 fatal: false,
             });
@@ -200,8 +200,8 @@ impl Core {
             }
             _ => {}
         }
-        self.stream = None;
-        self.read_stopped = true;
+        self.rd.stream = None;
+        self.rd.stopped = true;
         self.fail_reads(Error::Closed);
         if self.tls.as_ref().is_some_and(|t| t.is_handshaking()) {
             // Mid-handshake (accepted, or STARTTLS) nothing can be flushed:
@@ -213,7 +213,7 @@ impl Core {
             return;
         }
         // Under TLS, `flush` sends close_notify once the queue is through.
-        if (self.wqueue.is_empty() && self.tls.is_none())
+        if (self.wr.queue.is_empty() && self.tls.is_none())
             || self.opts.linger.is_zero()
             || self.sock.is_none()
         {
@@ -249,7 +249,7 @@ impl Core {
             self.failure.get_or_insert_with(|| Box::new(e.clone()));
         }
         self.fail_reads(e.clone());
-        self.out.push(Event::Error {
+        self.outbox.events.push(Event::Error {
             error: e,
             fatal: true,
         });
@@ -270,7 +270,7 @@ impl Core {
                 Msg::PushRead(mut r) | Msg::UnshiftRead(mut r) => {
                     r.fail(why.clone());
                     if r.has_completion() {
-                        self.push_completion(r);
+                        self.outbox.push_completion(r);
                     }
                 }
                 Msg::Drained(tx) => {
@@ -288,13 +288,11 @@ impl Core {
     }
 
     pub(super) fn fail_reads(&mut self, e: Error) {
-        let Core {
-            reads, completions, ..
-        } = self;
-        for mut r in reads.drain(..) {
+        let Core { rd, outbox, .. } = self;
+        for mut r in rd.reads.drain(..) {
             r.fail(e.clone());
             if r.has_completion() {
-                completions.get_or_insert_with(Default::default).push(r);
+                outbox.push_completion(r);
             }
         }
     }
@@ -315,9 +313,9 @@ impl Core {
         }
         self.tls = None;
         self.shared.write_shut.store(true, Ordering::Release);
-        self.shared.release_write(self.wlen);
-        self.wlen = 0;
-        self.wqueue.clear();
+        self.shared.release_write(self.wr.len);
+        self.wr.len = 0;
+        self.wr.queue.clear();
         let why = self.end_error();
         if let Some(q) = self.deferred.take() {
             self.discard_mail(*q, &why);
@@ -325,16 +323,16 @@ impl Core {
         self.close_pending = false;
         // The socket is closed: the slot it held is free again.
         self.limit = None;
-        for tx in self.drain_waiters.take().into_iter().flat_map(|v| *v) {
+        for tx in self.wr.drain_waiters.take().into_iter().flat_map(|v| *v) {
             let _ = tx.try_send(Err(why.clone()));
         }
         let left = self.shared.close_mailbox();
         self.discard_mail(left, &why);
         self.fail_reads(why);
-        self.stream = None;
-        self.rbuf = BytesMut::new();
+        self.rd.stream = None;
+        self.rd.buf = BytesMut::new();
         self.armed.clear_all();
-        self.out.push(Event::Closed);
+        self.outbox.events.push(Event::Closed);
     }
 }
 

@@ -23,14 +23,18 @@ mod turn;
 mod write;
 
 pub use ctx::Ctx;
+use deliver::Outbox;
 pub(crate) use entry::{NewConn, SinkSetup, Start};
 pub use handler::{Handler, HandlerFactory, PrepareFn, ResolveFn};
 pub(crate) use pools::Pools;
+use read::ReadHalf;
 use read::{recv_into, Recv};
 pub(crate) use requests::{
     CallbackRead, QueuedRead, ReadPoll, ReadRequest, StreamAdapter, StreamDecode,
 };
 use timers::timer_of;
+use timers::Inactivity;
+use write::WriteHalf;
 use write::{gather, pop_front_bytes};
 
 use super::shared::{ConnShared, Msg};
@@ -96,31 +100,19 @@ pub(crate) struct Core {
     failure: Option<Box<Error>>,
     sock: Option<Stream>,
     registered: bool,
-    readable: bool,
-    writable: bool,
-    /// The poller reported RDHUP/HUP/ERR: a short read is not the end.
-    peer_hup: bool,
-    rbuf: BytesMut,
-    read_size: usize,
-    eof: bool,
-    eof_reported: bool,
-    reads: VecDeque<Box<dyn ReadRequest>>,
-    stream: Option<Box<dyn StreamDecode>>,
-    read_stopped: bool,
-    wqueue: VecDeque<Bytes>,
-    wlen: usize,
-    write_side: WriteSide,
-    above_lwm: bool,
+    /// The read half: buffer, readiness, requests, streaming decoder.
+    rd: ReadHalf,
+    /// The write half: queue, readiness, half-close, `Drain`.
+    wr: WriteHalf,
     /// Shared with every connection of the same listener until changed
     /// (copy on write): per-connection memory stays small.
     opts: Arc<Options>,
-    act_any: Instant,
-    act_read: Instant,
-    act_write: Instant,
+    /// Last activity per inactivity timer.
+    idle: Inactivity,
+    /// The deadline armed per timer kind.
     armed: Armed,
-    retry_delay: Duration,
-    overflow: VecDeque<Event>,
-    out: Vec<Event>,
+    /// Events and read completions on their way to the sink.
+    outbox: Outbox,
     connect: Option<Box<ConnectState>>,
     tls: Option<Box<TlsSession>>,
     /// TLS to start once connected, with how many queued bytes precede it
@@ -128,8 +120,6 @@ pub(crate) struct Core {
     pending_tls: Option<(TlsSetup, usize)>,
     /// TCP EOF came under TLS without close_notify.
     tls_truncated: bool,
-    /// One `Drain` was asked for ([`Ctx::request_drain`]).
-    drain_requested: bool,
     /// A `close` asked for while connecting waits (in `deferred`) for the
     /// connection, and its TLS handshake, to send what was queued.
     close_pending: bool,
@@ -144,15 +134,6 @@ pub(crate) struct Core {
     // queue header that almost every connection leaves empty.
     #[allow(clippy::box_collection)]
     deferred: Option<Box<VecDeque<Msg>>>,
-    /// Read completions answered outside a decode pass (an error ended
-    /// them): run by the next delivery, before events.
-    /// Boxed: rare, and the actor stays small.
-    #[allow(clippy::box_collection)]
-    completions: Option<Box<Vec<Box<dyn ReadRequest>>>>,
-    /// Threads waiting (`Connection::drained`) for the queue to be at or
-    /// below the mark. Boxed: rare, and the actor stays small.
-    #[allow(clippy::box_collection)]
-    drain_waiters: Option<Box<Vec<Sender<Result<()>>>>>,
     /// Connection-limit slots, given back in `finish` (boxed: only with a
     /// limit configured).
     limit: Option<Box<crate::reactor::limit::LimitGuard>>,

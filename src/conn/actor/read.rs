@@ -3,6 +3,44 @@
 
 use super::*;
 
+/// The read half of a connection.
+pub(super) struct ReadHalf {
+    /// Bytes read and not yet consumed by a decoder.
+    pub(super) buf: BytesMut,
+    /// How much one `recv` asks for: doubles (up to `max_read_size`) each
+    /// time the kernel fills it.
+    pub(super) size: usize,
+    /// The socket may have data (edge-triggered: forgotten only on EAGAIN
+    /// or a short read).
+    pub(super) readable: bool,
+    /// The poller reported RDHUP/HUP/ERR: a short read is not the end.
+    pub(super) peer_hup: bool,
+    pub(super) eof: bool,
+    /// `Event::Eof` was queued.
+    pub(super) eof_reported: bool,
+    /// Queued read requests, answered in order before the streaming decoder.
+    pub(super) reads: VecDeque<Box<dyn ReadRequest>>,
+    pub(super) stream: Option<Box<dyn StreamDecode>>,
+    /// `stop_read` (or a close): nobody wants data.
+    pub(super) stopped: bool,
+}
+
+impl ReadHalf {
+    pub(super) fn new(size: usize) -> Self {
+        ReadHalf {
+            buf: BytesMut::new(),
+            size,
+            readable: false,
+            peer_hup: false,
+            eof: false,
+            eof_reported: false,
+            reads: VecDeque::new(),
+            stream: None,
+            stopped: false,
+        }
+    }
+}
+
 impl Core {
     pub(super) fn wants_read(&self) -> bool {
         if let Some(t) = self.tls.as_ref() {
@@ -11,19 +49,19 @@ impl Core {
                 // `stoptls` reading resumes in plaintext.
                 return false;
             }
-            if self.phase == Phase::Closing && t.is_handshaking() && !self.eof {
+            if self.phase == Phase::Closing && t.is_handshaking() && !self.rd.eof {
                 // A close waits for the handshake to send what was queued.
                 return true;
             }
         }
         self.phase == Phase::Open
-            && !self.eof
-            && !self.read_stopped
-            && self.overflow.is_empty()
-            && (((!self.reads.is_empty() || self.stream.is_some())
+            && !self.rd.eof
+            && !self.rd.stopped
+            && self.outbox.overflow.is_empty()
+            && (((!self.rd.reads.is_empty() || self.rd.stream.is_some())
                 // Automatic back-pressure: no new requests while the
                 // answers to earlier ones wait to be sent.
-                && self.opts.pause_reading_above.is_none_or(|h| self.wlen <= h))
+                && self.opts.pause_reading_above.is_none_or(|h| self.wr.len <= h))
                 || self
                     .tls
                     .as_ref()
@@ -36,16 +74,16 @@ impl Core {
             return self.tls_read(w);
         }
         let Some(sock) = self.sock.as_ref() else {
-            self.readable = false;
+            self.rd.readable = false;
             return Ok(0);
         };
-        if self.rbuf.capacity() == 0 {
+        if self.rd.buf.capacity() == 0 {
             if let Some(b) = w.local.bufs.pop() {
-                self.rbuf = b;
+                self.rd.buf = b;
             }
         }
         let max = self.opts.max_read_size;
-        match recv_into(sock, &mut self.rbuf, &mut self.read_size, max)? {
+        match recv_into(sock, &mut self.rd.buf, &mut self.rd.size, max)? {
             Recv::Data { n, short } => {
                 self.note_read(n, w.now);
                 // A short read emptied the kernel buffer: with edge-triggered
@@ -53,18 +91,18 @@ impl Core {
                 // that would only say EAGAIN is skipped — unless the poller
                 // reported RDHUP/HUP: a FIN (or RST) that came with the data
                 // is only seen by the next recv, and its edge is spent.
-                if short && !self.peer_hup {
-                    self.readable = false;
+                if short && !self.rd.peer_hup {
+                    self.rd.readable = false;
                 }
                 Ok(n)
             }
             Recv::Eof => {
-                self.eof = true;
-                self.readable = false;
+                self.rd.eof = true;
+                self.rd.readable = false;
                 Ok(0)
             }
             Recv::WouldBlock => {
-                self.readable = false;
+                self.rd.readable = false;
                 Ok(0)
             }
             Recv::Interrupted => Ok(0),
@@ -74,8 +112,7 @@ impl Core {
     pub(super) fn note_read(&mut self, n: usize, now: Instant) {
         let c = &self.shared.counters;
         c.add_read(n);
-        self.act_any = now;
-        self.act_read = now;
+        self.idle.touch_read(now);
     }
 
     pub(super) fn push_read_req(&mut self, mut r: Box<dyn ReadRequest>, front: bool) {
@@ -88,9 +125,9 @@ impl Core {
             return;
         }
         if front {
-            self.reads.push_front(r);
+            self.rd.reads.push_front(r);
         } else {
-            self.reads.push_back(r);
+            self.rd.reads.push_back(r);
         }
     }
 }

@@ -37,6 +37,34 @@ impl TimerKind {
     }
 }
 
+/// Last activity per inactivity timer: resetting one is a store; the
+/// armed entry re-evaluates against it when it fires.
+pub(super) struct Inactivity {
+    pub(super) any: Instant,
+    pub(super) read: Instant,
+    pub(super) write: Instant,
+}
+
+impl Inactivity {
+    pub(super) fn new(now: Instant) -> Self {
+        Inactivity {
+            any: now,
+            read: now,
+            write: now,
+        }
+    }
+
+    pub(super) fn touch_read(&mut self, now: Instant) {
+        self.any = now;
+        self.read = now;
+    }
+
+    pub(super) fn touch_write(&mut self, now: Instant) {
+        self.any = now;
+        self.write = now;
+    }
+}
+
 /// Which deadline a connection armed per timer kind, 8 bytes a kind
 /// (nanoseconds after a process-wide epoch; 0 = none) instead of the 16 of
 /// an `Option<Instant>`: it sits in every connection.
@@ -85,9 +113,9 @@ impl Core {
 
     pub(super) fn period_of(&self, kind: TimerKind) -> Option<(Duration, Instant)> {
         match kind {
-            TimerKind::Activity => self.opts.timeout.map(|p| (p, self.act_any)),
-            TimerKind::Read => self.opts.rtimeout.map(|p| (p, self.act_read)),
-            TimerKind::Write => self.opts.wtimeout.map(|p| (p, self.act_write)),
+            TimerKind::Activity => self.opts.timeout.map(|p| (p, self.idle.any)),
+            TimerKind::Read => self.opts.rtimeout.map(|p| (p, self.idle.read)),
+            TimerKind::Write => self.opts.wtimeout.map(|p| (p, self.idle.write)),
             _ => None,
         }
     }
@@ -105,11 +133,11 @@ impl Core {
         let due = stamp + period;
         if w.now >= due {
             match kind {
-                TimerKind::Activity => self.act_any = w.now,
-                TimerKind::Read => self.act_read = w.now,
-                _ => self.act_write = w.now,
+                TimerKind::Activity => self.idle.any = w.now,
+                TimerKind::Read => self.idle.read = w.now,
+                _ => self.idle.write = w.now,
             }
-            self.out.push(Event::Timeout(match kind {
+            self.outbox.events.push(Event::Timeout(match kind {
                 TimerKind::Activity => TimeoutKind::Activity,
                 TimerKind::Read => TimeoutKind::Read,
                 _ => TimeoutKind::Write,
@@ -149,9 +177,9 @@ impl Core {
 
     pub(super) fn reset_timeout(&mut self, kind: TimeoutKind, now: Instant) {
         match kind {
-            TimeoutKind::Activity => self.act_any = now,
-            TimeoutKind::Read => self.act_read = now,
-            TimeoutKind::Write => self.act_write = now,
+            TimeoutKind::Activity => self.idle.any = now,
+            TimeoutKind::Read => self.idle.read = now,
+            TimeoutKind::Write => self.idle.write = now,
             _ => {}
         }
     }

@@ -7,14 +7,14 @@ use super::*;
 impl Actor {
     /// One turn: mailbox, then pump, then event delivery.
     pub(crate) fn run(&mut self, w: &mut WorkerCtx) {
-        if self.core.out.capacity() == 0 {
+        if self.core.outbox.events.capacity() == 0 {
             if let Some(v) = w.local.event_vecs.pop() {
-                self.core.out = v;
+                self.core.outbox.events = v;
             }
         }
-        if self.core.wqueue.capacity() == 0 {
+        if self.core.wr.queue.capacity() == 0 {
             if let Some(q) = w.local.write_queues.pop() {
-                self.core.wqueue = q;
+                self.core.wr.queue = q;
             }
         }
         loop {
@@ -54,8 +54,9 @@ impl Actor {
             break;
         }
         self.deliver(w);
-        if self.core.out.is_empty() && self.core.out.capacity() > 0 {
-            w.local.recycle_events(std::mem::take(&mut self.core.out));
+        if self.core.outbox.events.is_empty() && self.core.outbox.events.capacity() > 0 {
+            w.local
+                .recycle_events(std::mem::take(&mut self.core.outbox.events));
         }
     }
 
@@ -107,9 +108,9 @@ impl Actor {
             }
             Msg::PushRead(r) => core.push_read_req(r, false),
             Msg::UnshiftRead(r) => core.push_read_req(r, true),
-            Msg::Streaming(s) => core.stream = s,
-            Msg::StopRead => core.read_stopped = true,
-            Msg::StartRead => core.read_stopped = false,
+            Msg::Streaming(s) => core.rd.stream = s,
+            Msg::StopRead => core.rd.stopped = true,
+            Msg::StartRead => core.rd.stopped = false,
             Msg::Shutdown => core.shutdown(w),
             Msg::Close => core.close(w),
             Msg::SetTimeout(kind, period) => core.set_timeout(kind, period, w),
@@ -170,7 +171,7 @@ impl Actor {
             // resumed reading: bytes already waiting in the socket raise no
             // new edge, so read them in this turn or never.
             let core = &self.core;
-            if core.phase == Phase::Open && core.readable && core.wants_read() && budget > 0 {
+            if core.phase == Phase::Open && core.rd.readable && core.wants_read() && budget > 0 {
                 continue 'turn;
             }
             break;
@@ -189,7 +190,7 @@ impl Actor {
             }
             self.core.flush(w);
             let core = &mut self.core;
-            if !(core.readable && core.wants_read()) {
+            if !(core.rd.readable && core.wants_read()) {
                 break;
             }
             if *budget == 0 {
@@ -210,18 +211,18 @@ impl Actor {
 impl Core {
     pub(super) fn end_of_turn(&mut self, w: &mut WorkerCtx) {
         // Both directions are finished: nothing more can happen on this socket.
-        if self.phase == Phase::Open && self.eof_reported && self.write_side == WriteSide::Shut {
+        if self.phase == Phase::Open && self.rd.eof_reported && self.wr.side == WriteSide::Shut {
             self.close(w);
         }
         // An idle connection keeps no read buffer: return it to the worker's pool.
-        if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
-            let buf = std::mem::take(&mut self.rbuf);
+        if self.rd.buf.is_empty() && self.rd.buf.capacity() > 0 {
+            let buf = std::mem::take(&mut self.rd.buf);
             w.local.recycle(buf);
         }
         // Nor an empty write queue's allocation.
-        if self.wqueue.is_empty() && self.wqueue.capacity() > 0 {
+        if self.wr.queue.is_empty() && self.wr.queue.capacity() > 0 {
             w.local
-                .recycle_write_queue(std::mem::take(&mut self.wqueue));
+                .recycle_write_queue(std::mem::take(&mut self.wr.queue));
         }
     }
 }

@@ -3,28 +3,70 @@
 
 use super::*;
 
+/// The write half of a connection.
+pub(super) struct WriteHalf {
+    /// Bytes waiting for the socket (or, under TLS, for the engine).
+    pub(super) queue: VecDeque<Bytes>,
+    /// Bytes accepted and not yet handed to the kernel: the queue plus,
+    /// under TLS, what sits in the engine (`TlsSession::in_engine`).
+    pub(super) len: usize,
+    pub(super) side: WriteSide,
+    /// The socket may take more (forgotten only on EAGAIN or a short write).
+    pub(super) writable: bool,
+    /// The queue went above the low-water mark: `Drain` once it is back.
+    pub(super) above_lwm: bool,
+    /// One `Drain` was asked for ([`Ctx::request_drain`]).
+    pub(super) drain_requested: bool,
+    /// Threads waiting (`Connection::drained`) for the queue to be at or
+    /// below the mark. Boxed: rare, and the actor stays small.
+    #[allow(clippy::box_collection)]
+    pub(super) drain_waiters: Option<Box<Vec<Sender<Result<()>>>>>,
+}
+
+impl WriteHalf {
+    pub(super) fn new() -> Self {
+        WriteHalf {
+            queue: VecDeque::new(),
+            len: 0,
+            side: WriteSide::Open,
+            writable: false,
+            above_lwm: false,
+            drain_requested: false,
+            drain_waiters: None,
+        }
+    }
+
+    /// Queues `data`, keeping `len` in step.
+    pub(super) fn push(&mut self, data: Bytes) {
+        self.len += data.len();
+        self.queue.push_back(data);
+    }
+
+    /// `n` bytes from the front of the queue reached the kernel.
+    pub(super) fn consume(&mut self, n: usize) {
+        self.len -= n;
+        pop_front_bytes(&mut self.queue, n);
+    }
+}
+
 impl Core {
     pub(super) fn note_write(&mut self, n: usize, now: Instant) {
         let c = &self.shared.counters;
         c.add_write(n);
-        self.act_any = now;
-        self.act_write = now;
+        self.idle.touch_write(now);
     }
 
     /// Queues bytes that were already reserved against `wbuf_max`.
     pub(super) fn enqueue(&mut self, data: Bytes) {
-        if self.write_side != WriteSide::Open
-            || matches!(self.phase, Phase::Closing | Phase::Closed)
-        {
+        if self.wr.side != WriteSide::Open || matches!(self.phase, Phase::Closing | Phase::Closed) {
             // Refused at the handle already; a race with shutdown/close ends here.
             self.shared.release_write(data.len());
             return;
         }
-        self.wlen += data.len();
-        self.wqueue.push_back(data);
+        self.wr.push(data);
         if let Some(lwm) = self.opts.low_water_mark {
-            if self.wlen > lwm {
-                self.above_lwm = true;
+            if self.wr.len > lwm {
+                self.wr.above_lwm = true;
             }
         }
     }
@@ -39,9 +81,9 @@ impl Core {
     pub(super) fn write_through(&mut self, data: Bytes, w: &mut WorkerCtx) -> Result<()> {
         let direct = self.tls.is_none()
             && self.phase == Phase::Open
-            && self.write_side == WriteSide::Open
-            && self.writable
-            && self.wqueue.is_empty();
+            && self.wr.side == WriteSide::Open
+            && self.wr.writable
+            && self.wr.queue.is_empty();
         let Some(sock) = self.sock.as_ref().filter(|_| direct) else {
             self.shared.reserve_write(data.len())?;
             self.enqueue(data);
@@ -53,20 +95,20 @@ impl Core {
             Ok(n) => {
                 self.note_write(n, w.now);
                 if n < data.len() {
-                    self.writable = false;
+                    self.wr.writable = false;
                     self.shared.add_queued(data.len() - n);
                     self.enqueue(data.slice(n..));
                 }
                 // `Drain` as if the bytes had gone through the queue (as a
                 // `Connection::write` does): above the mark, then at or below.
                 if self.opts.low_water_mark.is_some_and(|m| data.len() > m) {
-                    self.above_lwm = true;
+                    self.wr.above_lwm = true;
                     self.check_drain();
                 }
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.writable = false;
+                self.wr.writable = false;
                 self.shared.add_queued(data.len());
                 self.enqueue(data);
                 Ok(())
@@ -91,12 +133,12 @@ impl Core {
         // The common case decides nothing: open, plaintext, nothing queued,
         // no shutdown or Drain event pending (checked inline at the caller).
         if self.phase == Phase::Open
-            && self.wqueue.is_empty()
+            && self.wr.queue.is_empty()
             && self.tls.is_none()
-            && !self.above_lwm
-            && !self.drain_requested
-            && self.drain_waiters.is_none()
-            && self.write_side != WriteSide::ShutdownPending
+            && !self.wr.above_lwm
+            && !self.wr.drain_requested
+            && self.wr.drain_waiters.is_none()
+            && self.wr.side != WriteSide::ShutdownPending
         {
             return;
         }
@@ -117,14 +159,14 @@ impl Core {
         if self.phase == Phase::Closed {
             return;
         }
-        if self.wqueue.is_empty()
-            && (self.write_side == WriteSide::ShutdownPending || self.phase == Phase::Closing)
+        if self.wr.queue.is_empty()
+            && (self.wr.side == WriteSide::ShutdownPending || self.phase == Phase::Closing)
             // Under TLS: close_notify first (the reference sent a bare FIN,
             // indistinguishable from truncation).
             && self.tls_close_ready(w)
         {
-            if self.write_side == WriteSide::ShutdownPending {
-                self.write_side = WriteSide::Shut;
+            if self.wr.side == WriteSide::ShutdownPending {
+                self.wr.side = WriteSide::Shut;
                 if let Some(sock) = self.sock.as_mut() {
                     let _ = sock.shutdown_write(&w.poller);
                 }
@@ -141,22 +183,22 @@ impl Core {
     }
 
     pub(super) fn flush_plain(&mut self, w: &mut WorkerCtx) {
-        while self.writable && !self.wqueue.is_empty() {
+        while self.wr.writable && !self.wr.queue.is_empty() {
             let Some(sock) = self.sock.as_ref() else {
                 return;
             };
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
-            let (k, offered) = gather(&self.wqueue, usize::MAX, &mut iov);
+            let (k, offered) = gather(&self.wr.queue, usize::MAX, &mut iov);
             match sock.send_vectored(&iov[..k]) {
                 Ok(n) => {
                     self.consume_written(n);
                     self.note_write(n, w.now);
                     if n < offered {
                         // The send buffer is full; the next edge says when it has room.
-                        self.writable = false;
+                        self.wr.writable = false;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wr.writable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     self.fail(Error::from_io(e), w);
@@ -168,9 +210,8 @@ impl Core {
 
     /// Drops `n` written bytes from the front of the write queue.
     pub(super) fn consume_written(&mut self, n: usize) {
-        self.wlen -= n;
+        self.wr.consume(n);
         self.shared.release_write(n);
-        pop_front_bytes(&mut self.wqueue, n);
     }
 
     /// `Drain`, defined once for every write path: the queue is at or below
@@ -178,18 +219,18 @@ impl Core {
     /// for ([`Ctx::request_drain`], or setting the mark) and the queue is
     /// at or below the mark (empty, without one).
     pub(super) fn check_drain(&mut self) {
-        if self.drain_waiters.is_some() && self.wlen <= self.opts.low_water_mark.unwrap_or(0) {
-            for tx in self.drain_waiters.take().into_iter().flat_map(|v| *v) {
+        if self.wr.drain_waiters.is_some() && self.wr.len <= self.opts.low_water_mark.unwrap_or(0) {
+            for tx in self.wr.drain_waiters.take().into_iter().flat_map(|v| *v) {
                 let _ = tx.try_send(Ok(()));
             }
         }
-        if !(self.above_lwm || self.drain_requested) {
+        if !(self.wr.above_lwm || self.wr.drain_requested) {
             return;
         }
-        if self.wlen <= self.opts.low_water_mark.unwrap_or(0) {
-            self.above_lwm = false;
-            self.drain_requested = false;
-            self.out.push(Event::Drain);
+        if self.wr.len <= self.opts.low_water_mark.unwrap_or(0) {
+            self.wr.above_lwm = false;
+            self.wr.drain_requested = false;
+            self.outbox.events.push(Event::Drain);
         }
     }
 
@@ -200,10 +241,11 @@ impl Core {
             Phase::Closing | Phase::Closed => {
                 let _ = tx.try_send(Err(self.end_error()));
             }
-            Phase::Open if self.wlen <= self.opts.low_water_mark.unwrap_or(0) => {
+            Phase::Open if self.wr.len <= self.opts.low_water_mark.unwrap_or(0) => {
                 let _ = tx.try_send(Ok(()));
             }
             _ => self
+                .wr
                 .drain_waiters
                 .get_or_insert_with(Default::default)
                 .push(tx),
@@ -215,7 +257,7 @@ impl Core {
         if matches!(self.phase, Phase::Closing | Phase::Closed) {
             return;
         }
-        self.drain_requested = true;
+        self.wr.drain_requested = true;
         if matches!(self.phase, Phase::Open) {
             self.check_drain();
         }
@@ -223,11 +265,11 @@ impl Core {
 
     pub(super) fn shutdown(&mut self, w: &mut WorkerCtx) {
         self.shared.write_shut.store(true, Ordering::Release);
-        if self.write_side == WriteSide::Open {
-            self.write_side = WriteSide::ShutdownPending;
+        if self.wr.side == WriteSide::Open {
+            self.wr.side = WriteSide::ShutdownPending;
             // Drain events stop with the shutdown (the reference removes on_drain).
             Arc::make_mut(&mut self.opts).low_water_mark = None;
-            self.drain_requested = false;
+            self.wr.drain_requested = false;
             self.flush(w);
         }
     }
