@@ -15,8 +15,10 @@ pub(super) struct Outbox {
     /// Boxed: rare, and the actor stays small.
     #[allow(clippy::box_collection)]
     pub(super) completions: Option<Box<Vec<Box<dyn ReadRequest>>>>,
-    /// The next retry's delay while the channel stays full.
-    pub(super) retry_delay: Duration,
+    /// The next retry's delay while the channel stays full, in
+    /// milliseconds (1 doubling to 50: two bytes, where a `Duration` would
+    /// take sixteen in every actor).
+    retry_ms: u16,
 }
 
 impl Outbox {
@@ -25,7 +27,7 @@ impl Outbox {
             events: Vec::new(),
             overflow: VecDeque::new(),
             completions: None,
-            retry_delay: RETRY_DELAY,
+            retry_ms: RETRY_MS_MIN,
         }
     }
 
@@ -33,6 +35,21 @@ impl Outbox {
     #[inline]
     pub(super) fn is_empty(&self) -> bool {
         self.events.is_empty() && self.overflow.is_empty() && self.completions.is_none()
+    }
+
+    /// When to retry a full channel, from `now`.
+    pub(super) fn retry_at(&self, now: Instant) -> Instant {
+        now + Duration::from_millis(self.retry_ms.into())
+    }
+
+    /// The consumer took something (`progressed`), or nothing: retry at
+    /// the short delay, or back off (doubling, up to 50 ms).
+    pub(super) fn back_off(&mut self, progressed: bool) {
+        self.retry_ms = if progressed {
+            RETRY_MS_MIN
+        } else {
+            (self.retry_ms * 2).min(RETRY_MS_MAX)
+        };
     }
 
     /// Keeps a read whose answer is a completion, for the next delivery.
@@ -129,7 +146,7 @@ impl Actor {
                         }
                     }
                     if !self.core.outbox.overflow.is_empty() {
-                        let at = w.now + self.core.outbox.retry_delay;
+                        let at = self.core.outbox.retry_at(w.now);
                         self.core.arm(TimerKind::Retry, at, w);
                     }
                 }
@@ -161,12 +178,8 @@ impl Actor {
                     // Back off only while the consumer makes no progress at all;
                     // one that keeps up (merely a small channel) is served at
                     // the short delay, not at 2 events per 50 ms.
-                    self.core.outbox.retry_delay = if progressed {
-                        RETRY_DELAY
-                    } else {
-                        (self.core.outbox.retry_delay * 2).min(Duration::from_millis(50))
-                    };
-                    let at = w.now + self.core.outbox.retry_delay;
+                    self.core.outbox.back_off(progressed);
+                    let at = self.core.outbox.retry_at(w.now);
                     self.core.arm(TimerKind::Retry, at, w);
                     return;
                 }
@@ -175,7 +188,7 @@ impl Actor {
                 }
             }
         }
-        self.core.outbox.retry_delay = RETRY_DELAY;
+        self.core.outbox.retry_ms = RETRY_MS_MIN;
     }
 }
 

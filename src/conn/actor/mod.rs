@@ -68,8 +68,10 @@ const MAX_IOV: usize = 64;
 /// Deliver-then-flush rounds one turn runs before it yields (a handler that
 /// writes on every `Drain` would otherwise never let the worker go).
 const MAX_DELIVERY_ROUNDS: usize = 64;
-/// First retry delay when the application's event channel is full.
-const RETRY_DELAY: Duration = Duration::from_millis(1);
+/// First retry delay (ms) when the application's event channel is full.
+const RETRY_MS_MIN: u16 = 1;
+/// The longest retry delay (ms) while the channel stays full.
+const RETRY_MS_MAX: u16 = 50;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
