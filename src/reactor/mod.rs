@@ -6,12 +6,18 @@
 //!                                                             └─▶ events / replies ─▶ app
 //! ```
 //!
-//! Every connection belongs to one worker for its whole life, and a worker's
-//! connections run under its state lock, one actor turn at a time: normally
-//! on the worker's own thread; while that thread is parked, the thread
-//! holding the poller role may take the lock and run them itself instead of
-//! waking it. Either way an actor never runs on two threads at once and
-//! needs no lock of its own.
+//! The reactor is generic over what it runs — a [`Source`] (in this crate
+//! the connection actor) — and names no connection or listener type: mail
+//! is scheduled by token, timer tags are opaque, listeners are
+//! [`Acceptor`]s. Imports go one way: `conn` and `net` use the reactor,
+//! never the reverse.
+//!
+//! Every source belongs to one worker for its whole life, and a worker's
+//! sources run under its state lock, one turn at a time: normally on the
+//! worker's own thread; while that thread is parked, the thread holding the
+//! poller role may take the lock and run them itself instead of waking it.
+//! Either way a source never runs on two threads at once and needs no lock
+//! of its own.
 
 pub(crate) mod limit;
 pub(crate) mod poller;
