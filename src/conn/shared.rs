@@ -304,6 +304,7 @@ impl ConnShared {
     }
 
     /// Bytes that can be queued now before `wbuf_max` refuses.
+    #[inline]
     pub(crate) fn write_room(&self) -> usize {
         self.wbuf_max
             .load(Ordering::Relaxed)
@@ -320,6 +321,7 @@ impl ConnShared {
         self.queued.fetch_sub(n, Ordering::AcqRel);
     }
 
+    #[inline]
     pub(crate) fn stats(&self) -> Stats {
         let c = &self.counters;
         Stats {

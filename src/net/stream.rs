@@ -44,7 +44,7 @@ impl Stream {
     /// Reads into `buf` (`recv`, or `read` on a pipe); returns the part of
     /// `buf` that was filled, initialised (empty: end of stream). A
     /// write-only pipe has nothing to read: end of stream.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn recv<'a>(&self, buf: &'a mut [MaybeUninit<u8>]) -> io::Result<&'a mut [u8]> {
         match self {
             Stream::Tcp(s) => super::sys::recv(s, buf),

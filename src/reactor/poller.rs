@@ -171,7 +171,9 @@ pub(crate) fn poll_once<S: Source>(
             }
         }
     }
-    others.resize_with(batches.len(), Vec::new);
+    if others.len() < batches.len() {
+        others.resize_with(batches.len(), Vec::new);
+    }
     let mut handed = 0;
     for (i, (batch, out)) in batches.iter_mut().zip(others.iter_mut()).enumerate() {
         if Some(i) == own {

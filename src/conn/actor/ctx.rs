@@ -67,7 +67,7 @@ impl Ctx<'_> {
         }
         if self.core.opts.autocork {
             self.core.shared.reserve_write(data.len())?;
-            self.core.enqueue(data);
+            self.core.enqueue(data, &mut self.w.local);
             return Ok(());
         }
         self.core.write_through(data, self.w)
@@ -106,7 +106,7 @@ impl Ctx<'_> {
             return Ok(());
         }
         for data in parts {
-            self.core.enqueue(data);
+            self.core.enqueue(data, &mut self.w.local);
         }
         if !self.core.opts.autocork {
             self.core.flush(self.w);
@@ -330,6 +330,7 @@ impl Ctx<'_> {
     }
 
     /// The connection's counters.
+    #[inline]
     pub fn stats(&self) -> crate::Stats {
         self.core.shared.stats()
     }
@@ -371,6 +372,7 @@ impl Ctx<'_> {
     ///     }
     /// }
     /// ```
+    #[inline]
     pub fn write_room(&self) -> usize {
         self.core.shared.write_room()
     }

@@ -28,6 +28,7 @@ pub(crate) struct Pools {
 
 impl Pools {
     /// Gives an empty read buffer back for reuse.
+    #[inline]
     pub(crate) fn recycle(&mut self, mut buf: BytesMut) {
         buf.clear();
         if self.bufs.len() < POOL_MAX && buf.try_reclaim(1024) && buf.capacity() <= POOL_BUF_MAX {
@@ -36,6 +37,7 @@ impl Pools {
     }
 
     /// Keeps an emptied event vector for reuse (a few, of modest size).
+    #[inline]
     pub(crate) fn recycle_events(&mut self, mut v: Vec<Event>) {
         v.clear();
         if self.event_vecs.len() < 8 && v.capacity() > 0 && v.capacity() <= 64 {
@@ -44,6 +46,7 @@ impl Pools {
     }
 
     /// Keeps an emptied write queue for reuse.
+    #[inline]
     pub(crate) fn recycle_write_queue(&mut self, q: VecDeque<Bytes>) {
         if self.write_queues.len() < 8 && q.is_empty() && q.capacity() <= 256 {
             self.write_queues.push(q);

@@ -69,6 +69,7 @@ impl Core {
     }
 
     /// One read from the socket into `rbuf` (through TLS if active).
+    #[inline]
     pub(super) fn read_some(&mut self, w: &mut WorkerCtx) -> Result<usize> {
         if self.tls.is_some() {
             return self.tls_read(w);
@@ -148,13 +149,19 @@ pub(super) enum Recv {
 /// The one receive, for plaintext and ciphertext alike: reads once from
 /// `sock` into `buf`'s spare room, at most `*size` bytes, and doubles
 /// `*size` (up to `max`) when the kernel filled all of it.
+#[inline(always)]
 pub(super) fn recv_into(
     sock: &Stream,
     buf: &mut BytesMut,
     size: &mut usize,
     max: usize,
 ) -> Result<Recv> {
-    buf.reserve(*size);
+    // Room for at least half a read is used as it is: the buffer a frame
+    // was just split off keeps the rest of its room for the next read,
+    // instead of going through `reserve`'s reclaim on every turn.
+    if buf.capacity() - buf.len() < *size / 2 {
+        buf.reserve(*size);
+    }
     let want = (*size).min(buf.capacity() - buf.len());
     let len = buf.len();
     match sock.recv(&mut buf.spare_capacity_mut()[..want]) {

@@ -12,11 +12,6 @@ impl Actor {
                 self.core.outbox.events = v;
             }
         }
-        if self.core.wr.queue.capacity() == 0 {
-            if let Some(q) = w.local.write_queues.pop() {
-                self.core.wr.queue = q;
-            }
-        }
         loop {
             if self.core.deferred.is_some() && !self.core.establishing() {
                 self.replay_deferred(w);
@@ -100,10 +95,10 @@ impl Actor {
             return;
         }
         match msg {
-            Msg::Write(data) => core.enqueue(data),
+            Msg::Write(data) => core.enqueue(data, &mut w.local),
             Msg::WriteParts(parts) => {
                 for data in parts {
-                    core.enqueue(data);
+                    core.enqueue(data, &mut w.local);
                 }
             }
             Msg::PushRead(r) => core.push_read_req(r, false),

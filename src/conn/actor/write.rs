@@ -56,12 +56,19 @@ impl Core {
         self.idle.touch_write(now);
     }
 
-    /// Queues bytes that were already reserved against `wbuf_max`.
-    pub(super) fn enqueue(&mut self, data: Bytes) {
+    /// Queues bytes that were already reserved against `wbuf_max`. The
+    /// queue's allocation comes from the worker's pool when it has none
+    /// (most turns write straight from the caller's buffer and need none).
+    pub(super) fn enqueue(&mut self, data: Bytes, pools: &mut Pools) {
         if self.wr.side != WriteSide::Open || matches!(self.phase, Phase::Closing | Phase::Closed) {
             // Refused at the handle already; a race with shutdown/close ends here.
             self.shared.release_write(data.len());
             return;
+        }
+        if self.wr.queue.capacity() == 0 {
+            if let Some(q) = pools.write_queues.pop() {
+                self.wr.queue = q;
+            }
         }
         self.wr.push(data);
         if let Some(lwm) = self.opts.low_water_mark {
@@ -86,7 +93,7 @@ impl Core {
             && self.wr.queue.is_empty();
         let Some(sock) = self.sock.as_ref().filter(|_| direct) else {
             self.shared.reserve_write(data.len())?;
-            self.enqueue(data);
+            self.enqueue(data, &mut w.local);
             self.flush(w);
             return Ok(());
         };
@@ -97,7 +104,7 @@ impl Core {
                 if n < data.len() {
                     self.wr.writable = false;
                     self.shared.add_queued(data.len() - n);
-                    self.enqueue(data.slice(n..));
+                    self.enqueue(data.slice(n..), &mut w.local);
                 }
                 // `Drain` as if the bytes had gone through the queue (as a
                 // `Connection::write` does): above the mark, then at or below.
@@ -110,12 +117,12 @@ impl Core {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.wr.writable = false;
                 self.shared.add_queued(data.len());
-                self.enqueue(data);
+                self.enqueue(data, &mut w.local);
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {
                 self.shared.add_queued(data.len());
-                self.enqueue(data);
+                self.enqueue(data, &mut w.local);
                 self.flush(w);
                 Ok(())
             }
