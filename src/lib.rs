@@ -71,8 +71,8 @@ pub use conn::{
     Options, Reply, Sink, Stats,
 };
 pub use error::{Error, Limit, Result, TimeoutKind, TlsError};
-pub use net::{ConnectOptions, ListenOptions, Listener, Target};
-pub use reactor::{Reactor, ReactorBuilder};
+pub use net::{ConnectOptions, ListenOptions, Listener, Reactor, Target};
+pub use reactor::ReactorBuilder;
 
 /// The README's example is compiled and run as a doctest.
 #[cfg(doctest)]

@@ -1,11 +1,11 @@
 //! What a connection's handles share with its actor: the mailbox, the write
 //! reservation counter and statistics. Everything else is owned by the actor.
 
-use super::actor::{ReadRequest, StreamDecode};
+use super::actor::{Actor, ReadRequest, StreamDecode};
 use super::ConnId;
 use crate::conn::Ctx;
 use crate::error::{Error, Result, TimeoutKind};
-use crate::reactor::{Task, WorkerShared};
+use crate::reactor::{Task, Token};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
@@ -37,7 +37,13 @@ pub(crate) enum Msg {
     RequestDrain,
     /// Answer this once the write queue is at or below the mark (no event).
     Drained(crossbeam_channel::Sender<Result<()>>),
+    /// Name resolution for the connect finished (posted by the resolver
+    /// thread; applies whatever waits ahead of it).
+    Resolved(std::io::Result<Vec<SocketAddr>>),
 }
+
+/// The worker a connection belongs to, as its handles see it.
+pub(crate) type WorkerShared = crate::reactor::WorkerShared<Actor>;
 
 /// What a connection's handles can learn about it without a round trip to
 /// its worker: addresses once known, TLS facts once the handshake is done.
@@ -205,9 +211,22 @@ impl ConnShared {
             if self.worker.stopped.load(Ordering::Acquire) {
                 return Err(Error::Closed);
             }
-            self.worker.push(Task::Mail(self.clone()));
+            // `usize::MAX` before the actor started: a stale token, and
+            // the actor's first turn takes this message (`set_token`).
+            let token = Token(self.token.load(Ordering::Acquire));
+            self.worker.push(Task::Mail(token));
         }
         Ok(())
+    }
+
+    /// The actor started in slot `token`: mail is scheduled under it from
+    /// now on. Taking the mailbox lock orders this with every `post`: one
+    /// that locked earlier left `has_mail` set for the actor's first turn
+    /// (which runs right after this) to see; one that locks later reads
+    /// this token.
+    pub(crate) fn set_token(&self, token: Token) {
+        self.token.store(token.0, Ordering::Release);
+        drop(self.mailbox.lock());
     }
 
     /// Whether messages are waiting (a hint: `take_mail` is the authority).
@@ -285,6 +304,7 @@ impl ConnShared {
     }
 
     /// Bytes that can be queued now before `wbuf_max` refuses.
+    #[inline]
     pub(crate) fn write_room(&self) -> usize {
         self.wbuf_max
             .load(Ordering::Relaxed)
@@ -301,6 +321,7 @@ impl ConnShared {
         self.queued.fetch_sub(n, Ordering::AcqRel);
     }
 
+    #[inline]
     pub(crate) fn stats(&self) -> Stats {
         let c = &self.counters;
         Stats {

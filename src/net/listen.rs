@@ -1,18 +1,25 @@
 //! Listening sockets: created with socket2 (configurable backlog), accepted
-//! on the poller thread, handed to a worker as new actors.
+//! by the holder of the poller role (the reactor's [`Acceptor`] interface,
+//! with the accept budget and back-off kept here), handed to a worker as
+//! new actors.
 
-use crate::conn::actor::{HandlerFactory, NewConn, SinkSetup, Start};
+use crate::conn::actor::{Actor, HandlerFactory, NewConn, SinkSetup, Start};
 use crate::conn::shared::ConnShared;
 use crate::conn::{ConnId, Connection, Event, Options, Sink};
 use crate::error::Result;
 use crate::net::stream::Stream;
-use crate::reactor::{PollerCmd, ReactorShared, Task};
+use crate::reactor::{AcceptCx, Acceptor, PollerCmd, ReactorShared, Token};
 use crate::tls::{ServerConfig, TlsSetup};
 use crossbeam_channel::{Receiver, Sender};
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// Connections accepted from one listener per wake-up before others get a turn.
+const ACCEPT_BUDGET: usize = 128;
+const BACKOFF_MIN: Duration = Duration::from_millis(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Default listen backlog: 1024 (the kernel clamps it to `somaxconn`).
 pub const DEFAULT_BACKLOG: i32 = 1024;
@@ -195,11 +202,8 @@ pub(crate) struct ListenerShared {
 
 impl ListenerShared {
     /// Accepts one connection and queues it for a worker.
-    pub(crate) fn accept_one(
-        &self,
-        reactor: &ReactorShared,
-        batches: &mut [Vec<Task>],
-    ) -> AcceptOutcome {
+    pub(crate) fn accept_one(&self, cx: &mut AcceptCx<'_, Actor>) -> AcceptOutcome {
+        let reactor = cx.reactor;
         if let AcceptMode::Channel { incoming, .. } = &self.mode {
             if incoming.is_full() {
                 return AcceptOutcome::Pause(
@@ -266,12 +270,97 @@ impl ListenerShared {
             tls: self.tls.clone().map(TlsSetup::Server),
             limit,
         };
-        batches[worker.idx].push(Task::Adopt(Box::new(new)));
+        cx.spawn(worker.idx, Box::new(new));
         if let (Some(handle), AcceptMode::Channel { incoming, .. }) = (handle, &self.mode) {
             // Cannot be full: checked above, and the poller is the only sender.
             let _ = incoming.try_send(handle);
         }
         AcceptOutcome::Accepted
+    }
+}
+
+/// A listener as the poller role owns it: the socket and its accept state.
+pub(crate) struct ListenerState {
+    shared: Arc<ListenerShared>,
+    paused_until: Option<Instant>,
+    backoff: Duration,
+    /// Not re-armed because a connection limit is reached: resumed when a
+    /// slot frees (`Limits::freed`).
+    at_limit: bool,
+}
+
+impl ListenerState {
+    fn rearm(&self, poller: &crate::sys::Poller, token: Token) {
+        let _ = poller.rearm_listener(&self.shared.sock, token.0);
+    }
+}
+
+impl Acceptor<Actor> for ListenerState {
+    fn register(&self, poller: &crate::sys::Poller, token: Token) -> io::Result<()> {
+        // Deleted again (`deregister`) before the poller role drops a
+        // listener: RemoveListener / StopAccepting / Shutdown.
+        let r = poller.add_listener(&self.shared.sock, token.0);
+        r.inspect_err(|e| log::error!("cannot register listener {}: {e}", self.shared.label))
+    }
+
+    fn deregister(&self, poller: &crate::sys::Poller) {
+        let _ = poller.delete(&self.shared.sock);
+    }
+
+    fn paused_until(&self) -> Option<Instant> {
+        self.paused_until
+    }
+
+    fn waiting_for_slot(&self) -> bool {
+        self.at_limit
+    }
+
+    fn slot_freed(&mut self) {
+        self.at_limit = false;
+    }
+
+    fn accept(&mut self, cx: &mut AcceptCx<'_, Actor>) {
+        self.paused_until = None;
+        let poller = &cx.reactor.poller;
+        for _ in 0..ACCEPT_BUDGET {
+            match self.shared.accept_one(cx) {
+                AcceptOutcome::Accepted => {
+                    self.backoff = BACKOFF_MIN;
+                }
+                AcceptOutcome::WouldBlock => {
+                    self.rearm(poller, cx.token);
+                    return;
+                }
+                AcceptOutcome::Pause(why) => {
+                    log::warn!(
+                        "listener {}: {why}; pausing accept for {:?}",
+                        self.shared.label,
+                        self.backoff
+                    );
+                    self.paused_until = Some(Instant::now() + self.backoff);
+                    self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                    return;
+                }
+                AcceptOutcome::AtLimit => {
+                    // Not re-armed (oneshot): no wake-ups while at the limit;
+                    // the backlog holds the rest until a connection closes.
+                    if !self.at_limit {
+                        log::warn!(
+                            "listener {}: connection limit reached ({} here, {} in the reactor); \
+                             accepting resumes when a connection closes",
+                            self.shared.label,
+                            self.shared.limit.max(),
+                            cx.reactor.limits.reactor.max()
+                        );
+                    }
+                    self.at_limit = true;
+                    return;
+                }
+                AcceptOutcome::Skip => {}
+            }
+        }
+        // Budget used up: re-arm; a still-pending backlog fires again at once.
+        self.rearm(poller, cx.token);
     }
 }
 
@@ -283,7 +372,7 @@ impl ListenerShared {
 /// a handler is built for each connection on its worker.
 pub struct Listener {
     pub(crate) shared: Arc<ListenerShared>,
-    reactor: Arc<ReactorShared>,
+    reactor: Arc<ReactorShared<Actor>>,
     incoming: Option<Receiver<Connection>>,
     events: Option<Receiver<(ConnId, Event)>>,
 }
@@ -372,7 +461,7 @@ pub(crate) enum Bind<'a> {
 }
 
 pub(crate) fn start(
-    reactor: &Arc<ReactorShared>,
+    reactor: &Arc<ReactorShared<Actor>>,
     addr: Bind<'_>,
     lo: ListenOptions,
     handler: Option<Arc<HandlerFactory>>,
@@ -430,7 +519,13 @@ pub(crate) fn start(
         tls: lo.tls,
         limit: Arc::new(crate::reactor::limit::ConnLimit::new(lo.max_connections)),
     });
-    reactor.command(PollerCmd::AddListener(shared.clone()));
+    let state = ListenerState {
+        shared: shared.clone(),
+        paused_until: None,
+        backoff: BACKOFF_MIN,
+        at_limit: false,
+    };
+    reactor.command(PollerCmd::AddListener(shared.idx, Box::new(state)));
     Ok(Listener {
         shared,
         reactor: reactor.clone(),

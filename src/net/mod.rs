@@ -6,6 +6,7 @@
 
 mod addr;
 pub(crate) mod listen;
+mod reactor;
 pub(crate) mod stream;
 #[cfg(unix)]
 mod unix;
@@ -13,6 +14,7 @@ mod unix;
 pub use crate::conn::actor::{HandlerFactory, PrepareFn, ResolveFn};
 pub use addr::{parse_host_port, HostPort};
 pub use listen::{ListenOptions, Listener, DEFAULT_BACKLOG};
+pub use reactor::Reactor;
 #[cfg(unix)]
 pub use unix::PeerCredentials;
 
@@ -20,7 +22,7 @@ use crate::conn::actor::{NewConn, SinkSetup, Start};
 use crate::conn::shared::ConnShared;
 use crate::conn::{ConnId, Connection, Ctx, Handler, Options, Sink};
 use crate::error::{Error, Result};
-use crate::reactor::{Reactor, Task};
+use crate::reactor::Task;
 use crate::tls::{ClientConfig, ServerConfig, ServerName, TlsSetup};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
@@ -480,7 +482,7 @@ impl Reactor {
             shared.set_addrs(s.local_addr().ok(), s.peer_addr().ok());
         }
         let handle = Connection::from_shared(shared.clone());
-        worker.push(Task::Adopt(Box::new(NewConn {
+        worker.push(Task::Spawn(Box::new(NewConn {
             shared,
             opts: Arc::new(opts),
             sink: SinkSetup::Ready(sink),

@@ -41,10 +41,11 @@ impl Stream {
         }
     }
 
-    /// Reads into `buf` (`recv`, or `read` on a pipe). A write-only pipe
-    /// has nothing to read: end of stream.
-    #[inline]
-    pub(crate) fn recv(&self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+    /// Reads into `buf` (`recv`, or `read` on a pipe); returns the part of
+    /// `buf` that was filled, initialised (empty: end of stream). A
+    /// write-only pipe has nothing to read: end of stream.
+    #[inline(always)]
+    pub(crate) fn recv<'a>(&self, buf: &'a mut [MaybeUninit<u8>]) -> io::Result<&'a mut [u8]> {
         match self {
             Stream::Tcp(s) => crate::sys::socket::recv(s, buf),
             #[cfg(unix)]
@@ -52,10 +53,10 @@ impl Stream {
             #[cfg(unix)]
             Stream::Pipe { read: Some(fd), .. } => {
                 let (init, _) = rustix::io::read(fd, buf)?;
-                Ok(init.len())
+                Ok(init)
             }
             #[cfg(unix)]
-            Stream::Pipe { read: None, .. } => Ok(0),
+            Stream::Pipe { read: None, .. } => Ok(&mut []),
         }
     }
 

@@ -6,12 +6,18 @@
 //!                                                             └─▶ events / replies ─▶ app
 //! ```
 //!
-//! Every connection belongs to one worker for its whole life, and a worker's
-//! connections run under its state lock, one actor turn at a time: normally
-//! on the worker's own thread; while that thread is parked, the thread
-//! holding the poller role may take the lock and run them itself instead of
-//! waking it. Either way an actor never runs on two threads at once and
-//! needs no lock of its own.
+//! The reactor is generic over what it runs — a [`Source`] (in this crate
+//! the connection actor) — and names no connection or listener type: mail
+//! is scheduled by token, timer tags are opaque, listeners are
+//! [`Acceptor`]s. Imports go one way: `conn` and `net` use the reactor,
+//! never the reverse.
+//!
+//! Every source belongs to one worker for its whole life, and a worker's
+//! sources run under its state lock, one turn at a time: normally on the
+//! worker's own thread; while that thread is parked, the thread holding the
+//! poller role may take the lock and run them itself instead of waking it.
+//! Either way a source never runs on two threads at once and needs no lock
+//! of its own.
 
 #[allow(dead_code)] // wired in with the layered core
 mod admission;
@@ -19,15 +25,15 @@ pub(crate) mod limit;
 #[allow(dead_code)] // wired in with the layered core
 mod park;
 pub(crate) mod poller;
+pub(crate) mod source;
 pub(crate) mod timers;
 pub(crate) mod worker;
 
-use crate::conn::actor::NewConn;
-use crate::conn::shared::ConnShared;
-use crate::net::listen::ListenerShared;
+pub(crate) use source::{AcceptCx, Acceptor, Readiness, Source};
+pub(crate) use worker::WorkerCtx;
+
 use parking_lot::Mutex;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::{JoinHandle, Thread};
@@ -90,29 +96,23 @@ impl Token {
 }
 
 /// Work for a worker thread.
-pub(crate) enum Task {
+pub(crate) enum Task<S: Source> {
     /// Readiness from the poller.
-    Io {
-        token: Token,
-        readable: bool,
-        writable: bool,
-        /// The peer shut down (RDHUP/HUP/ERR): read until EOF or EAGAIN.
-        hup: bool,
-    },
-    /// The connection's mailbox has messages.
-    Mail(Arc<ConnShared>),
-    /// A new connection (accepted, adopted or connecting) to host.
-    Adopt(Box<NewConn>),
-    /// Name resolution for a connecting actor finished.
-    Resolved(Token, io::Result<Vec<SocketAddr>>),
-    /// Close every connection, flushing until the deadline, then exit.
+    Io(Token, Readiness),
+    /// The source's mailbox has messages. The token is read when the mail is
+    /// posted; one posted before the source started (or after its slot was
+    /// reused) is stale and dropped — the source's start takes that mail.
+    Mail(Token),
+    /// A new source (an accepted, adopted or connecting connection) to host.
+    Spawn(Box<S::New>),
+    /// Close every source, flushing until the deadline, then exit.
     Shutdown(Instant),
 }
 
 /// The part of a worker other threads see: its task queue and wake-up.
-pub(crate) struct WorkerShared {
+pub(crate) struct WorkerShared<S: Source> {
     pub(crate) idx: usize,
-    queue: Mutex<Vec<Task>>,
+    queue: Mutex<Vec<Task<S>>>,
     queued: AtomicUsize,
     pub(crate) parked: AtomicBool,
     /// This worker holds the poller role and may be blocked in `wait`.
@@ -125,10 +125,10 @@ pub(crate) struct WorkerShared {
     /// role may take it (`try_lock`) and run this worker's readiness itself
     /// instead of waking it — see `worker::run_parked`. `None` once the
     /// worker has exited.
-    pub(crate) state: Mutex<Option<worker::WorkerState>>,
+    pub(crate) state: Mutex<Option<worker::WorkerState<S>>>,
 }
 
-impl WorkerShared {
+impl<S: Source> WorkerShared<S> {
     fn new(idx: usize, poller: Arc<crate::sys::Poller>) -> Self {
         WorkerShared {
             idx,
@@ -143,7 +143,7 @@ impl WorkerShared {
         }
     }
 
-    pub(crate) fn push(&self, task: Task) {
+    pub(crate) fn push(&self, task: Task<S>) {
         {
             let mut q = self.queue.lock();
             q.push(task);
@@ -153,7 +153,7 @@ impl WorkerShared {
     }
 
     /// Moves a whole batch in with one lock and at most one wake-up.
-    pub(crate) fn push_batch(&self, tasks: &mut Vec<Task>) {
+    pub(crate) fn push_batch(&self, tasks: &mut Vec<Task<S>>) {
         if tasks.is_empty() {
             return;
         }
@@ -188,7 +188,7 @@ impl WorkerShared {
 
     /// Takes everything queued (appending to `into`, swapping when it is
     /// empty so allocations are reused).
-    pub(crate) fn take(&self, into: &mut Vec<Task>) {
+    pub(crate) fn take(&self, into: &mut Vec<Task<S>>) {
         let mut q = self.queue.lock();
         if into.is_empty() {
             std::mem::swap(&mut *q, into);
@@ -201,7 +201,7 @@ impl WorkerShared {
     /// [`take`](Self::take) for the worker's loop: nothing queued, no lock.
     /// A push racing with this look is seen by the `has_work` check the
     /// worker makes before it parks.
-    pub(crate) fn take_if_any(&self, into: &mut Vec<Task>) {
+    pub(crate) fn take_if_any(&self, into: &mut Vec<Task<S>>) {
         if self.has_work() {
             self.take(into);
         }
@@ -213,8 +213,9 @@ impl WorkerShared {
 }
 
 /// Commands for the poller thread.
-pub(crate) enum PollerCmd {
-    AddListener(Arc<ListenerShared>),
+pub(crate) enum PollerCmd<S: Source> {
+    /// Start accepting on a listener, known by `idx` from now on.
+    AddListener(usize, Box<dyn Acceptor<S>>),
     RemoveListener(usize),
     /// Drop every listener (and refuse new ones), then acknowledge: after the
     /// ack no further connection can be handed to a worker.
@@ -223,15 +224,15 @@ pub(crate) enum PollerCmd {
 }
 
 /// State shared by every thread of one reactor.
-pub(crate) struct ReactorShared {
+pub(crate) struct ReactorShared<S: Source> {
     pub(crate) poller: Arc<crate::sys::Poller>,
     /// The poller role: whoever holds this lock may wait on `poller`.
-    pub(crate) poll: Mutex<poller::PollState>,
+    pub(crate) poll: Mutex<poller::PollState<S>>,
     /// A dedicated poller thread holds the role; workers never take it.
     pub(crate) dedicated_poller: bool,
     pub(crate) adaptive_spin: bool,
-    pub(crate) workers: Vec<Arc<WorkerShared>>,
-    pub(crate) cmds: Mutex<Vec<PollerCmd>>,
+    pub(crate) workers: Vec<Arc<WorkerShared<S>>>,
+    pub(crate) cmds: Mutex<Vec<PollerCmd<S>>>,
     next_conn: AtomicU64,
     next_listener: AtomicUsize,
     round_robin: AtomicUsize,
@@ -254,7 +255,7 @@ impl Drop for SpawnGuard<'_> {
     }
 }
 
-impl ReactorShared {
+impl<S: Source> ReactorShared<S> {
     /// Admits one new connection unless shutdown has begun. Shutdown raises
     /// `shutting_down` and then waits for every guard to drop before it
     /// queues the workers' `Shutdown` tasks, so a connection admitted here
@@ -280,12 +281,12 @@ impl ReactorShared {
     }
 
     /// Picks the worker for a new connection (round robin).
-    pub(crate) fn pick_worker(&self) -> &Arc<WorkerShared> {
+    pub(crate) fn pick_worker(&self) -> &Arc<WorkerShared<S>> {
         let n = self.round_robin.fetch_add(1, Ordering::Relaxed);
         &self.workers[n % self.workers.len()]
     }
 
-    pub(crate) fn command(&self, cmd: PollerCmd) {
+    pub(crate) fn command(&self, cmd: PollerCmd<S>) {
         self.cmds.lock().push(cmd);
         let _ = self.poller.notify();
     }
@@ -379,7 +380,7 @@ impl ReactorBuilder {
     /// `Error::NoSpace { limit: Limit::Connections, .. }`. Counted exactly:
     /// a slot is taken before a connection is accepted or admitted and given
     /// back when it has closed. Listeners can have their own limit too
-    /// ([`ListenOptions::max_connections`](crate::ListenOptions::max_connections)).
+    /// (`ListenOptions::max_connections`).
     ///
     /// ```
     /// let reactor = netactor::Reactor::builder().max_connections(10_000).build().unwrap();
@@ -390,8 +391,9 @@ impl ReactorBuilder {
         self
     }
 
-    /// Starts the workers (and the dedicated poller thread, if asked for).
-    pub fn build(self) -> io::Result<Reactor> {
+    /// Starts the workers (and the dedicated poller thread, if asked for),
+    /// running sources of type `S` (the public `build` names the type).
+    pub(crate) fn start<S: Source>(self) -> io::Result<Engine<S>> {
         timers::epoch();
         let poller = Arc::new(crate::sys::Poller::new()?);
         let workers: Vec<_> = (0..self.workers)
@@ -433,7 +435,7 @@ impl ReactorBuilder {
         } else {
             None
         };
-        Ok(Reactor {
+        Ok(Engine {
             shared,
             threads: Mutex::new(threads),
             poller_thread: Mutex::new(poller_thread),
@@ -442,42 +444,19 @@ impl ReactorBuilder {
     }
 }
 
-/// A running reactor: the poller and the worker pool.
-///
-/// Dropping it (or calling [`Reactor::shutdown`]) stops accepting, lets
-/// connections flush their queued writes (bounded by the shutdown timeout and
-/// each connection's linger), delivers `Closed` events, and joins every thread.
-///
-/// ```
-/// let reactor = netactor::Reactor::new().unwrap();
-/// reactor.shutdown();
-/// ```
-pub struct Reactor {
-    pub(crate) shared: Arc<ReactorShared>,
+/// A running reactor for sources of type `S`: the poller and the worker
+/// pool, and their orderly shutdown (the public `Reactor` wraps one).
+pub(crate) struct Engine<S: Source> {
+    pub(crate) shared: Arc<ReactorShared<S>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     poller_thread: Mutex<Option<JoinHandle<()>>>,
     shutdown_timeout: Duration,
 }
 
-impl Reactor {
-    /// A reactor with default settings (one worker per core).
-    pub fn new() -> io::Result<Reactor> {
-        ReactorBuilder::default().build()
-    }
-
-    /// A builder for custom settings.
-    pub fn builder() -> ReactorBuilder {
-        ReactorBuilder::default()
-    }
-
-    /// Number of worker threads.
-    pub fn workers(&self) -> usize {
-        self.shared.workers.len()
-    }
-
-    /// Stops accepting, flushes and closes every connection, joins all threads.
-    /// Idempotent; never waits longer than the shutdown timeout plus a margin.
-    pub fn shutdown(&self) {
+impl<S: Source> Engine<S> {
+    /// Stops accepting, lets every source finish (bounded by the shutdown
+    /// timeout), joins all threads. Idempotent.
+    pub(crate) fn shutdown(&self) {
         if self.shared.shutting_down.swap(true, Ordering::SeqCst) {
             return;
         }
@@ -521,16 +500,8 @@ impl Reactor {
     }
 }
 
-impl Drop for Reactor {
+impl<S: Source> Drop for Engine<S> {
     fn drop(&mut self) {
         self.shutdown();
-    }
-}
-
-impl std::fmt::Debug for Reactor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reactor")
-            .field("workers", &self.workers())
-            .finish()
     }
 }

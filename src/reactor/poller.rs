@@ -1,4 +1,4 @@
-//! The poller: one `polling::Poller` for the whole reactor, waited on by
+//! The poller: one `sys::Poller` for the whole reactor, waited on by
 //! exactly one thread at a time (the crate's rule). It accepts on listeners
 //! and routes readiness to the workers that own the connections — one batch
 //! per worker per wake-up, so a burst of events costs each worker at most one
@@ -13,34 +13,20 @@
 //! a separate poller thread holds the role for good (the classic shape: every
 //! event hops once). ARCHITECTURE.md discusses the trade-off.
 
-use super::{PollerCmd, ReactorShared, Task, Token};
-use crate::net::listen::{AcceptOutcome, ListenerShared};
+use super::{AcceptCx, Acceptor, PollerCmd, ReactorShared, Readiness, Source, Task, Token};
 use crate::sys::Ready;
 use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Connections accepted from one listener per wake-up before others get a turn.
-const ACCEPT_BUDGET: usize = 128;
-const BACKOFF_MIN: Duration = Duration::from_millis(10);
-const BACKOFF_MAX: Duration = Duration::from_secs(1);
-
-struct ListenerState {
-    shared: Arc<ListenerShared>,
-    paused_until: Option<Instant>,
-    backoff: Duration,
-    /// Not re-armed because a connection limit is reached: resumed when a
-    /// slot frees (`Limits::freed`).
-    at_limit: bool,
-}
-
 /// Everything the holder of the poller role owns.
-pub(crate) struct PollState {
+pub(crate) struct PollState<S: Source> {
     /// What one wait found.
     ready: Vec<Ready>,
-    batches: Vec<Vec<Task>>,
-    listeners: HashMap<usize, ListenerState>,
+    batches: Vec<Vec<Task<S>>>,
+    /// Listeners by index (their tokens are `Token::listener(idx)`).
+    listeners: HashMap<usize, Box<dyn Acceptor<S>>>,
     accepting: bool,
     /// Some listener may be paused (set on every pause, cleared by the scan
     /// that finds none): the common poll skips the listener map and clock.
@@ -49,7 +35,7 @@ pub(crate) struct PollState {
     pub(crate) finished: bool,
 }
 
-impl PollState {
+impl<S: Source> PollState<S> {
     pub(crate) fn new(workers: usize) -> Self {
         PollState {
             ready: Vec::with_capacity(crate::sys::WAIT_BATCH),
@@ -63,7 +49,7 @@ impl PollState {
 }
 
 /// The dedicated poller thread: holds the role until shutdown.
-pub(crate) fn run_dedicated(shared: Arc<ReactorShared>) {
+pub(crate) fn run_dedicated<S: Source>(shared: Arc<ReactorShared<S>>) {
     let mut ps = shared.poll.lock();
     let mut none = Vec::new();
     let mut others = Vec::new();
@@ -75,7 +61,7 @@ pub(crate) fn run_dedicated(shared: Arc<ReactorShared>) {
 
 /// Pushes each worker's batch to its queue (one lock and at most one
 /// wake-up per worker).
-pub(crate) fn hand_over(shared: &ReactorShared, others: &mut [Vec<Task>]) {
+pub(crate) fn hand_over<S: Source>(shared: &ReactorShared<S>, others: &mut [Vec<Task<S>>]) {
     for (w, batch) in shared.workers.iter().zip(others.iter_mut()) {
         w.push_batch(batch);
     }
@@ -85,23 +71,23 @@ pub(crate) fn hand_over(shared: &ReactorShared, others: &mut [Vec<Task>]) {
 /// `own` are appended to `own_tasks` for the caller to run without a hop;
 /// everyone else's are left in `others` (indexed by worker) for the caller
 /// to run or hand over. Returns how many tasks are in `others`.
-pub(crate) fn poll_once(
-    shared: &ReactorShared,
-    ps: &mut PollState,
+pub(crate) fn poll_once<S: Source>(
+    shared: &ReactorShared<S>,
+    ps: &mut PollState<S>,
     timeout: Option<Duration>,
     own: Option<usize>,
-    own_tasks: &mut Vec<Task>,
-    others: &mut Vec<Vec<Task>>,
+    own_tasks: &mut Vec<Task<S>>,
+    others: &mut Vec<Vec<Task<S>>>,
 ) -> usize {
     // Listeners paused after EMFILE & co. are rare: only then is the clock
     // read and the listener map scanned, here and after the wait.
-    let any_paused = ps.maybe_paused && ps.listeners.values().any(|l| l.paused_until.is_some());
+    let any_paused = ps.maybe_paused && ps.listeners.values().any(|l| l.paused_until().is_some());
     ps.maybe_paused = any_paused;
     let paused = if any_paused {
         let now = Instant::now();
         ps.listeners
             .values()
-            .filter_map(|l| l.paused_until)
+            .filter_map(|l| l.paused_until())
             .min()
             .map(|t| t.saturating_duration_since(now))
     } else {
@@ -146,18 +132,18 @@ pub(crate) fn poll_once(
         let token = Token(key);
         if token.is_listener() {
             if let Some(l) = listeners.get_mut(&token.listener_idx()) {
-                accept_some(shared, l, batches);
-                *maybe_paused |= l.paused_until.is_some();
+                accept(shared, token, l.as_mut(), batches);
+                *maybe_paused |= l.paused_until().is_some();
             }
             continue;
         }
         if let Some(batch) = batches.get_mut(token.worker()) {
-            batch.push(Task::Io {
-                token,
+            let ready = Readiness {
                 readable,
                 writable,
                 hup,
-            });
+            };
+            batch.push(Task::Io(token, ready));
         }
     }
     // A connection closed at a limit: listeners waiting for a slot go on.
@@ -166,22 +152,25 @@ pub(crate) fn poll_once(
         .freed
         .swap(false, std::sync::atomic::Ordering::AcqRel)
     {
-        for l in listeners.values_mut().filter(|l| l.at_limit) {
-            l.at_limit = false;
-            accept_some(shared, l, batches);
+        for (&idx, l) in listeners.iter_mut() {
+            if l.waiting_for_slot() {
+                l.slot_freed();
+                accept(shared, Token::listener(idx), l.as_mut(), batches);
+            }
         }
     }
     if any_paused {
         let now = Instant::now();
-        for l in listeners.values_mut() {
-            if l.paused_until.is_some_and(|t| t <= now) {
-                l.paused_until = None;
-                accept_some(shared, l, batches);
-                *maybe_paused |= l.paused_until.is_some();
+        for (&idx, l) in listeners.iter_mut() {
+            if l.paused_until().is_some_and(|t| t <= now) {
+                accept(shared, Token::listener(idx), l.as_mut(), batches);
+                *maybe_paused |= l.paused_until().is_some();
             }
         }
     }
-    others.resize_with(batches.len(), Vec::new);
+    if others.len() < batches.len() {
+        others.resize_with(batches.len(), Vec::new);
+    }
     let mut handed = 0;
     for (i, (batch, out)) in batches.iter_mut().zip(others.iter_mut()).enumerate() {
         if Some(i) == own {
@@ -194,47 +183,38 @@ pub(crate) fn poll_once(
     handed
 }
 
-fn run_commands(shared: &ReactorShared, ps: &mut PollState) {
+fn run_commands<S: Source>(shared: &ReactorShared<S>, ps: &mut PollState<S>) {
     let cmds = std::mem::take(&mut *shared.cmds.lock());
     let poller = &shared.poller;
     for cmd in cmds {
         match cmd {
-            PollerCmd::AddListener(l) => {
+            PollerCmd::AddListener(idx, l) => {
                 if !ps.accepting {
                     continue; // raced with shutdown: the listener is just dropped
                 }
-                let token = Token::listener(l.idx);
-                let r = poller.add_listener(&l.sock, token.0);
-                if let Err(e) = r {
-                    log::error!("cannot register listener {}: {e}", l.label);
-                    continue;
+                // Deleted from the poller (RemoveListener / StopAccepting /
+                // Shutdown) before it is dropped.
+                if l.register(poller, Token::listener(idx)).is_err() {
+                    continue; // logged by the listener, which is dropped
                 }
-                ps.listeners.insert(
-                    l.idx,
-                    ListenerState {
-                        shared: l,
-                        paused_until: None,
-                        backoff: BACKOFF_MIN,
-                        at_limit: false,
-                    },
-                );
+                ps.listeners.insert(idx, l);
             }
             PollerCmd::RemoveListener(idx) => {
                 if let Some(l) = ps.listeners.remove(&idx) {
-                    let _ = poller.delete(&l.shared.sock);
+                    l.deregister(poller);
                 }
             }
             PollerCmd::StopAccepting(ack) => {
                 ps.accepting = false;
                 for (_, l) in ps.listeners.drain() {
-                    let _ = poller.delete(&l.shared.sock);
+                    l.deregister(poller);
                 }
                 let _ = ack.send(());
             }
             PollerCmd::Shutdown => {
                 ps.accepting = false;
                 for (_, l) in ps.listeners.drain() {
-                    let _ = poller.delete(&l.shared.sock);
+                    l.deregister(poller);
                 }
                 ps.finished = true;
             }
@@ -242,45 +222,16 @@ fn run_commands(shared: &ReactorShared, ps: &mut PollState) {
     }
 }
 
-fn accept_some(shared: &ReactorShared, l: &mut ListenerState, batches: &mut [Vec<Task>]) {
-    let token = Token::listener(l.shared.idx);
-    for _ in 0..ACCEPT_BUDGET {
-        match l.shared.accept_one(shared, batches) {
-            AcceptOutcome::Accepted => {
-                l.backoff = BACKOFF_MIN;
-            }
-            AcceptOutcome::WouldBlock => {
-                let _ = shared.poller.rearm_listener(&l.shared.sock, token.0);
-                return;
-            }
-            AcceptOutcome::Pause(why) => {
-                log::warn!(
-                    "listener {}: {why}; pausing accept for {:?}",
-                    l.shared.label,
-                    l.backoff
-                );
-                l.paused_until = Some(Instant::now() + l.backoff);
-                l.backoff = (l.backoff * 2).min(BACKOFF_MAX);
-                return;
-            }
-            AcceptOutcome::AtLimit => {
-                // Not re-armed (oneshot): no wake-ups while at the limit;
-                // the backlog holds the rest until a connection closes.
-                if !l.at_limit {
-                    log::warn!(
-                        "listener {}: connection limit reached ({} here, {} in the reactor); \
-                         accepting resumes when a connection closes",
-                        l.shared.label,
-                        l.shared.limit.max(),
-                        shared.limits.reactor.max()
-                    );
-                }
-                l.at_limit = true;
-                return;
-            }
-            AcceptOutcome::Skip => {}
-        }
-    }
-    // Budget used up: re-arm; a still-pending backlog fires again at once.
-    let _ = shared.poller.rearm_listener(&l.shared.sock, token.0);
+/// Lets one listener accept; what it accepts joins this wait's batches.
+fn accept<S: Source>(
+    shared: &ReactorShared<S>,
+    token: Token,
+    l: &mut dyn Acceptor<S>,
+    batches: &mut [Vec<Task<S>>],
+) {
+    l.accept(&mut AcceptCx {
+        reactor: shared,
+        token,
+        batches,
+    });
 }

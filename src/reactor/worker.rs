@@ -1,21 +1,16 @@
-//! A worker thread: a slab of connection actors, a task queue, a timer heap.
+//! A worker thread: a slab of sources (connection actors), a task queue, a
+//! timer heap. Generic over the [`Source`] it runs; it knows nothing of
+//! connections.
 
 use super::poller;
 use super::timers::TimerHeap;
-use super::{ReactorShared, Task, Token, WorkerShared};
-use crate::conn::actor::{panic_message, Actor};
-use crate::conn::shared::Msg;
-use bytes::BytesMut;
+use super::{ReactorShared, Readiness, Source, Task, Token, WorkerShared};
 use parking_lot::MutexGuard;
-use std::collections::VecDeque;
-use std::net::ToSocketAddrs;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Read buffers an idle connection gave back, kept for the next reader.
-const POOL_MAX: usize = 64;
 /// Own tasks from one poll at which a parked sibling is woken to take over polling.
 const WAKE_FOLLOWER_AT: usize = 2;
 /// A park shorter than this means the worker is in a busy period.
@@ -24,122 +19,72 @@ const BUSY_GAP: Duration = Duration::from_micros(200);
 const ADAPTIVE_SPIN: Duration = Duration::from_micros(30);
 /// How long a worker that left the poller role to a sibling parks at most.
 const YIELD_PARK: Duration = Duration::from_millis(1);
-/// Buffers larger than this are freed rather than pooled.
-const POOL_BUF_MAX: usize = 256 << 10;
 
-/// What an actor may use of its worker during a turn.
-pub(crate) struct WorkerCtx {
+/// What a source may use of its worker during a turn.
+pub(crate) struct WorkerCtx<S: Source> {
     pub(crate) now: Instant,
     pub(crate) poller: Arc<crate::sys::Poller>,
-    pub(crate) timers: TimerHeap,
-    pub(crate) pool: Vec<BytesMut>,
-    pub(crate) mail: VecDeque<Msg>,
-    /// Empty event vectors, reused by every actor's event delivery.
-    pub(crate) event_vecs: Vec<Vec<crate::Event>>,
-    /// Empty write queues, likewise.
-    pub(crate) write_queues: Vec<VecDeque<bytes::Bytes>>,
+    timers: TimerHeap,
     again: Vec<Token>,
-    me: Arc<WorkerShared>,
+    /// The layer above's per-worker scratch (pools).
+    pub(crate) local: S::Local,
 }
 
-impl WorkerCtx {
-    /// Runs the actor again after the current batch (it yielded for fairness).
+impl<S: Source> WorkerCtx<S> {
+    /// Runs the source again after the current batch (it yielded for fairness).
     pub(crate) fn again(&mut self, token: Token) {
         // One turn may ask more than once (each delivery round of a turn
         // that used its budget): one fairness round is enough. A turn's
-        // requests are adjacent — one actor runs at a time.
+        // requests are adjacent — one source runs at a time.
         if self.again.last() != Some(&token) {
             self.again.push(token);
         }
     }
 
-    /// Gives an empty read buffer back for reuse.
-    pub(crate) fn recycle(&mut self, mut buf: BytesMut) {
-        buf.clear();
-        if self.pool.len() < POOL_MAX && buf.try_reclaim(1024) && buf.capacity() <= POOL_BUF_MAX {
-            self.pool.push(buf);
-        }
-    }
-
-    /// Keeps an emptied event vector for reuse (a few, of modest size).
-    pub(crate) fn recycle_events(&mut self, mut v: Vec<crate::Event>) {
-        v.clear();
-        if self.event_vecs.len() < 8 && v.capacity() > 0 && v.capacity() <= 64 {
-            self.event_vecs.push(v);
-        }
-    }
-
-    /// Keeps an emptied write queue for reuse.
-    pub(crate) fn recycle_write_queue(&mut self, q: VecDeque<bytes::Bytes>) {
-        if self.write_queues.len() < 8 && q.is_empty() && q.capacity() <= 256 {
-            self.write_queues.push(q);
-        }
-    }
-
-    /// Resolves `target` on a short-lived thread (never on a worker or the
-    /// poller) and reports back with `Task::Resolved`.
-    pub(crate) fn resolve(
-        &mut self,
-        token: Token,
-        target: String,
-        resolver: Option<Arc<crate::conn::actor::ResolveFn>>,
-    ) {
-        let me = self.me.clone();
-        let spawned = std::thread::Builder::new()
-            .name("netactor-resolve".into())
-            .spawn(move || {
-                let found = match resolver {
-                    Some(r) => match crate::net::parse_host_port(&target, None) {
-                        Ok(crate::net::HostPort::Tcp { host, port }) => r(&host, port),
-                        Ok(crate::net::HostPort::Unix(_)) | Err(_) => Err(std::io::Error::new(
-                            std::io::ErrorKind::InvalidInput,
-                            format!("cannot resolve {target:?}"),
-                        )),
-                    },
-                    None => target.to_socket_addrs().map(Iterator::collect),
-                };
-                let res = found.map(|mut v: Vec<std::net::SocketAddr>| {
-                    // IPv4 first, as the reference does.
-                    v.sort_by_key(|a| a.is_ipv6());
-                    v
-                });
-                me.push(Task::Resolved(token, res));
-            });
-        if let Err(e) = spawned {
-            self.me.push(Task::Resolved(token, Err(e)));
-        }
+    /// Calls `token`'s [`Source::on_timer`] with `tag` at `at` (or soon
+    /// after). Entries are never cancelled: the source tells a stale one by
+    /// its deadline.
+    pub(crate) fn arm(&mut self, at: Instant, token: Token, tag: u8) {
+        self.timers.push(at, token, tag);
     }
 }
 
-/// Actors are boxed so the slab stays 16 bytes a slot: growing it never moves
-/// actors, and spare capacity costs no actor-sized holes.
-struct Slot {
+/// Sources are boxed so the slab stays 16 bytes a slot: growing it never
+/// moves them, and spare capacity costs no source-sized holes.
+struct Slot<S> {
     gen: u32,
-    actor: Option<Box<Actor>>,
+    source: Option<Box<S>>,
 }
 
-#[derive(Default)]
-struct Slab {
-    slots: Vec<Slot>,
+struct Slab<S> {
+    slots: Vec<Slot<S>>,
     free: Vec<usize>,
     len: usize,
 }
 
-impl Slab {
+impl<S: Source> Slab<S> {
+    fn new() -> Self {
+        Slab {
+            slots: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+        }
+    }
+
     fn vacant(&mut self) -> (usize, u32) {
         if let Some(i) = self.free.pop() {
             (i, self.slots[i].gen)
         } else {
             self.slots.push(Slot {
                 gen: 0,
-                actor: None,
+                source: None,
             });
             (self.slots.len() - 1, 0)
         }
     }
 
-    fn fill(&mut self, slot: usize, actor: Box<Actor>) {
-        self.slots[slot].actor = Some(actor);
+    fn fill(&mut self, slot: usize, source: Box<S>) {
+        self.slots[slot].source = Some(source);
         self.len += 1;
     }
 
@@ -149,20 +94,20 @@ impl Slab {
         self.free.push(slot);
     }
 
-    fn get_mut(&mut self, token: Token) -> Option<&mut Actor> {
+    fn get_mut(&mut self, token: Token) -> Option<&mut S> {
         let s = self.slots.get_mut(token.slot())?;
         if s.gen != token.gen() {
             return None;
         }
-        s.actor.as_deref_mut()
+        s.source.as_deref_mut()
     }
 
-    fn remove(&mut self, token: Token) -> Option<Box<Actor>> {
+    fn remove(&mut self, token: Token) -> Option<Box<S>> {
         let s = self.slots.get_mut(token.slot())?;
         if s.gen != token.gen() {
             return None;
         }
-        let a = s.actor.take()?;
+        let a = s.source.take()?;
         self.len -= 1;
         self.release(token.slot());
         Some(a)
@@ -171,30 +116,30 @@ impl Slab {
     fn tokens(&self) -> Vec<Token> {
         self.slots
             .iter()
-            .filter_map(|s| s.actor.as_ref().map(|a| a.token()))
+            .filter_map(|s| s.source.as_ref().map(|a| a.token()))
             .collect()
     }
 }
 
-/// Runs `f` on the actor behind `token`, removing it once it is closed. A
-/// panic inside the actor itself (not in application code, which is caught
-/// closer) ends only that connection.
-fn with_actor(
-    slab: &mut Slab,
+/// Runs `f` on the source behind `token`, removing it once it is closed. A
+/// panic inside the source itself (not in application code, which is caught
+/// closer) ends only that source.
+fn with_source<S: Source>(
+    slab: &mut Slab<S>,
     token: Token,
-    ctx: &mut WorkerCtx,
-    f: impl FnOnce(&mut Actor, &mut WorkerCtx),
+    ctx: &mut WorkerCtx<S>,
+    f: impl FnOnce(&mut S, &mut WorkerCtx<S>),
 ) {
-    let Some(actor) = slab.get_mut(token) else {
-        return; // stale: the connection in that slot is gone
+    let Some(source) = slab.get_mut(token) else {
+        return; // stale: the source in that slot is gone
     };
-    let r = catch_unwind(AssertUnwindSafe(|| f(actor, ctx)));
+    let r = catch_unwind(AssertUnwindSafe(|| f(source, ctx)));
     let closed = match r {
-        Ok(()) => actor.is_closed(),
+        Ok(()) => source.is_closed(),
         Err(p) => {
             let msg = panic_message(&p);
-            log::error!("{}: connection actor panicked: {msg}", actor.shared().id);
-            let _ = catch_unwind(AssertUnwindSafe(|| actor.abort_panicked(msg, ctx)));
+            log::error!("{}: connection actor panicked: {msg}", source.label());
+            let _ = catch_unwind(AssertUnwindSafe(|| source.abort_panicked(msg, ctx)));
             true
         }
     };
@@ -203,11 +148,22 @@ fn with_actor(
     }
 }
 
+/// The text of a caught panic's payload.
+pub(crate) fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic".to_string()
+    }
+}
+
 /// A worker's connections and what their turns use: owned by the worker's
 /// thread, lent to the poller-role holder while that thread is parked.
-pub(crate) struct WorkerState {
-    slab: Slab,
-    ctx: WorkerCtx,
+pub(crate) struct WorkerState<S: Source> {
+    slab: Slab<S>,
+    ctx: WorkerCtx<S>,
     again: Vec<Token>,
     shutdown: Option<Instant>,
     /// The latest moment the parked owner wakes by itself (its next timer
@@ -216,20 +172,16 @@ pub(crate) struct WorkerState {
     park_deadline: Option<Instant>,
 }
 
-impl WorkerState {
-    fn new(shared: &ReactorShared, me: &Arc<WorkerShared>) -> Self {
+impl<S: Source> WorkerState<S> {
+    fn new(shared: &ReactorShared<S>) -> Self {
         WorkerState {
-            slab: Slab::default(),
+            slab: Slab::new(),
             ctx: WorkerCtx {
                 now: Instant::now(),
                 poller: shared.poller.clone(),
                 timers: TimerHeap::default(),
-                pool: Vec::new(),
-                mail: VecDeque::new(),
-                event_vecs: Vec::new(),
-                write_queues: Vec::new(),
                 again: Vec::new(),
-                me: me.clone(),
+                local: S::Local::default(),
             },
             again: Vec::new(),
             shutdown: None,
@@ -239,7 +191,7 @@ impl WorkerState {
 
     /// Runs `tasks` (draining it), then the connections that yielded for
     /// fairness during them.
-    fn run_tasks(&mut self, tasks: &mut Vec<Task>, worker: usize) {
+    fn run_tasks(&mut self, tasks: &mut Vec<Task<S>>, worker: usize) {
         let WorkerState {
             slab,
             ctx,
@@ -250,31 +202,20 @@ impl WorkerState {
         ctx.now = Instant::now();
         for task in tasks.drain(..) {
             match task {
-                Task::Io {
-                    token,
-                    readable,
-                    writable,
-                    hup,
-                } => with_actor(slab, token, ctx, |a, c| a.on_io(readable, writable, hup, c)),
-                Task::Mail(conn) => {
-                    let token = Token(conn.token.load(Ordering::Acquire));
-                    with_actor(slab, token, ctx, |a, c| a.run(c));
-                }
-                Task::Adopt(new) => {
+                Task::Io(token, ready) => with_source(slab, token, ctx, |a, c| a.on_io(ready, c)),
+                Task::Mail(token) => with_source(slab, token, ctx, |a, c| a.on_mail(c)),
+                Task::Spawn(new) => {
                     let (slot, gen) = slab.vacant();
                     let token = Token::conn(worker, gen, slot as u32);
-                    let r = catch_unwind(AssertUnwindSafe(|| {
-                        Box::new(Actor::start(*new, token, ctx))
-                    }));
-                    match r {
-                        Ok(mut actor) => {
+                    match catch_unwind(AssertUnwindSafe(|| S::start(new, token, ctx))) {
+                        Ok(mut source) => {
                             if let Some(deadline) = *shutdown {
-                                actor.on_shutdown(deadline, ctx);
+                                source.on_shutdown(deadline, ctx);
                             }
-                            if actor.is_closed() {
+                            if source.is_closed() {
                                 slab.release(slot);
                             } else {
-                                slab.fill(slot, actor);
+                                slab.fill(slot, source);
                             }
                         }
                         Err(p) => {
@@ -283,13 +224,10 @@ impl WorkerState {
                         }
                     }
                 }
-                Task::Resolved(token, res) => {
-                    with_actor(slab, token, ctx, |a, c| a.on_resolved(res, c))
-                }
                 Task::Shutdown(deadline) => {
                     *shutdown = Some(deadline);
                     for token in slab.tokens() {
-                        with_actor(slab, token, ctx, |a, c| a.on_shutdown(deadline, c));
+                        with_source(slab, token, ctx, |a, c| a.on_shutdown(deadline, c));
                     }
                 }
             }
@@ -297,7 +235,7 @@ impl WorkerState {
         // Connections that yielded for fairness run again after everyone else.
         std::mem::swap(again, &mut ctx.again);
         for token in again.drain(..) {
-            with_actor(slab, token, ctx, |a, c| a.on_io(false, false, false, c));
+            with_source(slab, token, ctx, |a, c| a.on_io(Readiness::default(), c));
         }
     }
 
@@ -306,9 +244,9 @@ impl WorkerState {
             return; // no clock read for a worker without timers
         }
         self.ctx.now = Instant::now();
-        while let Some((at, token, kind)) = self.ctx.timers.pop_due(self.ctx.now) {
-            with_actor(&mut self.slab, token, &mut self.ctx, |a, c| {
-                a.on_timer(kind, at, c)
+        while let Some((at, token, tag)) = self.ctx.timers.pop_due(self.ctx.now) {
+            with_source(&mut self.slab, token, &mut self.ctx, |a, c| {
+                a.on_timer(tag, at, c)
             });
         }
     }
@@ -318,10 +256,10 @@ impl WorkerState {
 /// lock, taken (`try_lock`) while its own thread was parked: no wake-up, no
 /// context switch, and the actors still run one at a time — whoever holds
 /// `w.state` is the only one touching its connections.
-fn run_borrowed(
-    w: &WorkerShared,
-    mut guard: MutexGuard<'_, Option<WorkerState>>,
-    tasks: &mut Vec<Task>,
+fn run_borrowed<S: Source>(
+    w: &WorkerShared<S>,
+    mut guard: MutexGuard<'_, Option<WorkerState<S>>>,
+    tasks: &mut Vec<Task<S>>,
 ) {
     let Some(st) = guard.as_mut() else {
         return;
@@ -344,21 +282,21 @@ fn run_borrowed(
 
 /// Marks the worker gone however its thread ends — a panic that escaped
 /// the loop included: its state (and the actors, whose sockets close) is
-/// dropped, which also breaks the state → `WorkerCtx::me` reference cycle.
-struct ExitGuard<'a>(&'a WorkerShared);
+/// dropped.
+struct ExitGuard<'a, S: Source>(&'a WorkerShared<S>);
 
-impl Drop for ExitGuard<'_> {
+impl<S: Source> Drop for ExitGuard<'_, S> {
     fn drop(&mut self) {
         *self.0.state.lock() = None;
         self.0.stopped.store(true, Ordering::Release);
     }
 }
 
-pub(crate) fn run(shared: Arc<ReactorShared>, me: Arc<WorkerShared>) {
-    *me.state.lock() = Some(WorkerState::new(&shared, &me));
+pub(crate) fn run<S: Source>(shared: Arc<ReactorShared<S>>, me: Arc<WorkerShared<S>>) {
+    *me.state.lock() = Some(WorkerState::new(&shared));
     let exit = ExitGuard(&me);
-    let mut tasks: Vec<Task> = Vec::with_capacity(256);
-    let mut others: Vec<Vec<Task>> = Vec::new();
+    let mut tasks: Vec<Task<S>> = Vec::with_capacity(256);
+    let mut others: Vec<Vec<Task<S>>> = Vec::new();
     let mut yield_role = false;
     let mut last_park = Duration::MAX;
     let spin = shared.spin;
@@ -375,7 +313,7 @@ pub(crate) fn run(shared: Arc<ReactorShared>, me: Arc<WorkerShared>) {
             }
             if st.ctx.now >= deadline {
                 for token in st.slab.tokens() {
-                    with_actor(&mut st.slab, token, &mut st.ctx, |a, c| a.abort(c));
+                    with_source(&mut st.slab, token, &mut st.ctx, |a, c| a.abort(c));
                 }
                 break;
             }
@@ -527,19 +465,20 @@ pub(crate) fn run(shared: Arc<ReactorShared>, me: Arc<WorkerShared>) {
     for w in shared.workers.iter().filter(|w| w.idx != me.idx) {
         w.force_wake();
     }
-    // Dropping the state closes whatever connections are left (none after
-    // an orderly exit) and breaks the state → ctx → `me` reference cycle.
+    // Dropping the state closes whatever sources are left (none after an
+    // orderly exit).
     drop(exit);
-    // Anything still queued can no longer run: close mailboxes so senders see `Closed`.
+    // Anything still queued can no longer run: new sources are told so
+    // (connections close their mailboxes, so senders see `Closed`).
     me.take(&mut tasks);
     for task in tasks.drain(..) {
-        if let Task::Adopt(new) = task {
-            drop(new.shared.close_mailbox());
+        if let Task::Spawn(new) = task {
+            S::abandon(new);
         }
     }
 }
 
-impl WorkerShared {
+impl<S: Source> WorkerShared<S> {
     /// Parks the calling worker until a task arrives or `wait` passes.
     fn park_until_work(&self, wait: Option<Duration>) {
         self.parked.store(true, Ordering::SeqCst);

@@ -28,15 +28,21 @@ mod imp {
     use super::*;
     use rustix::net::{RecvFlags, SendAncillaryBuffer, SendFlags};
 
-    pub(super) fn recv(sock: &impl AsSource, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+    #[inline]
+    pub(super) fn recv<'a>(
+        sock: &impl AsSource,
+        buf: &'a mut [MaybeUninit<u8>],
+    ) -> io::Result<&'a mut [u8]> {
         let ((init, _), _) = rustix::net::recv(sock.as_fd(), buf, RecvFlags::empty())?;
-        Ok(init.len())
+        Ok(init)
     }
 
+    #[inline]
     pub(super) fn send(sock: &impl AsSource, buf: &[u8]) -> io::Result<usize> {
         Ok(rustix::net::send(sock.as_fd(), buf, SendFlags::NOSIGNAL)?)
     }
 
+    #[inline]
     pub(super) fn send_vectored(sock: &impl AsSource, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         Ok(rustix::net::sendmsg(
             sock.as_fd(),
@@ -63,14 +69,25 @@ mod imp {
     use super::*;
     use socket2::SockRef;
 
-    pub(super) fn recv(sock: &impl AsSource, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
-        SockRef::from(sock).recv(buf)
+    #[inline]
+    pub(super) fn recv<'a>(
+        sock: &impl AsSource,
+        buf: &'a mut [MaybeUninit<u8>],
+    ) -> io::Result<&'a mut [u8]> {
+        let n = SockRef::from(sock).recv(buf)?;
+        let init = &mut buf[..n];
+        // SAFETY: socket2's `recv` initialised the first `n` bytes of `buf`
+        // (its documented contract), and `MaybeUninit<u8>` has the layout
+        // of `u8`.
+        Ok(unsafe { &mut *(init as *mut [MaybeUninit<u8>] as *mut [u8]) })
     }
 
+    #[inline]
     pub(super) fn send(sock: &impl AsSource, buf: &[u8]) -> io::Result<usize> {
         SockRef::from(sock).send(buf)
     }
 
+    #[inline]
     pub(super) fn send_vectored(sock: &impl AsSource, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         SockRef::from(sock).send_vectored(bufs)
     }
@@ -84,18 +101,24 @@ mod imp {
     }
 }
 
-/// Reads into `buf`; returns how many bytes at its start are now
-/// initialised (and hold the data read).
-pub(crate) fn recv(sock: &impl AsSource, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+/// Reads into `buf`; returns the part of it now filled — the initialised
+/// prefix itself, not a count, so no caller has to trust a length.
+#[inline]
+pub(crate) fn recv<'a>(
+    sock: &impl AsSource,
+    buf: &'a mut [MaybeUninit<u8>],
+) -> io::Result<&'a mut [u8]> {
     imp::recv(sock, buf)
 }
 
 /// Sends from `buf`, without raising `SIGPIPE` on a closed connection.
+#[inline]
 pub(crate) fn send(sock: &impl AsSource, buf: &[u8]) -> io::Result<usize> {
     imp::send(sock, buf)
 }
 
 /// Sends from several buffers in one call, without raising `SIGPIPE`.
+#[inline]
 pub(crate) fn send_vectored(sock: &impl AsSource, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
     imp::send_vectored(sock, bufs)
 }

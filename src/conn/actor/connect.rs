@@ -3,7 +3,7 @@
 //! progress and kept on success.
 
 use super::*;
-use std::net::TcpStream;
+use std::net::{TcpStream, ToSocketAddrs};
 
 impl Core {
     pub(super) fn try_next_address(&mut self, w: &mut WorkerCtx) {
@@ -63,7 +63,7 @@ impl Core {
                 self.connect_attempt_failed(Error::from_connect_io(e), w);
             }
             Ok(None) => {
-                if !self.writable {
+                if !self.wr.writable {
                     return;
                 }
                 let Some(tcp) = sock.as_tcp() else {
@@ -90,8 +90,8 @@ impl Core {
                 self.registered = false;
             }
         }
-        self.readable = false;
-        self.writable = false;
+        self.rd.readable = false;
+        self.wr.writable = false;
         self.armed.clear(TimerKind::Connect);
         if let Some(c) = self.connect.as_mut() {
             c.last_err = Some(e);
@@ -105,7 +105,7 @@ impl Core {
         self.shared.set_addrs(stream.local_addr().ok(), Some(peer));
         self.open(Stream::Tcp(stream), w);
         if self.phase == Phase::Open {
-            self.out.push(Event::Connected { peer });
+            self.outbox.events.push(Event::Connected { peer });
         }
     }
 }
@@ -129,5 +129,35 @@ fn start_connect(addr: SocketAddr, prepare: Option<&PrepareFn>) -> io::Result<(T
             Ok((socket.into(), false))
         }
         Err(e) => Err(e),
+    }
+}
+
+/// Resolves `target` on a short-lived thread (never on a worker or the
+/// poller); the answer comes back through the connection's mailbox
+/// (`Msg::Resolved`). A connection closed meanwhile refuses it.
+pub(super) fn resolve(shared: Arc<ConnShared>, target: String, resolver: Option<Arc<ResolveFn>>) {
+    let to = shared.clone();
+    let spawned = std::thread::Builder::new()
+        .name("netactor-resolve".into())
+        .spawn(move || {
+            let found = match resolver {
+                Some(r) => match crate::net::parse_host_port(&target, None) {
+                    Ok(crate::net::HostPort::Tcp { host, port }) => r(&host, port),
+                    Ok(crate::net::HostPort::Unix(_)) | Err(_) => Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("cannot resolve {target:?}"),
+                    )),
+                },
+                None => target.to_socket_addrs().map(Iterator::collect),
+            };
+            let res = found.map(|mut v: Vec<SocketAddr>| {
+                // IPv4 first, as the reference does.
+                v.sort_by_key(|a| a.is_ipv6());
+                v
+            });
+            let _ = to.post(Msg::Resolved(res));
+        });
+    if let Err(e) = spawned {
+        let _ = shared.post(Msg::Resolved(Err(e)));
     }
 }

@@ -67,7 +67,7 @@ impl Ctx<'_> {
         }
         if self.core.opts.autocork {
             self.core.shared.reserve_write(data.len())?;
-            self.core.enqueue(data);
+            self.core.enqueue(data, &mut self.w.local);
             return Ok(());
         }
         self.core.write_through(data, self.w)
@@ -106,7 +106,7 @@ impl Ctx<'_> {
             return Ok(());
         }
         for data in parts {
-            self.core.enqueue(data);
+            self.core.enqueue(data, &mut self.w.local);
         }
         if !self.core.opts.autocork {
             self.core.flush(self.w);
@@ -188,24 +188,24 @@ impl Ctx<'_> {
         D: Decoder,
         D::Output: Into<Frame>,
     {
-        self.core.stream = decoder.map(|d| Box::new(StreamAdapter(d)) as Box<dyn StreamDecode>);
+        self.core.rd.stream = decoder.map(|d| Box::new(StreamAdapter(d)) as Box<dyn StreamDecode>);
     }
 
     /// Stops reading from the socket.
     pub fn stop_read(&mut self) {
-        self.core.read_stopped = true;
+        self.core.rd.stopped = true;
     }
 
     /// Resumes reading.
     pub fn start_read(&mut self) {
-        self.core.read_stopped = false;
+        self.core.rd.stopped = false;
     }
 
     /// The unconsumed bytes in the read buffer; removing from the front is allowed.
     pub fn read_buffer(&mut self) -> &mut BytesMut {
         // The caller may take bytes off the front.
         self.core.rbuf_front_changed();
-        &mut self.core.rbuf
+        &mut self.core.rd.buf
     }
 
     /// Half-close after everything queued is written.
@@ -330,6 +330,7 @@ impl Ctx<'_> {
     }
 
     /// The connection's counters.
+    #[inline]
     pub fn stats(&self) -> crate::Stats {
         self.core.shared.stats()
     }
@@ -371,6 +372,7 @@ impl Ctx<'_> {
     ///     }
     /// }
     /// ```
+    #[inline]
     pub fn write_room(&self) -> usize {
         self.core.shared.write_room()
     }

@@ -42,7 +42,7 @@ impl Core {
         }
         match self.phase {
             Phase::Resolving | Phase::Connecting if self.pending_tls.is_some() => {
-                self.out.push(Event::Error {
+                self.outbox.events.push(Event::Error {
                     error: Error::InvalidInput("starttls while TLS is already set up".into()),
                     fatal: false,
                 });
@@ -51,13 +51,13 @@ impl Core {
             Phase::Resolving | Phase::Connecting => {
                 self.connect_handshake = true;
                 // Writes queued so far still go out in clear first.
-                self.pending_tls = Some((setup, self.wlen));
+                self.pending_tls = Some((setup, self.wr.len));
                 return;
             }
             Phase::Open => {}
             _ => return,
         }
-        let prefix = self.wlen;
+        let prefix = self.wr.len;
         self.start_tls_session(setup, prefix, w);
     }
 
@@ -73,7 +73,7 @@ impl Core {
             return;
         }
         if self.tls.is_some() {
-            self.out.push(Event::Error {
+            self.outbox.events.push(Event::Error {
                 error: Error::InvalidInput("starttls while TLS is already active".into()),
                 fatal: false,
             });
@@ -87,7 +87,7 @@ impl Core {
             }
         };
         // Writes queued before starttls go out in clear, before any record.
-        session.plain_prefix = plain_prefix.min(self.wlen);
+        session.plain_prefix = plain_prefix.min(self.wr.len);
         self.tls = Some(Box::new(session));
         self.tls_truncated = false;
         self.armed.clear(TimerKind::Handshake);
@@ -95,7 +95,7 @@ impl Core {
         self.arm(TimerKind::Handshake, at, w);
         // Bytes already buffered are ciphertext (the ClientHello behind a
         // STARTTLS command, or injected commands): never plaintext for the app.
-        let buffered = self.rbuf.split();
+        let buffered = self.rd.buf.split();
         self.rbuf_front_changed();
         if !buffered.is_empty() {
             if let Err(e) = self.tls_input(&buffered) {
@@ -125,7 +125,7 @@ impl Core {
                 return;
             }
         };
-        self.out.push(Event::Error {
+        self.outbox.events.push(Event::Error {
             error: Error::InvalidInput(why.into()),
             fatal: false,
         });
@@ -138,20 +138,16 @@ impl Core {
             return;
         };
         t.unlimit();
-        while !self.wqueue.is_empty() {
+        while !self.wr.queue.is_empty() {
             let n = {
                 let mut iov = [IoSlice::new(&[]); MAX_IOV];
-                let mut k = 0;
-                for b in self.wqueue.iter().take(MAX_IOV) {
-                    iov[k] = IoSlice::new(b);
-                    k += 1;
-                }
+                let (k, _) = gather(&self.wr.queue, usize::MAX, &mut iov);
                 t.write_plain(&iov[..k])
             };
             if n == 0 {
                 break;
             }
-            pop_front_bytes(&mut self.wqueue, n);
+            pop_front_bytes(&mut self.wr.queue, n);
         }
         t.stopping = true;
         t.close_notify();
@@ -171,15 +167,15 @@ impl Core {
         };
         self.release_in_engine(t.in_engine);
         // What followed the peer's close_notify is the plaintext stream.
-        self.rbuf.extend_from_slice(&t.leftover);
+        self.rd.buf.extend_from_slice(&t.leftover);
         self.armed.clear(TimerKind::Handshake);
         self.shared.set_tls_info(None);
-        self.out.push(Event::TlsStopped);
+        self.outbox.events.push(Event::TlsStopped);
     }
 
     pub(super) fn release_in_engine(&mut self, n: usize) {
         if n > 0 {
-            self.wlen -= n;
+            self.wr.len -= n;
             self.shared.release_write(n);
         }
     }
@@ -187,7 +183,7 @@ impl Core {
     /// Feeds ciphertext to the engine and acts on what changed.
     pub(super) fn tls_input(&mut self, data: &[u8]) -> Result<()> {
         let Some(t) = self.tls.as_mut() else {
-            self.rbuf.extend_from_slice(data);
+            self.rd.buf.extend_from_slice(data);
             return Ok(());
         };
         if t.peer_closed {
@@ -197,7 +193,7 @@ impl Core {
             }
             return Ok(());
         }
-        let fed = match t.input(data, &mut self.rbuf) {
+        let fed = match t.input(data, &mut self.rd.buf) {
             Ok(f) => f,
             Err(e) => {
                 self.tls_send_alert();
@@ -208,7 +204,7 @@ impl Core {
             self.connect_handshake = false;
             self.armed.clear(TimerKind::Handshake);
             self.shared.set_tls_info(Some(Arc::new(t.info())));
-            self.out.push(Event::TlsEstablished);
+            self.outbox.events.push(Event::TlsEstablished);
         }
         if t.peer_closed {
             let answer = !t.stopping && !t.close_sent() && self.opts.follow_stoptls;
@@ -244,11 +240,11 @@ impl Core {
         }
         if t.peer_closed
             && !t.stopping
-            && !self.eof
-            && !self.read_stopped
-            && (!self.reads.is_empty() || self.stream.is_some())
+            && !self.rd.eof
+            && !self.rd.stopped
+            && (!self.rd.reads.is_empty() || self.rd.stream.is_some())
         {
-            self.eof = true;
+            self.rd.eof = true;
             return true;
         }
         false
@@ -272,50 +268,43 @@ impl Core {
     /// One socket read, through TLS.
     pub(super) fn tls_read(&mut self, w: &mut WorkerCtx) -> Result<usize> {
         let Some(sock) = self.sock.as_ref() else {
-            self.readable = false;
+            self.rd.readable = false;
             return Ok(0);
         };
         // Ciphertext goes through a pooled scratch buffer, so an idle TLS
         // connection keeps no read buffer of its own.
-        let mut scratch = w.pool.pop().unwrap_or_default();
+        let mut scratch = w.local.bufs.pop().unwrap_or_default();
         scratch.clear();
-        scratch.reserve(self.read_size);
-        let want = self.read_size.min(scratch.capacity());
-        let spare = &mut scratch.spare_capacity_mut()[..want];
-        let res = match sock.recv(spare) {
-            Ok(0) => {
-                self.readable = false;
+        let max = self.opts.max_read_size;
+        let res = match recv_into(sock, &mut scratch, &mut self.rd.size, max) {
+            Ok(Recv::Eof) => {
+                self.rd.readable = false;
                 self.tls_eof().map(|()| 0)
             }
-            Ok(n) => {
-                // SAFETY: recv initialised the first `n` bytes of the spare capacity.
-                unsafe { scratch.set_len(n) };
+            Ok(Recv::Data { n, .. }) => {
                 self.note_read(n, w.now);
-                if n == want && self.read_size < self.opts.max_read_size {
-                    self.read_size = (self.read_size * 2).min(self.opts.max_read_size);
-                }
                 let r = self.tls_input(&scratch).map(|()| n);
                 if self.phase == Phase::Closing {
                     // Closing reads only to finish the handshake; data is dropped.
-                    self.rbuf.clear();
+                    self.rd.buf.clear();
                 }
                 r
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.readable = false;
+            Ok(Recv::WouldBlock) => {
+                self.rd.readable = false;
                 Ok(0)
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
-            Err(e) => Err(Error::from_io(e)),
+            Ok(Recv::Interrupted) => Ok(0),
+            Err(e) => Err(e),
         };
-        w.recycle(scratch);
+        w.local.recycle(scratch);
         res
     }
 
     /// TCP EOF under TLS.
     pub(super) fn tls_eof(&mut self) -> Result<()> {
         let Some(t) = self.tls.as_ref() else {
-            self.eof = true;
+            self.rd.eof = true;
             return Ok(());
         };
         if t.is_handshaking() {
@@ -325,7 +314,7 @@ impl Core {
             // No close_notify: the data may have been cut short by an attacker.
             self.tls_truncated = true;
         }
-        self.eof = true;
+        self.rd.eof = true;
         Ok(())
     }
 
@@ -345,15 +334,14 @@ impl Core {
             let (Some(t), Some(sock)) = (self.tls.as_mut(), self.sock.as_ref()) else {
                 return;
             };
-            while self.writable && t.wants_write() {
+            while self.wr.writable && t.wants_write() {
                 match t.write_to(sock) {
                     Ok(n) => {
                         let c = &self.shared.counters;
                         c.add_write(n);
-                        self.act_any = w.now;
-                        self.act_write = w.now;
+                        self.idle.touch_write(w.now);
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wr.writable = false,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => {
                         failed = Some(Error::from_io(e));
@@ -366,20 +354,16 @@ impl Core {
             }
             // The record buffer is empty: what went into the engine is in the kernel.
             let sent = std::mem::take(&mut t.in_engine);
-            if !t.accepts_plaintext() || self.wqueue.is_empty() {
+            if !t.accepts_plaintext() || self.wr.queue.is_empty() {
                 self.release_in_engine(sent);
                 break;
             }
             let n = {
                 let mut iov = [IoSlice::new(&[]); MAX_IOV];
-                let mut k = 0;
-                for b in self.wqueue.iter().take(MAX_IOV) {
-                    iov[k] = IoSlice::new(b);
-                    k += 1;
-                }
+                let (k, _) = gather(&self.wr.queue, usize::MAX, &mut iov);
                 t.write_plain(&iov[..k])
             };
-            pop_front_bytes(&mut self.wqueue, n);
+            pop_front_bytes(&mut self.wr.queue, n);
             self.release_in_engine(sent);
             if n == 0 {
                 break;
@@ -394,7 +378,7 @@ impl Core {
 
     /// Sends the bytes queued in clear before `starttls`.
     pub(super) fn tls_flush_prefix(&mut self, w: &mut WorkerCtx) {
-        while self.writable {
+        while self.wr.writable {
             let prefix = self.tls.as_ref().map_or(0, |t| t.plain_prefix);
             let Some(sock) = self.sock.as_ref() else {
                 return;
@@ -403,17 +387,7 @@ impl Core {
                 return;
             }
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
-            let mut k = 0;
-            let mut left = prefix;
-            for b in self.wqueue.iter().take(MAX_IOV) {
-                let m = b.len().min(left);
-                iov[k] = IoSlice::new(&b[..m]);
-                k += 1;
-                left -= m;
-                if left == 0 {
-                    break;
-                }
-            }
+            let (k, _) = gather(&self.wr.queue, prefix, &mut iov);
             match sock.send_vectored(&iov[..k]) {
                 Ok(n) => {
                     self.consume_written(n);
@@ -422,7 +396,7 @@ impl Core {
                         t.plain_prefix -= n;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wr.writable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     self.fail(Error::from_io(e), w);

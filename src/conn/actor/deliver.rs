@@ -1,0 +1,211 @@
+//! Delivery: events and read completions to the sink — a handler called
+//! on the worker, or the application's bounded channel, with back-pressure
+//! (events held back and retried on a timer when the channel is full).
+
+use super::*;
+
+/// Events and read completions on their way to the sink.
+pub(super) struct Outbox {
+    /// Queued for the next delivery.
+    pub(super) events: Vec<Event>,
+    /// Held back by a full event channel, retried on a timer.
+    pub(super) overflow: VecDeque<Event>,
+    /// Read completions answered outside a decode pass (an error ended
+    /// them): run by the next delivery, before events.
+    /// Boxed: rare, and the actor stays small.
+    #[allow(clippy::box_collection)]
+    pub(super) completions: Option<Box<Vec<Box<dyn ReadRequest>>>>,
+    /// The next retry's delay while the channel stays full, in
+    /// milliseconds (1 doubling to 50: two bytes, where a `Duration` would
+    /// take sixteen in every actor).
+    retry_ms: u16,
+}
+
+impl Outbox {
+    pub(super) fn new() -> Self {
+        Outbox {
+            events: Vec::new(),
+            overflow: VecDeque::new(),
+            completions: None,
+            retry_ms: RETRY_MS_MIN,
+        }
+    }
+
+    /// Nothing waits for delivery (the check every delivery starts with).
+    #[inline]
+    pub(super) fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.overflow.is_empty() && self.completions.is_none()
+    }
+
+    /// When to retry a full channel, from `now`.
+    pub(super) fn retry_at(&self, now: Instant) -> Instant {
+        now + Duration::from_millis(self.retry_ms.into())
+    }
+
+    /// The consumer took something (`progressed`), or nothing: retry at
+    /// the short delay, or back off (doubling, up to 50 ms).
+    pub(super) fn back_off(&mut self, progressed: bool) {
+        self.retry_ms = if progressed {
+            RETRY_MS_MIN
+        } else {
+            (self.retry_ms * 2).min(RETRY_MS_MAX)
+        };
+    }
+
+    /// Keeps a read whose answer is a completion, for the next delivery.
+    pub(super) fn push_completion(&mut self, r: Box<dyn ReadRequest>) {
+        self.completions
+            .get_or_insert_with(Default::default)
+            .push(r);
+    }
+}
+
+impl Actor {
+    /// Hands queued events to the sink (called several times a turn, most
+    /// often with nothing to do: that check stays inline at the call site).
+    #[inline]
+    pub(super) fn deliver(&mut self, w: &mut WorkerCtx) {
+        if self.core.outbox.is_empty() {
+            return;
+        }
+        self.deliver_queued(w);
+    }
+
+    /// Runs a finished read's completion, after the events queued ahead of it.
+    pub(super) fn complete_read(&mut self, r: Box<dyn ReadRequest>, w: &mut WorkerCtx) {
+        self.deliver(w);
+        self.run_completion(r, w);
+    }
+
+    /// Runs one read completion (application code: a panic fails only this
+    /// connection).
+    pub(super) fn run_completion(&mut self, r: Box<dyn ReadRequest>, w: &mut WorkerCtx) {
+        let res = {
+            let mut ctx = Ctx {
+                core: &mut self.core,
+                w,
+            };
+            catch_unwind(AssertUnwindSafe(|| r.complete(&mut ctx)))
+        };
+        if let Err(p) = res {
+            self.core.fail(Error::Panicked(panic_message(&p)), w);
+        }
+    }
+
+    /// Delivers one event now: straight to a handler when nothing is queued
+    /// ahead of it (no trip through the event vector), else in order.
+    pub(super) fn deliver_one(&mut self, ev: Event, w: &mut WorkerCtx) {
+        if let (Some(Sink::Handler(h)), true) =
+            (self.sink.as_mut(), self.core.outbox.events.is_empty())
+        {
+            self.core.call_handler(h, ev, w);
+        } else {
+            self.core.outbox.events.push(ev);
+        }
+        self.deliver(w);
+    }
+
+    pub(super) fn deliver_queued(&mut self, w: &mut WorkerCtx) {
+        loop {
+            // Reads an error ended outside a decode pass (also one a handler
+            // below just caused, by closing): answered before the events
+            // that report it, `Closed` included.
+            while let Some(batch) = self.core.outbox.completions.take() {
+                for r in *batch {
+                    self.run_completion(r, w);
+                }
+            }
+            if self.core.outbox.events.is_empty() {
+                break;
+            }
+            // Event vectors circulate through the worker's pool: no
+            // allocation per event, and an idle connection holds none.
+            let spare = w.local.event_vecs.pop().unwrap_or_default();
+            let mut events = std::mem::replace(&mut self.core.outbox.events, spare);
+            match self.sink.as_mut() {
+                None => {
+                    // The handler factory has not run yet: keep them.
+                    std::mem::swap(&mut self.core.outbox.events, &mut events);
+                    self.core.outbox.events.append(&mut events);
+                    w.local.recycle_events(events);
+                    return;
+                }
+                Some(Sink::Channel(tx)) => {
+                    let id = self.core.shared.id;
+                    for ev in events.drain(..) {
+                        if !self.core.outbox.overflow.is_empty() {
+                            self.core.outbox.overflow.push_back(ev);
+                            continue;
+                        }
+                        match tx.try_send((id, ev)) {
+                            Ok(()) => {}
+                            Err(TrySendError::Full((_, ev))) => {
+                                self.core.outbox.overflow.push_back(ev);
+                            }
+                            Err(TrySendError::Disconnected(_)) => {}
+                        }
+                    }
+                    if !self.core.outbox.overflow.is_empty() {
+                        let at = self.core.outbox.retry_at(w.now);
+                        self.core.arm(TimerKind::Retry, at, w);
+                    }
+                }
+                Some(Sink::Handler(h)) => {
+                    for ev in events.drain(..) {
+                        self.core.call_handler(h, ev, w);
+                    }
+                }
+            }
+            w.local.recycle_events(events);
+        }
+        self.retry_overflow(w);
+    }
+
+    pub(super) fn retry_overflow(&mut self, w: &mut WorkerCtx) {
+        if self.core.outbox.overflow.is_empty() {
+            return;
+        }
+        let Some(Sink::Channel(tx)) = self.sink.as_ref() else {
+            return;
+        };
+        let id = self.core.shared.id;
+        let mut progressed = false;
+        while let Some(ev) = self.core.outbox.overflow.pop_front() {
+            match tx.try_send((id, ev)) {
+                Ok(()) => progressed = true,
+                Err(TrySendError::Full((_, ev))) => {
+                    self.core.outbox.overflow.push_front(ev);
+                    // Back off only while the consumer makes no progress at all;
+                    // one that keeps up (merely a small channel) is served at
+                    // the short delay, not at 2 events per 50 ms.
+                    self.core.outbox.back_off(progressed);
+                    let at = self.core.outbox.retry_at(w.now);
+                    self.core.arm(TimerKind::Retry, at, w);
+                    return;
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    self.core.outbox.overflow.clear();
+                }
+            }
+        }
+        self.core.outbox.retry_ms = RETRY_MS_MIN;
+    }
+}
+
+impl Core {
+    /// Runs the handler on one event; a panic in it fails the connection.
+    pub(super) fn call_handler(&mut self, h: &mut Box<dyn Handler>, ev: Event, w: &mut WorkerCtx) {
+        let r = {
+            let mut ctx = Ctx { core: self, w };
+            catch_unwind(AssertUnwindSafe(|| h.on_event(&mut ctx, ev)))
+        };
+        if let Err(p) = r {
+            self.fail(Error::Panicked(panic_message(&p)), w);
+        }
+    }
+
+    /// Events or read completions wait for delivery.
+    pub(super) fn has_output(&self) -> bool {
+        !self.outbox.events.is_empty() || self.outbox.completions.is_some()
+    }
+}

@@ -1,0 +1,197 @@
+//! Decode dispatch: buffered bytes go to the queued read requests first,
+//! then to the streaming decoder (the reference's §3.4 order); EOF and the
+//! read-buffer limit are noticed here.
+
+use super::*;
+
+impl Actor {
+    /// Feeds buffered bytes to the read queue, then to the streaming decoder.
+    pub(super) fn dispatch(&mut self, w: &mut WorkerCtx) {
+        loop {
+            let core = &mut self.core;
+            if core.phase != Phase::Open {
+                return;
+            }
+            if let Some(req) = core.rd.reads.front_mut() {
+                // A custom decoder is application code: a panic in it fails
+                // this connection (and every queued read) with `Panicked`.
+                let polled =
+                    catch_unwind(AssertUnwindSafe(|| req.poll(&mut core.rd.buf, core.rd.eof)));
+                let polled = match polled {
+                    Ok(polled) => polled,
+                    Err(p) => {
+                        core.fail(Error::Panicked(panic_message(&p)), w);
+                        return;
+                    }
+                };
+                match polled {
+                    ReadPoll::Pending if core.rd.eof => {
+                        let e = core.eof_error();
+                        if let Some(mut r) = core.rd.reads.pop_front() {
+                            r.fail(e);
+                            if r.has_completion() {
+                                self.complete_read(r, w);
+                            }
+                        }
+                    }
+                    ReadPoll::Pending => break,
+                    ReadPoll::Done(action) => {
+                        let r = core.rd.reads.pop_front();
+                        core.rbuf_front_changed();
+                        if let Some(a) = action {
+                            core.frame_action(a, w);
+                        }
+                        if let Some(r) = r.filter(|r| r.has_completion()) {
+                            self.complete_read(r, w);
+                        }
+                    }
+                    ReadPoll::Failed => {
+                        let r = core.rd.reads.pop_front();
+                        core.rbuf_front_changed();
+                        if let Some(r) = r.filter(|r| r.has_completion()) {
+                            self.complete_read(r, w);
+                        }
+                    }
+                    ReadPoll::Fatal(e) => {
+                        if let Some(r) = core.rd.reads.pop_front() {
+                            if r.has_completion() {
+                                // Answered (with `e`) ahead of the error event.
+                                core.outbox.push_completion(r);
+                            }
+                        }
+                        core.fail(e, w);
+                        return;
+                    }
+                }
+            } else if let Some(dec) = core.rd.stream.as_mut() {
+                // A streaming decoder runs when there are bytes (or at EOF):
+                // not on every turn with an empty buffer — which each echo
+                // turn has twice, before the read and after the frame.
+                if core.rd.buf.is_empty() && !core.rd.eof {
+                    break;
+                }
+                let before = core.rd.buf.len();
+                let decoded = catch_unwind(AssertUnwindSafe(|| {
+                    dec.decode(&mut core.rd.buf, core.rd.eof)
+                }));
+                let decoded = match decoded {
+                    Ok(decoded) => decoded,
+                    Err(p) => {
+                        core.fail(Error::Panicked(panic_message(&p)), w);
+                        return;
+                    }
+                };
+                match decoded {
+                    Ok(Some(frame)) => {
+                        let action = dec.after_frame();
+                        // A frame that took no bytes (Chunk(0), an empty
+                        // regex match, a detection) would repeat forever:
+                        // one per arrival — unless its handler changed what
+                        // reads next (a new decoder, a queued read), which
+                        // must then see the bytes already buffered: no new
+                        // arrival may ever come for them.
+                        let stuck = core.rd.buf.len() == before && action.is_none();
+                        let decoder = if stuck {
+                            stream_id(&core.rd.stream)
+                        } else {
+                            None
+                        };
+                        self.deliver_one(Event::Read(frame), w);
+                        if let Some(a) = action {
+                            self.core.frame_action(a, w);
+                        }
+                        if stuck
+                            && self.core.rd.reads.is_empty()
+                            && same_stream(stream_id(&self.core.rd.stream), decoder)
+                        {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(DecodeError {
+                        error,
+                        fatal: false,
+                    }) => {
+                        core.outbox.events.push(Event::Error {
+                            error,
+                            fatal: false,
+                        });
+                        let stuck = core.rd.buf.len() == before;
+                        self.deliver(w);
+                        if stuck {
+                            break;
+                        }
+                    }
+                    Err(DecodeError { error, fatal: true }) => {
+                        core.fail(error, w);
+                        return;
+                    }
+                }
+            } else {
+                break;
+            }
+        }
+        let core = &mut self.core;
+        if core.rd.eof && !core.rd.eof_reported && core.phase == Phase::Open {
+            core.rd.eof_reported = true;
+            if core.tls_truncated {
+                // Distinct from a clean close_notify, for protocols that care.
+                core.outbox.events.push(Event::Error {
+                    error: Error::TlsTruncated,
+                    fatal: false,
+                });
+            }
+            if core.rd.stream.is_some() && !core.rd.buf.is_empty() {
+                core.outbox.events.push(Event::Error {
+                    error: Error::UnexpectedEof,
+                    fatal: false,
+                });
+            }
+            core.outbox.events.push(Event::Eof);
+            self.deliver(w);
+        }
+        let core = &mut self.core;
+        if core.phase == Phase::Open && core.rd.buf.len() > core.opts.rbuf_max {
+            let max = core.opts.rbuf_max;
+            core.fail(Error::no_space(Limit::ReadBuffer, max), w);
+        }
+    }
+}
+
+impl Core {
+    /// Bytes left the front of `rbuf` other than through the decoder that
+    /// will run next: decoders that remember scan offsets must forget them.
+    pub(super) fn rbuf_front_changed(&mut self) {
+        if let Some(r) = self.rd.reads.front_mut() {
+            r.reset();
+        }
+        if let Some(s) = self.rd.stream.as_mut() {
+            s.reset();
+        }
+    }
+
+    pub(super) fn frame_action(&mut self, action: FrameAction, w: &mut WorkerCtx) {
+        match action {
+            FrameAction::StartTlsServer(config) => self.starttls(TlsSetup::Server(config), w),
+        }
+    }
+}
+
+/// Identifies the streaming decoder in place (its allocation), to tell
+/// whether a handler replaced it.
+/// (Wide pointers: a stateless decoder is zero-sized and allocates nothing,
+/// so its type — the vtable — tells it apart from another.)
+pub(super) fn stream_id(s: &Option<Box<dyn StreamDecode>>) -> Option<*const dyn StreamDecode> {
+    s.as_deref().map(|d| d as *const dyn StreamDecode)
+}
+
+pub(super) fn same_stream(
+    a: Option<*const dyn StreamDecode>,
+    b: Option<*const dyn StreamDecode>,
+) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => std::ptr::eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}

@@ -1,0 +1,269 @@
+//! How an actor starts and what the reactor calls it for: the new
+//! connection's description ([`NewConn`]), and the [`Source`] entry points
+//! (start, readiness, mail, timers, shutdown, a panic's aftermath).
+
+use super::*;
+
+/// How a new actor gets its socket.
+pub(crate) enum Start {
+    /// Accepted or adopted: already connected.
+    Stream(Stream),
+    /// Connect to these addresses in turn.
+    Connect {
+        addrs: Vec<SocketAddr>,
+        prepare: Option<Arc<PrepareFn>>,
+    },
+    /// Resolve `host:port` off-worker, then connect.
+    Resolve {
+        target: String,
+        prepare: Option<Arc<PrepareFn>>,
+        resolver: Option<Arc<ResolveFn>>,
+    },
+}
+
+/// Where events go once the actor starts.
+pub(crate) enum SinkSetup {
+    Ready(Sink),
+    Factory(Arc<HandlerFactory>),
+}
+
+pub(crate) struct NewConn {
+    pub(crate) shared: Arc<ConnShared>,
+    pub(crate) opts: Arc<Options>,
+    pub(crate) sink: SinkSetup,
+    pub(crate) start: Start,
+    pub(crate) tls: Option<TlsSetup>,
+    /// The connection-limit slots it holds, given back when it finishes.
+    pub(crate) limit: Option<crate::reactor::limit::LimitGuard>,
+}
+
+/// What the reactor runs: the actor's entry points (readiness, mail,
+/// timers, shutdown, a panic's aftermath).
+impl Source for Actor {
+    type Local = Pools;
+    type New = NewConn;
+
+    /// Builds the actor for `new` in slot `token` and starts it.
+    fn start(new: Box<NewConn>, token: Token, w: &mut WorkerCtx) -> Box<Actor> {
+        let NewConn {
+            shared,
+            opts,
+            sink,
+            start,
+            tls,
+            limit,
+        } = *new;
+        // Mail posted from now on is scheduled under this token; mail
+        // posted before (its `Task::Mail` is stale) is in the mailbox and
+        // runs in this first turn. `token_set` orders the two (see it).
+        shared.set_token(token);
+        let now = w.now;
+        let mut core = Core {
+            shared,
+            token,
+            phase: Phase::Resolving,
+            failure: None,
+            sock: None,
+            registered: false,
+            rd: ReadHalf::new(opts.read_size),
+            wr: WriteHalf::new(),
+            opts,
+            idle: Inactivity::new(now),
+            armed: Armed::default(),
+            outbox: Outbox::new(),
+            connect: None,
+            tls: None,
+            pending_tls: tls.map(|t| (t, 0)),
+            tls_truncated: false,
+            close_pending: false,
+            connect_handshake: false,
+            deferred: None,
+            limit: limit.map(Box::new),
+        };
+        let (sink, factory) = match sink {
+            SinkSetup::Ready(s) => (Some(s), None),
+            SinkSetup::Factory(f) => (None, Some(f)),
+        };
+        match start {
+            Start::Stream(stream) => core.open(stream, w),
+            Start::Connect { addrs, prepare } => {
+                core.connect_handshake = core.pending_tls.is_some();
+                core.connect = Some(Box::new(ConnectState {
+                    addrs,
+                    next: 0,
+                    prepare,
+                    last_err: None,
+                }));
+                core.phase = Phase::Connecting;
+                core.try_next_address(w);
+            }
+            Start::Resolve {
+                target,
+                prepare,
+                resolver,
+            } => {
+                core.connect_handshake = core.pending_tls.is_some();
+                core.connect = Some(Box::new(ConnectState {
+                    addrs: Vec::new(),
+                    next: 0,
+                    prepare,
+                    last_err: None,
+                }));
+                connect::resolve(core.shared.clone(), target, resolver);
+            }
+        }
+        let mut actor = Box::new(Actor { core, sink });
+        if let Some(factory) = factory {
+            let built = {
+                let mut ctx = Ctx {
+                    core: &mut actor.core,
+                    w,
+                };
+                catch_unwind(AssertUnwindSafe(|| factory(&mut ctx)))
+            };
+            match built {
+                Ok(handler) => actor.sink = Some(Sink::Handler(handler)),
+                Err(p) => actor.core.fail(Error::Panicked(panic_message(&p)), w),
+            }
+        }
+        // Messages posted before the actor existed run in this first turn,
+        // application closures included: contain a panic to this connection.
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| actor.run(w))) {
+            actor.abort_panicked(panic_message(&p), w);
+        }
+        actor
+    }
+
+    fn abandon(new: Box<NewConn>) {
+        drop(new.shared.close_mailbox());
+    }
+
+    fn token(&self) -> Token {
+        self.core.token
+    }
+
+    fn label(&self) -> String {
+        self.core.shared.id.to_string()
+    }
+
+    /// Whether the worker may drop the actor: closed, and every event handed
+    /// over. Events held back by a full channel (including the final
+    /// `Closed`) keep the actor until the retry timer delivered them.
+    fn is_closed(&self) -> bool {
+        self.core.phase == Phase::Closed
+            && self.core.outbox.overflow.is_empty()
+            && self.core.outbox.completions.is_none()
+    }
+
+    /// Readiness from the poller.
+    fn on_io(&mut self, ready: Readiness, w: &mut WorkerCtx) {
+        self.core.rd.peer_hup |= ready.hup;
+        self.core.rd.readable |= ready.readable;
+        self.core.wr.writable |= ready.writable;
+        if self.core.phase == Phase::Connecting {
+            self.core.check_connect(w);
+        }
+        self.run(w);
+    }
+
+    fn on_mail(&mut self, w: &mut WorkerCtx) {
+        self.run(w);
+    }
+
+    fn on_timer(&mut self, tag: u8, at: Instant, w: &mut WorkerCtx) {
+        let Some(kind) = TimerKind::from_tag(tag) else {
+            return;
+        };
+        if !self.core.armed.is(kind, at) {
+            return; // stale entry: re-armed or cancelled since
+        }
+        self.core.armed.clear(kind);
+        match kind {
+            TimerKind::Activity | TimerKind::Read | TimerKind::Write => {
+                self.core.check_inactivity(kind, w)
+            }
+            TimerKind::Connect => {
+                if self.core.phase == Phase::Connecting {
+                    self.core
+                        .connect_attempt_failed(Error::TimedOut(TimeoutKind::Connect), w);
+                }
+            }
+            TimerKind::Linger => {
+                if self.core.phase == Phase::Closing || self.core.close_pending {
+                    // Linger is up (or a close asked for while connecting
+                    // is still waiting for the connection): give up on
+                    // what is left, and say so.
+                    self.core.report_unsent();
+                    self.core.finish(w);
+                }
+            }
+            TimerKind::Handshake => {
+                if self.core.tls.as_ref().is_some_and(|t| t.is_handshaking()) {
+                    self.core.fail(Error::TimedOut(TimeoutKind::Handshake), w);
+                }
+            }
+            TimerKind::Retry => {}
+        }
+        self.run(w);
+    }
+
+    /// Shutdown of the reactor: close, flushing until `deadline` at most.
+    fn on_shutdown(&mut self, deadline: Instant, w: &mut WorkerCtx) {
+        let core = &mut self.core;
+        if core.phase == Phase::Open {
+            let linger_end = w.now + core.opts.linger;
+            Arc::make_mut(&mut core.opts).linger =
+                linger_end.min(deadline).saturating_duration_since(w.now);
+            core.close(w);
+        } else if core.phase == Phase::Closing {
+            let at = deadline;
+            core.arm(TimerKind::Linger, at, w);
+        } else if core.phase != Phase::Closed {
+            core.finish(w);
+        }
+        self.run(w);
+    }
+
+    /// Forced end (shutdown deadline passed, or the actor panicked).
+    fn abort(&mut self, w: &mut WorkerCtx) {
+        self.core.finish(w);
+        self.deliver(w);
+    }
+
+    /// Forced end after a panic escaped a turn: still tell the application
+    /// why (`Error::Panicked`, fatal) before `Closed`.
+    fn abort_panicked(&mut self, msg: String, w: &mut WorkerCtx) {
+        if self.core.phase != Phase::Closed {
+            let e = Error::Panicked(msg.clone());
+            self.core.failure.get_or_insert_with(|| Box::new(e.clone()));
+            self.core.fail_reads(e);
+            self.core.outbox.events.push(Event::Error {
+                error: Error::Panicked(msg),
+                fatal: true,
+            });
+        }
+        self.abort(w);
+    }
+}
+
+impl Actor {
+    /// Name resolution for the connect finished (`Msg::Resolved`).
+    pub(super) fn on_resolved(&mut self, res: io::Result<Vec<SocketAddr>>, w: &mut WorkerCtx) {
+        if self.core.phase != Phase::Resolving {
+            return;
+        }
+        match res {
+            Ok(addrs) if !addrs.is_empty() => {
+                if let Some(c) = self.core.connect.as_mut() {
+                    c.addrs = addrs;
+                }
+                self.core.phase = Phase::Connecting;
+                self.core.try_next_address(w);
+            }
+            Ok(_) => self
+                .core
+                .fail(Error::NoAddress("name resolved to no address".into()), w),
+            Err(e) => self.core.fail(Error::NoAddress(e.to_string()), w),
+        }
+    }
+}

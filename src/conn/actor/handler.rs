@@ -1,0 +1,55 @@
+//! The handler API: the [`Handler`] trait application code implements,
+//! and the hooks a connection can be given (handler factory, prepare hook,
+//! resolver).
+
+use super::Ctx;
+use crate::conn::Event;
+use std::io;
+use std::net::SocketAddr;
+
+/// Code that handles a connection's events on the reactor's worker threads.
+///
+/// A handler runs on a worker, so it must not block: it reacts to the event
+/// through [`Ctx`] (write, read requests, close, …) and returns. Calls for
+/// one connection never overlap and come in order, but not necessarily on
+/// the same thread (hence `Send`; keep per-connection state in the handler,
+/// not in thread-locals). A panic in a handler is caught; only its
+/// connection fails, with [`Error::Panicked`].
+///
+/// ```
+/// use netactor::{Ctx, Event, Handler};
+/// struct Echo;
+/// impl Handler for Echo {
+///     fn on_event(&mut self, ctx: &mut Ctx<'_>, event: Event) {
+///         match event {
+///             Event::Read(frame) => { let _ = ctx.write(frame.into_bytes().unwrap_or_default()); }
+///             Event::Eof => { let _ = ctx.shutdown(); }
+///             _ => {}
+///         }
+///     }
+/// }
+/// ```
+pub trait Handler: Send + 'static {
+    /// Called for each event of the connection, in order.
+    fn on_event(&mut self, ctx: &mut Ctx<'_>, event: Event);
+}
+
+impl<F> Handler for F
+where
+    F: FnMut(&mut Ctx<'_>, Event) + Send + 'static,
+{
+    fn on_event(&mut self, ctx: &mut Ctx<'_>, event: Event) {
+        self(ctx, event)
+    }
+}
+
+/// Hook run on each new socket before `connect()`: bind, set options, …
+pub type PrepareFn = dyn Fn(&socket2::Socket, SocketAddr) -> io::Result<()> + Send + Sync;
+
+/// Custom name resolution for connects (see
+/// [`ConnectOptions::resolver`](crate::ConnectOptions::resolver)): host and
+/// port in, addresses to try out. Runs on a short-lived thread of its own.
+pub type ResolveFn = dyn Fn(&str, u16) -> io::Result<Vec<SocketAddr>> + Send + Sync;
+
+/// Builds the handler of an accepted connection, on its worker.
+pub type HandlerFactory = dyn Fn(&mut Ctx<'_>) -> Box<dyn Handler> + Send + Sync;

@@ -1,0 +1,354 @@
+//! A connection's life: opening (options applied), messages deferred
+//! until it is established, close with linger, fatal errors, and the
+//! final `finish` that releases everything and emits `Closed`.
+
+use super::*;
+
+impl Core {
+    pub(super) fn open(&mut self, stream: Stream, w: &mut WorkerCtx) {
+        if let Err(e) = stream.set_nonblocking(true) {
+            self.fail(Error::from_io(e), w);
+            return;
+        }
+        if !self.registered {
+            let r = stream.register(&w.poller, self.token);
+            if let Err(e) = r {
+                self.sock = Some(stream);
+                self.fail(Error::from_io(e), w);
+                return;
+            }
+            self.registered = true;
+        }
+        if let (Some(tcp), None) = (stream.as_tcp(), self.shared.peer_addr()) {
+            self.shared
+                .set_addrs(tcp.local_addr().ok(), tcp.peer_addr().ok());
+        }
+        #[cfg(unix)]
+        if let Stream::Pipe { write: None, .. } = &stream {
+            // Read-only: nothing to write to (the handle refuses writes).
+            self.wr.side = WriteSide::Shut;
+        }
+        self.sock = Some(stream);
+        self.phase = Phase::Open;
+        self.rd.readable = true;
+        self.wr.writable = true;
+        self.idle.any = w.now;
+        self.idle.read = w.now;
+        self.idle.write = w.now;
+        self.apply_options();
+        for kind in [TimeoutKind::Activity, TimeoutKind::Read, TimeoutKind::Write] {
+            self.check_inactivity(timer_of(kind), w);
+        }
+        if let Some((setup, prefix)) = self.pending_tls.take() {
+            self.start_tls_session(setup, prefix, w);
+        }
+    }
+
+    pub(super) fn apply_options(&mut self) {
+        self.shared
+            .wbuf_max
+            .store(self.opts.wbuf_max, Ordering::Relaxed);
+        if let Some(sock) = self.sock.as_ref().and_then(Stream::as_tcp) {
+            let s = SockRef::from(sock);
+            let _ = s.set_tcp_nodelay(self.opts.no_delay);
+            let _ = s.set_keepalive(self.opts.keepalive);
+            let _ = s.set_out_of_band_inline(self.opts.oobinline);
+        }
+        if self.rd.size > self.opts.max_read_size {
+            self.rd.size = self.opts.max_read_size;
+        }
+    }
+
+    /// Options changed: apply them, and treat a new low-water mark like the
+    /// reference's `on_drain` setter — `Drain` at once if the queue is
+    /// already at or below it.
+    pub(super) fn configured(&mut self, before: &Options, w: &mut WorkerCtx) {
+        self.apply_options();
+        // Changed inactivity timeouts take effect at once, as with `set_timeout`.
+        let timers = [
+            (before.timeout, self.opts.timeout, TimerKind::Activity),
+            (before.rtimeout, self.opts.rtimeout, TimerKind::Read),
+            (before.wtimeout, self.opts.wtimeout, TimerKind::Write),
+        ];
+        for (old, new, kind) in timers {
+            if old != new {
+                self.check_inactivity(kind, w);
+            }
+        }
+        let lwm = self.opts.low_water_mark;
+        if lwm != before.low_water_mark {
+            self.wr.above_lwm = false;
+            if let Some(m) = lwm {
+                if self.wr.len > m {
+                    self.wr.above_lwm = true;
+                } else {
+                    self.request_drain();
+                }
+            }
+        }
+    }
+
+    /// While this holds, a `stoptls` (or a `close` with writes queued)
+    /// cannot apply yet: the TCP connection or its TLS handshake is still
+    /// being set up.
+    pub(super) fn establishing(&self) -> bool {
+        matches!(self.phase, Phase::Resolving | Phase::Connecting)
+            || self.pending_tls.is_some()
+            || self.tls.as_ref().is_some_and(|t| t.is_handshaking())
+    }
+
+    /// The outgoing connection is not up yet: resolving, connecting, or in
+    /// the TLS handshake that is part of its connect.
+    pub(super) fn connecting(&self) -> bool {
+        matches!(self.phase, Phase::Resolving | Phase::Connecting)
+            || (self.phase == Phase::Open
+                && self.connect_handshake
+                && self.tls.as_ref().is_some_and(|t| t.is_handshaking()))
+    }
+
+    /// `close` from the application (mailbox or `Ctx`). Behind deferred
+    /// messages it waits in order, bounded by linger from now — unless
+    /// nothing waits to be sent, then what is deferred is answered and the
+    /// close applies at once.
+    pub(super) fn close_requested(&mut self, w: &mut WorkerCtx) {
+        if self.deferred.is_none() {
+            self.close(w);
+            return;
+        }
+        self.shared.closing.store(true, Ordering::Release);
+        if self.unsent() == 0 || self.opts.linger.is_zero() {
+            if let Some(q) = self.deferred.take() {
+                self.discard_mail(*q, &Error::Closed);
+            }
+            self.close_pending = false;
+            self.close(w);
+            return;
+        }
+        self.defer_close(w);
+    }
+
+    /// A close that must wait for the connection (see `close_pending`):
+    /// it is deferred, bounded by linger from now; nothing more is read
+    /// for the application (reading stays on for a handshake only).
+    pub(super) fn defer_close(&mut self, w: &mut WorkerCtx) {
+        if self.close_pending {
+            return;
+        }
+        self.close_pending = true;
+        self.rd.stream = None;
+        self.fail_reads(Error::Closed);
+        let at = w.now + self.opts.linger;
+        self.arm(TimerKind::Linger, at, w);
+        self.defer(Msg::Close);
+    }
+
+    /// Keeps `msg` until the connection is established (see `deferred`).
+    pub(super) fn defer(&mut self, msg: Msg) {
+        self.deferred
+            .get_or_insert_with(Default::default)
+            .push_back(msg);
+    }
+
+    /// Bytes accepted for writing that a close is about to give up on.
+    pub(super) fn unsent(&self) -> usize {
+        let deferred: usize = self.deferred.as_deref().map_or(0, |q| {
+            q.iter()
+                .map(|m| match m {
+                    Msg::Write(b) => b.len(),
+                    Msg::WriteParts(v) => v.iter().map(|b| b.len()).sum(),
+                    _ => 0,
+                })
+                .sum()
+        });
+        self.wr.len + deferred
+    }
+
+    /// Tells the application what a close gives up on (nothing is dropped
+    /// silently): a non-fatal `Error::Unsent` before `Closed`.
+    pub(super) fn report_unsent(&mut self) {
+        let bytes = self.unsent();
+        if bytes > 0 {
+            log::debug!("{}: closing with {bytes} bytes unsent", self.shared.id);
+            self.outbox.events.push(Event::Error {
+                error: Error::Unsent { bytes },
+                fatal: false,
+            });
+        }
+    }
+
+    pub(super) fn close(&mut self, w: &mut WorkerCtx) {
+        self.shared.closing.store(true, Ordering::Release);
+        if self.close_pending && self.deferred.is_none() {
+            // The deferred close is being replayed: the connection is up.
+            self.close_pending = false;
+        }
+        let connecting = self.connecting();
+        match self.phase {
+            Phase::Closing | Phase::Closed => return,
+            _ if connecting => {
+                if self.unsent() == 0 || self.opts.linger.is_zero() {
+                    // Nothing to deliver: cancel the connect (as the reference).
+                    self.report_unsent();
+                    self.finish(w);
+                    return;
+                }
+                // Writes were accepted: connect (and finish the TLS
+                // handshake), flush them, then close — all within linger,
+                // counted from now. A failed connect reports its error.
+                self.defer_close(w);
+                return;
+            }
+            _ => {}
+        }
+        self.rd.stream = None;
+        self.rd.stopped = true;
+        self.fail_reads(Error::Closed);
+        if self.tls.as_ref().is_some_and(|t| t.is_handshaking()) {
+            // Mid-handshake (accepted, or STARTTLS) nothing can be flushed:
+            // plaintext waits for the handshake, and a peer that is being
+            // closed on will not finish it. Close at once, saying what was
+            // not sent.
+            self.report_unsent();
+            self.finish(w);
+            return;
+        }
+        // Under TLS, `flush` sends close_notify once the queue is through.
+        if (self.wr.queue.is_empty() && self.tls.is_none())
+            || self.opts.linger.is_zero()
+            || self.sock.is_none()
+        {
+            self.report_unsent();
+            self.finish(w);
+            return;
+        }
+        self.phase = Phase::Closing;
+        let at = w.now + self.opts.linger;
+        self.arm(TimerKind::Linger, at, w);
+        self.flush(w);
+    }
+
+    /// Reports a fatal error and closes.
+    pub(crate) fn fail(&mut self, e: Error, w: &mut WorkerCtx) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        let socket_dead = matches!(
+            e,
+            Error::BrokenPipe
+                | Error::ConnectionReset
+                | Error::ConnectionRefused
+                | Error::Unreachable
+                | Error::Io(_)
+                | Error::Tls(_)
+                | Error::TlsTruncated
+                | Error::NoAddress(_)
+        );
+        if self.phase != Phase::Closing {
+            // The error that ends the connection (connecting or open) — not
+            // one met while an orderly close lingers: reads then get `Closed`.
+            self.failure.get_or_insert_with(|| Box::new(e.clone()));
+        }
+        self.fail_reads(e.clone());
+        self.outbox.events.push(Event::Error {
+            error: e,
+            fatal: true,
+        });
+        if socket_dead || self.phase != Phase::Open || self.connecting() {
+            self.finish(w);
+        } else {
+            self.close(w);
+        }
+    }
+
+    /// Messages that will never run: their reserved write bytes are
+    /// released and their reads answered with `why`.
+    pub(super) fn discard_mail(&mut self, msgs: impl IntoIterator<Item = Msg>, why: &Error) {
+        for msg in msgs {
+            match msg {
+                Msg::Write(b) => self.shared.release_write(b.len()),
+                Msg::WriteParts(v) => self.shared.release_write(v.iter().map(|b| b.len()).sum()),
+                Msg::PushRead(mut r) | Msg::UnshiftRead(mut r) => {
+                    r.fail(why.clone());
+                    if r.has_completion() {
+                        self.outbox.push_completion(r);
+                    }
+                }
+                Msg::Drained(tx) => {
+                    let _ = tx.try_send(Err(why.clone()));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// What a read that can no longer be served is told: the fatal error
+    /// that ended the connection, or `Closed` after an orderly close.
+    pub(super) fn end_error(&self) -> Error {
+        self.failure.as_deref().cloned().unwrap_or(Error::Closed)
+    }
+
+    pub(super) fn fail_reads(&mut self, e: Error) {
+        let Core { rd, outbox, .. } = self;
+        for mut r in rd.reads.drain(..) {
+            r.fail(e.clone());
+            if r.has_completion() {
+                outbox.push_completion(r);
+            }
+        }
+    }
+
+    /// Releases everything and emits `Closed`.
+    pub(super) fn finish(&mut self, w: &mut WorkerCtx) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        self.phase = Phase::Closed;
+        if let Some(sock) = self.sock.take() {
+            if self.registered {
+                sock.deregister(&w.poller);
+                self.registered = false;
+            }
+            discard_unread(&sock);
+            drop(sock);
+        }
+        self.tls = None;
+        self.shared.write_shut.store(true, Ordering::Release);
+        self.shared.release_write(self.wr.len);
+        self.wr.len = 0;
+        self.wr.queue.clear();
+        let why = self.end_error();
+        if let Some(q) = self.deferred.take() {
+            self.discard_mail(*q, &why);
+        }
+        self.close_pending = false;
+        // The socket is closed: the slot it held is free again.
+        self.limit = None;
+        for tx in self.wr.drain_waiters.take().into_iter().flat_map(|v| *v) {
+            let _ = tx.try_send(Err(why.clone()));
+        }
+        let left = self.shared.close_mailbox();
+        self.discard_mail(left, &why);
+        self.fail_reads(why);
+        self.rd.stream = None;
+        self.rd.buf = BytesMut::new();
+        self.armed.clear_all();
+        self.outbox.events.push(Event::Closed);
+    }
+}
+
+/// Reads and drops input nobody consumed before the socket is closed: Linux
+/// answers `close()` on a socket with unread input with RST instead of FIN,
+/// which throws away output the kernel has not sent yet (the tail of a
+/// lingering close) and shows the peer a reset instead of EOF. Bounded: a
+/// peer that keeps sending more than this gets the reset.
+pub(super) fn discard_unread(sock: &Stream) {
+    // The actor's sockets are always non-blocking: this stops at WouldBlock.
+    let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+    for _ in 0..64 {
+        match sock.recv(&mut scratch) {
+            Ok(got) if !got.is_empty() => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            _ => return,
+        }
+    }
+}

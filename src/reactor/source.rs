@@ -1,0 +1,92 @@
+//! What the reactor runs, as the layer above defines it: a [`Source`] is one
+//! registered thing with a token (a connection actor, in this crate) and an
+//! [`Acceptor`] is a listening socket the poller-role holder accepts on. The
+//! reactor knows nothing else about either: it routes readiness, mail and
+//! opaque timer tags to them by token and catches their panics.
+//!
+//! A new kind of source (another transport, another protocol engine) plugs
+//! in by implementing these traits; the worker loop, the poller role and the
+//! timer heap stay as they are.
+
+use super::worker::WorkerCtx;
+use super::{ReactorShared, Task, Token};
+use std::io;
+use std::time::Instant;
+
+/// Readiness the poller saw for one token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Readiness {
+    pub(crate) readable: bool,
+    pub(crate) writable: bool,
+    /// The peer shut down (RDHUP/HUP/ERR): read until EOF or EAGAIN.
+    pub(crate) hup: bool,
+}
+
+/// One thing a worker owns and runs, a turn at a time, under its state
+/// lock. Statically dispatched: the reactor is generic over it and there is
+/// one implementation per program, so a task costs no indirect call.
+pub(crate) trait Source: Sized + Send + 'static {
+    /// Per-worker scratch every source of a worker shares (pools of
+    /// buffers and the like), lent to each turn in [`WorkerCtx::local`].
+    type Local: Default + Send + 'static;
+    /// What a new source is made from (carried by `Task::Spawn`).
+    type New: Send + 'static;
+
+    /// Builds and starts the source in slot `token`. It may already be
+    /// closed when this returns (then it is dropped at once).
+    fn start(new: Box<Self::New>, token: Token, w: &mut WorkerCtx<Self>) -> Box<Self>;
+    /// A `Task::Spawn` that will never run (its worker exited first).
+    fn abandon(new: Box<Self::New>);
+    /// Readiness from the poller; `Readiness::default()` for a fairness re-run.
+    fn on_io(&mut self, ready: Readiness, w: &mut WorkerCtx<Self>);
+    /// Its mailbox has messages (`Task::Mail`).
+    fn on_mail(&mut self, w: &mut WorkerCtx<Self>);
+    /// A timer it armed with [`WorkerCtx::arm`] is due; `tag` is its own.
+    fn on_timer(&mut self, tag: u8, at: Instant, w: &mut WorkerCtx<Self>);
+    /// The reactor shuts down: finish by `deadline`.
+    fn on_shutdown(&mut self, deadline: Instant, w: &mut WorkerCtx<Self>);
+    /// Forced end (the shutdown deadline passed).
+    fn abort(&mut self, w: &mut WorkerCtx<Self>);
+    /// Forced end after a panic escaped one of its calls.
+    fn abort_panicked(&mut self, msg: String, w: &mut WorkerCtx<Self>);
+    /// Whether the worker may drop it.
+    fn is_closed(&self) -> bool;
+    fn token(&self) -> Token;
+    /// How logs name it.
+    fn label(&self) -> String;
+}
+
+/// A listening socket, owned by the poller role once added
+/// (`PollerCmd::AddListener`). It keeps its own accept budget and back-off.
+pub(crate) trait Acceptor<S: Source>: Send {
+    /// Registers the socket (oneshot, readable) under `token`.
+    fn register(&self, poller: &crate::sys::Poller, token: Token) -> io::Result<()>;
+    /// Removes the socket from the poller (before the acceptor is dropped).
+    fn deregister(&self, poller: &crate::sys::Poller);
+    /// Accepts what is pending — a bounded number — handing each new
+    /// source to a worker through `cx`, and re-arms itself unless paused.
+    fn accept(&mut self, cx: &mut AcceptCx<'_, S>);
+    /// Paused (out of descriptors, consumer behind) until this moment: the
+    /// poller calls [`accept`](Self::accept) again then.
+    fn paused_until(&self) -> Option<Instant>;
+    /// Waiting for a connection slot: `accept` runs again when one frees.
+    fn waiting_for_slot(&self) -> bool;
+    /// The slot wait is over: forget it before `accept` runs.
+    fn slot_freed(&mut self);
+}
+
+/// What an [`Acceptor`] may use while accepting: the reactor (worker
+/// choice, ids, limits, the poller to re-arm with) and the batches the
+/// poller hands to the workers after the wait.
+pub(crate) struct AcceptCx<'a, S: Source> {
+    pub(crate) reactor: &'a ReactorShared<S>,
+    pub(crate) token: Token,
+    pub(super) batches: &'a mut [Vec<Task<S>>],
+}
+
+impl<S: Source> AcceptCx<'_, S> {
+    /// Queues a new source for worker `worker` (delivered with this wait's batch).
+    pub(crate) fn spawn(&mut self, worker: usize, new: Box<S::New>) {
+        self.batches[worker].push(Task::Spawn(new));
+    }
+}
