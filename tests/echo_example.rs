@@ -52,8 +52,14 @@ fn idle_timeout_closes_silent_connections_only() {
 }
 
 /// One streaming client: writes the pattern as fast as it can while reading
-/// the echo back at full speed; returns (bytes sent, bytes echoed, how the
-/// stream ended). `progress` counts the echoed bytes as they arrive.
+/// the echo back at full speed; returns (bytes sent, the first MiB echoed,
+/// how the stream ended). `progress` counts the echoed bytes as they arrive.
+///
+/// A reset can pass for EOF: when the writer's `send` consumes the socket
+/// error first, the reader's next `recv` sees only the closed socket and
+/// returns 0. So the writer's error counts too: after the reader's EOF the
+/// client shuts its socket down itself (`BrokenPipe` for the writer), and
+/// `ConnectionReset` there means the server reset the connection.
 fn stream(
     addr: std::net::SocketAddr,
     progress: Arc<AtomicU64>,
@@ -69,12 +75,12 @@ fn stream(
             for (k, b) in chunk.iter_mut().enumerate() {
                 *b = pattern_at(off + k as u64);
             }
-            if w.write_all(&chunk).is_err() {
-                break;
+            if let Err(e) = w.write_all(&chunk) {
+                return (off, Some(e));
             }
             off += chunk.len() as u64;
         }
-        off
+        (off, None)
     });
     let mut got: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 64 << 10];
@@ -94,7 +100,12 @@ fn stream(
     };
     stop.store(true, Ordering::Release);
     let _ = s.shutdown(std::net::Shutdown::Both);
-    (writer.join().unwrap(), got, end)
+    let (sent, write_error) = writer.join().unwrap();
+    let end = match (end, write_error) {
+        (Ok(()), Some(e)) if e.kind() == ErrorKind::ConnectionReset => Err(e),
+        (end, _) => end,
+    };
+    (sent, got, end)
 }
 
 #[test]

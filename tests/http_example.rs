@@ -280,12 +280,12 @@ fn sigterm_answers_what_was_read_then_fin_and_exit_zero() {
         let burst = b"GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n".repeat(64);
         let mut sent = 0u64;
         while !stop2.load(Ordering::Acquire) {
-            if w.write_all(&burst).is_err() {
-                break;
+            if let Err(e) = w.write_all(&burst) {
+                return (sent, Some(e));
             }
             sent += 64;
         }
-        sent
+        (sent, None)
     });
     // Let responses flow, then SIGTERM mid-stream.
     let mut got = Vec::new();
@@ -303,11 +303,16 @@ fn sigterm_answers_what_was_read_then_fin_and_exit_zero() {
     let rest = read_to_eof(&mut s);
     stop.store(true, Ordering::Release);
     let _ = s.shutdown(std::net::Shutdown::Both);
-    let sent = writer.join().unwrap();
+    let (sent, write_error) = writer.join().unwrap();
     let rest = match rest {
         Ok(r) => r,
         Err((_, e)) => panic!("the pipelining client saw {e} instead of EOF"),
     };
+    // A reset can pass for EOF when the writer's `send` takes the socket
+    // error first; after our own shutdown the writer sees `BrokenPipe`.
+    if let Some(e) = write_error.filter(|e| e.kind() == ErrorKind::ConnectionReset) {
+        panic!("the server reset the connection: {e}");
+    }
     got.extend_from_slice(&rest);
     // Whole responses only, every one complete, no more than were asked for.
     assert_eq!(
