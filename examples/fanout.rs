@@ -296,55 +296,51 @@ fn run_netactor(args: &Args, request: &Bytes, sum: &mut Summary) -> Result<(), S
         let Some(deadline) = deadline else { continue };
         let mut sel = Select::new();
         sel.recv(&events);
-        let mut index = Vec::new();
-        for (k, s) in slots.iter().enumerate() {
+        for s in &slots {
             if let Some((_, Wait::Reply(r), _)) = &s.pending {
                 sel.recv(r.receiver());
-                index.push(k);
             }
         }
-        if let Ok(ready) = sel.ready_deadline(deadline) {
-            drop(sel);
-            if ready == 0 {
-                while let Ok((id, ev)) = events.try_recv() {
-                    let Some(slot) = slots
-                        .iter_mut()
-                        .find(|s| matches!(s.pending, Some((_, Wait::Reason(w), _)) if w == id))
-                    else {
-                        continue;
-                    };
-                    let started = slot.pending.as_ref().expect("pending").2;
-                    match ev {
-                        Event::Error { error, fatal: true } => {
-                            slot.finish(sum, from_error(&error, started), false)
-                        }
-                        Event::Closed => slot.finish(sum, Outcome::Other("closed".into()), false),
-                        _ => continue,
-                    }
-                    done += 1;
+        // Which one woke us matters little: once awake, every reply and
+        // event that is ready is taken (one wake-up, many completions).
+        let _ = sel.ready_deadline(deadline);
+        drop(sel);
+        while let Ok((id, ev)) = events.try_recv() {
+            let Some(slot) = slots
+                .iter_mut()
+                .find(|s| matches!(s.pending, Some((_, Wait::Reason(w), _)) if w == id))
+            else {
+                continue;
+            };
+            let started = slot.pending.as_ref().expect("pending").2;
+            match ev {
+                Event::Error { error, fatal: true } => {
+                    slot.finish(sum, from_error(&error, started), false)
                 }
-            } else {
-                let slot = &mut slots[index[ready - 1]];
-                let result = match &slot.pending {
-                    Some((_, Wait::Reply(r), _)) => r.try_recv(),
-                    _ => None,
-                };
-                // Readiness can be spurious: only a value counts.
-                match result {
-                    None => {}
-                    Some(Err(Error::Closed)) => {
-                        let id = slot.conn.as_ref().expect("connection").id();
-                        slot.pending.as_mut().expect("pending").1 = Wait::Reason(id);
-                    }
-                    Some(result) => {
-                        let started = slot.pending.as_ref().expect("pending").2;
-                        let (outcome, keep) = match &result {
-                            Ok(resp) => (from_response(resp), resp.status == 200 && !resp.close),
-                            Err(e) => (from_error(e, started), false),
-                        };
-                        slot.finish(sum, outcome, keep);
-                        done += 1;
-                    }
+                Event::Closed => slot.finish(sum, Outcome::Other("closed".into()), false),
+                _ => continue,
+            }
+            done += 1;
+        }
+        for slot in &mut slots {
+            let result = match &slot.pending {
+                Some((_, Wait::Reply(r), _)) => r.try_recv(),
+                _ => None,
+            };
+            match result {
+                None => {}
+                Some(Err(Error::Closed)) => {
+                    let id = slot.conn.as_ref().expect("connection").id();
+                    slot.pending.as_mut().expect("pending").1 = Wait::Reason(id);
+                }
+                Some(result) => {
+                    let started = slot.pending.as_ref().expect("pending").2;
+                    let (outcome, keep) = match &result {
+                        Ok(resp) => (from_response(resp), resp.status == 200 && !resp.close),
+                        Err(e) => (from_error(e, started), false),
+                    };
+                    slot.finish(sum, outcome, keep);
+                    done += 1;
                 }
             }
         }

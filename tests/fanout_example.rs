@@ -165,3 +165,67 @@ fn a_server_that_never_answers_times_each_request_out() {
         }
     }
 }
+
+/// nginx (Debian's nginx-light, installed by .ci/run) on a free port,
+/// answering /plaintext itself; killed on drop.
+fn nginx(dir: &TempDir) -> (Proc, SocketAddr) {
+    for _ in 0..5 {
+        // A port that was free a moment ago (nginx cannot report port 0).
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let d = dir.path().display();
+        let conf = dir.write(
+            "nginx.conf",
+            &format!(
+                "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+                 events {{ worker_connections 256; }}\n\
+                 http {{ access_log off; client_body_temp_path {d};\n\
+                 server {{ listen 127.0.0.1:{port};\n\
+                 location /plaintext {{ default_type text/plain; return 200 \"Hello, World!\"; }} }} }}\n"
+            ),
+        );
+        // One process in the foreground (no master/worker pair), so that
+        // killing the child stops nginx entirely — an orphaned worker would
+        // hold the test's stdout open.
+        let mut p = Proc::spawn(Command::new("nginx").args([
+            "-c",
+            conf.to_str().unwrap(),
+            "-g",
+            "daemon off; master_process off;",
+        ]));
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let end = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < end {
+            if p.child.try_wait().unwrap().is_some() {
+                break; // the port was taken meanwhile: try another
+            }
+            if TcpStream::connect(addr).is_ok() {
+                return (p, addr);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    panic!("nginx did not start");
+}
+
+#[test]
+fn every_request_succeeds_against_nginx() {
+    if !have("nginx") {
+        // .ci/run installs it; CI must not skip.
+        assert!(std::env::var_os("CI").is_none(), "nginx missing in CI");
+        eprintln!("nginx not installed: skipped");
+        return;
+    }
+    let dir = TempDir::new("fanout-nginx");
+    let (_nginx, addr) = nginx(&dir);
+    for mode in MODES {
+        let mut args = vec!["--requests", "300", "--concurrency", "8"];
+        args.extend_from_slice(mode);
+        let run = fanout(addr, &args);
+        assert_eq!(run.code, Some(0), "{mode:?}: {:?}", run.lines);
+        assert_eq!(run.count("ok"), 300, "{mode:?}: {:?}", run.lines);
+    }
+}
