@@ -76,7 +76,8 @@ fn stream(
                 *b = pattern_at(off + k as u64);
             }
             if let Err(e) = w.write_all(&chunk) {
-                return (off, Some(e));
+                // Part of this chunk may have gone out (and come back).
+                return (off + chunk.len() as u64, Some(e));
             }
             off += chunk.len() as u64;
         }
