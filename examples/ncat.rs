@@ -193,10 +193,10 @@ fn main() {
                 "ncat: warning: the server closed TLS without close_notify (data may be truncated)"
             ),
             Event::Error { error, fatal: true } => match &error {
-                Error::Tls(m) if m.contains("certificate") => {
-                    fail(format!("TLS certificate verification failed: {m}"))
+                Error::Tls(e) if e.is_certificate() => {
+                    fail(format!("TLS certificate verification failed: {e}"))
                 }
-                Error::Tls(m) => fail(format!("TLS handshake failed: {m}")),
+                Error::Tls(e) => fail(format!("TLS handshake failed: {e}")),
                 other => fail(other),
             },
             // Closed without Eof first: reset or local failure.

@@ -78,8 +78,9 @@ pub enum Error {
     /// The stream ended while a read request still needed bytes (the
     /// reference's `EPIPE` at EOF), or no one handled the end of the stream.
     UnexpectedEof,
-    /// A TLS protocol error (`EPROTO`): handshake failure, bad certificate, garbage.
-    Tls(String),
+    /// A TLS failure (`EPROTO`): handshake failure, a certificate rejected
+    /// either way, garbage — with rustls's own error kept inside.
+    Tls(TlsError),
     /// The TLS peer closed the TCP connection without sending close_notify,
     /// so the data may have been truncated by an attacker.
     TlsTruncated,
@@ -96,6 +97,10 @@ pub enum Error {
     },
     /// The request is invalid (e.g. `starttls` while TLS is active).
     InvalidInput(String),
+    /// A configuration cannot be built: unreadable or malformed PEM, a key
+    /// that does not match its certificate, no TLS crypto provider (`EINVAL`).
+    /// Never a connection's failure: these come from the builders.
+    Config(String),
     /// Application code called from a worker panicked; only that connection failed.
     Panicked(String),
     /// Any other operating-system error.
@@ -120,7 +125,7 @@ impl Error {
             Error::TlsTruncated => K::UnexpectedEof,
             Error::Closed => K::NotConnected,
             Error::Unsent { .. } => K::WriteZero,
-            Error::InvalidInput(_) => K::InvalidInput,
+            Error::InvalidInput(_) | Error::Config(_) => K::InvalidInput,
             Error::Panicked(_) => K::Other,
             Error::Io(e) => e.kind(),
         }
@@ -140,20 +145,32 @@ impl Error {
             Error::Tls(_) | Error::TlsTruncated => libc::EPROTO,
             Error::Closed => libc::ENOTCONN,
             Error::Unsent { .. } => libc::EPIPE,
-            Error::InvalidInput(_) => libc::EINVAL,
+            Error::InvalidInput(_) | Error::Config(_) => libc::EINVAL,
             Error::Panicked(_) => libc::EIO,
             Error::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
         }
     }
 
-    /// Classifies an `io::Error` from a socket call.
+    /// Classifies an `io::Error` from a socket call. A kernel `ETIMEDOUT`
+    /// (keepalive probes unanswered, retransmissions given up) stays an I/O
+    /// error: [`Error::TimedOut`] is netactor's own timers only. (A connect
+    /// attempt the kernel timed out is reported as a connect timeout by the
+    /// connect path itself.)
+    ///
+    /// ```
+    /// use netactor::Error;
+    /// let e = Error::from_io(std::io::Error::from_raw_os_error(libc::ETIMEDOUT));
+    /// assert!(matches!(&e, Error::Io(_)));
+    /// assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+    /// let e = Error::from_io(std::io::Error::from_raw_os_error(libc::ECONNRESET));
+    /// assert!(matches!(e, Error::ConnectionReset));
+    /// ```
     pub fn from_io(e: io::Error) -> Error {
         match e.raw_os_error() {
             Some(libc::EPIPE) => return Error::BrokenPipe,
             Some(libc::ECONNRESET) => return Error::ConnectionReset,
             Some(libc::ECONNREFUSED) => return Error::ConnectionRefused,
             Some(libc::EHOSTUNREACH) | Some(libc::ENETUNREACH) => return Error::Unreachable,
-            Some(libc::ETIMEDOUT) => return Error::TimedOut(TimeoutKind::Connect),
             _ => {}
         }
         match e.kind() {
@@ -165,6 +182,15 @@ impl Error {
             io::ErrorKind::UnexpectedEof => Error::UnexpectedEof,
             _ => Error::Io(Arc::new(e)),
         }
+    }
+
+    /// [`from_io`](Self::from_io) for a connect attempt: the kernel giving
+    /// up (`ETIMEDOUT`) is a connect timeout there.
+    pub(crate) fn from_connect_io(e: io::Error) -> Error {
+        if e.raw_os_error() == Some(libc::ETIMEDOUT) {
+            return Error::TimedOut(TimeoutKind::Connect);
+        }
+        Error::from_io(e)
     }
 
     pub(crate) fn no_space(limit: Limit, max: usize) -> Error {
@@ -190,7 +216,7 @@ impl fmt::Display for Error {
             Error::UnexpectedEof => {
                 f.write_str("unexpected end of stream (a read request was still pending)")
             }
-            Error::Tls(why) => write!(f, "TLS protocol error: {why}"),
+            Error::Tls(e) => write!(f, "TLS error: {e}"),
             Error::TlsTruncated => f.write_str(
                 "TLS peer closed the connection without close_notify (possible truncation)",
             ),
@@ -199,6 +225,7 @@ impl fmt::Display for Error {
                 write!(f, "closed with {bytes} accepted bytes not sent")
             }
             Error::InvalidInput(why) => write!(f, "invalid request: {why}"),
+            Error::Config(why) => write!(f, "invalid configuration: {why}"),
             Error::Panicked(why) => write!(f, "application code panicked on a worker: {why}"),
             Error::Io(e) => write!(f, "I/O error: {e}"),
         }
@@ -209,6 +236,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io(e) => Some(&**e),
+            Error::Tls(e) => Some(e),
             _ => None,
         }
     }
@@ -234,7 +262,99 @@ impl From<Error> for io::Error {
 
 impl From<rustls::Error> for Error {
     fn from(e: rustls::Error) -> Self {
-        Error::Tls(e.to_string())
+        Error::Tls(TlsError::Rustls(e))
+    }
+}
+
+/// What went wrong in TLS, keeping what rustls reported.
+///
+/// ```
+/// use netactor::{Error, TlsError};
+/// use netactor::tls::rustls::{CertificateError, Error as RustlsError};
+/// let e = Error::from(RustlsError::InvalidCertificate(CertificateError::Expired));
+/// assert!(matches!(
+///     &e,
+///     Error::Tls(TlsError::Rustls(RustlsError::InvalidCertificate(CertificateError::Expired)))
+/// ));
+/// let Error::Tls(tls) = &e else { unreachable!() };
+/// assert!(tls.is_certificate());
+/// assert!(e.to_string().starts_with("TLS error: peer certificate verification failed"));
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// rustls refused the peer or the protocol. Match on the inner error
+    /// for the details: `InvalidCertificate(..)` (we rejected the peer's
+    /// certificate), `NoCertificatesPresented`, `AlertReceived(..)` (the
+    /// peer rejected us), `NoApplicationProtocol`, `InvalidMessage(..)`…
+    Rustls(rustls::Error),
+    /// The peer closed the connection in the middle of the handshake.
+    HandshakeEof,
+}
+
+impl TlsError {
+    /// A certificate was the problem, either way round: we rejected the
+    /// peer's (or it sent none when one was required), or the peer rejected
+    /// ours with a certificate alert.
+    pub fn is_certificate(&self) -> bool {
+        use rustls::{AlertDescription as A, Error as E};
+        matches!(
+            self,
+            TlsError::Rustls(
+                E::InvalidCertificate(_)
+                    | E::NoCertificatesPresented
+                    | E::AlertReceived(
+                        A::BadCertificate
+                            | A::UnsupportedCertificate
+                            | A::CertificateRevoked
+                            | A::CertificateExpired
+                            | A::CertificateUnknown
+                            | A::UnknownCA
+                            | A::CertificateRequired
+                    )
+            )
+        )
+    }
+
+    /// rustls's own error, if this came from rustls.
+    pub fn rustls(&self) -> Option<&rustls::Error> {
+        match self {
+            TlsError::Rustls(e) => Some(e),
+            TlsError::HandshakeEof => None,
+        }
+    }
+}
+
+impl fmt::Display for TlsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use rustls::Error as E;
+        match self {
+            TlsError::Rustls(E::InvalidCertificate(c)) => {
+                write!(f, "peer certificate verification failed: {c}")
+            }
+            TlsError::Rustls(E::NoCertificatesPresented) => {
+                f.write_str("certificate verification failed: the peer sent no certificate")
+            }
+            TlsError::Rustls(E::AlertReceived(a)) if self.is_certificate() => {
+                write!(
+                    f,
+                    "the peer rejected the certificate it was sent (alert {a:?})"
+                )
+            }
+            TlsError::Rustls(e) => write!(f, "{e}"),
+            TlsError::HandshakeEof => {
+                f.write_str("the peer closed the connection during the TLS handshake")
+            }
+        }
+    }
+}
+
+impl std::error::Error for TlsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TlsError::Rustls(e) => Some(e),
+            TlsError::HandshakeEof => None,
+        }
     }
 }
 

@@ -62,13 +62,15 @@ pub mod error;
 pub mod framing;
 pub mod net;
 pub mod reactor;
+mod sync;
+mod sys;
 pub mod tls;
 
 pub use conn::{
     event_channel, BlockingIo, ConnId, Connection, Ctx, Event, EventReceiver, EventSender, Handler,
     Options, Reply, Sink, Stats,
 };
-pub use error::{Error, Limit, Result, TimeoutKind};
+pub use error::{Error, Limit, Result, TimeoutKind, TlsError};
 pub use net::{ConnectOptions, ListenOptions, Listener, Target};
 pub use reactor::{Reactor, ReactorBuilder};
 

@@ -6,8 +6,9 @@
 mod tls_support;
 
 use netactor::framing::Raw;
+use netactor::tls::rustls::{AlertDescription, CertificateError, Error as RustlsError};
 use netactor::tls::{ClientBuilder, ClientConfig, ServerBuilder, ServerConfig, ServerName};
-use netactor::{ConnectOptions, Error, Event, ListenOptions};
+use netactor::{ConnectOptions, Error, Event, ListenOptions, TlsError};
 use std::sync::Arc;
 use tls_support::*;
 
@@ -83,13 +84,18 @@ fn server_got_data(o: &Outcome) -> bool {
     o.server.iter().any(|e| matches!(e, Event::Read(_)))
 }
 
-/// The handshake failed on the client with a certificate error mentioning
-/// `what`, and the server never saw application data.
-fn assert_rejected(o: &Outcome, what: &str) {
+/// The handshake failed on the client because it rejected the server's
+/// certificate for the reason `why` accepts, and the server never saw
+/// application data.
+fn assert_rejected(o: &Outcome, why: fn(&CertificateError) -> bool) {
     match fatal_error(&o.client) {
-        Some(Error::Tls(m)) => {
-            assert!(m.contains("certificate"), "unclear message: {m}");
-            assert!(m.contains(what), "expected {what:?} in {m:?}");
+        Some(Error::Tls(e @ TlsError::Rustls(RustlsError::InvalidCertificate(c)))) => {
+            assert!(why(c), "unexpected reason: {c:?}");
+            assert!(e.is_certificate());
+            assert!(
+                e.to_string().contains("certificate"),
+                "unclear message: {e}"
+            );
         }
         other => panic!(
             "expected a fatal Tls error, got {other:?} in {:?}",
@@ -138,7 +144,7 @@ fn wrong_host_name_is_rejected() {
         pki.client_config(),
         Some("example.com"),
     );
-    assert_rejected(&o, "not valid for name");
+    assert_rejected(&o, not_valid_for_name);
 }
 
 #[test]
@@ -150,7 +156,7 @@ fn unknown_ca_is_rejected() {
         other.client_config(),
         Some("localhost"),
     );
-    assert_rejected(&o, "UnknownIssuer");
+    assert_rejected(&o, |c| matches!(c, CertificateError::UnknownIssuer));
 }
 
 #[test]
@@ -161,7 +167,12 @@ fn expired_certificate_is_rejected() {
         pki.client_config(),
         Some("localhost"),
     );
-    assert_rejected(&o, "expired");
+    assert_rejected(&o, |c| {
+        matches!(
+            c,
+            CertificateError::Expired | CertificateError::ExpiredContext { .. }
+        )
+    });
 }
 
 #[test]
@@ -172,7 +183,7 @@ fn self_signed_certificate_is_rejected() {
         pki.client_config(),
         Some("localhost"),
     );
-    assert_rejected(&o, "UnknownIssuer");
+    assert_rejected(&o, |c| matches!(c, CertificateError::UnknownIssuer));
 }
 
 #[test]
@@ -182,7 +193,7 @@ fn platform_roots_do_not_trust_a_private_ca() {
         .build()
         .expect("platform trust store (rustls-native-certs) is empty on this machine");
     let o = attempt(pki.server().server_config(), platform, Some("localhost"));
-    assert_rejected(&o, "UnknownIssuer");
+    assert_rejected(&o, |c| matches!(c, CertificateError::UnknownIssuer));
 }
 
 #[test]
@@ -194,7 +205,7 @@ fn ip_address_target_is_checked_against_ip_sans() {
     // A certificate for the DNS name only does not cover the IP address.
     let dns_only = pki.server_for(&["localhost"]).server_config();
     let bad = attempt(dns_only, pki.client_config(), None);
-    assert_rejected(&bad, "not valid for name");
+    assert_rejected(&bad, not_valid_for_name);
 }
 
 #[test]
@@ -249,7 +260,7 @@ fn required_client_certificate() {
     );
     assert!(!server_got_data(&o));
     match fatal_error(&o.server) {
-        Some(Error::Tls(m)) => assert!(m.contains("no certificate"), "{m}"),
+        Some(Error::Tls(TlsError::Rustls(RustlsError::NoCertificatesPresented))) => {}
         other => panic!("{other:?}"),
     }
     // (The client may or may not see the rejection: in TLS 1.3 it has
@@ -263,7 +274,7 @@ fn required_client_certificate() {
         Some("localhost"),
     );
     assert!(!server_got_data(&o));
-    assert!(matches!(fatal_error(&o.server), Some(Error::Tls(m)) if m.contains("certificate")));
+    assert!(matches!(fatal_error(&o.server), Some(Error::Tls(e)) if e.is_certificate()));
 }
 
 #[test]
@@ -309,7 +320,12 @@ fn alpn_is_negotiated_or_the_handshake_fails() {
     assert!(server_got_data(&o));
     let o = attempt(server(), client(&["http/1.1"]), Some("localhost"));
     assert!(!server_got_data(&o));
-    assert!(matches!(fatal_error(&o.client), Some(Error::Tls(_))));
+    assert!(matches!(
+        fatal_error(&o.client),
+        Some(Error::Tls(TlsError::Rustls(RustlsError::AlertReceived(
+            AlertDescription::NoApplicationProtocol
+        ))))
+    ));
     // A client without ALPN still connects.
     let o = attempt(server(), client(&[]), Some("localhost"));
     assert!(server_got_data(&o));
@@ -318,8 +334,9 @@ fn alpn_is_negotiated_or_the_handshake_fails() {
 
 #[test]
 fn bad_pem_inputs_are_clear_errors() {
+    // Configuration errors, not TLS failures: no peer is involved.
     let e = ServerBuilder::from_pem(b"nonsense", b"nonsense").unwrap_err();
-    assert!(matches!(e, Error::Tls(m) if m.contains("certificate")));
+    assert!(matches!(e, Error::Config(m) if m.contains("certificate")));
     let c = self_signed();
     let other = self_signed();
     // Key does not match the certificate.
@@ -327,9 +344,18 @@ fn bad_pem_inputs_are_clear_errors() {
         .unwrap()
         .build()
         .unwrap_err();
-    assert!(matches!(e, Error::Tls(_)), "{e:?}");
+    assert!(matches!(e, Error::Config(_)), "{e:?}");
     let e = ClientBuilder::new().ca_pem(b"").unwrap_err();
-    assert!(matches!(e, Error::Tls(m) if m.contains("no certificate")));
+    assert!(matches!(e, Error::Config(m) if m.contains("no certificate")));
+    // An unreadable file is an I/O error (kind kept), naming the path.
     let e = netactor::tls::client_config_with_ca_file("/nonexistent/ca.pem").unwrap_err();
-    assert!(matches!(e, Error::Tls(m) if m.contains("/nonexistent/ca.pem")));
+    assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+    assert!(matches!(&e, Error::Io(io) if io.to_string().contains("/nonexistent/ca.pem")));
+}
+
+fn not_valid_for_name(c: &CertificateError) -> bool {
+    matches!(
+        c,
+        CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }
+    )
 }

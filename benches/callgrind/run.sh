@@ -22,7 +22,7 @@ OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 examples=()
 for s in ${SERVERS//,/ }; do examples+=(--example "$s"); done
-cargo build --release -q "${examples[@]}"
+cargo build --release -q --workspace "${examples[@]}"
 
 count() { # binary rounds -> total instructions
   local bin=$1 rounds=$2 log="$OUT/stdout" file="$OUT/cg.$(basename "$1").$2"

@@ -68,7 +68,8 @@ impl ListenOptions {
         self
     }
 
-    /// `SO_REUSEPORT` (default off).
+    /// `SO_REUSEPORT` (default off). Unix only: elsewhere `listen` fails
+    /// with `Unsupported` when it is on.
     pub fn reuse_port(mut self, on: bool) -> Self {
         self.reuse_port = on;
         self
@@ -163,6 +164,15 @@ impl std::os::fd::AsFd for ListenSock {
         match self {
             ListenSock::Tcp(l) => l.as_fd(),
             ListenSock::Unix(l, _) => l.as_fd(),
+        }
+    }
+}
+
+#[cfg(windows)]
+impl std::os::windows::io::AsSocket for ListenSock {
+    fn as_socket(&self) -> std::os::windows::io::BorrowedSocket<'_> {
+        match self {
+            ListenSock::Tcp(l) => l.as_socket(),
         }
     }
 }
@@ -330,14 +340,19 @@ impl Drop for Listener {
 }
 
 pub(crate) fn bind(addr: SocketAddr, lo: &ListenOptions) -> io::Result<TcpListener> {
-    let socket = socket2::Socket::new(
+    let socket = crate::sys::socket::stream_socket(
         socket2::Domain::for_address(addr),
-        socket2::Type::STREAM.nonblocking().cloexec(),
         Some(socket2::Protocol::TCP),
     )?;
     socket.set_reuse_address(lo.reuse_address)?;
     if lo.reuse_port {
+        #[cfg(unix)]
         socket.set_reuse_port(true)?;
+        #[cfg(not(unix))]
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "SO_REUSEPORT does not exist on this platform",
+        ));
     }
     if addr.is_ipv6() {
         let _ = socket.set_only_v6(false);

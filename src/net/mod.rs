@@ -7,7 +7,6 @@
 mod addr;
 pub(crate) mod listen;
 pub(crate) mod stream;
-pub(crate) mod sys;
 #[cfg(unix)]
 mod unix;
 
@@ -517,7 +516,7 @@ fn check_pollable(fd: &std::os::fd::OwnedFd) -> Result<()> {
 }
 
 /// Refuses a socket that is not a stream socket (`SO_TYPE`).
-fn check_stream_socket(stream: &impl std::os::fd::AsFd) -> Result<()> {
+fn check_stream_socket(stream: &impl crate::sys::AsSource) -> Result<()> {
     let ty = socket2::SockRef::from(stream).r#type()?;
     if ty != socket2::Type::STREAM {
         return Err(Error::InvalidInput(format!(

@@ -46,9 +46,9 @@ impl Stream {
     #[inline]
     pub(crate) fn recv(&self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
         match self {
-            Stream::Tcp(s) => super::sys::recv(s, buf),
+            Stream::Tcp(s) => crate::sys::socket::recv(s, buf),
             #[cfg(unix)]
-            Stream::Unix(s) => super::sys::recv(s, buf),
+            Stream::Unix(s) => crate::sys::socket::recv(s, buf),
             #[cfg(unix)]
             Stream::Pipe { read: Some(fd), .. } => {
                 let (init, _) = rustix::io::read(fd, buf)?;
@@ -64,9 +64,9 @@ impl Stream {
     #[inline]
     pub(crate) fn send(&self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            Stream::Tcp(s) => super::sys::send(s, buf),
+            Stream::Tcp(s) => crate::sys::socket::send(s, buf),
             #[cfg(unix)]
-            Stream::Unix(s) => super::sys::send(s, buf),
+            Stream::Unix(s) => crate::sys::socket::send(s, buf),
             #[cfg(unix)]
             Stream::Pipe { write, .. } => Ok(rustix::io::write(pipe_writer(write)?, buf)?),
         }
@@ -76,29 +76,36 @@ impl Stream {
     #[inline]
     pub(crate) fn send_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
-            Stream::Tcp(s) => super::sys::send_vectored(s, bufs),
+            Stream::Tcp(s) => crate::sys::socket::send_vectored(s, bufs),
             #[cfg(unix)]
-            Stream::Unix(s) => super::sys::send_vectored(s, bufs),
+            Stream::Unix(s) => crate::sys::socket::send_vectored(s, bufs),
             #[cfg(unix)]
             Stream::Pipe { write, .. } => Ok(rustix::io::writev(pipe_writer(write)?, bufs)?),
         }
     }
 
-    /// Registers every descriptor under `token` (see `register_conn`).
+    /// Registers every descriptor under `token` (edge-triggered, both
+    /// directions: `sys::Poller::add_stream`), after the per-OS socket setup.
     pub(crate) fn register(
         &self,
-        poller: &polling::Poller,
+        poller: &crate::sys::Poller,
         token: crate::reactor::Token,
     ) -> io::Result<()> {
-        use crate::reactor::poller::register_conn;
+        use crate::sys::socket::prepare_stream;
         match self {
-            Stream::Tcp(s) => register_conn(poller, s, token),
+            Stream::Tcp(s) => {
+                prepare_stream(s)?;
+                poller.add_stream(s, token.0)
+            }
             #[cfg(unix)]
-            Stream::Unix(s) => register_conn(poller, s, token),
+            Stream::Unix(s) => {
+                prepare_stream(s)?;
+                poller.add_stream(s, token.0)
+            }
             #[cfg(unix)]
             Stream::Pipe { read, write } => {
                 for fd in read.iter().chain(write.iter()) {
-                    register_conn(poller, fd, token)?;
+                    poller.add_stream(fd, token.0)?;
                 }
                 Ok(())
             }
@@ -106,7 +113,7 @@ impl Stream {
     }
 
     /// Removes every descriptor from the poller.
-    pub(crate) fn deregister(&self, poller: &polling::Poller) {
+    pub(crate) fn deregister(&self, poller: &crate::sys::Poller) {
         match self {
             Stream::Tcp(s) => drop(poller.delete(s)),
             #[cfg(unix)]
@@ -122,7 +129,9 @@ impl Stream {
 
     /// Half-close: FIN on a socket, closing the write end of a pipe (the
     /// reader — a child's stdin — sees end of file).
-    pub(crate) fn shutdown_write(&mut self, poller: &polling::Poller) -> io::Result<()> {
+    pub(crate) fn shutdown_write(&mut self, poller: &crate::sys::Poller) -> io::Result<()> {
+        #[cfg(not(unix))]
+        let _ = poller; // only pipes deregister here
         match self {
             Stream::Tcp(s) => s.shutdown(Shutdown::Write),
             #[cfg(unix)]

@@ -93,11 +93,7 @@ pub(crate) fn bind(path: &Path, backlog: i32) -> io::Result<(UnixListener, Optio
             l.set_nonblocking(true)?;
             return Ok(l);
         }
-        let s = socket2::Socket::new(
-            socket2::Domain::UNIX,
-            socket2::Type::STREAM.nonblocking().cloexec(),
-            None,
-        )?;
+        let s = crate::sys::socket::stream_socket(socket2::Domain::UNIX, None)?;
         s.bind(&socket2::SockAddr::unix(path)?)?;
         s.listen(backlog)?;
         Ok(s.into())

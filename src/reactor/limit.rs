@@ -53,11 +53,11 @@ pub(crate) struct Limits {
     pub(crate) reactor: ConnLimit,
     /// A slot was freed at a limit: the poller resumes paused listeners.
     pub(crate) freed: AtomicBool,
-    poller: Arc<polling::Poller>,
+    poller: Arc<crate::sys::Poller>,
 }
 
 impl Limits {
-    pub(crate) fn new(max: Option<usize>, poller: Arc<polling::Poller>) -> Self {
+    pub(crate) fn new(max: Option<usize>, poller: Arc<crate::sys::Poller>) -> Self {
         Limits {
             reactor: ConnLimit::new(max),
             freed: AtomicBool::new(false),

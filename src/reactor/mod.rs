@@ -13,7 +13,11 @@
 //! waking it. Either way an actor never runs on two threads at once and
 //! needs no lock of its own.
 
+#[allow(dead_code)] // wired in with the layered core
+mod admission;
 pub(crate) mod limit;
+#[allow(dead_code)] // wired in with the layered core
+mod park;
 pub(crate) mod poller;
 pub(crate) mod timers;
 pub(crate) mod worker;
@@ -31,16 +35,39 @@ use std::time::{Duration, Instant};
 
 /// Poller key of a registered socket: worker index, slot generation and slot.
 ///
-/// Layout (64-bit): bit 63 = listener; bits 56..63 = worker; 32..56 = generation; 0..32 = slot.
+/// Layout with 64-bit keys: bit 63 = listener; bits 56..63 = worker;
+/// 32..56 = generation; 0..32 = slot. With 32-bit keys (i686, armv7…): bit
+/// 31 = listener; 24..31 = worker; 20..24 = generation; 0..20 = slot: 2^20
+/// connections per worker, as many descriptors as Linux's default
+/// `fs.nr_open` lets a whole process have. The generation only tells a
+/// stale event from the slot's next occupant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Token(pub(crate) usize);
 
-const LISTENER_BIT: usize = 1 << 63;
-const GEN_MASK: usize = (1 << 24) - 1;
+#[cfg(target_pointer_width = "64")]
+mod layout {
+    pub(super) const LISTENER_BIT: usize = 1 << 63;
+    pub(super) const WORKER_SHIFT: u32 = 56;
+    pub(super) const GEN_SHIFT: u32 = 32;
+}
+#[cfg(not(target_pointer_width = "64"))]
+mod layout {
+    pub(super) const LISTENER_BIT: usize = 1 << 31;
+    pub(super) const WORKER_SHIFT: u32 = 24;
+    pub(super) const GEN_SHIFT: u32 = 20;
+}
+use layout::{GEN_SHIFT, LISTENER_BIT, WORKER_SHIFT};
+const WORKER_MASK: usize = 0x7f;
+const GEN_MASK: usize = (1 << (WORKER_SHIFT - GEN_SHIFT)) - 1;
+const SLOT_MASK: usize = (1 << GEN_SHIFT) - 1;
 
 impl Token {
     pub(crate) fn conn(worker: usize, gen: u32, slot: u32) -> Token {
-        Token(((worker & 0x7f) << 56) | (((gen as usize) & GEN_MASK) << 32) | slot as usize)
+        Token(
+            ((worker & WORKER_MASK) << WORKER_SHIFT)
+                | (((gen as usize) & GEN_MASK) << GEN_SHIFT)
+                | (slot as usize & SLOT_MASK),
+        )
     }
     pub(crate) fn listener(idx: usize) -> Token {
         Token(LISTENER_BIT | idx)
@@ -52,13 +79,13 @@ impl Token {
         self.0 & !LISTENER_BIT
     }
     pub(crate) fn worker(self) -> usize {
-        (self.0 >> 56) & 0x7f
+        (self.0 >> WORKER_SHIFT) & WORKER_MASK
     }
     pub(crate) fn gen(self) -> u32 {
-        ((self.0 >> 32) & GEN_MASK) as u32
+        ((self.0 >> GEN_SHIFT) & GEN_MASK) as u32
     }
     pub(crate) fn slot(self) -> usize {
-        self.0 & 0xffff_ffff
+        self.0 & SLOT_MASK
     }
 }
 
@@ -91,7 +118,7 @@ pub(crate) struct WorkerShared {
     /// This worker holds the poller role and may be blocked in `wait`.
     pub(crate) polling: AtomicBool,
     thread: OnceLock<Thread>,
-    poller: Arc<polling::Poller>,
+    poller: Arc<crate::sys::Poller>,
     pub(crate) stopped: AtomicBool,
     /// The worker's connections and turn context. Its own thread holds it
     /// while it runs; while that thread is parked, the holder of the poller
@@ -102,7 +129,7 @@ pub(crate) struct WorkerShared {
 }
 
 impl WorkerShared {
-    fn new(idx: usize, poller: Arc<polling::Poller>) -> Self {
+    fn new(idx: usize, poller: Arc<crate::sys::Poller>) -> Self {
         WorkerShared {
             idx,
             queue: Mutex::new(Vec::with_capacity(256)),
@@ -197,7 +224,7 @@ pub(crate) enum PollerCmd {
 
 /// State shared by every thread of one reactor.
 pub(crate) struct ReactorShared {
-    pub(crate) poller: Arc<polling::Poller>,
+    pub(crate) poller: Arc<crate::sys::Poller>,
     /// The poller role: whoever holds this lock may wait on `poller`.
     pub(crate) poll: Mutex<poller::PollState>,
     /// A dedicated poller thread holds the role; workers never take it.
@@ -366,7 +393,7 @@ impl ReactorBuilder {
     /// Starts the workers (and the dedicated poller thread, if asked for).
     pub fn build(self) -> io::Result<Reactor> {
         timers::epoch();
-        let poller = Arc::new(polling::Poller::new()?);
+        let poller = Arc::new(crate::sys::Poller::new()?);
         let workers: Vec<_> = (0..self.workers)
             .map(|i| Arc::new(WorkerShared::new(i, poller.clone())))
             .collect();

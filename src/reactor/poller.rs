@@ -15,7 +15,7 @@
 
 use super::{PollerCmd, ReactorShared, Task, Token};
 use crate::net::listen::{AcceptOutcome, ListenerShared};
-use rustix::event::epoll::EventFlags as EpollFlags;
+use crate::sys::Ready;
 use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
@@ -35,17 +35,10 @@ struct ListenerState {
     at_limit: bool,
 }
 
-/// `polling`'s reserved key: its notifier (and timer) are registered under it.
-const NOTIFY_KEY: u64 = usize::MAX as u64;
-/// Events taken per `epoll_wait`; more are delivered by the next one.
-const WAIT_BATCH: usize = 1024;
-
 /// Everything the holder of the poller role owns.
 pub(crate) struct PollState {
-    /// What one wait found: (key, readable, writable, peer hung up).
-    ready: Vec<(usize, bool, bool, bool)>,
-    /// For `polling`'s own `wait`, used only to consume a notification.
-    events: polling::Events,
+    /// What one wait found.
+    ready: Vec<Ready>,
     batches: Vec<Vec<Task>>,
     listeners: HashMap<usize, ListenerState>,
     accepting: bool,
@@ -59,10 +52,7 @@ pub(crate) struct PollState {
 impl PollState {
     pub(crate) fn new(workers: usize) -> Self {
         PollState {
-            ready: Vec::with_capacity(WAIT_BATCH),
-            events: polling::Events::with_capacity(
-                std::num::NonZeroUsize::new(1024).expect("non-zero"),
-            ),
+            ready: Vec::with_capacity(crate::sys::WAIT_BATCH),
             batches: (0..workers).map(|_| Vec::new()).collect(),
             listeners: HashMap::new(),
             accepting: true,
@@ -121,7 +111,8 @@ pub(crate) fn poll_once(
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-    let notified = match wait(shared, ps, timeout) {
+    ps.ready.clear();
+    let notified = match shared.poller.wait(&mut ps.ready, timeout) {
         Ok(notified) => notified,
         Err(e) => {
             if e.kind() != io::ErrorKind::Interrupted {
@@ -145,7 +136,13 @@ pub(crate) fn poll_once(
         maybe_paused,
         ..
     } = ps;
-    for &(key, readable, writable, hup) in ready.iter() {
+    for &Ready {
+        key,
+        readable,
+        writable,
+        hup,
+    } in ready.iter()
+    {
         let token = Token(key);
         if token.is_listener() {
             if let Some(l) = listeners.get_mut(&token.listener_idx()) {
@@ -197,73 +194,6 @@ pub(crate) fn poll_once(
     handed
 }
 
-/// Registers a connection's socket: edge-triggered, both directions, and
-/// `EPOLLRDHUP` — which `polling` cannot ask for — so the actor learns that
-/// a FIN came with the data and may skip the `recv` that would only say
-/// EAGAIN after a short read. Deregistration is `Poller::delete` (a plain
-/// `EPOLL_CTL_DEL`); closing the never-duplicated fd also removes it.
-pub(crate) fn register_conn(
-    poller: &polling::Poller,
-    sock: &impl std::os::fd::AsFd,
-    token: Token,
-) -> io::Result<()> {
-    rustix::event::epoll::add(
-        poller,
-        sock,
-        rustix::event::epoll::EventData::new_u64(token.0 as u64),
-        EpollFlags::IN | EpollFlags::OUT | EpollFlags::RDHUP | EpollFlags::ET,
-    )?;
-    Ok(())
-}
-
-/// One `epoll_wait` on the poller's epoll set (the common case: a single
-/// syscall). Only when `Poller::notify` fired — its eventfd shows up under
-/// the reserved key — is `polling`'s own `wait` called, with a zero timeout,
-/// to consume the notification and re-arm it (and pick up anything new).
-/// Returns whether the notifier fired.
-fn wait(shared: &ReactorShared, ps: &mut PollState, timeout: Option<Duration>) -> io::Result<bool> {
-    ps.ready.clear();
-    let ts = timeout.map(|d| rustix::event::Timespec {
-        tv_sec: d.as_secs().min(i64::MAX as u64) as _,
-        tv_nsec: d.subsec_nanos() as _,
-    });
-    // On the stack: rustix's event type is not `Send`, and the role moves
-    // between threads with `PollState`.
-    let mut raw = [std::mem::MaybeUninit::<rustix::event::epoll::Event>::uninit(); WAIT_BATCH];
-    let (got, _) = rustix::event::epoll::wait(&*shared.poller, &mut raw, ts.as_ref())?;
-    let mut notified = false;
-    for ev in got.iter() {
-        let key = ev.data.u64();
-        if key == NOTIFY_KEY {
-            notified = true;
-            continue;
-        }
-        let f = ev.flags;
-        let readable = f.intersects(
-            EpollFlags::IN
-                | EpollFlags::HUP
-                | EpollFlags::ERR
-                | EpollFlags::PRI
-                | EpollFlags::RDHUP,
-        );
-        let writable = f.intersects(EpollFlags::OUT | EpollFlags::HUP | EpollFlags::ERR);
-        let hup = f.intersects(EpollFlags::RDHUP | EpollFlags::HUP | EpollFlags::ERR);
-        ps.ready.push((key as usize, readable, writable, hup));
-    }
-    if notified {
-        ps.events.clear();
-        shared.poller.wait(&mut ps.events, Some(Duration::ZERO))?;
-        // `polling` does not say whether the peer hung up: assume it may
-        // have (the actor then reads until EAGAIN, which is always safe).
-        ps.ready.extend(
-            ps.events
-                .iter()
-                .map(|ev| (ev.key, ev.readable, ev.writable, true)),
-        );
-    }
-    Ok(notified)
-}
-
 fn run_commands(shared: &ReactorShared, ps: &mut PollState) {
     let cmds = std::mem::take(&mut *shared.cmds.lock());
     let poller = &shared.poller;
@@ -274,10 +204,7 @@ fn run_commands(shared: &ReactorShared, ps: &mut PollState) {
                     continue; // raced with shutdown: the listener is just dropped
                 }
                 let token = Token::listener(l.idx);
-                // SAFETY: the listener socket stays alive inside `l` until it
-                // is deleted from the poller (RemoveListener / StopAccepting /
-                // Shutdown all delete before dropping their ListenerState).
-                let r = unsafe { poller.add(&l.sock, polling::Event::readable(token.0)) };
+                let r = poller.add_listener(&l.sock, token.0);
                 if let Err(e) = r {
                     log::error!("cannot register listener {}: {e}", l.label);
                     continue;
@@ -323,9 +250,7 @@ fn accept_some(shared: &ReactorShared, l: &mut ListenerState, batches: &mut [Vec
                 l.backoff = BACKOFF_MIN;
             }
             AcceptOutcome::WouldBlock => {
-                let _ = shared
-                    .poller
-                    .modify(&l.shared.sock, polling::Event::readable(token.0));
+                let _ = shared.poller.rearm_listener(&l.shared.sock, token.0);
                 return;
             }
             AcceptOutcome::Pause(why) => {
@@ -357,7 +282,5 @@ fn accept_some(shared: &ReactorShared, l: &mut ListenerState, batches: &mut [Vec
         }
     }
     // Budget used up: re-arm; a still-pending backlog fires again at once.
-    let _ = shared
-        .poller
-        .modify(&l.shared.sock, polling::Event::readable(token.0));
+    let _ = shared.poller.rearm_listener(&l.shared.sock, token.0);
 }

@@ -30,7 +30,7 @@ const POOL_BUF_MAX: usize = 256 << 10;
 /// What an actor may use of its worker during a turn.
 pub(crate) struct WorkerCtx {
     pub(crate) now: Instant,
-    pub(crate) poller: Arc<polling::Poller>,
+    pub(crate) poller: Arc<crate::sys::Poller>,
     pub(crate) timers: TimerHeap,
     pub(crate) pool: Vec<BytesMut>,
     pub(crate) mail: VecDeque<Msg>,

@@ -12,42 +12,67 @@ use std::sync::Arc;
 
 /// The crypto provider netactor uses: the process default if the application
 /// installed one, else the one compiled in (aws-lc-rs by default, or ring).
-pub fn crypto_provider() -> Arc<CryptoProvider> {
+///
+/// Built without either feature (`--no-default-features`, e.g. for a target
+/// with no C compiler at hand for aws-lc), netactor does what rustls does:
+/// it uses the provider installed with
+/// [`CryptoProvider::install_default`], or one passed to
+/// [`ClientBuilder::provider`] / [`ServerBuilder::provider`]; with neither,
+/// building a TLS configuration fails with [`Error::Config`] naming
+/// the three ways out. Plaintext connections never need a provider.
+///
+/// ```
+/// let provider = netactor::tls::crypto_provider().expect("a provider is compiled in");
+/// assert!(!provider.cipher_suites.is_empty());
+/// ```
+pub fn crypto_provider() -> Result<Arc<CryptoProvider>> {
     if let Some(p) = CryptoProvider::get_default() {
-        return p.clone();
+        return Ok(p.clone());
     }
     #[cfg(feature = "aws-lc-rs")]
     {
-        Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+        Ok(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
     }
     #[cfg(all(not(feature = "aws-lc-rs"), feature = "ring"))]
     {
-        Arc::new(rustls::crypto::ring::default_provider())
+        Ok(Arc::new(rustls::crypto::ring::default_provider()))
     }
     #[cfg(not(any(feature = "aws-lc-rs", feature = "ring")))]
     {
-        compile_error!("netactor needs the `aws-lc-rs` or the `ring` feature for TLS");
+        Err(Error::Config(
+            "no TLS crypto provider: enable netactor's `aws-lc-rs` or `ring` feature, \
+             install a process default (rustls::crypto::CryptoProvider::install_default), \
+             or pass one to the builder's `provider`"
+                .into(),
+        ))
     }
 }
 
 fn read_file(p: &Path) -> Result<Vec<u8>> {
-    std::fs::read(p).map_err(|e| Error::Tls(format!("cannot read {}: {e}", p.display())))
+    std::fs::read(p).map_err(|e| {
+        // An I/O error, with the path (which `io::Error` itself lacks).
+        Error::Io(std::sync::Arc::new(std::io::Error::new(
+            e.kind(),
+            format!("cannot read {}: {e}", p.display()),
+        )))
+    })
 }
 
 /// Parses every `CERTIFICATE` block of a PEM document.
 pub fn certs_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
         .collect::<std::result::Result<_, _>>()
-        .map_err(|e| Error::Tls(format!("bad certificate PEM: {e}")))?;
+        .map_err(|e| Error::Config(format!("bad certificate PEM: {e}")))?;
     if certs.is_empty() {
-        return Err(Error::Tls("no certificate in the PEM data".into()));
+        return Err(Error::Config("no certificate in the PEM data".into()));
     }
     Ok(certs)
 }
 
 /// Parses the first private key (PKCS#8, PKCS#1 or SEC1) of a PEM document.
 pub fn key_from_pem(pem: &[u8]) -> Result<PrivateKeyDer<'static>> {
-    PrivateKeyDer::from_pem_slice(pem).map_err(|e| Error::Tls(format!("bad private key PEM: {e}")))
+    PrivateKeyDer::from_pem_slice(pem)
+        .map_err(|e| Error::Config(format!("bad private key PEM: {e}")))
 }
 
 fn roots_from_pem(pem: &[u8]) -> Result<RootCertStore> {
@@ -55,7 +80,7 @@ fn roots_from_pem(pem: &[u8]) -> Result<RootCertStore> {
     for cert in certs_from_pem(pem)? {
         roots
             .add(cert)
-            .map_err(|e| Error::Tls(format!("bad CA certificate: {e}")))?;
+            .map_err(|e| Error::Config(format!("bad CA certificate: {e}")))?;
     }
     Ok(roots)
 }
@@ -65,7 +90,7 @@ fn platform_roots() -> Result<RootCertStore> {
     let mut roots = RootCertStore::empty();
     let (added, _ignored) = roots.add_parsable_certificates(found.certs);
     if added == 0 {
-        return Err(Error::Tls(
+        return Err(Error::Config(
             "no trust roots: the platform certificate store is empty or unreadable".into(),
         ));
     }
@@ -176,10 +201,13 @@ impl ClientBuilder {
 
     /// The shareable configuration.
     pub fn build(self) -> Result<Arc<ClientConfig>> {
-        let provider = self.provider.unwrap_or_else(crypto_provider);
+        let provider = match self.provider {
+            Some(p) => p,
+            None => crypto_provider()?,
+        };
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(super::session::tls_error)?;
+            .map_err(config_error)?;
         let builder = match self.trust {
             Trust::Platform => builder.with_root_certificates(platform_roots()?),
             Trust::Roots(r) => builder.with_root_certificates(r),
@@ -191,7 +219,7 @@ impl ClientBuilder {
             None => builder.with_no_client_auth(),
             Some((chain, key)) => builder
                 .with_client_auth_cert(chain, key.clone_key())
-                .map_err(super::session::tls_error)?,
+                .map_err(config_error)?,
         };
         cfg.alpn_protocols = self.alpn;
         Ok(Arc::new(cfg))
@@ -292,10 +320,13 @@ impl ServerBuilder {
     /// The shareable configuration. Fails if the key does not match the
     /// certificate.
     pub fn build(self) -> Result<Arc<ServerConfig>> {
-        let provider = self.provider.unwrap_or_else(crypto_provider);
+        let provider = match self.provider {
+            Some(p) => p,
+            None => crypto_provider()?,
+        };
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(super::session::tls_error)?;
+            .map_err(config_error)?;
         let verifier = |roots: RootCertStore, optional: bool| {
             let b = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
@@ -307,7 +338,7 @@ impl ServerBuilder {
                 b
             };
             b.build()
-                .map_err(|e| Error::Tls(format!("client certificate verifier: {e}")))
+                .map_err(|e| Error::Config(format!("client certificate verifier: {e}")))
         };
         let builder = match self.client_auth {
             ClientAuth::None => builder.with_no_client_auth(),
@@ -316,7 +347,7 @@ impl ServerBuilder {
         };
         let mut cfg = builder
             .with_single_cert(self.chain, self.key)
-            .map_err(super::session::tls_error)?;
+            .map_err(config_error)?;
         cfg.alpn_protocols = self.alpn;
         Ok(Arc::new(cfg))
     }
@@ -411,4 +442,11 @@ impl rustls::client::danger::ServerCertVerifier for NoVerification {
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
     }
+}
+
+/// rustls refused to build a configuration (a key that does not match its
+/// certificate, a provider without the protocol versions): the caller's
+/// configuration is wrong, no peer is involved.
+fn config_error(e: rustls::Error) -> Error {
+    Error::Config(e.to_string())
 }

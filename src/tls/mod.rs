@@ -111,7 +111,9 @@
 //! The crypto provider is always passed explicitly ([`crypto_provider`]:
 //! the application's process default if it installed one, else the
 //! compiled-in aws-lc-rs or ring), so rustls never panics when both
-//! providers are in the dependency graph.
+//! providers are in the dependency graph. Built with neither feature,
+//! netactor takes the process default or a provider given to the builder,
+//! as rustls itself does.
 
 mod config;
 mod session;
@@ -121,6 +123,10 @@ pub use config::{
     crypto_provider, insecure_client_config_no_verification, key_from_pem, server_config_from_pem,
     server_config_from_pem_files, ClientBuilder, ServerBuilder,
 };
+/// The rustls this crate is built with, for matching on
+/// [`TlsError::Rustls`](crate::TlsError::Rustls) and building configurations
+/// by hand.
+pub use rustls;
 pub use rustls::pki_types::{CertificateDer, ServerName};
 pub use rustls::{CipherSuite, ClientConfig, ProtocolVersion, ServerConfig};
 

@@ -79,29 +79,10 @@ impl Write for NoSigPipe<'_> {
     }
 }
 
-/// Turns a rustls error into a clear [`Error::Tls`].
+/// A rustls error as netactor's [`Error::Tls`] (structured; its
+/// `Display` says which side rejected a certificate).
 pub(crate) fn tls_error(e: rustls::Error) -> Error {
-    use rustls::{AlertDescription as A, Error as E};
-    match e {
-        E::InvalidCertificate(c) => {
-            Error::Tls(format!("peer certificate verification failed: {c}"))
-        }
-        E::NoCertificatesPresented => {
-            Error::Tls("certificate verification failed: the peer sent no certificate".into())
-        }
-        E::AlertReceived(
-            a @ (A::BadCertificate
-            | A::UnsupportedCertificate
-            | A::CertificateRevoked
-            | A::CertificateExpired
-            | A::CertificateUnknown
-            | A::UnknownCA
-            | A::CertificateRequired),
-        ) => Error::Tls(format!(
-            "the peer rejected the certificate it was sent (alert {a:?})"
-        )),
-        other => Error::Tls(other.to_string()),
-    }
+    Error::Tls(crate::error::TlsError::Rustls(e))
 }
 
 /// One connection's TLS engine.
@@ -191,11 +172,15 @@ impl TlsSession {
             let mut part = &data[off..off + n];
             while !part.is_empty() {
                 match self.conn.read_tls(&mut part) {
+                    // rustls takes whole records and has room for one: it
+                    // refuses input only if it is broken or overrun.
                     Ok(0) => {
-                        return Err(Error::Tls("TLS engine refused input".into()));
+                        return Err(tls_error(rustls::Error::General(
+                            "TLS engine refused input".into(),
+                        )));
                     }
                     Ok(_) => {}
-                    Err(e) => return Err(Error::Tls(e.to_string())),
+                    Err(e) => return Err(tls_error(rustls::Error::General(e.to_string()))),
                 }
                 let state = self.conn.process_new_packets().map_err(tls_error)?;
                 self.drain_plaintext(rbuf);

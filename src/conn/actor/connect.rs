@@ -28,7 +28,7 @@ impl Core {
                     return;
                 }
                 Ok((stream, false)) => {
-                    let r = crate::reactor::poller::register_conn(&w.poller, &stream, self.token);
+                    let r = w.poller.add_stream(&stream, self.token.0);
                     match r {
                         Ok(()) => {
                             self.registered = true;
@@ -40,14 +40,14 @@ impl Core {
                         }
                         Err(e) => {
                             if let Some(c) = self.connect.as_mut() {
-                                c.last_err = Some(Error::from_io(e));
+                                c.last_err = Some(Error::from_connect_io(e));
                             }
                         }
                     }
                 }
                 Err(e) => {
                     if let Some(c) = self.connect.as_mut() {
-                        c.last_err = Some(Error::from_io(e));
+                        c.last_err = Some(Error::from_connect_io(e));
                     }
                 }
             }
@@ -60,7 +60,7 @@ impl Core {
         };
         match sock.take_error() {
             Ok(Some(e)) | Err(e) => {
-                self.connect_attempt_failed(Error::from_io(e), w);
+                self.connect_attempt_failed(Error::from_connect_io(e), w);
             }
             Ok(None) => {
                 if !self.writable {
@@ -77,7 +77,7 @@ impl Core {
                         self.connected(stream, peer, w);
                     }
                     Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
-                    Err(e) => self.connect_attempt_failed(Error::from_io(e), w),
+                    Err(e) => self.connect_attempt_failed(Error::from_connect_io(e), w),
                 }
             }
         }
@@ -113,9 +113,8 @@ impl Core {
 /// Creates a non-blocking socket for `addr` and starts connecting.
 /// Returns the stream and whether it is already connected.
 fn start_connect(addr: SocketAddr, prepare: Option<&PrepareFn>) -> io::Result<(TcpStream, bool)> {
-    let socket = socket2::Socket::new(
+    let socket = crate::sys::socket::stream_socket(
         socket2::Domain::for_address(addr),
-        socket2::Type::STREAM.nonblocking().cloexec(),
         Some(socket2::Protocol::TCP),
     )?;
     if let Some(p) = prepare {

@@ -319,9 +319,7 @@ impl Core {
             return Ok(());
         };
         if t.is_handshaking() {
-            return Err(Error::Tls(
-                "the peer closed the connection during the TLS handshake".into(),
-            ));
+            return Err(Error::Tls(crate::error::TlsError::HandshakeEof));
         }
         if !t.peer_closed {
             // No close_notify: the data may have been cut short by an attacker.

@@ -5,9 +5,9 @@
 //! are the decoders' own cost, comparable across changes:
 //!
 //! ```text
-//! cargo bench --bench decode                    # all but CBOR
-//! cargo bench --bench decode --features cbor    # with CBOR
-//! cargo bench --bench decode -- json            # a subset
+//! cargo bench -p netactor-compare --bench decode                    # all but CBOR
+//! cargo bench -p netactor-compare --bench decode --features cbor    # with CBOR
+//! cargo bench -p netactor-compare --bench decode -- json            # a subset
 //! ```
 
 use bytes::BytesMut;

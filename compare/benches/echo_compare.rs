@@ -1,9 +1,9 @@
 //! netactor's echo beside its competitors, in one run, with ratios.
 //!
 //! ```text
-//! cargo bench --bench echo_compare              # full: 3 rounds, ~10 min on 2 cores
-//! cargo bench --bench echo_compare -- --quick   # 1 round, short windows, ~2 min
-//! cargo bench --bench echo_compare -- --only many,bulk --servers netactor,tokio,mio
+//! cargo bench -p netactor-compare --bench echo_compare              # full: 3 rounds, ~10 min on 2 cores
+//! cargo bench -p netactor-compare --bench echo_compare -- --quick   # 1 round, short windows, ~2 min
+//! cargo bench -p netactor-compare --bench echo_compare -- --only many,bulk --servers netactor,tokio,mio
 //! ```
 //!
 //! The driver first builds the server examples (`cargo build --release
@@ -32,7 +32,7 @@ use std::process::{Command, ExitCode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: cargo bench --bench echo_compare -- [--quick] [--only SCENARIOS] \
+const USAGE: &str = "usage: cargo bench -p netactor-compare --bench echo_compare -- [--quick] [--only SCENARIOS] \
 [--servers SERVERS] [--rounds N] [--secs S] [--lg-threads N] [--idle-conns N] [--no-build]
   SCENARIOS: latency,many,bulk,tls,idle,scale (or one point: scale-10, scale-100, scale-1000, scale-10000)
   SERVERS: netactor,tokio,mio,thread,may";
@@ -181,7 +181,7 @@ fn parse_args() -> Result<Config, String> {
             },
         }
     }
-    let mut command = String::from("cargo bench --bench echo_compare");
+    let mut command = String::from("cargo bench -p netactor-compare --bench echo_compare");
     if !args.is_empty() {
         command.push_str(" -- ");
         command.push_str(&args.join(" "));
@@ -961,7 +961,7 @@ fn examples_dir() -> PathBuf {
         .ok()
         .and_then(|p| Some(p.parent()?.parent()?.join("examples")))
         .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/examples")
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/examples")
         })
 }
 
@@ -969,7 +969,9 @@ fn build_examples() -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["build", "--release"]);
+        // The servers are examples of two workspace members (netactor's echo,
+        // this package's peers): `--workspace` finds each where it lives.
+        .args(["build", "--release", "--workspace"]);
     for k in Kind::ALL {
         cmd.args(["--example", k.example()]);
     }
@@ -1021,8 +1023,15 @@ fn source_state() -> String {
     };
     match git(&["rev-parse", "--short", "HEAD"]) {
         Some(rev) => {
-            let dirty = git(&["status", "--porcelain", "--", "src", "examples"])
-                .is_some_and(|s| !s.is_empty());
+            let dirty = git(&[
+                "status",
+                "--porcelain",
+                "--",
+                "../src",
+                "../examples",
+                "examples",
+            ])
+            .is_some_and(|s| !s.is_empty());
             format!(
                 "git {rev}{}",
                 if dirty {

@@ -1,0 +1,106 @@
+//! The portable backend: `polling`'s public API (kqueue on macOS and the
+//! BSDs; epoll on Linux when the `portable-poller` feature forces it).
+//!
+//! Connections need edge-triggered readiness (an actor reads and writes
+//! until EAGAIN, then waits for the next edge). `polling` offers it where
+//! the OS does — epoll and kqueue; on the backends that lack it (IOCP on
+//! Windows, event ports on illumos) `Poller::new` fails with `Unsupported`
+//! rather than spinning on level-triggered writability: netactor builds
+//! there but does not run yet (README, "Platforms").
+
+use super::{AsSource, Ready};
+use polling::{Event, Events, PollMode};
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+pub(crate) struct Poller {
+    inner: polling::Poller,
+    /// `notify` was called since the last wait reported it. `polling` does
+    /// not say whether its notifier fired, and the reactor runs its command
+    /// queue only when it did.
+    notified: AtomicBool,
+    /// Reused by every wait; only the holder of the poller role waits.
+    events: parking_lot::Mutex<Events>,
+}
+
+impl Poller {
+    pub(crate) fn new() -> io::Result<Self> {
+        let inner = polling::Poller::new()?;
+        if !inner.supports_edge() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "netactor needs edge-triggered readiness, which this platform's \
+                 polling backend does not offer",
+            ));
+        }
+        Ok(Poller {
+            inner,
+            notified: AtomicBool::new(false),
+            events: parking_lot::Mutex::new(Events::with_capacity(
+                std::num::NonZeroUsize::new(super::WAIT_BATCH).expect("non-zero"),
+            )),
+        })
+    }
+
+    /// Registers a connection: edge-triggered, both directions.
+    pub(crate) fn add_stream(&self, src: &impl AsSource, key: usize) -> io::Result<()> {
+        // SAFETY: `polling` requires the source to be deleted before it is
+        // closed. A connection deletes its descriptors when it finishes
+        // (`Stream::deregister`); on the only backends `new` accepts (epoll
+        // and kqueue) closing a descriptor also removes it from the kernel
+        // set and `polling` keeps no state of its own per source, so a
+        // connection dropped by a panic leaves nothing dangling either.
+        unsafe {
+            self.inner
+                .add_with_mode(borrow(src), Event::all(key), PollMode::Edge)
+        }
+    }
+
+    /// Registers a listener: readable, reported once until re-armed.
+    pub(crate) fn add_listener(&self, src: &impl AsSource, key: usize) -> io::Result<()> {
+        // SAFETY: as above; a listener is also deleted explicitly
+        // (RemoveListener, StopAccepting, Shutdown) before it is dropped.
+        unsafe { self.inner.add(borrow(src), Event::readable(key)) }
+    }
+
+    pub(crate) fn rearm_listener(&self, src: &impl AsSource, key: usize) -> io::Result<()> {
+        self.inner.modify(src, Event::readable(key))
+    }
+
+    pub(crate) fn delete(&self, src: &impl AsSource) -> io::Result<()> {
+        self.inner.delete(src)
+    }
+
+    pub(crate) fn notify(&self) -> io::Result<()> {
+        self.notified.store(true, Ordering::SeqCst);
+        self.inner.notify()
+    }
+
+    pub(crate) fn wait(&self, out: &mut Vec<Ready>, timeout: Option<Duration>) -> io::Result<bool> {
+        let mut events = self.events.lock();
+        events.clear();
+        self.inner.wait(&mut events, timeout)?;
+        // `polling` does not say whether the peer hung up: assume it may
+        // have (the actor then reads until EAGAIN, which is always safe).
+        out.extend(events.iter().map(|ev| Ready {
+            key: ev.key,
+            readable: ev.readable,
+            writable: ev.writable,
+            hup: true,
+        }));
+        Ok(self.notified.swap(false, Ordering::SeqCst))
+    }
+}
+
+/// The raw descriptor `polling`'s (unsafe) registration takes.
+#[cfg(unix)]
+fn borrow(src: &impl AsSource) -> std::os::fd::RawFd {
+    use std::os::fd::AsRawFd;
+    src.as_fd().as_raw_fd()
+}
+#[cfg(windows)]
+fn borrow(src: &impl AsSource) -> std::os::windows::io::RawSocket {
+    use std::os::windows::io::AsRawSocket;
+    src.as_socket().as_raw_socket()
+}
