@@ -2,20 +2,31 @@
 //!
 //! ```text
 //! cargo run --release --example echo -- --listen 127.0.0.1:0 [--workers N] [--cert PEM --key PEM]
+//!     [--idle-timeout SECS]
 //! cargo run --release --example echo -- --listen unix:/tmp/echo.sock
 //! ```
 //!
 //! Prints `listening on IP:PORT` once ready, echoes every byte, answers a
-//! client's half-close by echoing what is pending and closing with FIN, and
-//! exits 0 on SIGINT/SIGTERM after a graceful shutdown. Memory stays bounded:
-//! when a client sends without reading, the server stops reading once its
-//! write queue passes a high-water mark and resumes when it drains.
+//! client's half-close by echoing what is pending and closing with FIN.
+//! Memory stays bounded: when a client sends without reading, the server
+//! stops reading once its write queue passes a high-water mark and resumes
+//! when it drains. `--idle-timeout SECS` closes a connection with no
+//! activity (nothing read, nothing written) for that long; off by default.
+//!
+//! SIGINT/SIGTERM: stop accepting, stop reading (what arrives from then on
+//! is dropped), echo what was already read, half-close, exit 0 — a client
+//! reads back an exact prefix of what it sent and then a clean EOF, never a
+//! reset (see `graceful/mod.rs`).
+
+#[path = "graceful/mod.rs"]
+mod graceful;
 
 use netactor::framing::Raw;
 use netactor::{Ctx, Event, Handler, ListenOptions, Options, Reactor};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Stop reading while more than this is queued for the client.
@@ -26,6 +37,7 @@ const LOW_WATER: usize = 256 << 10;
 struct Echo {
     /// A frame the write queue refused; sent before anything else is read.
     held: Option<bytes::Bytes>,
+    sessions: Arc<graceful::Sessions>,
 }
 
 impl Handler for Echo {
@@ -49,6 +61,10 @@ impl Handler for Echo {
                 // Half-close: echo what is pending, then FIN.
                 let _ = ctx.shutdown();
             }
+            // Idle for --idle-timeout, or stopped on SIGTERM and the client
+            // did not close within the grace period.
+            Event::Timeout(_) => ctx.close(),
+            Event::Closed => self.sessions.closed(ctx.id()),
             _ => {}
         }
     }
@@ -97,6 +113,7 @@ struct Args {
     key: Option<String>,
     dedicated_poller: bool,
     spin_us: u64,
+    idle: Option<Duration>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -106,6 +123,7 @@ fn parse_args() -> Result<Args, String> {
     let mut key = None;
     let mut dedicated_poller = false;
     let mut spin_us = 0;
+    let mut idle = None;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut val = |name: &str| it.next().ok_or(format!("{name} needs a value"));
@@ -134,11 +152,19 @@ fn parse_args() -> Result<Args, String> {
                     .parse()
                     .map_err(|e| format!("--spin-us: {e}"))?
             }
+            "--idle-timeout" => {
+                let secs: u64 = val("--idle-timeout")?
+                    .parse()
+                    .map_err(|e| format!("--idle-timeout: {e}"))?;
+                if secs == 0 {
+                    return Err("--idle-timeout must be > 0".into());
+                }
+                idle = Some(Duration::from_secs(secs));
+            }
             "-h" | "--help" => {
-                return Err(
-                    "usage: echo --listen IP:PORT|unix:PATH [--workers N] [--cert PEM --key PEM]"
-                        .into(),
-                )
+                return Err("usage: echo --listen IP:PORT|unix:PATH [--workers N] \
+                     [--cert PEM --key PEM] [--idle-timeout SECS]"
+                    .into())
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -153,6 +179,7 @@ fn parse_args() -> Result<Args, String> {
         key,
         dedicated_poller,
         spin_us,
+        idle,
     })
 }
 
@@ -178,7 +205,7 @@ fn main() -> ExitCode {
         }
     };
     let mut builder = Reactor::builder()
-        .shutdown_timeout(Duration::from_secs(5))
+        .shutdown_timeout(Duration::from_secs(2))
         .dedicated_poller(args.dedicated_poller)
         .spin(Duration::from_micros(args.spin_us));
     if let Some(n) = args.workers {
@@ -194,6 +221,7 @@ fn main() -> ExitCode {
     let opts = Options::new()
         .no_delay(true)
         .low_water_mark(Some(LOW_WATER))
+        .timeout(args.idle)
         .linger(Duration::from_secs(5));
     let mut lo = ListenOptions::new().options(opts);
     if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
@@ -205,9 +233,15 @@ fn main() -> ExitCode {
             }
         }
     }
-    let factory = |ctx: &mut netactor::Ctx<'_>| {
+    let sessions = Arc::new(graceful::Sessions::default());
+    let s2 = sessions.clone();
+    let factory = move |ctx: &mut netactor::Ctx<'_>| {
+        s2.opened(ctx);
         ctx.set_streaming(Some(Raw));
-        Echo { held: None }
+        Echo {
+            held: None,
+            sessions: s2.clone(),
+        }
     };
     let listening = match &args.listen {
         ListenAt::Tcp(addr) => reactor.listen_with(*addr, lo, factory),
@@ -229,6 +263,9 @@ fn main() -> ExitCode {
         log::info!("signal {sig}: shutting down");
     }
     drop(listener);
+    // Within the contract's 10 s: up to 6 s for connections to finish, then
+    // at most the reactor's 2 s shutdown timeout for any left.
+    sessions.stop_all(Duration::from_secs(6));
     reactor.shutdown();
     ExitCode::SUCCESS
 }

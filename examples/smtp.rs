@@ -10,7 +10,10 @@
 //! line ends as sent, no added header), with its envelope in
 //! `DIR/envelope/<id>.json`; both are written to `DIR/tmp/` first, fsynced,
 //! renamed, and the folders fsynced, all before the final `250`. An
-//! incomplete transaction leaves nothing behind.
+//! incomplete transaction leaves nothing behind: a session that ends early
+//! removes its temporary file, and files left in `DIR/tmp/` by a server
+//! that was killed mid-transaction (`kill -9`, a crash, power loss) are
+//! removed when the server starts — so one server per maildir.
 //!
 //! Design: handler mode — each connection's session runs on its worker,
 //! fed by one streaming decoder ([`SmtpCodec`]) that yields command lines
@@ -20,9 +23,14 @@
 //! same handler call: the actor hands every byte already buffered to TLS, so
 //! commands pipelined behind STARTTLS are never executed (CVE-2011-0411).
 //!
-//! SIGTERM/SIGINT: stop accepting at once; idle sessions get `421` and are
-//! closed, a DATA under way finishes (stored, `250`, then `421`); exit 0
-//! within 10 s.
+//! SIGTERM/SIGINT: stop accepting at once; idle sessions get `421`, a DATA
+//! under way finishes first (stored, `250`, then `421`); after the `421` the
+//! server stops reading (what the client still sends is dropped) and
+//! half-closes, so the client reads every reply and then a clean EOF, not
+//! a reset (see `graceful/mod.rs`); exit 0 within 10 s.
+
+#[path = "graceful/mod.rs"]
+mod graceful;
 
 use bytes::{Buf, Bytes, BytesMut};
 use netactor::framing::{DecodeError, Decoder, Frame};
@@ -197,6 +205,20 @@ impl Store {
         for sub in ["tmp", "new", "cur", "envelope"] {
             fs::create_dir_all(dir.join(sub))?;
         }
+        // Temporaries of transactions that never finished: a server killed
+        // mid-DATA had no chance to remove them.
+        let mut stale = 0;
+        for entry in fs::read_dir(dir.join("tmp"))? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                fs::remove_file(entry.path())?;
+                stale += 1;
+            }
+        }
+        if stale > 0 {
+            fsync_dir(&dir.join("tmp"))?;
+            eprintln!("smtp: removed {stale} unfinished message(s) from tmp/");
+        }
         Ok(Store {
             dir,
             seq: AtomicU64::new(0),
@@ -314,6 +336,8 @@ struct Session {
     mail_from: Option<String>,
     rcpts: Vec<String>,
     data: Option<Incoming>,
+    /// Shutting down: the last reply is sent, the session half-closed.
+    stopped: bool,
 }
 
 enum Verb<'a> {
@@ -383,8 +407,19 @@ impl Session {
         // Drop an unfinished transaction (and its temp file) before the
         // client can see the reply.
         self.reset_transaction();
+        if self.stopped {
+            return ctx.close();
+        }
         self.reply(ctx, text);
-        ctx.close();
+        if self.sh.draining.load(Ordering::Acquire) {
+            // Shutting down: half-close after the reply and drop what the
+            // client still sends (a close with unread input would be a
+            // reset); closed at the client's FIN or after the grace period.
+            self.stopped = true;
+            graceful::stop(ctx);
+        } else {
+            ctx.close();
+        }
     }
 
     fn command(&mut self, ctx: &mut Ctx<'_>, raw: &[u8]) {
@@ -577,13 +612,19 @@ impl Handler for Session {
             Event::Timeout(TimeoutKind::Read) => {
                 self.close_with(ctx, "421 4.4.2 Idle timeout, closing connection")
             }
-            // Shutdown uses the write-inactivity timer as a wake-up (see main).
-            Event::Timeout(TimeoutKind::Write) => {
-                ctx.set_timeout(TimeoutKind::Write, None);
-                if self.sh.draining.load(Ordering::Acquire) && self.data.is_none() {
+            // Shutdown uses the activity timer as a wake-up (see main). It
+            // may arrive after the session already stopped by itself (a
+            // command read after the flag went up): nothing more to do then.
+            Event::Timeout(TimeoutKind::Activity) => {
+                ctx.set_timeout(TimeoutKind::Activity, None);
+                let draining = self.sh.draining.load(Ordering::Acquire);
+                if draining && self.data.is_none() && !self.stopped {
                     self.close_with(ctx, "421 4.3.2 Service shutting down");
                 }
             }
+            // A stopped session whose client did not close within the grace
+            // period (graceful::stop's write-inactivity timer).
+            Event::Timeout(_) if self.stopped => ctx.close(),
             Event::Eof => {
                 // Mid-DATA (or anywhere): the transaction is abandoned.
                 self.reset_transaction();
@@ -710,6 +751,10 @@ fn main() -> ExitCode {
     });
     let opts = Options::new()
         .no_delay(true)
+        // A client that pipelines commands without reading the replies is
+        // held back by TCP flow control instead of filling the write queue
+        // (where replies past wbuf_max would be lost).
+        .pause_reading_above(Some(1 << 20))
         .rtimeout(Some(args.idle))
         .linger(Duration::from_secs(5));
     let sh2 = sh.clone();
@@ -728,6 +773,7 @@ fn main() -> ExitCode {
                 mail_from: None,
                 rcpts: Vec::new(),
                 data: None,
+                stopped: false,
             }
         },
     ) {
@@ -743,14 +789,14 @@ fn main() -> ExitCode {
         log::info!("signal {sig}: shutting down");
     }
     // Stop accepting at once, then ask every session to wind down: the
-    // write-inactivity timer, set to fire immediately, wakes each handler
+    // activity timer (unused otherwise), set to fire immediately, wakes each handler
     // on its own worker; idle ones answer 421 and close, a DATA under way
     // finishes first.
     drop(listener);
     sh.draining.store(true, Ordering::Release);
     let open: Vec<Connection> = sh.sessions.lock().values().cloned().collect();
     for c in &open {
-        let _ = c.set_timeout(TimeoutKind::Write, Some(Duration::from_nanos(1)));
+        let _ = c.set_timeout(TimeoutKind::Activity, Some(Duration::from_nanos(1)));
     }
     drop(open);
     let deadline = Instant::now() + Duration::from_secs(7);

@@ -31,18 +31,7 @@ impl Server {
         let k = files.write("key.pem", &cert.key_pem);
         files.write("ca.pem", &pki.ca_pem);
         let maildir = TempDir::new("smtp-mail");
-        let mut args = vec![
-            "--listen",
-            "127.0.0.1:0",
-            "--cert",
-            c.to_str().unwrap(),
-            "--key",
-            k.to_str().unwrap(),
-            "--maildir",
-            maildir.path().to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        let (proc, addr) = start_server(&example_bin("smtp"), &args);
+        let (proc, addr) = Self::spawn(&c, &k, maildir.path(), extra);
         Server {
             proc,
             addr,
@@ -50,6 +39,36 @@ impl Server {
             files,
             pki,
         }
+    }
+
+    fn spawn(cert: &Path, key: &Path, maildir: &Path, extra: &[&str]) -> (Proc, SocketAddr) {
+        let mut args = vec![
+            "--listen",
+            "127.0.0.1:0",
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--maildir",
+            maildir.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        start_server(&example_bin("smtp"), &args)
+    }
+
+    /// `kill -9`, then a new server on the same maildir (and a new port).
+    fn kill9_and_restart(&mut self) {
+        self.proc.signal(libc::SIGKILL);
+        self.proc
+            .wait_timeout(Duration::from_secs(10))
+            .expect("no exit after SIGKILL");
+        let (c, k) = (
+            self.files.path().join("cert.pem"),
+            self.files.path().join("key.pem"),
+        );
+        let (proc, addr) = Self::spawn(&c, &k, self.maildir.path(), &[]);
+        self.proc = proc;
+        self.addr = addr;
     }
 
     fn ca(&self) -> PathBuf {
@@ -589,4 +608,140 @@ print("sent")
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&env[0]).unwrap()).unwrap();
     assert_eq!(v["rcpt_to"].as_array().unwrap().len(), 2);
     assert_eq!(v["tls"], true);
+}
+
+#[test]
+fn kill_9_mid_data_leaves_no_temporaries_after_restart() {
+    let mut srv = Server::start(&[]);
+    let tmp = srv.maildir.path().join("tmp");
+    // Two sessions killed mid-DATA: one with a body under way, one with
+    // nothing sent after the 354 (an empty temporary).
+    let mut a = srv.client();
+    a.expect("EHLO x", "250");
+    a.expect("MAIL FROM:<a@b>", "250");
+    a.expect("RCPT TO:<c@d>", "250");
+    a.expect("DATA", "354");
+    a.send(&vec![b'z'; 300_000]);
+    let mut b = srv.client();
+    b.expect("EHLO x", "250");
+    b.expect("MAIL FROM:<a@b>", "250");
+    b.expect("RCPT TO:<c@d>", "250");
+    b.expect("DATA", "354");
+    // The server has the temporaries open (the 354 came after the create).
+    assert_eq!(files_under(&tmp).len(), 2, "{:?}", files_under(&tmp));
+    srv.kill9_and_restart();
+    drop((a, b));
+    assert!(
+        files_under(&tmp).is_empty(),
+        "left behind: {:?}",
+        files_under(&tmp)
+    );
+    // And the restarted server delivers.
+    let mut c = srv.client();
+    c.expect("EHLO x", "250");
+    assert!(send_mail(&mut c, b"after restart\r\n").starts_with("250 "));
+    assert_eq!(srv.messages(), vec![b"after restart\r\n".to_vec()]);
+    assert!(files_under(&tmp).is_empty(), "{:?}", files_under(&tmp));
+}
+
+#[test]
+fn a_stalled_starttls_handshake_is_closed_at_the_idle_timeout() {
+    // The idle timeout of 1 s must close the connection, with or without
+    // part of a ClientHello — not the 10 s TLS handshake timeout, and not
+    // the 5 s linger on top of the idle timeout (the fault found by fault
+    // injection: closed at idle + 5 s), hence the bound of 4 s.
+    let srv = Server::start(&["--idle-timeout", "1"]);
+    // A whole ClientHello too: the server answers with its flight and then
+    // waits for the client's.
+    let mut tls = rustls::ClientConnection::new(
+        srv.pki.client_config(),
+        ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    let mut hello = Vec::new();
+    tls.write_tls(&mut hello).unwrap();
+    for sent in [&b""[..], b"\x16\x03\x01\x02\x00\x01", &hello] {
+        let mut c = srv.client();
+        c.expect("EHLO x", "250");
+        c.expect("STARTTLS", "220");
+        c.send(sent);
+        let start = Instant::now();
+        // Whatever the server's TLS engine sends, then EOF (or a reset).
+        let mut b = [0u8; 4096];
+        while matches!(c.s.read(&mut b), Ok(n) if n > 0) {}
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+            "{} bytes sent: closed after {took:?} (idle timeout 1 s, linger 5 s, \
+             handshake timeout 10 s)",
+            sent.len()
+        );
+    }
+}
+
+#[test]
+fn sigterm_gives_a_pipelining_client_every_reply_then_eof() {
+    let mut srv = Server::start(&[]);
+    let s = TcpStream::connect(srv.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    // NOOPs pipelined without pause, as fast as the server takes them.
+    let writer = std::thread::spawn(move || {
+        let burst = b"NOOP\r\n".repeat(512);
+        let mut sent = 0usize;
+        while !stop2.load(std::sync::atomic::Ordering::Acquire) {
+            if let Err(e) = w.write_all(&burst) {
+                // Part of this burst may have gone out (and been answered).
+                return (sent + 512, Some(e));
+            }
+            sent += 512;
+        }
+        (sent, None)
+    });
+    let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    let mut ok = 0usize;
+    let mut saw_421 = false;
+    let end = loop {
+        line.clear();
+        match std::io::BufRead::read_line(&mut r, &mut line) {
+            Ok(0) => break Ok(()),
+            Ok(_) => {
+                if line.starts_with("250 ") && line.ends_with("\r\n") && !saw_421 {
+                    ok += 1;
+                    if ok == 20_000 {
+                        // Stop reading for a while first: replies pile up on
+                        // the server and NOOPs in the kernel buffers.
+                        std::thread::sleep(Duration::from_millis(500));
+                        srv.proc.signal(libc::SIGTERM);
+                    }
+                } else if line.starts_with("421 ") && !saw_421 && line.ends_with("\r\n") {
+                    saw_421 = true;
+                } else if !line.starts_with("220 ") {
+                    panic!("unexpected line {line:?} after {ok} replies");
+                }
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let _ = s.shutdown(std::net::Shutdown::Both);
+    let (sent, write_error) = writer.join().unwrap();
+    if let Err(e) = end {
+        panic!("the client saw {e} after {ok} replies instead of EOF");
+    }
+    // A reset can pass for EOF when the writer's `send` takes the socket
+    // error first; after our own shutdown the writer sees `BrokenPipe`.
+    if let Some(e) = write_error.filter(|e| e.kind() == std::io::ErrorKind::ConnectionReset) {
+        panic!("the server reset the connection: {e}");
+    }
+    assert!(ok >= 20_000 && ok <= sent, "{ok} replies to {sent} NOOPs");
+    assert!(saw_421, "no 421 before the EOF");
+    let st = srv
+        .proc
+        .wait_timeout(Duration::from_secs(10))
+        .expect("no exit within 10 s of SIGTERM");
+    assert!(st.success(), "{st:?}");
 }
