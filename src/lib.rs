@@ -54,6 +54,22 @@
 //! assert_eq!(&line.line[..], b"hello");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! ## Cargo features
+//!
+//! | Feature | Default | What it adds |
+//! |---|---|---|
+//! | `aws-lc-rs` | on | rustls's aws-lc-rs crypto provider (with post-quantum key exchange preferred) |
+//! | `ring` | off | rustls's ring crypto provider; with neither, TLS configurations take the process default or one passed to the builder |
+//! | `json` | on | the `json` read and write types, `framing::Json` and `framing::JsonOut` (and `Frame::Json`), with serde and serde_json |
+//! | `regex` | on | the `regex` read type `framing::Regex` and regex line terminators (`Line::with_eol_regex`), with the regex crates |
+//! | `cbor` | off | the `cbor` read and write types (`framing::Cbor`, `CborAs`, `CborOut`), with minicbor |
+//! | `portable-poller` | off | readiness through the `polling` crate's public API on Linux too, instead of netactor's own epoll set |
+//!
+//! Everything else — the reactor, connections, TLS, and the chunk, line,
+//! netstring, length-prefixed and TLS-detection framing — is always built;
+//! `default-features = false` leaves out serde, serde_json and the regex
+//! crates.
 
 #![warn(missing_docs)]
 

@@ -6,19 +6,24 @@
 //! a streaming decoder whose frames take no bytes.
 //!
 //! Run: `cargo test --release --test framing_socket` (add `--features cbor`
-//! for the CBOR cases).
+//! for the CBOR cases; the JSON and regex cases need the default features
+//! `json` and `regex`).
 
 mod common;
 
 use bytes::Bytes;
 use common::*;
+#[cfg(feature = "regex")]
+use netactor::framing::Regex;
 use netactor::framing::{
-    Chunk, Decoder, Frame, Json, JsonOut, LengthPrefixed, LengthPrefixedOut, Line, Netstring,
-    NetstringOut, Prefix, Regex,
+    Chunk, Decoder, Frame, LengthPrefixed, LengthPrefixedOut, Line, Netstring, NetstringOut, Prefix,
 };
+#[cfg(feature = "json")]
+use netactor::framing::{Json, JsonOut};
 use netactor::{Error, Event, Options, Reactor};
+#[cfg(feature = "json")]
 use serde_json::json;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::sync::OnceLock;
 
 fn shared_reactor() -> &'static Reactor {
@@ -35,6 +40,7 @@ fn show(f: Frame) -> String {
     match f {
         Frame::Bytes(b) => hex(&b),
         Frame::Line(l) => format!("{}/{}", hex(&l.line), hex(&l.eol)),
+        #[cfg(feature = "json")]
         Frame::Json(v) => v.to_string(),
         #[cfg(feature = "cbor")]
         Frame::Cbor(c) => hex(c.as_bytes()),
@@ -105,10 +111,12 @@ where
     );
 }
 
+#[cfg(any(feature = "json", feature = "regex"))]
 fn strs(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
+#[cfg(feature = "regex")]
 #[test]
 fn line_with_regex_eol() {
     both(
@@ -118,6 +126,7 @@ fn line_with_regex_eol() {
     );
 }
 
+#[cfg(feature = "regex")]
 #[test]
 fn regex() {
     let dec = Regex::new(r"\r\n\r\n")
@@ -160,6 +169,7 @@ fn length_prefixed() {
     );
 }
 
+#[cfg(feature = "json")]
 #[test]
 fn json() {
     both(
@@ -211,6 +221,7 @@ fn write_types_through_send() {
     p.conn
         .send(LengthPrefixedOut::new(Prefix::Ber, vec![b'x'; 200]))
         .unwrap();
+    #[cfg(feature = "json")]
     p.conn
         .send(JsonOut::new(&json!({"k": [1, "v"]})).newline())
         .unwrap();
@@ -222,6 +233,7 @@ fn write_types_through_send() {
     assert!(matches!(e, Error::InvalidInput(_)));
     let mut expected = b"5:hello,\x00\x02hi\x81\x48".to_vec();
     expected.extend(vec![b'x'; 200]);
+    #[cfg(feature = "json")]
     expected.extend_from_slice(b"{\"k\":[1,\"v\"]}\n");
     assert_eq!(peer_read(&mut p, expected.len()), expected);
     // Nothing else was queued: the next bytes are the marker.
@@ -241,18 +253,21 @@ fn cbor_write_type_through_send() {
 #[test]
 fn non_fatal_errors_leave_the_connection_usable() {
     // Queued read: the reply carries the error, the next read works.
-    let mut p = pair(shared_reactor(), Options::new());
-    let bad = p
-        .conn
-        .push_read(Regex::new(r"\n").unwrap().reject("x").unwrap())
-        .unwrap();
-    p.send(b"axb\nnext\n");
-    assert!(matches!(
-        bad.recv_timeout(WAIT),
-        Some(Err(Error::BadMessage(_)))
-    ));
-    let good = p.conn.push_read(Line::new()).unwrap();
-    assert_eq!(&good.recv_timeout(WAIT).unwrap().unwrap().line[..], b"b");
+    #[cfg(feature = "regex")]
+    {
+        let mut p = pair(shared_reactor(), Options::new());
+        let bad = p
+            .conn
+            .push_read(Regex::new(r"\n").unwrap().reject("x").unwrap())
+            .unwrap();
+        p.send(b"axb\nnext\n");
+        assert!(matches!(
+            bad.recv_timeout(WAIT),
+            Some(Err(Error::BadMessage(_)))
+        ));
+        let good = p.conn.push_read(Line::new()).unwrap();
+        assert_eq!(&good.recv_timeout(WAIT).unwrap().unwrap().line[..], b"b");
+    }
     // Streaming: an error event, then the frames after it.
     let mut p = pair(shared_reactor(), Options::new());
     p.conn.set_streaming(Some(Netstring::new())).unwrap();
@@ -269,19 +284,22 @@ fn non_fatal_errors_leave_the_connection_usable() {
         other => panic!("{other:?}"),
     }
     // Malformed JSON mid-stream: skipped, the stream goes on.
-    let mut p = pair(shared_reactor(), Options::new());
-    p.conn.set_streaming(Some(Json::new())).unwrap();
-    p.send(b"{\"a\":x} [1]\n");
-    let mut got = Vec::new();
-    while got.last().map(String::as_str) != Some("[1]") {
-        match p.next_event() {
-            Event::Read(f) => got.push(show(f)),
-            Event::Error { fatal: false, .. } => got.push("error".into()),
-            other => panic!("{other:?}"),
+    #[cfg(feature = "json")]
+    {
+        let mut p = pair(shared_reactor(), Options::new());
+        p.conn.set_streaming(Some(Json::new())).unwrap();
+        p.send(b"{\"a\":x} [1]\n");
+        let mut got = Vec::new();
+        while got.last().map(String::as_str) != Some("[1]") {
+            match p.next_event() {
+                Event::Read(f) => got.push(show(f)),
+                Event::Error { fatal: false, .. } => got.push("error".into()),
+                other => panic!("{other:?}"),
+            }
         }
+        // `{"a":x` and then the lone `}` are skipped as malformed.
+        assert_eq!(got, ["error", "error", "[1]"]);
     }
-    // `{"a":x` and then the lone `}` are skipped as malformed.
-    assert_eq!(got, ["error", "error", "[1]"]);
 }
 
 #[test]
@@ -317,11 +335,13 @@ fn streaming_decoder_forgets_its_scan_when_a_queued_read_takes_bytes() {
     // The streaming decoder scans "abcdef" (no terminator); a queued read
     // then takes 8 bytes, leaving a buffer longer than the old scan offset
     // whose terminator sits before that offset: a stale scan would miss it.
-    for (dec, term) in [
+    let cases = [
         (Line::new(), b'\n'),
         (Line::with_eol(";"), b';'),
+        #[cfg(feature = "regex")]
         (Line::with_eol_regex(r";+").unwrap(), b';'),
-    ] {
+    ];
+    for (dec, term) in cases {
         let mut p = pair(shared_reactor(), Options::new());
         p.conn.set_streaming(Some(dec)).unwrap();
         p.send(b"abcdef");
@@ -359,6 +379,7 @@ fn streaming_frames_that_take_no_bytes_do_not_spin_the_worker() {
     p.conn.close().unwrap();
 }
 
+#[cfg(feature = "regex")]
 #[test]
 fn a_flood_without_frame_end_costs_at_most_the_limit() {
     // 4 MiB without a newline against a 64 KiB line limit: fatal NoSpace,
@@ -371,7 +392,7 @@ fn a_flood_without_frame_end_costs_at_most_the_limit() {
     let mut peer = p.peer.try_clone().unwrap();
     let writer = std::thread::spawn(move || {
         // The server closes mid-flood: a write error is expected.
-        let _ = peer.write_all(&flood);
+        let _ = std::io::Write::write_all(&mut peer, &flood);
     });
     let evs = events_until_closed(p.events(), WAIT);
     assert!(

@@ -35,6 +35,8 @@ const FIRST_PROBE: usize = 4096;
 /// hostile input cannot exhaust the stack. The scan for the end of a value
 /// resumes where it stopped, so a slowly trickled value costs O(n).
 ///
+/// Needs the `json` feature (on by default).
+///
 /// ```
 /// use bytes::BytesMut;
 /// use netactor::framing::{Decoder, Json};
@@ -373,6 +375,8 @@ impl<T: DeserializeOwned + Send + 'static> Decoder for Json<T> {
 ///
 /// A value serde_json cannot serialize (e.g. a map with non-string keys)
 /// fails with [`Error::InvalidInput`] and nothing is sent.
+///
+/// Needs the `json` feature (on by default).
 ///
 /// ```
 /// use netactor::framing::{Encoder, JsonOut};

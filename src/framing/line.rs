@@ -1,8 +1,12 @@
+#[cfg(feature = "regex")]
 use super::scan::{Decision, Engine, Halt, Pattern, Patterns};
 use super::{DecodeError, Decoder, DEFAULT_MAX_LINE};
+#[cfg(feature = "regex")]
 use crate::error::Error;
 use bytes::{Bytes, BytesMut};
+#[cfg(feature = "regex")]
 use regex_automata::MatchKind;
+#[cfg(feature = "regex")]
 use std::sync::Arc;
 
 /// One decoded line.
@@ -21,9 +25,11 @@ enum Eol {
     /// A literal byte string.
     Literal(Bytes),
     /// A regex: the line ends where its leftmost-first match starts.
+    #[cfg(feature = "regex")]
     Regex(Box<RegexEol>),
 }
 
+#[cfg(feature = "regex")]
 #[derive(Debug, Clone)]
 struct RegexEol {
     pats: Arc<Patterns>,
@@ -36,7 +42,7 @@ struct RegexEol {
 /// A line (the reference's `line => [$eol]`).
 ///
 /// The default terminator is `\r?\n`; [`Line::with_eol`] takes a literal one
-/// and [`Line::with_eol_regex`] a regex.
+/// and [`Line::with_eol_regex`] (feature `regex`) a regex.
 /// A line longer than its maximum (default 64 KiB) is a fatal `NoSpace`
 /// error raised as soon as that many bytes are buffered without a terminator
 /// — the reference had no bound at all. A partial last line at EOF is never
@@ -50,6 +56,10 @@ struct RegexEol {
 /// assert_eq!(&semi.decode(&mut buf, false).unwrap().unwrap().line[..], b"a");
 /// assert_eq!(&semi.decode(&mut buf, false).unwrap().unwrap().line[..], b"b");
 /// ```
+#[cfg_attr(
+    not(feature = "regex"),
+    doc = "[`Line::with_eol_regex`]: crate#cargo-features"
+)]
 #[derive(Debug, Clone)]
 pub struct Line {
     eol: Eol,
@@ -95,6 +105,8 @@ impl Line {
     /// [`max_len`](Line::max_len) bounds the line and its terminator together.
     /// Build one `Line` and clone it per read: compiling is the costly part.
     ///
+    /// Needs the `regex` feature (on by default).
+    ///
     /// ```
     /// use bytes::BytesMut;
     /// use netactor::framing::{Decoder, Line};
@@ -107,6 +119,7 @@ impl Line {
     /// assert_eq!((&got.line[..], &got.eol[..]), (&b"d"[..], &b";"[..]));
     /// # Ok::<(), netactor::Error>(())
     /// ```
+    #[cfg(feature = "regex")]
     pub fn with_eol_regex(eol: &str) -> Result<Self, Error> {
         let pats = Patterns {
             accept: Pattern::new(eol, MatchKind::LeftmostFirst)?,
@@ -129,6 +142,11 @@ impl Line {
 
     /// Sets the longest accepted line (terminator excluded, except for a
     /// regex terminator, see [`Line::with_eol_regex`]).
+    ///
+    #[cfg_attr(
+        not(feature = "regex"),
+        doc = "[`Line::with_eol_regex`]: crate#cargo-features"
+    )]
     pub fn max_len(mut self, max: usize) -> Self {
         self.max = max;
         self
@@ -136,6 +154,7 @@ impl Line {
 
     fn find(&self, buf: &[u8]) -> Option<(usize, usize)> {
         match &self.eol {
+            #[cfg(feature = "regex")]
             Eol::Regex(_) => None,
             Eol::CrLfOrLf => {
                 let nl = self.scanned + memchr::memchr(b'\n', &buf[self.scanned..])?;
@@ -157,6 +176,7 @@ impl Line {
         let overlap = match &self.eol {
             Eol::CrLfOrLf => 0,
             Eol::Literal(eol) => eol.len().saturating_sub(1),
+            #[cfg(feature = "regex")]
             Eol::Regex(_) => 0,
         };
         self.scanned = buf_len.saturating_sub(overlap);
@@ -167,9 +187,14 @@ impl Decoder for Line {
     type Output = LineFrame;
 
     fn decode(&mut self, buf: &mut BytesMut, eof: bool) -> Result<Option<LineFrame>, DecodeError> {
+        #[cfg(feature = "regex")]
         if let Eol::Regex(r) = &mut self.eol {
             return decode_regex(r, self.max, buf, eof);
         }
+        // Only a regex terminator can depend on the end of the stream; a
+        // plain one is found or not in the bytes already here.
+        #[cfg(not(feature = "regex"))]
+        let _ = eof;
         if self.scanned > buf.len() {
             self.scanned = 0;
         }
@@ -188,6 +213,7 @@ impl Decoder for Line {
                 let eol_max = match &self.eol {
                     Eol::CrLfOrLf => 2,
                     Eol::Literal(e) => e.len(),
+                    #[cfg(feature = "regex")]
                     Eol::Regex(_) => 0,
                 };
                 if buf.len() > self.max + eol_max {
@@ -201,12 +227,14 @@ impl Decoder for Line {
 
     fn reset(&mut self) {
         self.scanned = 0;
+        #[cfg(feature = "regex")]
         if let Eol::Regex(r) = &mut self.eol {
             let _ = r.engine.reset(&r.pats);
         }
     }
 }
 
+#[cfg(feature = "regex")]
 fn decode_regex(
     r: &mut RegexEol,
     max: usize,

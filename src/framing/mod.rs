@@ -22,16 +22,22 @@
 //! |---|---|---|---|
 //! | plain `on_read` | [`Raw`] | `Bytes` (`Frame::Bytes`) | — (`rbuf_max`) |
 //! | `chunk => $n` | [`Chunk`] | `Bytes` (`Frame::Bytes`) | `n` |
-//! | `line => [$eol]` | [`Line`], [`Line::with_eol`], [`Line::with_eol_regex`] | [`LineFrame`] (`Frame::Line`) | [`DEFAULT_MAX_LINE`] |
-//! | `regex => $accept, $reject, $skip` | [`Regex`] | `Bytes` (`Frame::Bytes`) | [`DEFAULT_MAX_FRAME`] |
+//! | `line => [$eol]` | [`Line`], [`Line::with_eol`], [`Line::with_eol_regex`] (feature `regex`) | [`LineFrame`] (`Frame::Line`) | [`DEFAULT_MAX_LINE`] |
+//! | `regex => $accept, $reject, $skip` | [`Regex`] (feature `regex`) | `Bytes` (`Frame::Bytes`) | [`DEFAULT_MAX_FRAME`] |
 //! | `netstring` | [`Netstring`] | `Bytes` (`Frame::Bytes`) | [`DEFAULT_MAX_FRAME`] |
 //! | `packstring => $format` | [`LengthPrefixed`] + [`Prefix`] | `Bytes` (`Frame::Bytes`) | [`DEFAULT_MAX_FRAME`] |
-//! | `json` | [`Json`] / `Json::<T>::typed()` | `serde_json::Value` (`Frame::Json`) / `T` | [`DEFAULT_MAX_FRAME`] |
+//! | `json` | [`Json`] / `Json::<T>::typed()` (feature `json`) | `serde_json::Value` (`Frame::Json`) / `T` | [`DEFAULT_MAX_FRAME`] |
 //! | `cbor` (feature `cbor`) | `Cbor` / `CborAs<T>` | `CborItem` (`Frame::Cbor`) / `T` | [`DEFAULT_MAX_FRAME`] |
 //!
 //! Each maximum is overridable per read with the decoder's `max_len` builder.
 //! `tls_detect` / `tls_autostart` are [`TlsDetect`] / [`TlsAutostart`]; `storable`
 //! is Perl-only (use [`LengthPrefixed`] with [`Prefix::Ber`] for its framing).
+//!
+//! The read and write types that need a third-party parser are behind cargo
+//! features: `json` (serde_json) and `regex` (the regex crates), both on by
+//! default, and `cbor` (minicbor), off by default; every other type here is
+//! always built. In documentation built without a feature, its types link to
+//! the [crate's list of features](crate#cargo-features).
 //!
 //! # Write types
 //!
@@ -42,7 +48,7 @@
 //! |---|---|
 //! | `netstring` | [`NetstringOut`] |
 //! | `packstring => $format` | [`LengthPrefixedOut`] |
-//! | `json` | [`JsonOut`] |
+//! | `json` | [`JsonOut`] (feature `json`) |
 //! | `cbor` (feature `cbor`) | `CborOut` |
 //!
 //! ```
@@ -57,27 +63,49 @@
 //! assert!(line.decode(&mut buf, false).unwrap().is_none()); // "wor" is incomplete
 //! assert_eq!(&buf[..], b"wor");
 //! ```
+// The links to feature-gated items resolve to the items when the feature is
+// on and to the crate's feature list when it is off, so the docs build (with
+// `-D warnings`) under every feature combination.
+#![cfg_attr(feature = "json", doc = "[`Json`]: Json\n[`JsonOut`]: JsonOut")]
+#![cfg_attr(
+    not(feature = "json"),
+    doc = "[`Json`]: crate#cargo-features\n[`JsonOut`]: crate#cargo-features"
+)]
+#![cfg_attr(
+    feature = "regex",
+    doc = "[`Regex`]: Regex\n[`Line::with_eol_regex`]: Line::with_eol_regex"
+)]
+#![cfg_attr(
+    not(feature = "regex"),
+    doc = "[`Regex`]: crate#cargo-features\n[`Line::with_eol_regex`]: crate#cargo-features"
+)]
 
 #[cfg(feature = "cbor")]
 mod cbor;
 mod chunk;
+#[cfg(feature = "json")]
 mod json;
 mod length;
 mod line;
 mod netstring;
 mod raw;
+#[cfg(feature = "regex")]
 mod regex;
+// The resumable regex scanner, shared by `Regex` and `Line::with_eol_regex`.
+#[cfg(feature = "regex")]
 mod scan;
 mod tls_detect;
 
 #[cfg(feature = "cbor")]
 pub use cbor::{Cbor, CborAs, CborItem, CborOut, MAX_CBOR_DEPTH};
 pub use chunk::Chunk;
+#[cfg(feature = "json")]
 pub use json::{Json, JsonOut};
 pub use length::{LengthPrefixed, LengthPrefixedOut, Prefix};
 pub use line::{Line, LineFrame};
 pub use netstring::{Netstring, NetstringOut};
 pub use raw::Raw;
+#[cfg(feature = "regex")]
 pub use regex::Regex;
 pub use tls_detect::{TlsAutostart, TlsDetect, TlsDetection};
 
@@ -243,9 +271,10 @@ pub enum Frame {
     Bytes(Bytes),
     /// A line and the end-of-line bytes that terminated it.
     Line(LineFrame),
-    /// One JSON value.
+    /// One JSON value (feature `json`).
+    #[cfg(feature = "json")]
     Json(serde_json::Value),
-    /// One CBOR item.
+    /// One CBOR item (feature `cbor`).
     #[cfg(feature = "cbor")]
     Cbor(CborItem),
     /// The output of a decoder defined outside this crate.
@@ -284,6 +313,7 @@ impl From<LineFrame> for Frame {
     }
 }
 
+#[cfg(feature = "json")]
 impl From<serde_json::Value> for Frame {
     fn from(v: serde_json::Value) -> Self {
         Frame::Json(v)

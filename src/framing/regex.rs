@@ -55,6 +55,8 @@ use std::sync::Arc;
 /// Compiling the patterns is the expensive part: build one `Regex` and
 /// clone it for each read (clones share the compiled patterns).
 ///
+/// Needs the `regex` feature (on by default).
+///
 /// ```
 /// use bytes::BytesMut;
 /// use netactor::framing::{Decoder, Regex};
