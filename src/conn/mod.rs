@@ -9,7 +9,6 @@
 
 pub(crate) mod actor;
 mod blocking;
-#[allow(dead_code)] // wired in with the layered core
 mod mailbox;
 mod options;
 pub(crate) mod shared;

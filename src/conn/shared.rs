@@ -2,6 +2,7 @@
 //! reservation counter and statistics. Everything else is owned by the actor.
 
 use super::actor::{Actor, ReadRequest, StreamDecode};
+use super::mailbox::{Mailbox, Posted};
 use super::ConnId;
 use crate::conn::Ctx;
 use crate::error::{Error, Result, TimeoutKind};
@@ -58,12 +59,6 @@ pub(crate) struct ConnInfo {
     pub(crate) peer_cred: Option<crate::net::PeerCredentials>,
 }
 
-struct Mailbox {
-    msgs: VecDeque<Msg>,
-    scheduled: bool,
-    closed: bool,
-}
-
 /// Counters a connection keeps, readable from any thread.
 #[derive(Default, Debug)]
 pub(crate) struct Counters {
@@ -109,10 +104,10 @@ pub struct Stats {
 pub(crate) struct ConnShared {
     pub(crate) id: ConnId,
     pub(crate) worker: Arc<WorkerShared>,
-    /// Mirrors "the mailbox is non-empty" so a turn skips the lock when idle.
-    has_mail: AtomicBool,
     pub(crate) token: AtomicUsize,
-    mailbox: Mutex<Mailbox>,
+    /// Messages in posting order, at most one `Task::Mail` in flight
+    /// (`mailbox.rs`: the protocol and its model test).
+    mailbox: Mailbox<Msg>,
     pub(crate) queued: AtomicUsize,
     pub(crate) wbuf_max: AtomicUsize,
     pub(crate) write_shut: AtomicBool,
@@ -136,12 +131,7 @@ impl ConnShared {
             id,
             worker,
             token: AtomicUsize::new(usize::MAX),
-            has_mail: AtomicBool::new(false),
-            mailbox: Mutex::new(Mailbox {
-                msgs: VecDeque::new(),
-                scheduled: false,
-                closed: false,
-            }),
+            mailbox: Mailbox::new(),
             queued: AtomicUsize::new(0),
             wbuf_max: AtomicUsize::new(wbuf_max),
             write_shut: AtomicBool::new(false),
@@ -198,14 +188,10 @@ impl ConnShared {
 
     /// Posts a message; schedules the actor if its mailbox was idle.
     pub(crate) fn post(self: &Arc<Self>, msg: Msg) -> Result<()> {
-        let schedule = {
-            let mut mb = self.mailbox.lock();
-            if mb.closed {
-                return Err(Error::Closed);
-            }
-            mb.msgs.push_back(msg);
-            self.has_mail.store(true, Ordering::Release);
-            !std::mem::replace(&mut mb.scheduled, true)
+        let schedule = match self.mailbox.post(msg) {
+            Posted::Schedule => true,
+            Posted::Queued => false,
+            Posted::Closed(_) => return Err(Error::Closed),
         };
         if schedule {
             if self.worker.stopped.load(Ordering::Acquire) {
@@ -226,37 +212,26 @@ impl ConnShared {
     /// this token.
     pub(crate) fn set_token(&self, token: Token) {
         self.token.store(token.0, Ordering::Release);
-        drop(self.mailbox.lock());
+        self.mailbox.locked(|| ());
     }
 
     /// Whether messages are waiting (a hint: `take_mail` is the authority).
     pub(crate) fn has_mail(&self) -> bool {
-        self.has_mail.load(Ordering::Acquire)
+        self.mailbox.has_mail()
     }
 
     /// Takes all pending messages (the actor calls this at the start of a turn).
     pub(crate) fn take_mail(&self, into: &mut VecDeque<Msg>) {
-        // `has_mail` is set with the push and cleared with the take, under
-        // the lock; a post racing with this check finds `scheduled` false
-        // and queues a Mail task, so nothing is missed.
-        if !self.has_mail.load(Ordering::Acquire) {
-            return;
-        }
-        let mut mb = self.mailbox.lock();
-        self.has_mail.store(false, Ordering::Release);
-        std::mem::swap(&mut mb.msgs, into);
-        mb.scheduled = false;
+        self.mailbox.take(into);
     }
 
     /// Marks the mailbox closed and returns what was still in it.
     pub(crate) fn close_mailbox(&self) -> VecDeque<Msg> {
-        let mut mb = self.mailbox.lock();
-        mb.closed = true;
-        std::mem::take(&mut mb.msgs)
+        self.mailbox.close()
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.mailbox.lock().closed
+        self.mailbox.is_closed()
     }
 
     /// Reserves `n` bytes of write queue, or refuses with `NoSpace`.

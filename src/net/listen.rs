@@ -466,10 +466,7 @@ pub(crate) fn start(
     lo: ListenOptions,
     handler: Option<Arc<HandlerFactory>>,
 ) -> Result<Listener> {
-    if reactor
-        .shutting_down
-        .load(std::sync::atomic::Ordering::Acquire)
-    {
+    if reactor.admission.is_closed() {
         return Err(crate::Error::Closed);
     }
     #[cfg(unix)]

@@ -38,9 +38,9 @@ impl Admission {
         Some(admitted)
     }
 
-    /// Refuses every later hand-over.
-    pub(crate) fn close(&self) {
-        self.closed.store(true, Ordering::SeqCst);
+    /// Refuses every later hand-over. `false` if it was closed already.
+    pub(crate) fn close(&self) -> bool {
+        !self.closed.swap(true, Ordering::SeqCst)
     }
 
     pub(crate) fn is_closed(&self) -> bool {

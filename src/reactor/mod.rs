@@ -19,10 +19,8 @@
 //! Either way a source never runs on two threads at once and needs no lock
 //! of its own.
 
-#[allow(dead_code)] // wired in with the layered core
 mod admission;
 pub(crate) mod limit;
-#[allow(dead_code)] // wired in with the layered core
 mod park;
 pub(crate) mod poller;
 pub(crate) mod source;
@@ -113,10 +111,9 @@ pub(crate) enum Task<S: Source> {
 pub(crate) struct WorkerShared<S: Source> {
     pub(crate) idx: usize,
     queue: Mutex<Vec<Task<S>>>,
-    queued: AtomicUsize,
-    pub(crate) parked: AtomicBool,
-    /// This worker holds the poller role and may be blocked in `wait`.
-    pub(crate) polling: AtomicBool,
+    /// Where the worker sleeps and how to wake it (`park.rs`: the protocol
+    /// and its model test).
+    pub(crate) parking: park::Parking,
     thread: OnceLock<Thread>,
     poller: Arc<crate::sys::Poller>,
     pub(crate) stopped: AtomicBool,
@@ -133,9 +130,7 @@ impl<S: Source> WorkerShared<S> {
         WorkerShared {
             idx,
             queue: Mutex::new(Vec::with_capacity(256)),
-            queued: AtomicUsize::new(0),
-            parked: AtomicBool::new(false),
-            polling: AtomicBool::new(false),
+            parking: park::Parking::default(),
             thread: OnceLock::new(),
             poller,
             stopped: AtomicBool::new(false),
@@ -147,7 +142,7 @@ impl<S: Source> WorkerShared<S> {
         {
             let mut q = self.queue.lock();
             q.push(task);
-            self.queued.store(q.len(), Ordering::SeqCst);
+            self.parking.published(q.len());
         }
         self.wake();
     }
@@ -160,21 +155,24 @@ impl<S: Source> WorkerShared<S> {
         {
             let mut q = self.queue.lock();
             q.append(tasks);
-            self.queued.store(q.len(), Ordering::SeqCst);
+            self.parking.published(q.len());
         }
         self.wake();
     }
 
     /// Wakes the worker: unparks it, or interrupts its `wait` if it holds
-    /// the poller role. (It publishes `parked`/`polling` before its last look
-    /// at the queue, and both sides use SeqCst, so a task is never missed.)
+    /// the poller role (`park::Parking`: a task is never missed).
     pub(crate) fn wake(&self) {
-        if self.parked.swap(false, Ordering::SeqCst) {
-            if let Some(t) = self.thread.get() {
-                t.unpark();
+        match self.parking.wake() {
+            park::Wake::Unpark => {
+                if let Some(t) = self.thread.get() {
+                    t.unpark();
+                }
             }
-        } else if self.polling.load(Ordering::SeqCst) {
-            let _ = self.poller.notify();
+            park::Wake::Notify => {
+                let _ = self.poller.notify();
+            }
+            park::Wake::Nothing => {}
         }
     }
 
@@ -195,7 +193,7 @@ impl<S: Source> WorkerShared<S> {
         } else {
             into.append(&mut q);
         }
-        self.queued.store(0, Ordering::SeqCst);
+        self.parking.published(0);
     }
 
     /// [`take`](Self::take) for the worker's loop: nothing queued, no lock.
@@ -208,7 +206,7 @@ impl<S: Source> WorkerShared<S> {
     }
 
     pub(crate) fn has_work(&self) -> bool {
-        self.queued.load(Ordering::SeqCst) > 0
+        self.parking.has_work()
     }
 }
 
@@ -236,40 +234,22 @@ pub(crate) struct ReactorShared<S: Source> {
     next_conn: AtomicU64,
     next_listener: AtomicUsize,
     round_robin: AtomicUsize,
-    pub(crate) shutting_down: AtomicBool,
-    /// Threads between their `shutting_down` check and handing a new
-    /// connection to a worker; shutdown waits for them (see `spawn_guard`).
-    spawning: AtomicUsize,
+    /// New connections are admitted until shutdown begins; shutdown waits
+    /// for the hand-overs already admitted (`admission.rs`: the protocol
+    /// and its model test).
+    pub(crate) admission: admission::Admission,
     /// Open-connection limits (reactor-wide; listeners keep their own).
     pub(crate) limits: Arc<limit::Limits>,
     pub(crate) spin: Duration,
 }
 
-/// Held while a new connection is handed to a worker (see
-/// [`ReactorShared::spawn_guard`]).
-pub(crate) struct SpawnGuard<'a>(&'a AtomicUsize);
-
-impl Drop for SpawnGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 impl<S: Source> ReactorShared<S> {
-    /// Admits one new connection unless shutdown has begun. Shutdown raises
-    /// `shutting_down` and then waits for every guard to drop before it
-    /// queues the workers' `Shutdown` tasks, so a connection admitted here
-    /// is always started (and later closed, with its `Closed` event) by a
-    /// running worker — never stranded behind a worker that has exited.
-    /// (SeqCst on both sides: either the shutdown sees the count or the
-    /// spawner sees the flag.)
-    pub(crate) fn spawn_guard(&self) -> Option<SpawnGuard<'_>> {
-        self.spawning.fetch_add(1, Ordering::SeqCst);
-        let guard = SpawnGuard(&self.spawning);
-        if self.shutting_down.load(Ordering::SeqCst) {
-            return None;
-        }
-        Some(guard)
+    /// Admits one new connection unless shutdown has begun: one admitted
+    /// here is always started (and later closed, with its `Closed` event)
+    /// by a running worker — never stranded behind a worker that has
+    /// exited.
+    pub(crate) fn spawn_guard(&self) -> Option<admission::Admitted<'_>> {
+        self.admission.enter()
     }
 
     pub(crate) fn next_conn_id(&self) -> u64 {
@@ -297,7 +277,7 @@ impl<S: Source> ReactorShared<S> {
         if let Some(w) = self
             .workers
             .iter()
-            .find(|w| w.idx != except && w.parked.load(Ordering::SeqCst))
+            .find(|w| w.idx != except && w.parking.is_parked())
         {
             w.wake();
         }
@@ -410,8 +390,7 @@ impl ReactorBuilder {
             next_conn: AtomicU64::new(1),
             next_listener: AtomicUsize::new(0),
             round_robin: AtomicUsize::new(0),
-            shutting_down: AtomicBool::new(false),
-            spawning: AtomicUsize::new(0),
+            admission: admission::Admission::default(),
             limits,
             spin: self.spin,
         });
@@ -457,14 +436,14 @@ impl<S: Source> Engine<S> {
     /// Stops accepting, lets every source finish (bounded by the shutdown
     /// timeout), joins all threads. Idempotent.
     pub(crate) fn shutdown(&self) {
-        if self.shared.shutting_down.swap(true, Ordering::SeqCst) {
-            return;
+        if !self.shared.admission.close() {
+            return; // already shutting down
         }
         // Connections admitted just before the flag went up reach their
         // workers ahead of the Shutdown tasks (a handful of instructions
         // each; bounded all the same).
         let admitted_by = Instant::now() + Duration::from_secs(1);
-        while self.shared.spawning.load(Ordering::SeqCst) != 0 && Instant::now() < admitted_by {
+        while self.shared.admission.busy() && Instant::now() < admitted_by {
             std::thread::yield_now();
         }
         // Stop accepting first. The poller keeps running while the workers

@@ -389,9 +389,8 @@ pub(crate) fn run<S: Source>(shared: Arc<ReactorShared<S>>, me: Arc<WorkerShared
             // worker's own connections then run right here, with no hop.
             if let Some(mut ps) = shared.poll.try_lock() {
                 if !ps.finished {
-                    me.polling.store(true, Ordering::SeqCst);
-                    let handed = if me.has_work() {
-                        0
+                    let handed = if !me.parking.begin_polling() {
+                        0 // work arrived: no wait
                     } else {
                         poller::poll_once(
                             &shared,
@@ -402,7 +401,7 @@ pub(crate) fn run<S: Source>(shared: Arc<ReactorShared<S>>, me: Arc<WorkerShared
                             &mut others,
                         )
                     };
-                    me.polling.store(false, Ordering::SeqCst);
+                    me.parking.end_polling();
                     // Another worker's events: if this thread has nothing of
                     // its own to do, it runs one parked worker's batch itself
                     // (no wake-up, no context switch); otherwise they are
@@ -481,16 +480,14 @@ pub(crate) fn run<S: Source>(shared: Arc<ReactorShared<S>>, me: Arc<WorkerShared
 impl<S: Source> WorkerShared<S> {
     /// Parks the calling worker until a task arrives or `wait` passes.
     fn park_until_work(&self, wait: Option<Duration>) {
-        self.parked.store(true, Ordering::SeqCst);
-        if self.has_work() {
-            self.parked.store(false, Ordering::SeqCst);
-            return;
+        if !self.parking.prepare_park() {
+            return; // work arrived
         }
         match wait {
             Some(d) if d.is_zero() => {}
             Some(d) => std::thread::park_timeout(d),
             None => std::thread::park(),
         }
-        self.parked.store(false, Ordering::SeqCst);
+        self.parking.unparked();
     }
 }
