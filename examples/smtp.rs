@@ -36,7 +36,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use netactor::framing::{DecodeError, Decoder, Frame};
 use netactor::tls::{ServerBuilder, ServerConfig, TlsSetup};
 use netactor::{
-    ConnId, Connection, Ctx, Event, Handler, ListenOptions, Options, Reactor, TimeoutKind,
+    ConnId, Connection, Ctx, Event, Handler, Inactivity, ListenOptions, Options, Reactor,
+    TimeoutKind,
 };
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -616,7 +617,7 @@ impl Handler for Session {
             // may arrive after the session already stopped by itself (a
             // command read after the flag went up): nothing more to do then.
             Event::Timeout(TimeoutKind::Activity) => {
-                ctx.set_timeout(TimeoutKind::Activity, None);
+                ctx.set_timeout(Inactivity::Any, None);
                 let draining = self.sh.draining.load(Ordering::Acquire);
                 if draining && self.data.is_none() && !self.stopped {
                     self.close_with(ctx, "421 4.3.2 Service shutting down");
@@ -796,7 +797,7 @@ fn main() -> ExitCode {
     sh.draining.store(true, Ordering::Release);
     let open: Vec<Connection> = sh.sessions.lock().values().cloned().collect();
     for c in &open {
-        let _ = c.set_timeout(TimeoutKind::Activity, Some(Duration::from_nanos(1)));
+        let _ = c.set_timeout(Inactivity::Any, Some(Duration::from_nanos(1)));
     }
     drop(open);
     let deadline = Instant::now() + Duration::from_secs(7);

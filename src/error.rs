@@ -28,6 +28,36 @@ pub enum TimeoutKind {
     Handshake,
 }
 
+/// One of the three inactivity timers — the ones
+/// [`Connection::set_timeout`](crate::Connection::set_timeout) and
+/// [`reset_timeout`](crate::Connection::reset_timeout) act on (the connect
+/// and handshake timeouts are options: `Options::connect_timeout`,
+/// `Options::handshake_timeout`).
+///
+/// ```
+/// use netactor::{Inactivity, TimeoutKind};
+/// assert_eq!(TimeoutKind::from(Inactivity::Any), TimeoutKind::Activity);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Inactivity {
+    /// No successful read **or** write for the period (`Options::timeout`).
+    Any,
+    /// No successful read for the period (`Options::rtimeout`).
+    Read,
+    /// No successful write for the period (`Options::wtimeout`).
+    Write,
+}
+
+impl From<Inactivity> for TimeoutKind {
+    fn from(i: Inactivity) -> Self {
+        match i {
+            Inactivity::Any => TimeoutKind::Activity,
+            Inactivity::Read => TimeoutKind::Read,
+            Inactivity::Write => TimeoutKind::Write,
+        }
+    }
+}
+
 /// Which buffer or frame limit was exceeded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Limit {

@@ -71,7 +71,7 @@
 //! `default-features = false` leaves out serde, serde_json and the regex
 //! crates.
 
-#![warn(missing_docs)]
+#![warn(missing_docs, missing_debug_implementations)]
 
 pub mod conn;
 pub mod error;
@@ -86,7 +86,7 @@ pub use conn::{
     event_channel, BlockingIo, ConnId, Connection, Ctx, Event, EventReceiver, EventSender, Handler,
     Options, Reply, Sink, Stats,
 };
-pub use error::{Error, Limit, Result, TimeoutKind, TlsError};
+pub use error::{Error, Inactivity, Limit, Result, TimeoutKind, TlsError};
 pub use net::{ConnectOptions, ListenOptions, Listener, Reactor, Target};
 pub use reactor::ReactorBuilder;
 

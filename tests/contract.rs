@@ -12,7 +12,9 @@ mod common;
 use common::*;
 use crossbeam_channel::{unbounded, Sender};
 use netactor::framing::{Chunk, Line, Raw};
-use netactor::{ConnectOptions, Ctx, Error, Event, ListenOptions, Options, Sink, TimeoutKind};
+use netactor::{
+    ConnectOptions, Ctx, Error, Event, Inactivity, ListenOptions, Options, Sink, TimeoutKind,
+};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -198,7 +200,7 @@ fn autocork_flushes_a_write_made_while_handling_a_timeout() {
         if let Event::Timeout(_) = ev {
             ctx.write(&b"T"[..]).unwrap();
             // No second period: only the end of this turn can send it.
-            ctx.set_timeout(TimeoutKind::Activity, None);
+            ctx.set_timeout(Inactivity::Any, None);
         }
     });
     // The period is long: the timer entry armed for the next period (which

@@ -191,7 +191,7 @@ fn drop_never_hangs_whatever_the_connections_are_doing() {
     let deaf = r
         .connect(idle.peer.local_addr().unwrap(), ConnectOptions::new(), tx)
         .unwrap();
-    let _ = deaf.set_timeout(netactor::TimeoutKind::Write, Some(Duration::from_millis(1)));
+    let _ = deaf.set_timeout(netactor::Inactivity::Write, Some(Duration::from_millis(1)));
     // 6. A listener with a connection waiting in its backlog.
     let listener = r.listen(any_port(), ListenOptions::new()).unwrap();
     let _queued = TcpStream::connect(listener.local_addr()).unwrap();

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use netactor::framing::Raw;
-use netactor::{Event, Options, Reactor, TimeoutKind};
+use netactor::{Event, Inactivity, Options, Reactor, TimeoutKind};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -141,9 +141,7 @@ fn setting_a_timeout_counts_from_the_last_activity() {
     std::thread::sleep(MS(300));
     // Idle for 300 ms already: a 100 ms timeout is overdue and fires at once.
     let t0 = Instant::now();
-    p.conn
-        .set_timeout(TimeoutKind::Activity, Some(MS(100)))
-        .unwrap();
+    p.conn.set_timeout(Inactivity::Any, Some(MS(100))).unwrap();
     timeouts(&p, TimeoutKind::Activity, 1);
     assert!(t0.elapsed() < MS(60), "{:?}", t0.elapsed());
     // ... and then every period.
@@ -151,7 +149,7 @@ fn setting_a_timeout_counts_from_the_last_activity() {
     timeouts(&p, TimeoutKind::Activity, 1);
     assert!(t1.elapsed() >= MS(80), "{:?}", t1.elapsed());
     // Cleared: no more events.
-    p.conn.set_timeout(TimeoutKind::Activity, None).unwrap();
+    p.conn.set_timeout(Inactivity::Any, None).unwrap();
     while p.events().recv_timeout(MS(10)).is_ok() {} // one may have been in flight
     assert!(p.events().recv_timeout(MS(250)).is_err());
 }
@@ -162,7 +160,7 @@ fn reset_postpones_the_timeout() {
     let p = pair(shared_reactor(), Options::new().rtimeout(Some(MS(400))));
     let end = Instant::now() + MS(800);
     while Instant::now() < end {
-        p.conn.reset_timeout(TimeoutKind::Read).unwrap();
+        p.conn.reset_timeout(Inactivity::Read).unwrap();
         assert!(
             p.events().recv_timeout(MS(40)).is_err(),
             "timeout fired despite resets"
@@ -182,14 +180,14 @@ fn shortening_and_lengthening_a_running_timer() {
     );
     // Shorter: the new period applies at once.
     p.conn
-        .set_timeout(TimeoutKind::Write, Some(MS(100)))
+        .set_timeout(Inactivity::Write, Some(MS(100)))
         .unwrap();
     let t0 = Instant::now();
     timeouts(&p, TimeoutKind::Write, 1);
     assert!(t0.elapsed() < MS(1000));
     // Longer: the earlier deadline must not fire.
     p.conn
-        .set_timeout(TimeoutKind::Write, Some(MS(600)))
+        .set_timeout(Inactivity::Write, Some(MS(600)))
         .unwrap();
     let t1 = Instant::now();
     timeouts(&p, TimeoutKind::Write, 1);
@@ -202,7 +200,7 @@ fn handlers_can_set_and_reset_timeouts_from_the_worker() {
     let (tx, rx) = crossbeam_channel::bounded(16);
     let listener = r
         .listen_with(any_port(), netactor::ListenOptions::new(), move |ctx| {
-            ctx.set_timeout(TimeoutKind::Activity, Some(MS(60)));
+            ctx.set_timeout(Inactivity::Any, Some(MS(60)));
             let tx = tx.clone();
             let mut n = 0;
             move |ctx: &mut netactor::Ctx<'_>, ev: Event| {
@@ -210,7 +208,7 @@ fn handlers_can_set_and_reset_timeouts_from_the_worker() {
                     n += 1;
                     let _ = tx.send((k, Instant::now()));
                     if n == 2 {
-                        ctx.set_timeout(TimeoutKind::Activity, None);
+                        ctx.set_timeout(Inactivity::Any, None);
                     }
                 }
             }

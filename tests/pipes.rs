@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use netactor::framing::Line;
-use netactor::{Error, Event, Options, TimeoutKind};
+use netactor::{Error, Event, Inactivity, Options, TimeoutKind};
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -93,13 +93,13 @@ fn a_child_is_driven_line_by_line_with_timeouts() {
         assert_eq!(String::from_utf8_lossy(&l.line), word.to_uppercase());
     }
     // No answer: the read timeout fires (non-fatal), the read stays queued.
-    conn.set_timeout(TimeoutKind::Read, Some(Duration::from_millis(200)))
+    conn.set_timeout(Inactivity::Read, Some(Duration::from_millis(200)))
         .unwrap();
     let pending = conn.push_read(Line::new()).unwrap();
     conn.write(&b"silence\n"[..]).unwrap();
     let ev = wait_event(&events, WAIT, |e| matches!(e, Event::Timeout(_)));
     assert!(matches!(ev, Event::Timeout(TimeoutKind::Read)));
-    conn.set_timeout(TimeoutKind::Read, None).unwrap();
+    conn.set_timeout(Inactivity::Read, None).unwrap();
     conn.write(&b"last\n"[..]).unwrap();
     let l = pending.recv_timeout(WAIT).unwrap().unwrap();
     assert_eq!(&l.line[..], b"LAST");

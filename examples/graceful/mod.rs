@@ -23,7 +23,7 @@
 use bytes::BytesMut;
 use crossbeam_channel::{Receiver, Sender};
 use netactor::framing::{DecodeError, Decoder, Frame};
-use netactor::{ConnId, Connection, Ctx, TimeoutKind};
+use netactor::{ConnId, Connection, Ctx, Inactivity};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -92,8 +92,8 @@ pub fn stop(ctx: &mut Ctx<'_>) {
     // consumed, not refused with a reset.
     ctx.start_read();
     let _ = ctx.shutdown();
-    ctx.reset_timeout(TimeoutKind::Write);
-    ctx.set_timeout(TimeoutKind::Write, Some(GRACE));
+    ctx.reset_timeout(Inactivity::Write);
+    ctx.set_timeout(Inactivity::Write, Some(GRACE));
 }
 
 /// A streaming decoder that drops every byte it is given.

@@ -20,6 +20,7 @@ pub use options::{
 };
 pub use shared::Stats;
 
+use crate::error::Inactivity;
 use crate::error::{Error, Result, TimeoutKind};
 use crate::framing::{Decoder, Frame};
 use actor::{QueuedRead, StreamAdapter};
@@ -97,6 +98,15 @@ pub enum Sink {
     Handler(Box<dyn Handler>),
 }
 
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sink::Channel(_) => f.write_str("Sink::Channel"),
+            Sink::Handler(_) => f.write_str("Sink::Handler"),
+        }
+    }
+}
+
 impl Sink {
     /// A handler sink from a closure.
     pub fn handler<F>(f: F) -> Sink
@@ -132,6 +142,7 @@ pub fn event_channel(capacity: usize) -> (EventSender, EventReceiver) {
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
+#[must_use = "a read request's result arrives only through its Reply"]
 pub struct Reply<T> {
     rx: Receiver<Result<T>>,
 }
@@ -347,12 +358,20 @@ impl Connection {
 
     /// Sets (or with `None` clears) one of the inactivity timeouts. Takes
     /// effect against the last activity, so it may fire at once.
-    pub fn set_timeout(&self, kind: TimeoutKind, period: Option<Duration>) -> Result<()> {
+    ///
+    /// ```no_run
+    /// # fn f(conn: &netactor::Connection) -> netactor::Result<()> {
+    /// use netactor::Inactivity;
+    /// use std::time::Duration;
+    /// conn.set_timeout(Inactivity::Read, Some(Duration::from_secs(30)))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn set_timeout(&self, kind: Inactivity, period: Option<Duration>) -> Result<()> {
         self.shared.post(Msg::SetTimeout(kind, period))
     }
 
     /// Counts now as activity for the given timer.
-    pub fn reset_timeout(&self, kind: TimeoutKind) -> Result<()> {
+    pub fn reset_timeout(&self, kind: Inactivity) -> Result<()> {
         self.shared.post(Msg::ResetTimeout(kind))
     }
 

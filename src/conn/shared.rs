@@ -5,7 +5,8 @@ use super::actor::{Actor, ReadRequest, StreamDecode};
 use super::mailbox::{Mailbox, Posted};
 use super::ConnId;
 use crate::conn::Ctx;
-use crate::error::{Error, Result, TimeoutKind};
+use crate::error::Inactivity;
+use crate::error::{Error, Result};
 use crate::reactor::{Task, Token};
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -28,8 +29,8 @@ pub(crate) enum Msg {
     StartRead,
     Shutdown,
     Close,
-    SetTimeout(TimeoutKind, Option<Duration>),
-    ResetTimeout(TimeoutKind),
+    SetTimeout(Inactivity, Option<Duration>),
+    ResetTimeout(Inactivity),
     Configure(Box<dyn FnOnce(&mut crate::Options) + Send>),
     Call(Box<dyn FnOnce(&mut Ctx<'_>) + Send>),
     StartTls(crate::tls::TlsSetup),

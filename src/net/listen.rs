@@ -42,6 +42,21 @@ pub struct ListenOptions {
     pub(crate) max_connections: Option<usize>,
 }
 
+impl std::fmt::Debug for ListenOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenOptions")
+            .field("backlog", &self.backlog)
+            .field("reuse_address", &self.reuse_address)
+            .field("reuse_port", &self.reuse_port)
+            .field("options", &self.conn)
+            .field("tls", &self.tls.is_some())
+            .field("incoming_capacity", &self.incoming_capacity)
+            .field("events_capacity", &self.events_capacity)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
 impl Default for ListenOptions {
     fn default() -> Self {
         ListenOptions {

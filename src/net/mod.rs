@@ -119,6 +119,17 @@ pub struct ConnectOptions {
     pub(crate) tls: Option<(Arc<ClientConfig>, Option<ServerName<'static>>)>,
 }
 
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("options", &self.conn)
+            .field("prepare", &self.prepare.is_some())
+            .field("resolver", &self.resolver.is_some())
+            .field("tls", &self.tls.as_ref().map(|(_, name)| name))
+            .finish()
+    }
+}
+
 impl ConnectOptions {
     /// The defaults.
     pub fn new() -> Self {

@@ -1,6 +1,7 @@
 //! `Ctx`: direct access to a connection for code running on a worker.
 
 use super::*;
+use crate::error::Inactivity;
 
 /// Direct access to a connection from code running in one of its turns on
 /// a worker thread (handlers, read completions, [`Connection::call`]).
@@ -15,6 +16,14 @@ use super::*;
 pub struct Ctx<'a> {
     pub(super) core: &'a mut Core,
     pub(super) w: &'a mut WorkerCtx,
+}
+
+impl std::fmt::Debug for Ctx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("id", &self.id())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Ctx<'_> {
@@ -256,12 +265,12 @@ impl Ctx<'_> {
     }
 
     /// Sets an inactivity timeout.
-    pub fn set_timeout(&mut self, kind: TimeoutKind, period: Option<Duration>) {
+    pub fn set_timeout(&mut self, kind: Inactivity, period: Option<Duration>) {
         self.core.set_timeout(kind, period, self.w);
     }
 
     /// Counts now as activity for the given timer.
-    pub fn reset_timeout(&mut self, kind: TimeoutKind) {
+    pub fn reset_timeout(&mut self, kind: Inactivity) {
         let now = Instant::now();
         self.core.reset_timeout(kind, now);
     }

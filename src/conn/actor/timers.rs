@@ -2,6 +2,7 @@
 //! carries them as opaque tags) and which deadline is armed per kind.
 
 use super::{Core, Event, Phase, WorkerCtx};
+use crate::error::Inactivity as Timer;
 use crate::error::TimeoutKind;
 use crate::reactor::timers::epoch;
 use std::sync::Arc;
@@ -149,38 +150,21 @@ impl Core {
         }
     }
 
-    pub(super) fn set_timeout(
-        &mut self,
-        kind: TimeoutKind,
-        period: Option<Duration>,
-        w: &mut WorkerCtx,
-    ) {
+    pub(super) fn set_timeout(&mut self, kind: Timer, period: Option<Duration>, w: &mut WorkerCtx) {
+        let opts = Arc::make_mut(&mut self.opts);
         match kind {
-            TimeoutKind::Activity => Arc::make_mut(&mut self.opts).timeout = period,
-            TimeoutKind::Read => Arc::make_mut(&mut self.opts).rtimeout = period,
-            TimeoutKind::Write => Arc::make_mut(&mut self.opts).wtimeout = period,
-            TimeoutKind::Connect => {
-                if let Some(p) = period {
-                    Arc::make_mut(&mut self.opts).connect_timeout = p;
-                }
-                return;
-            }
-            TimeoutKind::Handshake => {
-                if let Some(p) = period {
-                    Arc::make_mut(&mut self.opts).handshake_timeout = p;
-                }
-                return;
-            }
+            Timer::Any => opts.timeout = period,
+            Timer::Read => opts.rtimeout = period,
+            Timer::Write => opts.wtimeout = period,
         }
-        self.check_inactivity(timer_of(kind), w);
+        self.check_inactivity(timer_of(kind.into()), w);
     }
 
-    pub(super) fn reset_timeout(&mut self, kind: TimeoutKind, now: Instant) {
+    pub(super) fn reset_timeout(&mut self, kind: Timer, now: Instant) {
         match kind {
-            TimeoutKind::Activity => self.idle.any = now,
-            TimeoutKind::Read => self.idle.read = now,
-            TimeoutKind::Write => self.idle.write = now,
-            _ => {}
+            Timer::Any => self.idle.any = now,
+            Timer::Read => self.idle.read = now,
+            Timer::Write => self.idle.write = now,
         }
     }
 }
