@@ -17,15 +17,15 @@ use crate::sync::{AtomicBool, Mutex, Ordering};
 use std::collections::VecDeque;
 
 pub(crate) struct Mailbox<M> {
-    inner: Mutex<Inner<M>>,
+    msgs: Mutex<VecDeque<M>>,
+    /// A turn is due to take the messages. Read and written only with
+    /// `msgs` locked (the lock orders it; an atomic only so that it packs
+    /// beside the lock: one connection's mailbox is 48 bytes).
+    scheduled: AtomicBool,
+    /// No more messages are accepted. Locked like `scheduled`.
+    closed: AtomicBool,
     /// Messages are waiting: a lock-free hint (`take` is the authority).
     has_mail: AtomicBool,
-}
-
-struct Inner<M> {
-    msgs: VecDeque<M>,
-    scheduled: bool,
-    closed: bool,
 }
 
 /// What a `post` found.
@@ -42,23 +42,21 @@ pub(crate) enum Posted<M> {
 impl<M> Mailbox<M> {
     pub(crate) fn new() -> Self {
         Mailbox {
-            inner: Mutex::new(Inner {
-                msgs: VecDeque::new(),
-                scheduled: false,
-                closed: false,
-            }),
+            msgs: Mutex::new(VecDeque::new()),
+            scheduled: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
             has_mail: AtomicBool::new(false),
         }
     }
 
     pub(crate) fn post(&self, msg: M) -> Posted<M> {
-        let mut mb = self.inner.lock();
-        if mb.closed {
+        let mut msgs = self.msgs.lock();
+        if self.closed.load(Ordering::Relaxed) {
             return Posted::Closed(msg);
         }
-        mb.msgs.push_back(msg);
+        msgs.push_back(msg);
         self.has_mail.store(true, Ordering::Release);
-        if std::mem::replace(&mut mb.scheduled, true) {
+        if self.scheduled.swap(true, Ordering::Relaxed) {
             Posted::Queued
         } else {
             Posted::Schedule
@@ -76,28 +74,29 @@ impl<M> Mailbox<M> {
         if !self.has_mail.load(Ordering::Acquire) {
             return;
         }
-        let mut mb = self.inner.lock();
+        let mut msgs = self.msgs.lock();
         self.has_mail.store(false, Ordering::Release);
-        std::mem::swap(&mut mb.msgs, into);
-        mb.scheduled = false;
+        std::mem::swap(&mut *msgs, into);
+        self.scheduled.store(false, Ordering::Relaxed);
     }
 
     /// Closes the mailbox: later posts get their message back. Returns what
     /// was still waiting.
     pub(crate) fn close(&self) -> VecDeque<M> {
-        let mut mb = self.inner.lock();
-        mb.closed = true;
+        let mut msgs = self.msgs.lock();
+        self.closed.store(true, Ordering::Relaxed);
         self.has_mail.store(false, Ordering::Release);
-        std::mem::take(&mut mb.msgs)
+        std::mem::take(&mut *msgs)
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.inner.lock().closed
+        let _msgs = self.msgs.lock();
+        self.closed.load(Ordering::Relaxed)
     }
 
     /// Runs `f` under the mailbox's lock: orders `f` with every `post`.
     pub(crate) fn locked<R>(&self, f: impl FnOnce() -> R) -> R {
-        let _g = self.inner.lock();
+        let _msgs = self.msgs.lock();
         f()
     }
 }
