@@ -22,6 +22,8 @@
 pub(crate) mod limit;
 pub(crate) mod poller;
 pub(crate) mod source;
+#[cfg(test)]
+mod tests;
 pub(crate) mod timers;
 pub(crate) mod worker;
 
