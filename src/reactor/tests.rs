@@ -78,10 +78,7 @@ fn next(rx: &Receiver<Seen>) -> Seen {
 
 #[test]
 fn a_toy_source_gets_its_timer_tag_its_mail_by_token_and_shutdown() {
-    let engine = ReactorBuilder::default()
-        .workers(2)
-        .start::<Toy>()
-        .unwrap();
+    let engine = ReactorBuilder::default().workers(2).start::<Toy>().unwrap();
     let (tx, rx) = crossbeam_channel::unbounded();
     let worker = engine.shared.pick_worker().clone();
     worker.push(Task::Spawn(Box::new(ToyNew(tx))));
