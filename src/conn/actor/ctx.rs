@@ -1,6 +1,30 @@
 //! `Ctx`: direct access to a connection for code running on a worker.
 
-use super::*;
+use super::requests::CallbackRead;
+use super::requests::QueuedRead;
+use super::requests::StreamAdapter;
+use super::requests::StreamDecode;
+use super::Core;
+use super::Phase;
+use super::WorkerCtx;
+use crate::conn::shared::Msg;
+use crate::conn::ConnId;
+use crate::conn::Connection;
+use crate::conn::Options;
+use crate::conn::Reply;
+use crate::error::Error;
+use crate::error::Result;
+use crate::error::TimeoutKind;
+use crate::framing::Decoder;
+use crate::framing::Frame;
+use crate::tls::TlsSetup;
+use bytes::Bytes;
+use bytes::BytesMut;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use std::time::Instant;
 
 /// Direct access to a connection from code running in one of its turns on
 /// a worker thread (handlers, read completions, [`Connection::call`]).
