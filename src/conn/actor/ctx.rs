@@ -73,7 +73,7 @@ impl Ctx<'_> {
     /// Queues bytes for writing; without autocork they are written at once.
     /// Errors as [`Connection::write`]. With a
     /// [`low_water_mark`](Options::low_water_mark) set, a write larger than
-    /// the mark is followed by [`Event::Drain`] once the queue is back at or
+    /// the mark is followed by [`Event::Drain`](crate::Event::Drain) once the queue is back at or
     /// below it — also when the kernel took it all at once.
     pub fn write(&mut self, data: impl Into<Bytes>) -> Result<()> {
         let data = data.into();
@@ -252,7 +252,7 @@ impl Ctx<'_> {
         self.core.close_requested(self.w);
     }
 
-    /// Asks for one [`Event::Drain`] as soon as the write queue is at or
+    /// Asks for one [`Event::Drain`](crate::Event::Drain) as soon as the write queue is at or
     /// below the low-water mark (empty when none is set) — at once if it
     /// already is. Chains of "write, wait for drain, write" work with it:
     ///
@@ -292,7 +292,7 @@ impl Ctx<'_> {
 
     /// The connection's options, to change on the fly (socket options apply
     /// when the closure returns; a new low-water mark at or above the queue
-    /// emits [`Event::Drain`] at once, as [`Connection::configure`]).
+    /// emits [`Event::Drain`](crate::Event::Drain) at once, as [`Connection::configure`]).
     ///
     /// ```
     /// # fn f(ctx: &mut netactor::Ctx<'_>) {
@@ -348,7 +348,7 @@ impl Ctx<'_> {
 
     /// Everything the TLS handshake established (version, cipher suite,
     /// ALPN, SNI, the peer's certificates), once
-    /// [`Event::TlsEstablished`] was emitted; `None` without TLS.
+    /// [`Event::TlsEstablished`](crate::Event::TlsEstablished) was emitted; `None` without TLS.
     pub fn tls_info(&self) -> Option<Arc<crate::tls::TlsInfo>> {
         self.core.shared.tls_info()
     }
