@@ -1,3 +1,5 @@
+//! `Chunk`: a read of exactly N bytes.
+
 use super::{DecodeError, Decoder};
 use bytes::{Bytes, BytesMut};
 

@@ -1,3 +1,5 @@
+//! `Json`: one JSON value per frame, read and written.
+
 use super::{DecodeError, Decoder, Encoder, DEFAULT_MAX_FRAME};
 use crate::error::Error;
 use bytes::{Buf, Bytes, BytesMut};

@@ -1,3 +1,6 @@
+//! `LengthPrefixed`: frames behind a length prefix (`Prefix`: the reference's
+//! `packstring` formats), read and written.
+
 use super::{DecodeError, Decoder, Encoder, DEFAULT_MAX_FRAME};
 use crate::error::Error;
 use bytes::{Buf, Bytes, BytesMut};

@@ -1,3 +1,5 @@
+//! `Line`: data up to an end-of-line marker (`\n`, `\r\n` or any byte string or regex).
+
 #[cfg(feature = "regex")]
 use super::scan::{Decision, Engine, Halt, Pattern, Patterns};
 use super::{DecodeError, Decoder, DEFAULT_MAX_LINE};

@@ -1,3 +1,5 @@
+//! `Netstring`: D. J. Bernstein's `len:data,` frames, read and written.
+
 use super::{DecodeError, Decoder, Encoder, DEFAULT_MAX_FRAME};
 use crate::error::Error;
 use bytes::{Buf, Bytes, BytesMut};

@@ -1,3 +1,5 @@
+//! `Raw`: every byte that arrived, as one frame (streaming mode's simplest reader).
+
 use super::{DecodeError, Decoder};
 use bytes::{Bytes, BytesMut};
 

@@ -1,3 +1,5 @@
+//! `Regex`: data up to (and including) a regex match, with optional reject and skip patterns.
+
 use super::scan::{Decision, Engine, Halt, Pattern, Patterns};
 use super::{DecodeError, Decoder, DEFAULT_MAX_FRAME};
 use crate::error::Error;

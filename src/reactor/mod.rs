@@ -6,10 +6,10 @@
 //!                                                             └─▶ events / replies ─▶ app
 //! ```
 //!
-//! The reactor is generic over what it runs — a [`Source`] (in this crate
+//! The reactor is generic over what it runs — a `Source` (in this crate
 //! the connection actor) — and names no connection or listener type: mail
 //! is scheduled by token, timer tags are opaque, listeners are
-//! [`Acceptor`]s. Imports go one way: `conn` and `net` use the reactor,
+//! `Acceptor`s. Imports go one way: `conn` and `net` use the reactor,
 //! never the reverse.
 //!
 //! Every source belongs to one worker for its whole life, and a worker's
@@ -24,6 +24,8 @@ pub(crate) mod limit;
 mod park;
 pub(crate) mod poller;
 pub(crate) mod source;
+#[cfg(test)]
+mod tests;
 pub(crate) mod timers;
 pub(crate) mod worker;
 
@@ -284,7 +286,7 @@ impl<S: Source> ReactorShared<S> {
     }
 }
 
-/// Builds a [`Reactor`].
+/// Builds a [`Reactor`](crate::Reactor).
 ///
 /// ```
 /// let reactor = netactor::Reactor::builder().workers(2).build().unwrap();

@@ -2,8 +2,22 @@
 //! and the prepare hook; the socket is registered while the connect is in
 //! progress and kept on success.
 
-use super::*;
-use std::net::{TcpStream, ToSocketAddrs};
+use super::handler::PrepareFn;
+use super::handler::ResolveFn;
+use super::timers::TimerKind;
+use super::Core;
+use super::Phase;
+use super::WorkerCtx;
+use crate::conn::shared::ConnShared;
+use crate::conn::shared::Msg;
+use crate::conn::Event;
+use crate::error::Error;
+use crate::net::stream::Stream;
+use std::io;
+use std::net::SocketAddr;
+use std::net::TcpStream;
+use std::net::ToSocketAddrs;
+use std::sync::Arc;
 
 impl Core {
     pub(super) fn try_next_address(&mut self, w: &mut WorkerCtx) {

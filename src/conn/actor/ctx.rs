@@ -1,7 +1,30 @@
 //! `Ctx`: direct access to a connection for code running on a worker.
 
-use super::*;
+use super::requests::CallbackRead;
+use super::requests::QueuedRead;
+use super::requests::StreamAdapter;
+use super::requests::StreamDecode;
+use super::Core;
+use super::Phase;
+use super::WorkerCtx;
+use crate::conn::shared::Msg;
+use crate::conn::ConnId;
+use crate::conn::Connection;
+use crate::conn::Options;
+use crate::conn::Reply;
+use crate::error::Error;
 use crate::error::Inactivity;
+use crate::error::Result;
+use crate::framing::Decoder;
+use crate::framing::Frame;
+use crate::tls::TlsSetup;
+use bytes::Bytes;
+use bytes::BytesMut;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use std::time::Instant;
 
 /// Direct access to a connection from code running in one of its turns on
 /// a worker thread (handlers, read completions, [`Connection::call`]).
@@ -58,7 +81,7 @@ impl Ctx<'_> {
     /// Queues bytes for writing; without autocork they are written at once.
     /// Errors as [`Connection::write`]. With a
     /// [`low_water_mark`](Options::low_water_mark) set, a write larger than
-    /// the mark is followed by [`Event::Drain`] once the queue is back at or
+    /// the mark is followed by [`Event::Drain`](crate::Event::Drain) once the queue is back at or
     /// below it — also when the kernel took it all at once.
     pub fn write(&mut self, data: impl Into<Bytes>) -> Result<()> {
         let data = data.into();
@@ -237,7 +260,7 @@ impl Ctx<'_> {
         self.core.close_requested(self.w);
     }
 
-    /// Asks for one [`Event::Drain`] as soon as the write queue is at or
+    /// Asks for one [`Event::Drain`](crate::Event::Drain) as soon as the write queue is at or
     /// below the low-water mark (empty when none is set) — at once if it
     /// already is. Chains of "write, wait for drain, write" work with it:
     ///
@@ -277,7 +300,7 @@ impl Ctx<'_> {
 
     /// The connection's options, to change on the fly (socket options apply
     /// when the closure returns; a new low-water mark at or above the queue
-    /// emits [`Event::Drain`] at once, as [`Connection::configure`]).
+    /// emits [`Event::Drain`](crate::Event::Drain) at once, as [`Connection::configure`]).
     ///
     /// ```
     /// # fn f(ctx: &mut netactor::Ctx<'_>) {
@@ -333,7 +356,7 @@ impl Ctx<'_> {
 
     /// Everything the TLS handshake established (version, cipher suite,
     /// ALPN, SNI, the peer's certificates), once
-    /// [`Event::TlsEstablished`] was emitted; `None` without TLS.
+    /// [`Event::TlsEstablished`](crate::Event::TlsEstablished) was emitted; `None` without TLS.
     pub fn tls_info(&self) -> Option<Arc<crate::tls::TlsInfo>> {
         self.core.shared.tls_info()
     }

@@ -2,7 +2,25 @@
 //! on the worker, or the application's bounded channel, with back-pressure
 //! (events held back and retried on a timer when the channel is full).
 
-use super::*;
+use super::ctx::Ctx;
+use super::handler::Handler;
+use super::requests::ReadRequest;
+use super::timers::TimerKind;
+use super::Actor;
+use super::Core;
+use super::WorkerCtx;
+use super::RETRY_MS_MAX;
+use super::RETRY_MS_MIN;
+use crate::conn::Event;
+use crate::conn::Sink;
+use crate::error::Error;
+use crate::reactor::worker::panic_message;
+use crossbeam_channel::TrySendError;
+use std::collections::VecDeque;
+use std::panic::catch_unwind;
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+use std::time::Instant;
 
 /// Events and read completions on their way to the sink.
 pub(super) struct Outbox {

@@ -2,7 +2,21 @@
 //! then to the streaming decoder (the reference's §3.4 order); EOF and the
 //! read-buffer limit are noticed here.
 
-use super::*;
+use super::requests::ReadPoll;
+use super::requests::StreamDecode;
+use super::Actor;
+use super::Core;
+use super::Phase;
+use super::WorkerCtx;
+use crate::conn::Event;
+use crate::error::Error;
+use crate::error::Limit;
+use crate::framing::DecodeError;
+use crate::framing::FrameAction;
+use crate::reactor::worker::panic_message;
+use crate::tls::TlsSetup;
+use std::panic::catch_unwind;
+use std::panic::AssertUnwindSafe;
 
 impl Actor {
     /// Feeds buffered bytes to the read queue, then to the streaming decoder.

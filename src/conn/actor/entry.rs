@@ -2,7 +2,41 @@
 //! connection's description ([`NewConn`]), and the [`Source`] entry points
 //! (start, readiness, mail, timers, shutdown, a panic's aftermath).
 
-use super::*;
+use super::connect;
+use super::ctx::Ctx;
+use super::deliver::Outbox;
+use super::handler::HandlerFactory;
+use super::handler::PrepareFn;
+use super::handler::ResolveFn;
+use super::pools::Pools;
+use super::read::ReadHalf;
+use super::timers::Armed;
+use super::timers::Inactivity;
+use super::timers::TimerKind;
+use super::write::WriteHalf;
+use super::Actor;
+use super::ConnectState;
+use super::Core;
+use super::Phase;
+use super::WorkerCtx;
+use crate::conn::shared::ConnShared;
+use crate::conn::Event;
+use crate::conn::Options;
+use crate::conn::Sink;
+use crate::error::Error;
+use crate::error::TimeoutKind;
+use crate::net::stream::Stream;
+use crate::reactor::worker::panic_message;
+use crate::reactor::Readiness;
+use crate::reactor::Source;
+use crate::reactor::Token;
+use crate::tls::TlsSetup;
+use std::io;
+use std::net::SocketAddr;
+use std::panic::catch_unwind;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Instant;
 
 /// How a new actor gets its socket.
 pub(crate) enum Start {

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 /// one connection never overlap and come in order, but not necessarily on
 /// the same thread (hence `Send`; keep per-connection state in the handler,
 /// not in thread-locals). A panic in a handler is caught; only its
-/// connection fails, with [`Error::Panicked`].
+/// connection fails, with [`Error::Panicked`](crate::Error::Panicked).
 ///
 /// ```
 /// use netactor::{Ctx, Event, Handler};

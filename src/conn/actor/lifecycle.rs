@@ -2,7 +2,22 @@
 //! until it is established, close with linger, fatal errors, and the
 //! final `finish` that releases everything and emits `Closed`.
 
-use super::*;
+use super::timers::timer_of;
+use super::timers::TimerKind;
+use super::Core;
+use super::Phase;
+use super::WorkerCtx;
+use super::WriteSide;
+use crate::conn::shared::Msg;
+use crate::conn::Event;
+use crate::conn::Options;
+use crate::error::Error;
+use crate::error::TimeoutKind;
+use crate::net::stream::Stream;
+use bytes::BytesMut;
+use socket2::SockRef;
+use std::io;
+use std::sync::atomic::Ordering;
 
 impl Core {
     pub(super) fn open(&mut self, stream: Stream, w: &mut WorkerCtx) {

@@ -26,36 +26,20 @@ pub use ctx::Ctx;
 use deliver::Outbox;
 pub(crate) use entry::{NewConn, SinkSetup, Start};
 pub use handler::{Handler, HandlerFactory, PrepareFn, ResolveFn};
-pub(crate) use pools::Pools;
 use read::ReadHalf;
-use read::{recv_into, Recv};
-pub(crate) use requests::{
-    CallbackRead, QueuedRead, ReadPoll, ReadRequest, StreamAdapter, StreamDecode,
-};
-use timers::timer_of;
-use timers::Inactivity;
+pub(crate) use requests::{QueuedRead, ReadRequest, StreamAdapter, StreamDecode};
+use timers::{Armed, Inactivity};
 use write::WriteHalf;
-use write::{gather, pop_front_bytes};
 
 use super::shared::{ConnShared, Msg};
-use super::{ConnId, Connection, Event, Options, Reply, Sink};
-use crate::error::{Error, Limit, Result, TimeoutKind};
-use crate::framing::{DecodeError, Decoder, Frame, FrameAction};
+use super::{Event, Options, Sink};
+use crate::error::Error;
 use crate::net::stream::Stream;
-use crate::reactor::worker::panic_message;
-use crate::reactor::{Readiness, Source, Token};
+use crate::reactor::Token;
 use crate::tls::{TlsSession, TlsSetup};
-use bytes::{Buf, Bytes, BytesMut};
-use crossbeam_channel::{Sender, TrySendError};
-use socket2::SockRef;
 use std::collections::VecDeque;
-use std::io::{self, IoSlice};
 use std::net::SocketAddr;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use timers::{Armed, TimerKind};
 
 /// What an actor uses of its worker during a turn (the reactor's context,
 /// with this layer's [`Pools`]).

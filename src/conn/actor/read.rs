@@ -1,7 +1,18 @@
 //! Reading: whether anyone wants data, and one receive from the socket
 //! into the read buffer.
 
-use super::*;
+use super::requests::ReadRequest;
+use super::requests::StreamDecode;
+use super::Core;
+use super::Phase;
+use super::WorkerCtx;
+use crate::error::Error;
+use crate::error::Result;
+use crate::net::stream::Stream;
+use bytes::BytesMut;
+use std::collections::VecDeque;
+use std::io;
+use std::time::Instant;
 
 /// The read half of a connection.
 pub(super) struct ReadHalf {

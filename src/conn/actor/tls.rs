@@ -2,7 +2,24 @@
 //! (`crate::tls::TlsSession`), plaintext between the engine and the
 //! actor's read buffer and write queue.
 
-use super::*;
+use super::read::recv_into;
+use super::read::Recv;
+use super::timers::TimerKind;
+use super::write::gather;
+use super::write::pop_front_bytes;
+use super::Core;
+use super::Phase;
+use super::WorkerCtx;
+use super::MAX_IOV;
+use crate::conn::shared::Msg;
+use crate::conn::Event;
+use crate::error::Error;
+use crate::error::Result;
+use crate::tls::TlsSession;
+use crate::tls::TlsSetup;
+use std::io;
+use std::io::IoSlice;
+use std::sync::Arc;
 
 impl Core {
     /// Whether nothing TLS-specific remains to be written before FIN or the

@@ -2,7 +2,20 @@
 //! decode, flush, read — until nothing more can happen without new
 //! readiness, then delivers events.
 
-use super::*;
+use super::ctx::Ctx;
+use super::Actor;
+use super::Core;
+use super::Phase;
+use super::WorkerCtx;
+use super::WriteSide;
+use super::MAX_DELIVERY_ROUNDS;
+use super::READ_BUDGET;
+use crate::conn::shared::Msg;
+use crate::error::Error;
+use crate::reactor::worker::panic_message;
+use std::panic::catch_unwind;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 
 impl Actor {
     /// One turn: mailbox, then pump, then event delivery.

@@ -1,7 +1,24 @@
 //! Writing: the write queue, the direct path for a write with nothing
 //! queued ahead, vectored flushes, half-close, and `Drain`.
 
-use super::*;
+use super::pools::Pools;
+use super::Core;
+use super::Phase;
+use super::WorkerCtx;
+use super::WriteSide;
+use super::MAX_IOV;
+use crate::conn::Event;
+use crate::error::Error;
+use crate::error::Result;
+use bytes::Buf;
+use bytes::Bytes;
+use crossbeam_channel::Sender;
+use std::collections::VecDeque;
+use std::io;
+use std::io::IoSlice;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
 
 /// The write half of a connection.
 pub(super) struct WriteHalf {
