@@ -49,6 +49,7 @@ impl<M> Mailbox<M> {
         }
     }
 
+    #[inline]
     pub(crate) fn post(&self, msg: M) -> Posted<M> {
         let mut msgs = self.msgs.lock();
         if self.closed.load(Ordering::Relaxed) {
@@ -64,12 +65,14 @@ impl<M> Mailbox<M> {
     }
 
     /// Whether messages are waiting (a hint: `take` is the authority).
+    #[inline]
     pub(crate) fn has_mail(&self) -> bool {
         self.has_mail.load(Ordering::Acquire)
     }
 
     /// Takes every waiting message into `into` (which should be empty; its
     /// allocation is swapped in for reuse).
+    #[inline]
     pub(crate) fn take(&self, into: &mut VecDeque<M>) {
         if !self.has_mail.load(Ordering::Acquire) {
             return;

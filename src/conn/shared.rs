@@ -217,11 +217,13 @@ impl ConnShared {
     }
 
     /// Whether messages are waiting (a hint: `take_mail` is the authority).
+    #[inline]
     pub(crate) fn has_mail(&self) -> bool {
         self.mailbox.has_mail()
     }
 
     /// Takes all pending messages (the actor calls this at the start of a turn).
+    #[inline]
     pub(crate) fn take_mail(&self, into: &mut VecDeque<Msg>) {
         self.mailbox.take(into);
     }

@@ -201,12 +201,14 @@ impl<S: Source> WorkerShared<S> {
     /// [`take`](Self::take) for the worker's loop: nothing queued, no lock.
     /// A push racing with this look is seen by the `has_work` check the
     /// worker makes before it parks.
+    #[inline]
     pub(crate) fn take_if_any(&self, into: &mut Vec<Task<S>>) {
         if self.has_work() {
             self.take(into);
         }
     }
 
+    #[inline]
     pub(crate) fn has_work(&self) -> bool {
         self.parking.has_work()
     }

@@ -38,16 +38,19 @@ pub(crate) enum Wake {
 
 impl Parking {
     /// Publishes the queue's new length (call under the queue's lock).
+    #[inline]
     pub(crate) fn published(&self, len: usize) {
         self.queued.store(len, Ordering::SeqCst);
     }
 
+    #[inline]
     pub(crate) fn has_work(&self) -> bool {
         self.queued.load(Ordering::SeqCst) > 0
     }
 
     /// After publishing new work: how to make sure the worker sees it. At
     /// most one waker unparks a parked worker (`swap`).
+    #[inline]
     pub(crate) fn wake(&self) -> Wake {
         if self.parked.swap(false, Ordering::SeqCst) {
             Wake::Unpark
@@ -59,12 +62,14 @@ impl Parking {
     }
 
     /// Whether a sibling may be woken to take over polling.
+    #[inline]
     pub(crate) fn is_parked(&self) -> bool {
         self.parked.load(Ordering::SeqCst)
     }
 
     /// The worker is about to park: publishes it, then looks at the queue.
     /// `false`: work arrived, do not park.
+    #[inline]
     pub(crate) fn prepare_park(&self) -> bool {
         self.parked.store(true, Ordering::SeqCst);
         if self.has_work() {
@@ -75,17 +80,20 @@ impl Parking {
     }
 
     /// Back from `park` (woken, timed out or spurious).
+    #[inline]
     pub(crate) fn unparked(&self) {
         self.parked.store(false, Ordering::SeqCst);
     }
 
     /// The worker holds the poller role and is about to wait: publishes it,
     /// then looks at the queue. `false`: work arrived, do not block.
+    #[inline]
     pub(crate) fn begin_polling(&self) -> bool {
         self.polling.store(true, Ordering::SeqCst);
         !self.has_work()
     }
 
+    #[inline]
     pub(crate) fn end_polling(&self) {
         self.polling.store(false, Ordering::SeqCst);
     }

@@ -116,6 +116,7 @@ impl Poller {
 
     /// One `epoll_wait` (at most `timeout`; `None` blocks), appending what it
     /// found to `out`. Returns whether a [`notify`](Self::notify) ended it.
+    #[inline]
     pub(crate) fn wait(&self, out: &mut Vec<Ready>, timeout: Option<Duration>) -> io::Result<bool> {
         let ts = timeout.map(|d| rustix::event::Timespec {
             tv_sec: d.as_secs().min(i64::MAX as u64) as _,

@@ -23,6 +23,7 @@ pub(crate) struct NotifyFlag {
 impl NotifyFlag {
     /// `notify`: whether this call must write the wake-up (no other is on
     /// its way).
+    #[inline]
     pub(crate) fn should_write(&self) -> bool {
         !self.pending.swap(true, Ordering::SeqCst)
     }
@@ -33,6 +34,7 @@ impl NotifyFlag {
     }
 
     /// A wait consumed the wake-up's edge; call before waiting again.
+    #[inline]
     pub(crate) fn seen(&self) {
         self.pending.store(false, Ordering::SeqCst);
     }
