@@ -55,6 +55,14 @@ mod imp {
     pub(super) fn prepare_stream(_sock: &impl AsSource) -> io::Result<()> {
         Ok(()) // MSG_NOSIGNAL on every send
     }
+
+    pub(super) fn stream_socket(
+        domain: socket2::Domain,
+        protocol: Option<socket2::Protocol>,
+    ) -> io::Result<socket2::Socket> {
+        // Non-blocking from the `socket` call itself.
+        socket2::Socket::new(domain, socket2::Type::STREAM.nonblocking(), protocol)
+    }
 }
 
 #[cfg(not(any(
@@ -99,6 +107,15 @@ mod imp {
         let _ = sock;
         Ok(())
     }
+
+    pub(super) fn stream_socket(
+        domain: socket2::Domain,
+        protocol: Option<socket2::Protocol>,
+    ) -> io::Result<socket2::Socket> {
+        let s = socket2::Socket::new(domain, socket2::Type::STREAM, protocol)?;
+        s.set_nonblocking(true)?;
+        Ok(s)
+    }
 }
 
 /// Reads into `buf`; returns the part of it now filled — the initialised
@@ -136,28 +153,5 @@ pub(crate) fn stream_socket(
     domain: socket2::Domain,
     protocol: Option<socket2::Protocol>,
 ) -> io::Result<socket2::Socket> {
-    #[cfg(any(
-        target_os = "linux",
-        target_os = "android",
-        target_os = "freebsd",
-        target_os = "netbsd",
-        target_os = "openbsd",
-        target_os = "dragonfly"
-    ))]
-    {
-        socket2::Socket::new(domain, socket2::Type::STREAM.nonblocking(), protocol)
-    }
-    #[cfg(not(any(
-        target_os = "linux",
-        target_os = "android",
-        target_os = "freebsd",
-        target_os = "netbsd",
-        target_os = "openbsd",
-        target_os = "dragonfly"
-    )))]
-    {
-        let s = socket2::Socket::new(domain, socket2::Type::STREAM, protocol)?;
-        s.set_nonblocking(true)?;
-        Ok(s)
-    }
+    imp::stream_socket(domain, protocol)
 }

@@ -7,6 +7,7 @@ use super::timers::TimerKind;
 use super::Core;
 use super::Phase;
 use super::WorkerCtx;
+#[cfg(unix)]
 use super::WriteSide;
 use crate::conn::shared::Msg;
 use crate::conn::Event;
