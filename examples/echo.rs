@@ -194,15 +194,9 @@ fn main() -> ExitCode {
     };
     // Register signals before announcing readiness, so a signal sent right
     // after the `listening on` line is never missed.
-    let mut signals = match signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ]) {
+    let mut signals = match graceful::termination_signals("echo") {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("echo: cannot install signal handlers: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let mut builder = Reactor::builder()
         .shutdown_timeout(Duration::from_secs(2))

@@ -444,15 +444,9 @@ fn main() -> ExitCode {
         }
     };
     // Registered before the `listening on` line, so no signal is missed.
-    let mut signals = match signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ]) {
+    let mut signals = match graceful::termination_signals("http") {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("http: cannot install signal handlers: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let mut builder = Reactor::builder().shutdown_timeout(Duration::from_secs(1));
     if let Some(n) = args.workers {

@@ -705,15 +705,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut signals = match signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ]) {
+    let mut signals = match graceful::termination_signals("smtp") {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("smtp: cannot install signal handlers: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     // The TLS configuration is built once and shared by every STARTTLS.
     let tls = match ServerBuilder::from_pem_files(&args.cert, &args.key).and_then(|b| b.build()) {

@@ -28,6 +28,20 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+/// SIGINT and SIGTERM, registered for `server` (its name, for the error
+/// message). Call it before printing `listening on`, so a signal sent right
+/// after that line is never missed; on failure the caller exits with the
+/// code returned.
+pub fn termination_signals(
+    server: &str,
+) -> Result<signal_hook::iterator::Signals, std::process::ExitCode> {
+    signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+        .map_err(|e| {
+            eprintln!("{server}: cannot install signal handlers: {e}");
+            std::process::ExitCode::from(1)
+        })
+}
+
 /// How long a stopped connection waits for the client's FIN after its own
 /// (counted from its last successful write).
 pub const GRACE: Duration = Duration::from_secs(4);

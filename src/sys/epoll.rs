@@ -19,6 +19,9 @@ use std::time::Duration;
 /// in their upper bits and a slot below; all-ones is neither).
 const WAKER_KEY: u64 = u64::MAX;
 
+/// A listener's interest: readable, reported once until re-armed.
+const LISTENER: EventFlags = EventFlags::IN.union(EventFlags::ONESHOT);
+
 pub(crate) struct Poller {
     epoll: OwnedFd,
     /// Registered edge-triggered for reading and never read: every write is
@@ -72,7 +75,7 @@ impl Poller {
             &self.epoll,
             src.as_fd(),
             EventData::new_u64(key as u64),
-            EventFlags::IN | EventFlags::ONESHOT,
+            LISTENER,
         )?;
         Ok(())
     }
@@ -82,7 +85,7 @@ impl Poller {
             &self.epoll,
             src.as_fd(),
             EventData::new_u64(key as u64),
-            EventFlags::IN | EventFlags::ONESHOT,
+            LISTENER,
         )?;
         Ok(())
     }
