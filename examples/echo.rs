@@ -219,7 +219,7 @@ fn main() -> ExitCode {
         .linger(Duration::from_secs(5));
     let mut lo = ListenOptions::new().options(opts);
     if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
-        match netactor::tls::server_config_from_pem_files(cert, key) {
+        match netactor::tls::ServerBuilder::from_pem_files(cert, key).and_then(|b| b.build()) {
             Ok(cfg) => lo = lo.tls(cfg),
             Err(e) => {
                 eprintln!("echo: {e}");

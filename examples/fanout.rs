@@ -36,7 +36,9 @@
 use bytes::{Buf, Bytes, BytesMut};
 use crossbeam_channel::Select;
 use netactor::framing::{DecodeError, Decoder};
-use netactor::{ConnId, ConnectOptions, Connection, Error, Event, Options, Reactor, Reply};
+use netactor::{
+    ConnId, ConnectOptions, Connection, Error, Event, Options, Reactor, Reply, TryReplyError,
+};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
@@ -325,19 +327,19 @@ fn run_netactor(args: &Args, request: &Bytes, sum: &mut Summary) -> Result<(), S
         for slot in &mut slots {
             let result = match &slot.pending {
                 Some((_, Wait::Reply(r), _)) => r.try_recv(),
-                _ => None,
+                _ => Err(TryReplyError::Empty),
             };
             match result {
-                None => {}
-                Some(Err(Error::Closed)) => {
+                Err(TryReplyError::Empty) => {}
+                Err(TryReplyError::Failed(Error::Closed)) => {
                     let id = slot.conn.as_ref().expect("connection").id();
                     slot.pending.as_mut().expect("pending").1 = Wait::Reason(id);
                 }
-                Some(result) => {
+                result => {
                     let started = slot.pending.as_ref().expect("pending").2;
                     let (outcome, keep) = match &result {
                         Ok(resp) => (from_response(resp), resp.status == 200 && !resp.close),
-                        Err(e) => (from_error(e, started), false),
+                        Err(e) => (from_error(&e.clone().into(), started), false),
                     };
                     slot.finish(sum, outcome, keep);
                     done += 1;

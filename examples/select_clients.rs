@@ -109,8 +109,10 @@ fn main() -> anyhow::Result<()> {
         };
         let Ok(k) = ready else { continue };
         let i = index[k];
-        let Some(result) = pending[i].as_ref().and_then(|r| r.try_recv()) else {
-            continue; // readiness can be spurious: select again
+        let result = match pending[i].as_ref().map(|r| r.try_recv()) {
+            // Readiness can be spurious: select again.
+            None | Some(Err(netactor::TryReplyError::Empty)) => continue,
+            Some(result) => result,
         };
         pending[i] = None;
         let line = result?;

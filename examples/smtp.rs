@@ -750,7 +750,7 @@ fn main() -> ExitCode {
         // held back by TCP flow control instead of filling the write queue
         // (where replies past wbuf_max would be lost).
         .pause_reading_above(Some(1 << 20))
-        .rtimeout(Some(args.idle))
+        .read_timeout(Some(args.idle))
         .linger(Duration::from_secs(5));
     let sh2 = sh.clone();
     let listener = match reactor.listen_with(

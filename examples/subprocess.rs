@@ -71,12 +71,16 @@ fn main() -> ExitCode {
         // One answer per request, bounded by the timeout.
         let answer = conn.push_read(Line::new()).unwrap_or_else(|e| fail(e));
         match answer.recv_timeout(timeout) {
-            Some(Ok(l)) => {
+            Ok(l) => {
                 let _ = writeln!(out, "< {}", String::from_utf8_lossy(&l.line));
                 let _ = out.flush();
             }
-            Some(Err(e)) => fail(format!("{prog} did not answer {line:?}: {e}")),
-            None => fail(format!("{prog} did not answer {line:?} within {timeout:?}")),
+            Err(netactor::ReplyTimeoutError::Failed(e)) => {
+                fail(format!("{prog} did not answer {line:?}: {e}"))
+            }
+            Err(netactor::ReplyTimeoutError::Timeout) => {
+                fail(format!("{prog} did not answer {line:?} within {timeout:?}"))
+            }
         }
     }
     // End of input: the child sees EOF on its stdin.

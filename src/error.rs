@@ -26,6 +26,10 @@ pub enum TimeoutKind {
     Connect,
     /// A TLS handshake did not complete in time.
     Handshake,
+    /// A caller's wait for a [`Reply`](crate::Reply) ran out
+    /// ([`ReplyTimeoutError::Timeout`](crate::ReplyTimeoutError) turned into
+    /// an `Error` with `?`); the read itself is still pending.
+    Reply,
 }
 
 /// One of the three inactivity timers — the ones
@@ -42,9 +46,9 @@ pub enum TimeoutKind {
 pub enum Inactivity {
     /// No successful read **or** write for the period (`Options::timeout`).
     Any,
-    /// No successful read for the period (`Options::rtimeout`).
+    /// No successful read for the period (`Options::read_timeout`).
     Read,
-    /// No successful write for the period (`Options::wtimeout`).
+    /// No successful write for the period (`Options::write_timeout`).
     Write,
 }
 
@@ -127,10 +131,11 @@ pub enum Error {
     },
     /// The request is invalid (e.g. `starttls` while TLS is active).
     InvalidInput(String),
-    /// A configuration cannot be built: unreadable or malformed PEM, a key
-    /// that does not match its certificate, no TLS crypto provider (`EINVAL`).
-    /// Never a connection's failure: these come from the builders.
-    Config(String),
+    /// A configuration cannot be built: malformed PEM, a key that does not
+    /// match its certificate, no TLS crypto provider (`EINVAL`). Never a
+    /// connection's failure: these come from the builders. (An unreadable
+    /// file is an [`Error::Io`] naming the path.)
+    Config(ConfigError),
     /// Application code called from a worker panicked; only that connection failed.
     Panicked(String),
     /// Any other operating-system error.
@@ -255,7 +260,7 @@ impl fmt::Display for Error {
                 write!(f, "closed with {bytes} accepted bytes not sent")
             }
             Error::InvalidInput(why) => write!(f, "invalid request: {why}"),
-            Error::Config(why) => write!(f, "invalid configuration: {why}"),
+            Error::Config(e) => write!(f, "invalid configuration: {e}"),
             Error::Panicked(why) => write!(f, "application code panicked on a worker: {why}"),
             Error::Io(e) => write!(f, "I/O error: {e}"),
         }
@@ -267,6 +272,7 @@ impl std::error::Error for Error {
         match self {
             Error::Io(e) => Some(&**e),
             Error::Tls(e) => Some(e),
+            Error::Config(e) => Some(e),
             _ => None,
         }
     }
@@ -293,6 +299,94 @@ impl From<Error> for io::Error {
 impl From<rustls::Error> for Error {
     fn from(e: rustls::Error) -> Self {
         Error::Tls(TlsError::Rustls(e))
+    }
+}
+
+/// Which kind of PEM item could not be parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PemItem {
+    /// A `CERTIFICATE` block (a chain or a CA).
+    Certificate,
+    /// A private key (PKCS#8, PKCS#1 or SEC1).
+    PrivateKey,
+}
+
+/// Why a TLS configuration could not be built — keeping what rustls and
+/// the PEM parser reported.
+///
+/// ```
+/// use netactor::tls::ServerBuilder;
+/// use netactor::{ConfigError, Error};
+/// let e = ServerBuilder::from_pem(b"", b"").unwrap_err();
+/// assert!(matches!(e, Error::Config(ConfigError::NoCertificate)));
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// Neither of netactor's `aws-lc-rs` / `ring` features is on, no process
+    /// default is installed (`rustls::crypto::CryptoProvider::install_default`)
+    /// and none was passed to the builder's `provider`.
+    NoCryptoProvider,
+    /// PEM data that should hold certificates holds none.
+    NoCertificate,
+    /// PEM data could not be parsed (or, for a key, holds none).
+    Pem {
+        /// What was being read.
+        item: PemItem,
+        /// The parser's error.
+        error: Arc<rustls::pki_types::pem::Error>,
+    },
+    /// The platform's certificate store is empty or unreadable.
+    NoTrustRoots,
+    /// A CA certificate was refused as a trust anchor.
+    CaCertificate(rustls::Error),
+    /// The client-certificate verifier could not be built (e.g. no CA).
+    ClientVerifier(rustls::server::VerifierBuilderError),
+    /// rustls refused the configuration: a key that does not match its
+    /// certificate, a provider without the protocol versions.
+    Rustls(rustls::Error),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::NoCryptoProvider => f.write_str(
+                "no TLS crypto provider: enable netactor's `aws-lc-rs` or `ring` feature, \
+                 install a process default (rustls::crypto::CryptoProvider::install_default), \
+                 or pass one to the builder's `provider`",
+            ),
+            ConfigError::NoCertificate => f.write_str("no certificate in the PEM data"),
+            ConfigError::Pem { item, error } => {
+                let what = match item {
+                    PemItem::Certificate => "certificate",
+                    PemItem::PrivateKey => "private key",
+                };
+                write!(f, "bad {what} PEM: {error}")
+            }
+            ConfigError::NoTrustRoots => {
+                f.write_str("no trust roots: the platform certificate store is empty or unreadable")
+            }
+            ConfigError::CaCertificate(e) => write!(f, "bad CA certificate: {e}"),
+            ConfigError::ClientVerifier(e) => write!(f, "client certificate verifier: {e}"),
+            ConfigError::Rustls(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::Pem { error, .. } => Some(&**error),
+            ConfigError::CaCertificate(e) | ConfigError::Rustls(e) => Some(e),
+            ConfigError::ClientVerifier(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Error {
+        Error::Config(e)
     }
 }
 

@@ -50,7 +50,7 @@
 //! let (tx, _events) = netactor::event_channel(64);
 //! let conn = reactor.connect(listener.local_addr(), ConnectOptions::new(), tx)?;
 //! conn.write(&b"hello\n"[..])?;
-//! let line = conn.push_read(Line::new())?.recv_timeout(Duration::from_secs(5)).unwrap()?;
+//! let line = conn.push_read(Line::new())?.recv_timeout(Duration::from_secs(5))?;
 //! assert_eq!(&line.line[..], b"hello");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -73,21 +73,29 @@
 
 #![warn(missing_docs, missing_debug_implementations)]
 
-pub mod conn;
-pub mod error;
+// The layers are private modules; every public type has one path, at the
+// crate root, except the two leaf namespaces `framing` and `tls`.
+mod conn;
+mod error;
 pub mod framing;
-pub mod net;
-pub mod reactor;
+mod net;
+mod reactor;
 mod sync;
 mod sys;
 pub mod tls;
 
 pub use conn::{
     event_channel, BlockingIo, ConnId, Connection, Ctx, Event, EventReceiver, EventSender, Handler,
-    Options, Reply, Sink, Stats,
+    Options, Reply, ReplyTimeoutError, Sink, Stats, TryReplyError, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_LINGER, DEFAULT_RBUF_MAX, DEFAULT_WBUF_MAX,
 };
-pub use error::{Error, Inactivity, Limit, Result, TimeoutKind, TlsError};
-pub use net::{ConnectOptions, ListenOptions, Listener, Reactor, Target};
+pub use error::{ConfigError, Error, Inactivity, Limit, PemItem, Result, TimeoutKind, TlsError};
+#[cfg(unix)]
+pub use net::PeerCredentials;
+pub use net::{
+    parse_host_port, resolve, ConnectOptions, HandlerFactory, HostPort, ListenOptions, Listener,
+    PrepareFn, Reactor, ResolveFn, Target, DEFAULT_BACKLOG,
+};
 pub use reactor::ReactorBuilder;
 
 /// The README's example is compiled and run as a doctest.

@@ -379,7 +379,10 @@ fn close_while_connecting_flushes_and_then_closes() {
     let (got, clean) = read_to_eof(&mut peer);
     assert_eq!(got, b"one,two");
     assert!(clean);
-    assert!(matches!(read.recv_timeout(LONG), Some(Err(Error::Closed))));
+    assert!(matches!(
+        read.recv_timeout(LONG),
+        Err(netactor::ReplyTimeoutError::Failed(Error::Closed))
+    ));
     let evs = events_until_closed(&events, LONG);
     assert!(matches!(evs.last(), Some(Event::Closed)), "{evs:?}");
 }
@@ -585,7 +588,7 @@ fn a_panicking_read_completion_fails_only_its_connection() {
     let reply = p.conn.push_read(Chunk::new(2)).unwrap();
     let mut peer = p.peer;
     peer.write_all(b"ok").unwrap();
-    assert_eq!(&reply.recv_timeout(LONG).unwrap().unwrap()[..], b"ok");
+    assert_eq!(&reply.recv_timeout(LONG).unwrap()[..], b"ok");
 }
 
 // ------------------------------------------------- addresses, configuration
@@ -617,11 +620,11 @@ fn one_option_changes_in_one_line() {
     let r = reactor(1);
     let p = client_pair(&r, Options::new());
     p.conn
-        .configure(|o| o.set_rtimeout(Some(Duration::from_millis(100))))
+        .configure(|o| o.set_read_timeout(Some(Duration::from_millis(100))))
         .unwrap();
     let ev = wait_event(&p.events, LONG, |e| matches!(e, Event::Timeout(_)));
     assert!(matches!(ev, Event::Timeout(TimeoutKind::Read)));
-    p.conn.configure(|o| o.set_rtimeout(None)).unwrap();
+    p.conn.configure(|o| o.set_read_timeout(None)).unwrap();
 }
 
 /// A streaming frame that takes no bytes (here `Chunk::new(0)`, like a TLS

@@ -72,8 +72,10 @@ fn connect_refused_is_a_fatal_error_and_fails_queued_reads() {
         // Failed with the connect error if the actor had taken it from its
         // mailbox, or with Closed if the failure came first.
         Ok(r) => assert!(matches!(
-            r.recv_timeout(WAIT).unwrap(),
-            Err(Error::ConnectionRefused | Error::Closed)
+            r.recv_timeout(WAIT),
+            Err(netactor::ReplyTimeoutError::Failed(
+                Error::ConnectionRefused | Error::Closed
+            ))
         )),
         Err(e) => assert!(matches!(e, Error::Closed)),
     }
@@ -129,7 +131,7 @@ fn each_address_is_tried_in_turn_with_the_prepare_hook() {
     assert_eq!(seen.lock()[2], good);
     conn.write(&b"ping\n"[..]).unwrap();
     let line = conn.push_read(Line::new()).unwrap();
-    assert_eq!(&line.recv_timeout(WAIT).unwrap().unwrap().line[..], b"ping");
+    assert_eq!(&line.recv_timeout(WAIT).unwrap().line[..], b"ping");
 }
 
 #[test]
@@ -181,10 +183,7 @@ fn host_names_are_resolved_off_thread() {
     }
     conn.write(&b"resolved\n"[..]).unwrap();
     let l = conn.push_read(Line::new()).unwrap();
-    assert_eq!(
-        &l.recv_timeout(WAIT).unwrap().unwrap().line[..],
-        b"resolved"
-    );
+    assert_eq!(&l.recv_timeout(WAIT).unwrap().line[..], b"resolved");
 }
 
 #[test]
@@ -197,8 +196,8 @@ fn requests_made_while_connecting_apply_once_connected() {
     conn.write(&b"two\n"[..]).unwrap();
     let b = conn.push_read(Line::new()).unwrap();
     assert!(matches!(next_event(&rx, WAIT), Event::Connected { .. }));
-    assert_eq!(&a.recv_timeout(WAIT).unwrap().unwrap().line[..], b"one");
-    assert_eq!(&b.recv_timeout(WAIT).unwrap().unwrap().line[..], b"two");
+    assert_eq!(&a.recv_timeout(WAIT).unwrap().line[..], b"one");
+    assert_eq!(&b.recv_timeout(WAIT).unwrap().line[..], b"two");
 }
 
 #[test]
@@ -209,5 +208,8 @@ fn closing_while_connecting_cancels_quietly() {
     conn.close().unwrap();
     let evs = events_until_closed(&rx, WAIT);
     assert!(matches!(evs[..], [Event::Closed]), "{evs:?}");
-    assert!(matches!(r.recv_timeout(WAIT).unwrap(), Err(Error::Closed)));
+    assert!(matches!(
+        r.recv_timeout(WAIT),
+        Err(netactor::ReplyTimeoutError::Failed(Error::Closed))
+    ));
 }

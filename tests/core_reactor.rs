@@ -316,13 +316,13 @@ fn oobinline_puts_urgent_data_in_the_stream() {
         let r1 = p.conn.push_read(Chunk::new(2)).unwrap();
         sync(&p.conn);
         SockRef::from(&p.peer).send(b"ab").unwrap();
-        assert_eq!(&r1.recv_timeout(WAIT).unwrap().unwrap()[..], b"ab");
+        assert_eq!(&r1.recv_timeout(WAIT).unwrap()[..], b"ab");
         SockRef::from(&p.peer)
             .send_with_flags(b"U", libc::MSG_OOB)
             .unwrap();
         SockRef::from(&p.peer).send(b"cd").unwrap();
         let r2 = p.conn.push_read(Chunk::new(2)).unwrap();
-        let got = r2.recv_timeout(WAIT).unwrap().unwrap();
+        let got = r2.recv_timeout(WAIT).unwrap();
         if inline {
             assert_eq!(&got[..], b"Uc", "urgent byte not inline");
         } else {
@@ -341,10 +341,7 @@ fn adopt_takes_over_a_connected_std_stream() {
     let conn = shared_reactor().adopt(srv, Options::new(), tx).unwrap();
     let line = conn.push_read(netactor::framing::Line::new()).unwrap();
     client.write_all(b"adopted\n").unwrap();
-    assert_eq!(
-        &line.recv_timeout(WAIT).unwrap().unwrap().line[..],
-        b"adopted"
-    );
+    assert_eq!(&line.recv_timeout(WAIT).unwrap().line[..], b"adopted");
     conn.write(&b"back"[..]).unwrap();
     let mut b = [0u8; 4];
     client.read_exact(&mut b).unwrap();

@@ -23,17 +23,17 @@ fn shared_reactor() -> &'static Reactor {
 
 fn ok<T>(r: &Reply<T>) -> T {
     match r.recv_timeout(WAIT) {
-        Some(Ok(v)) => v,
-        Some(Err(e)) => panic!("read failed: {e}"),
-        None => panic!("read still pending after {WAIT:?}"),
+        Ok(v) => v,
+        Err(netactor::ReplyTimeoutError::Failed(e)) => panic!("read failed: {e}"),
+        Err(netactor::ReplyTimeoutError::Timeout) => panic!("read still pending after {WAIT:?}"),
     }
 }
 
 fn err<T: std::fmt::Debug>(r: &Reply<T>) -> Error {
     match r.recv_timeout(WAIT) {
-        Some(Err(e)) => e,
-        Some(Ok(v)) => panic!("read unexpectedly succeeded with {v:?}"),
-        None => panic!("read still pending after {WAIT:?}"),
+        Err(netactor::ReplyTimeoutError::Failed(e)) => e,
+        Ok(v) => panic!("read unexpectedly succeeded with {v:?}"),
+        Err(netactor::ReplyTimeoutError::Timeout) => panic!("read still pending after {WAIT:?}"),
     }
 }
 
@@ -380,7 +380,7 @@ fn rbuf_max_is_enforced_strictly_above_the_limit() {
 #[test]
 fn default_rbuf_max_is_finite() {
     let p = pair(shared_reactor(), Options::new());
-    let max = netactor::conn::DEFAULT_RBUF_MAX;
+    let max = netactor::DEFAULT_RBUF_MAX;
     // A read that can never be satisfied within the limit.
     let big = p.conn.push_read(Chunk::new(max * 2)).unwrap();
     let mut peer = p.peer.try_clone().unwrap();
@@ -449,7 +449,9 @@ fn replies_can_be_blocked_on_selected_over_or_polled() {
         .map(|p| p.conn.push_read(Chunk::new(1)).unwrap())
         .collect();
     // Polling without blocking: nothing there yet.
-    assert!(replies.iter().all(|r| r.try_recv().is_none()));
+    assert!(replies
+        .iter()
+        .all(|r| matches!(r.try_recv(), Err(netactor::TryReplyError::Empty))));
     pairs[1].send(b"B");
     // select! over every connection's reply: the one with data wins.
     let mut sel = crossbeam_channel::Select::new();
@@ -462,7 +464,7 @@ fn replies_can_be_blocked_on_selected_over_or_polled() {
     assert_eq!((idx, &got[..]), (1, &b"B"[..]));
     pairs[2].send(b"C");
     let t0 = Instant::now();
-    while replies[2].try_recv().map(|r| r.unwrap()).is_none() {
+    while matches!(replies[2].try_recv(), Err(netactor::TryReplyError::Empty)) {
         assert!(t0.elapsed() < WAIT, "poll never saw the reply");
         std::thread::yield_now();
     }
@@ -563,4 +565,33 @@ fn messages_behind_the_one_that_ends_the_connection_are_answered_and_released() 
         "the refused write's {} bytes stay reserved",
         p.conn.stats().write_queued
     );
+}
+
+#[test]
+fn reply_waits_report_pending_and_failure_as_typed_errors() {
+    use netactor::{ReplyTimeoutError, TimeoutKind, TryReplyError};
+    let mut p = pair(shared_reactor(), Options::new());
+    let r = p.conn.push_read(Chunk::new(3)).unwrap();
+    // Nothing sent yet: both waits say "pending", and the Reply stays valid.
+    assert!(matches!(r.try_recv(), Err(TryReplyError::Empty)));
+    assert!(matches!(
+        r.recv_timeout(Duration::from_millis(20)),
+        Err(ReplyTimeoutError::Timeout)
+    ));
+    // `?` turns a timeout into a typed Error.
+    let as_error: Error = ReplyTimeoutError::Timeout.into();
+    assert!(matches!(as_error, Error::TimedOut(TimeoutKind::Reply)));
+    p.send(b"abc");
+    assert_eq!(&r.recv_timeout(WAIT).unwrap()[..], b"abc");
+    // A read the connection can no longer answer fails with its own error.
+    let r = p.conn.push_read(Chunk::new(3)).unwrap();
+    drop(p.peer);
+    match r.recv_timeout(WAIT) {
+        Err(ReplyTimeoutError::Failed(Error::UnexpectedEof)) => {}
+        other => panic!("expected Failed(UnexpectedEof), got {other:?}"),
+    }
+    assert!(matches!(
+        r.try_recv(),
+        Err(TryReplyError::Failed(Error::Closed))
+    ));
 }

@@ -30,7 +30,7 @@ fn timeouts(p: &Pair, kind: TimeoutKind, n: usize) -> Vec<Instant> {
 
 #[test]
 fn read_timeout_repeats_each_period_and_is_not_fatal() {
-    let mut p = pair(shared_reactor(), Options::new().rtimeout(Some(MS(100))));
+    let mut p = pair(shared_reactor(), Options::new().read_timeout(Some(MS(100))));
     p.conn.set_streaming(Some(Raw)).unwrap();
     let t0 = Instant::now();
     let at = timeouts(&p, TimeoutKind::Read, 3);
@@ -56,8 +56,8 @@ fn read_timeout_ignores_writes_and_write_timeout_ignores_reads() {
     let mut p = pair(
         shared_reactor(),
         Options::new()
-            .rtimeout(Some(MS(150)))
-            .wtimeout(Some(MS(150))),
+            .read_timeout(Some(MS(150)))
+            .write_timeout(Some(MS(150))),
     );
     p.conn.set_streaming(Some(Raw)).unwrap();
     // We keep writing: only the read timer may fire.
@@ -131,7 +131,7 @@ fn activity_timeout_waits_while_data_flows() {
 
 #[test]
 fn write_timeout_fires_while_idle_with_nothing_queued() {
-    let p = pair(shared_reactor(), Options::new().wtimeout(Some(MS(80))));
+    let p = pair(shared_reactor(), Options::new().write_timeout(Some(MS(80))));
     timeouts(&p, TimeoutKind::Write, 2);
 }
 
@@ -157,7 +157,7 @@ fn setting_a_timeout_counts_from_the_last_activity() {
 #[test]
 fn reset_postpones_the_timeout() {
     // Resets every 40 ms against a 400 ms period: generous for a loaded machine.
-    let p = pair(shared_reactor(), Options::new().rtimeout(Some(MS(400))));
+    let p = pair(shared_reactor(), Options::new().read_timeout(Some(MS(400))));
     let end = Instant::now() + MS(800);
     while Instant::now() < end {
         p.conn.reset_timeout(Inactivity::Read).unwrap();
@@ -176,7 +176,7 @@ fn reset_postpones_the_timeout() {
 fn shortening_and_lengthening_a_running_timer() {
     let p = pair(
         shared_reactor(),
-        Options::new().wtimeout(Some(Duration::from_secs(10))),
+        Options::new().write_timeout(Some(Duration::from_secs(10))),
     );
     // Shorter: the new period applies at once.
     p.conn

@@ -70,9 +70,9 @@ where
     replies
         .iter()
         .map(|r| match r.recv_timeout(WAIT) {
-            Some(Ok(f)) => show(f.into()),
-            Some(Err(e)) => panic!("read failed: {e}"),
-            None => panic!("read pending after {WAIT:?}"),
+            Ok(f) => show(f.into()),
+            Err(netactor::ReplyTimeoutError::Failed(e)) => panic!("read failed: {e}"),
+            Err(netactor::ReplyTimeoutError::Timeout) => panic!("read pending after {WAIT:?}"),
         })
         .collect()
 }
@@ -181,7 +181,7 @@ fn json() {
     let mut p = pair(shared_reactor(), Options::new());
     let r = p.conn.push_read(Json::<Vec<u8>>::typed()).unwrap();
     trickle(&mut p, b"[1,2,3]\n");
-    assert_eq!(r.recv_timeout(WAIT).unwrap().unwrap(), vec![1, 2, 3]);
+    assert_eq!(r.recv_timeout(WAIT).unwrap(), vec![1, 2, 3]);
 }
 
 #[cfg(feature = "cbor")]
@@ -263,10 +263,10 @@ fn non_fatal_errors_leave_the_connection_usable() {
         p.send(b"axb\nnext\n");
         assert!(matches!(
             bad.recv_timeout(WAIT),
-            Some(Err(Error::BadMessage(_)))
+            Err(netactor::ReplyTimeoutError::Failed(Error::BadMessage(_)))
         ));
         let good = p.conn.push_read(Line::new()).unwrap();
-        assert_eq!(&good.recv_timeout(WAIT).unwrap().unwrap().line[..], b"b");
+        assert_eq!(&good.recv_timeout(WAIT).unwrap().line[..], b"b");
     }
     // Streaming: an error event, then the frames after it.
     let mut p = pair(shared_reactor(), Options::new());
@@ -312,7 +312,7 @@ fn oversized_declared_length_closes_the_connection() {
     p.send(&[0, 0, 0, 11]);
     assert!(matches!(
         r.recv_timeout(WAIT),
-        Some(Err(Error::NoSpace { .. }))
+        Err(netactor::ReplyTimeoutError::Failed(Error::NoSpace { .. }))
     ));
     let evs = events_until_closed(p.events(), WAIT);
     assert!(
@@ -356,7 +356,7 @@ fn streaming_decoder_forgets_its_scan_when_a_queued_read_takes_bytes() {
         more.push(term);
         more.extend_from_slice(b"XYZWVUTS.");
         p.send(&more);
-        assert_eq!(&chunk.recv_timeout(WAIT).unwrap().unwrap()[..], b"abcdefgh");
+        assert_eq!(&chunk.recv_timeout(WAIT).unwrap()[..], b"abcdefgh");
         match p.next_event() {
             Event::Read(f) => assert_eq!(show(f), format!("/{term:02x}")),
             other => panic!("{other:?}"),
@@ -375,7 +375,7 @@ fn streaming_frames_that_take_no_bytes_do_not_spin_the_worker() {
     }
     // The worker is still serving this connection.
     let r = p.conn.push_read(Chunk::new(1)).unwrap();
-    assert_eq!(&r.recv_timeout(WAIT).unwrap().unwrap()[..], b"x");
+    assert_eq!(&r.recv_timeout(WAIT).unwrap()[..], b"x");
     p.conn.close().unwrap();
 }
 

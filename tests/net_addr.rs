@@ -64,7 +64,6 @@ fn a_custom_resolver_runs_off_the_workers_and_its_addresses_are_used() {
         .push_read(Line::new())
         .unwrap()
         .recv_timeout(WAIT)
-        .unwrap()
         .unwrap();
     assert_eq!(&line.line[..], b"hi");
     assert_eq!(

@@ -25,7 +25,6 @@ fn a_read_only_pipe_delivers_lines_then_eof_and_refuses_writes() {
             .push_read(Line::new())
             .unwrap()
             .recv_timeout(WAIT)
-            .unwrap()
             .unwrap();
         assert_eq!(&l.line[..], want);
     }
@@ -88,7 +87,6 @@ fn a_child_is_driven_line_by_line_with_timeouts() {
             .push_read(Line::new())
             .unwrap()
             .recv_timeout(WAIT)
-            .unwrap()
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&l.line), word.to_uppercase());
     }
@@ -101,7 +99,7 @@ fn a_child_is_driven_line_by_line_with_timeouts() {
     assert!(matches!(ev, Event::Timeout(TimeoutKind::Read)));
     conn.set_timeout(Inactivity::Read, None).unwrap();
     conn.write(&b"last\n"[..]).unwrap();
-    let l = pending.recv_timeout(WAIT).unwrap().unwrap();
+    let l = pending.recv_timeout(WAIT).unwrap();
     assert_eq!(&l.line[..], b"LAST");
     // Half-close: the child sees EOF on stdin, finishes, and its stdout ends.
     conn.shutdown().unwrap();

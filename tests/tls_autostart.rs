@@ -78,10 +78,7 @@ fn one_port_serves_tls_and_plaintext_clients() {
         .unwrap();
     conn.write(&b"third\r\n"[..]).unwrap();
     let line = conn.push_read(Line::new()).unwrap();
-    assert_eq!(
-        &line.recv_timeout(WAIT).unwrap().unwrap().line[..],
-        b"tls: third"
-    );
+    assert_eq!(&line.recv_timeout(WAIT).unwrap().line[..], b"tls: third");
 }
 
 #[test]
@@ -108,13 +105,10 @@ fn channel_mode_autostart_with_queued_reads() {
         };
         stream.write_all(b"line one\r\n").unwrap();
         stream.flush().unwrap();
-        let d = detected.recv_timeout(WAIT).unwrap().unwrap();
+        let d = detected.recv_timeout(WAIT).unwrap();
         assert_eq!(d.is_tls(), use_tls, "{d:?}");
         // Reads after it see decrypted data when TLS started, raw otherwise.
-        assert_eq!(
-            &first.recv_timeout(WAIT).unwrap().unwrap().line[..],
-            b"line one"
-        );
+        assert_eq!(&first.recv_timeout(WAIT).unwrap().line[..], b"line one");
         conn.write(&b"ok\r\n"[..]).unwrap();
         assert_eq!(read_line(&mut stream), "ok\r\n");
     }
@@ -132,11 +126,8 @@ fn tls_detect_reports_without_consuming() {
     let d = conn.push_read(TlsDetect).unwrap();
     let rest = conn.push_read(Line::new()).unwrap();
     s.write_all(b"EHLO x\r\n").unwrap();
-    assert_eq!(d.recv_timeout(WAIT).unwrap().unwrap(), TlsDetection::NotTls);
-    assert_eq!(
-        &rest.recv_timeout(WAIT).unwrap().unwrap().line[..],
-        b"EHLO x"
-    );
+    assert_eq!(d.recv_timeout(WAIT).unwrap(), TlsDetection::NotTls);
+    assert_eq!(&rest.recv_timeout(WAIT).unwrap().line[..], b"EHLO x");
     // A real ClientHello is recognised (and nothing starts: detect only).
     let mut s2 = TcpStream::connect(l.local_addr()).unwrap();
     let conn2 = l.accept_timeout(WAIT).unwrap();
@@ -149,14 +140,14 @@ fn tls_detect_reports_without_consuming() {
     .unwrap();
     c.write_tls(&mut hello).unwrap();
     s2.write_all(&hello).unwrap();
-    match d2.recv_timeout(WAIT).unwrap().unwrap() {
+    match d2.recv_timeout(WAIT).unwrap() {
         TlsDetection::Tls { major: 3, .. } => {}
         other => panic!("{other:?}"),
     }
     let raw = conn2
         .push_read(netactor::framing::Chunk::new(hello.len()))
         .unwrap();
-    assert_eq!(&raw.recv_timeout(WAIT).unwrap().unwrap()[..], &hello[..]);
+    assert_eq!(&raw.recv_timeout(WAIT).unwrap()[..], &hello[..]);
 }
 
 #[test]
@@ -171,7 +162,7 @@ fn autostart_on_garbage_that_looks_like_tls_fails_cleanly() {
         .push_read(TlsAutostart::new(pki.server().server_config()))
         .unwrap();
     s.write_all(&[0x16, 3, 1, 0, 4, 1, 2, 3, 4]).unwrap();
-    assert!(d.recv_timeout(WAIT).unwrap().unwrap().is_tls());
+    assert!(d.recv_timeout(WAIT).unwrap().is_tls());
     let evs = until_closed(l.events());
     assert!(
         matches!(fatal_error(&evs), Some(netactor::Error::Tls(_))),

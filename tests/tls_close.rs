@@ -117,8 +117,8 @@ fn pending_read_fails_with_tls_truncated() {
     let conn = l.accept_timeout(WAIT).unwrap();
     let want = conn.push_read(Chunk::new(100)).unwrap();
     c.sock.shutdown(Shutdown::Write).unwrap();
-    match want.recv_timeout(WAIT).expect("read not answered") {
-        Err(Error::TlsTruncated) => {}
+    match want.recv_timeout(WAIT) {
+        Err(netactor::ReplyTimeoutError::Failed(Error::TlsTruncated)) => {}
         other => panic!("expected TlsTruncated, got {other:?}"),
     }
     // ...whereas after a close_notify the same read fails with UnexpectedEof.
@@ -128,8 +128,8 @@ fn pending_read_fails_with_tls_truncated() {
     c.flush().unwrap();
     let conn = l.accept_timeout(WAIT).unwrap();
     let want = conn.push_read(Chunk::new(100)).unwrap();
-    match want.recv_timeout(WAIT).expect("read not answered") {
-        Err(Error::UnexpectedEof) => {}
+    match want.recv_timeout(WAIT) {
+        Err(netactor::ReplyTimeoutError::Failed(Error::UnexpectedEof)) => {}
         other => panic!("expected UnexpectedEof, got {other:?}"),
     }
 }

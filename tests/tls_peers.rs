@@ -67,7 +67,7 @@ fn reversed_echo(cfg: std::sync::Arc<netactor::tls::ClientConfig>, addr: SocketA
         .unwrap();
     let _ = conn.write(&b"hello openssl\n"[..]);
     if let Ok(reply) = conn.push_read(Line::new()) {
-        if let Some(Ok(l)) = reply.recv_timeout(WAIT) {
+        if let Ok(l) = reply.recv_timeout(WAIT) {
             assert_eq!(&l.line[..], b"lssnepo olleh");
             let _ = conn.close();
         }

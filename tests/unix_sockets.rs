@@ -135,7 +135,6 @@ fn connect_unix_and_peer_credentials() {
         .push_read(Line::new())
         .unwrap()
         .recv_timeout(WAIT)
-        .unwrap()
         .unwrap();
     assert_eq!(&line.line[..], b"over unix");
     // Both ends are this process.

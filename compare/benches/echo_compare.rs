@@ -995,8 +995,10 @@ fn tls_setup(dir: &Path) -> Result<(TlsFiles, Arc<rustls::ClientConfig>), String
     };
     std::fs::write(&files.cert, &cert_pem).map_err(|e| e.to_string())?;
     std::fs::write(&files.key, ck.signing_key.serialize_pem()).map_err(|e| e.to_string())?;
-    let client =
-        netactor::tls::client_config_with_ca_pem(cert_pem.as_bytes()).map_err(|e| e.to_string())?;
+    let client = netactor::tls::ClientBuilder::new()
+        .ca_pem(cert_pem.as_bytes())
+        .and_then(|b| b.build())
+        .map_err(|e| e.to_string())?;
     Ok((files, client))
 }
 

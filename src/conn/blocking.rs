@@ -1,7 +1,7 @@
 //! A blocking `std::io` view of a connection, for plain threads and for the
 //! synchronous parsers and protocol crates they already use.
 
-use super::{Connection, Reply};
+use super::{Connection, Reply, ReplyTimeoutError};
 use crate::error::{Error, TimeoutKind};
 use crate::framing::Raw;
 use bytes::{Buf, Bytes};
@@ -76,9 +76,14 @@ impl BlockingIo {
         &self.conn
     }
 
+    /// `None` if the wait ran out (the read is still pending).
     fn wait<T>(reply: &Reply<T>, timeout: Option<Duration>) -> Option<crate::Result<T>> {
         match timeout {
-            Some(t) => reply.recv_timeout(t),
+            Some(t) => match reply.recv_timeout(t) {
+                Ok(v) => Some(Ok(v)),
+                Err(ReplyTimeoutError::Failed(e)) => Some(Err(e)),
+                Err(ReplyTimeoutError::Timeout) => None,
+            },
             None => Some(reply.recv()),
         }
     }

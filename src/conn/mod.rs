@@ -11,6 +11,7 @@ pub(crate) mod actor;
 mod blocking;
 mod mailbox;
 mod options;
+mod reply;
 pub(crate) mod shared;
 
 pub use actor::{Ctx, Handler};
@@ -18,6 +19,7 @@ pub use blocking::BlockingIo;
 pub use options::{
     Options, DEFAULT_CONNECT_TIMEOUT, DEFAULT_LINGER, DEFAULT_RBUF_MAX, DEFAULT_WBUF_MAX,
 };
+pub use reply::{Reply, ReplyTimeoutError, TryReplyError};
 pub use shared::Stats;
 
 use crate::error::Inactivity;
@@ -130,56 +132,6 @@ impl From<Sender<(ConnId, Event)>> for Sink {
 /// consumer pushes back on the peer instead of growing memory.
 pub fn event_channel(capacity: usize) -> (EventSender, EventReceiver) {
     crossbeam_channel::bounded(capacity.max(1))
-}
-
-/// The answer to one read request.
-///
-/// ```no_run
-/// # fn f(conn: &netactor::Connection) -> netactor::Result<()> {
-/// use netactor::framing::Line;
-/// let line = conn.push_read(Line::new())?.recv()?;
-/// println!("{:?}", line.line);
-/// # Ok(()) }
-/// ```
-#[derive(Debug)]
-#[must_use = "a read request's result arrives only through its Reply"]
-pub struct Reply<T> {
-    rx: Receiver<Result<T>>,
-}
-
-impl<T> Reply<T> {
-    pub(crate) fn new(rx: Receiver<Result<T>>) -> Self {
-        Reply { rx }
-    }
-
-    /// Blocks until the read completes or fails. A connection that closes
-    /// first yields [`Error::Closed`].
-    pub fn recv(&self) -> Result<T> {
-        self.rx.recv().unwrap_or(Err(Error::Closed))
-    }
-
-    /// Waits at most `d`; `None` if the read is still pending.
-    pub fn recv_timeout(&self, d: Duration) -> Option<Result<T>> {
-        match self.rx.recv_timeout(d) {
-            Ok(r) => Some(r),
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Some(Err(Error::Closed)),
-        }
-    }
-
-    /// Returns the result if it is there, without blocking.
-    pub fn try_recv(&self) -> Option<Result<T>> {
-        match self.rx.try_recv() {
-            Ok(r) => Some(r),
-            Err(crossbeam_channel::TryRecvError::Empty) => None,
-            Err(crossbeam_channel::TryRecvError::Disconnected) => Some(Err(Error::Closed)),
-        }
-    }
-
-    /// The underlying channel, for `crossbeam_channel::select!`.
-    pub fn receiver(&self) -> &Receiver<Result<T>> {
-        &self.rx
-    }
 }
 
 /// A handle to a connection actor. Cheap to clone; `Send + Sync`.
@@ -459,16 +411,18 @@ impl Connection {
                 }
             }
             let wait = self.drained()?;
-            let got = match deadline {
+            match deadline {
                 Some(d) => {
-                    wait.recv_timeout(d.saturating_duration_since(std::time::Instant::now()))
+                    match wait.recv_timeout(d.saturating_duration_since(std::time::Instant::now()))
+                    {
+                        Ok(()) => {}
+                        Err(ReplyTimeoutError::Failed(e)) => return Err(e),
+                        Err(ReplyTimeoutError::Timeout) => {
+                            return Err(Error::TimedOut(TimeoutKind::Write))
+                        }
+                    }
                 }
-                None => Some(wait.recv()),
-            };
-            match got {
-                Some(Ok(())) => {}
-                Some(Err(e)) => return Err(e),
-                None => return Err(Error::TimedOut(crate::error::TimeoutKind::Write)),
+                None => wait.recv()?,
             }
         }
         Ok(())

@@ -16,8 +16,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// ```
 /// use netactor::Options;
 /// use std::time::Duration;
-/// let opts = Options::new().no_delay(true).rtimeout(Some(Duration::from_secs(5))).rbuf_max(64 << 10);
-/// assert_eq!(opts.get_rbuf_max(), 64 << 10);
+/// let opts = Options::new().no_delay(true).read_timeout(Some(Duration::from_secs(5))).rbuf_max(64 << 10);
 /// ```
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -32,8 +31,8 @@ pub struct Options {
     pub(crate) max_read_size: usize,
     pub(crate) linger: Duration,
     pub(crate) timeout: Option<Duration>,
-    pub(crate) rtimeout: Option<Duration>,
-    pub(crate) wtimeout: Option<Duration>,
+    pub(crate) read_timeout: Option<Duration>,
+    pub(crate) write_timeout: Option<Duration>,
     pub(crate) connect_timeout: Duration,
     pub(crate) handshake_timeout: Duration,
     pub(crate) follow_stoptls: bool,
@@ -57,8 +56,8 @@ impl Default for Options {
             max_read_size: 128 << 10,
             linger: DEFAULT_LINGER,
             timeout: None,
-            rtimeout: None,
-            wtimeout: None,
+            read_timeout: None,
+            write_timeout: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             handshake_timeout: crate::tls::DEFAULT_HANDSHAKE_TIMEOUT,
             follow_stoptls: false,
@@ -78,11 +77,6 @@ impl Options {
     pub fn rbuf_max(mut self, n: usize) -> Self {
         self.rbuf_max = n;
         self
-    }
-
-    /// The configured read-buffer cap.
-    pub fn get_rbuf_max(&self) -> usize {
-        self.rbuf_max
     }
 
     /// Refuse (non-fatal `NoSpace` returned by `write`) a write that would
@@ -174,15 +168,17 @@ impl Options {
         self
     }
 
-    /// Read inactivity timeout.
-    pub fn rtimeout(mut self, d: Option<Duration>) -> Self {
-        self.rtimeout = d;
+    /// Read inactivity timeout: no successful read for `d` (the
+    /// reference's `rtimeout`).
+    pub fn read_timeout(mut self, d: Option<Duration>) -> Self {
+        self.read_timeout = d;
         self
     }
 
-    /// Write inactivity timeout.
-    pub fn wtimeout(mut self, d: Option<Duration>) -> Self {
-        self.wtimeout = d;
+    /// Write inactivity timeout: no successful write for `d` (the
+    /// reference's `wtimeout`).
+    pub fn write_timeout(mut self, d: Option<Duration>) -> Self {
+        self.write_timeout = d;
         self
     }
 
@@ -240,7 +236,7 @@ impl Options {
 /// ```no_run
 /// # fn f(conn: &netactor::Connection) -> netactor::Result<()> {
 /// use std::time::Duration;
-/// conn.configure(|o| o.set_rtimeout(Some(Duration::from_secs(30))))?;
+/// conn.configure(|o| o.set_read_timeout(Some(Duration::from_secs(30))))?;
 /// # Ok(()) }
 /// ```
 impl Options {
@@ -299,14 +295,14 @@ impl Options {
         *self = std::mem::take(self).timeout(d);
     }
 
-    /// Sets [`rtimeout`](Self::rtimeout) in place.
-    pub fn set_rtimeout(&mut self, d: Option<Duration>) {
-        *self = std::mem::take(self).rtimeout(d);
+    /// Sets [`read_timeout`](Self::read_timeout) in place.
+    pub fn set_read_timeout(&mut self, d: Option<Duration>) {
+        *self = std::mem::take(self).read_timeout(d);
     }
 
-    /// Sets [`wtimeout`](Self::wtimeout) in place.
-    pub fn set_wtimeout(&mut self, d: Option<Duration>) {
-        *self = std::mem::take(self).wtimeout(d);
+    /// Sets [`write_timeout`](Self::write_timeout) in place.
+    pub fn set_write_timeout(&mut self, d: Option<Duration>) {
+        *self = std::mem::take(self).write_timeout(d);
     }
 
     /// Sets [`connect_timeout`](Self::connect_timeout) in place.

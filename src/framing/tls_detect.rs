@@ -238,10 +238,11 @@ mod tests {
     #[test]
     fn autostart_is_one_shot() {
         let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-        let cfg = crate::tls::server_config_from_pem(
+        let cfg = crate::tls::ServerBuilder::from_pem(
             ck.cert.pem().as_bytes(),
             ck.signing_key.serialize_pem().as_bytes(),
         )
+        .and_then(|b| b.build())
         .unwrap();
         let mut a = TlsAutostart::new(cfg);
         let mut buf = BytesMut::from(&[0x16u8, 3, 1, 0, 5][..]);

@@ -48,7 +48,7 @@ impl HostPort {
 /// | `unix:/run/x.sock`, `/run/x.sock` | the Unix socket path |
 ///
 /// ```
-/// use netactor::net::{parse_host_port, HostPort};
+/// use netactor::{parse_host_port, HostPort};
 /// assert_eq!(
 ///     parse_host_port("[::1]:8080", None)?,
 ///     HostPort::Tcp { host: "::1".into(), port: 8080 }

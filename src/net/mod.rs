@@ -308,7 +308,7 @@ impl Reactor {
     /// let conn = reactor.adopt_pipes(Some(r.into()), None, netactor::Options::new(), tx).unwrap();
     /// std::io::Write::write_all(&mut w, b"from a pipe\n").unwrap();
     /// let line = conn.push_read(netactor::framing::Line::new()).unwrap()
-    ///     .recv_timeout(std::time::Duration::from_secs(5)).unwrap().unwrap();
+    ///     .recv_timeout(std::time::Duration::from_secs(5)).unwrap();
     /// assert_eq!(&line.line[..], b"from a pipe");
     /// ```
     #[cfg(unix)]

@@ -2,7 +2,7 @@
 //! so two providers in one dependency graph can never make rustls panic, and
 //! always TLS 1.2 + TLS 1.3 (nothing older).
 
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Error, PemItem, Result};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -39,12 +39,7 @@ pub fn crypto_provider() -> Result<Arc<CryptoProvider>> {
     }
     #[cfg(not(any(feature = "aws-lc-rs", feature = "ring")))]
     {
-        Err(Error::Config(
-            "no TLS crypto provider: enable netactor's `aws-lc-rs` or `ring` feature, \
-             install a process default (rustls::crypto::CryptoProvider::install_default), \
-             or pass one to the builder's `provider`"
-                .into(),
-        ))
+        Err(ConfigError::NoCryptoProvider.into())
     }
 }
 
@@ -62,17 +57,24 @@ fn read_file(p: &Path) -> Result<Vec<u8>> {
 pub fn certs_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
         .collect::<std::result::Result<_, _>>()
-        .map_err(|e| Error::Config(format!("bad certificate PEM: {e}")))?;
+        .map_err(|e| pem_error(PemItem::Certificate, e))?;
     if certs.is_empty() {
-        return Err(Error::Config("no certificate in the PEM data".into()));
+        return Err(ConfigError::NoCertificate.into());
     }
     Ok(certs)
 }
 
 /// Parses the first private key (PKCS#8, PKCS#1 or SEC1) of a PEM document.
 pub fn key_from_pem(pem: &[u8]) -> Result<PrivateKeyDer<'static>> {
-    PrivateKeyDer::from_pem_slice(pem)
-        .map_err(|e| Error::Config(format!("bad private key PEM: {e}")))
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| pem_error(PemItem::PrivateKey, e))
+}
+
+fn pem_error(item: PemItem, e: rustls::pki_types::pem::Error) -> Error {
+    ConfigError::Pem {
+        item,
+        error: Arc::new(e),
+    }
+    .into()
 }
 
 fn roots_from_pem(pem: &[u8]) -> Result<RootCertStore> {
@@ -80,7 +82,7 @@ fn roots_from_pem(pem: &[u8]) -> Result<RootCertStore> {
     for cert in certs_from_pem(pem)? {
         roots
             .add(cert)
-            .map_err(|e| Error::Config(format!("bad CA certificate: {e}")))?;
+            .map_err(|e| Error::Config(ConfigError::CaCertificate(e)))?;
     }
     Ok(roots)
 }
@@ -90,9 +92,7 @@ fn platform_roots() -> Result<RootCertStore> {
     let mut roots = RootCertStore::empty();
     let (added, _ignored) = roots.add_parsable_certificates(found.certs);
     if added == 0 {
-        return Err(Error::Config(
-            "no trust roots: the platform certificate store is empty or unreadable".into(),
-        ));
+        return Err(ConfigError::NoTrustRoots.into());
     }
     Ok(roots)
 }
@@ -338,7 +338,7 @@ impl ServerBuilder {
                 b
             };
             b.build()
-                .map_err(|e| Error::Config(format!("client certificate verifier: {e}")))
+                .map_err(|e| Error::Config(ConfigError::ClientVerifier(e)))
         };
         let builder = match self.client_auth {
             ClientAuth::None => builder.with_no_client_auth(),
@@ -351,47 +351,6 @@ impl ServerBuilder {
         cfg.alpn_protocols = self.alpn;
         Ok(Arc::new(cfg))
     }
-}
-
-/// A verifying client configuration trusting the platform's root
-/// certificates (honours `SSL_CERT_FILE` / `SSL_CERT_DIR`).
-pub fn client_config() -> Result<Arc<ClientConfig>> {
-    ClientBuilder::new().build()
-}
-
-/// A verifying client configuration trusting exactly the CA certificates in
-/// `pem` (one or more `CERTIFICATE` blocks).
-pub fn client_config_with_ca_pem(pem: &[u8]) -> Result<Arc<ClientConfig>> {
-    ClientBuilder::new().ca_pem(pem)?.build()
-}
-
-/// [`client_config_with_ca_pem`] reading a file.
-pub fn client_config_with_ca_file(path: impl AsRef<Path>) -> Result<Arc<ClientConfig>> {
-    ClientBuilder::new().ca_file(path)?.build()
-}
-
-/// A client configuration that accepts **any** certificate for any name.
-///
-/// Only for tests and debugging against servers you control: it gives no
-/// protection against an active attacker.
-pub fn insecure_client_config_no_verification() -> Result<Arc<ClientConfig>> {
-    ClientBuilder::new()
-        .dangerous_accept_any_certificate()
-        .build()
-}
-
-/// A server configuration from a PEM certificate chain (leaf first) and a
-/// PEM private key (PKCS#8, PKCS#1 or SEC1).
-pub fn server_config_from_pem(cert_chain: &[u8], key: &[u8]) -> Result<Arc<ServerConfig>> {
-    ServerBuilder::from_pem(cert_chain, key)?.build()
-}
-
-/// [`server_config_from_pem`] reading both from files.
-pub fn server_config_from_pem_files(
-    cert_chain: impl AsRef<Path>,
-    key: impl AsRef<Path>,
-) -> Result<Arc<ServerConfig>> {
-    ServerBuilder::from_pem_files(cert_chain, key)?.build()
 }
 
 #[derive(Debug)]
@@ -448,5 +407,5 @@ impl rustls::client::danger::ServerCertVerifier for NoVerification {
 /// certificate, a provider without the protocol versions): the caller's
 /// configuration is wrong, no peer is involved.
 fn config_error(e: rustls::Error) -> Error {
-    Error::Config(e.to_string())
+    Error::Config(ConfigError::Rustls(e))
 }

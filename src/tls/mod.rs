@@ -33,14 +33,12 @@
 //!
 //! # Verification
 //!
-//! Client verification is **on** by default: [`ClientBuilder`] (or
-//! [`client_config`]) checks the chain against the platform's roots
+//! Client verification is **on** by default: [`ClientBuilder`] checks the chain against the platform's roots
 //! (rustls-native-certs) or the CAs you give, and the server name (from the
 //! connect target, or explicit) which is also sent as SNI. An IP-address
 //! server name is checked against the certificate's IP SANs.
-//! [`ClientBuilder::dangerous_accept_any_certificate`] /
-//! [`insecure_client_config_no_verification`] is the only way to turn it
-//! off. A handshake failure is always a fatal [`crate::Error::Tls`]
+//! [`ClientBuilder::dangerous_accept_any_certificate`] is the only way to
+//! turn it off. A handshake failure is always a fatal [`crate::Error::Tls`]
 //! (the alert is sent to the peer first) followed by `Closed` — never a
 //! fallback to plaintext. A handshake that does not finish within
 //! [`Options::handshake_timeout`](crate::Options::handshake_timeout)
@@ -118,11 +116,7 @@
 mod config;
 mod session;
 
-pub use config::{
-    certs_from_pem, client_config, client_config_with_ca_file, client_config_with_ca_pem,
-    crypto_provider, insecure_client_config_no_verification, key_from_pem, server_config_from_pem,
-    server_config_from_pem_files, ClientBuilder, ServerBuilder,
-};
+pub use config::{certs_from_pem, crypto_provider, key_from_pem, ClientBuilder, ServerBuilder};
 /// The rustls this crate is built with, for matching on
 /// [`TlsError::Rustls`](crate::TlsError::Rustls) and building configurations
 /// by hand.

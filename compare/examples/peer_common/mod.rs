@@ -84,7 +84,8 @@ fn try_parse(name: &str) -> Result<Args, String> {
         (Some(c), Some(k)) => Some(
             // The same configuration netactor's echo builds (same provider,
             // same defaults), so the TLS comparison measures I/O, not settings.
-            netactor::tls::server_config_from_pem_files(&c, &k)
+            netactor::tls::ServerBuilder::from_pem_files(&c, &k)
+                .and_then(|b| b.build())
                 .map_err(|e| format!("{name}: TLS configuration: {e}"))?,
         ),
         (None, None) => None,

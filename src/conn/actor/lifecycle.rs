@@ -83,8 +83,12 @@ impl Core {
         // Changed inactivity timeouts take effect at once, as with `set_timeout`.
         let timers = [
             (before.timeout, self.opts.timeout, TimerKind::Activity),
-            (before.rtimeout, self.opts.rtimeout, TimerKind::Read),
-            (before.wtimeout, self.opts.wtimeout, TimerKind::Write),
+            (before.read_timeout, self.opts.read_timeout, TimerKind::Read),
+            (
+                before.write_timeout,
+                self.opts.write_timeout,
+                TimerKind::Write,
+            ),
         ];
         for (old, new, kind) in timers {
             if old != new {

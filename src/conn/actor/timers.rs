@@ -115,8 +115,8 @@ impl Core {
     pub(super) fn period_of(&self, kind: TimerKind) -> Option<(Duration, Instant)> {
         match kind {
             TimerKind::Activity => self.opts.timeout.map(|p| (p, self.idle.any)),
-            TimerKind::Read => self.opts.rtimeout.map(|p| (p, self.idle.read)),
-            TimerKind::Write => self.opts.wtimeout.map(|p| (p, self.idle.write)),
+            TimerKind::Read => self.opts.read_timeout.map(|p| (p, self.idle.read)),
+            TimerKind::Write => self.opts.write_timeout.map(|p| (p, self.idle.write)),
             _ => None,
         }
     }
@@ -154,8 +154,8 @@ impl Core {
         let opts = Arc::make_mut(&mut self.opts);
         match kind {
             Timer::Any => opts.timeout = period,
-            Timer::Read => opts.rtimeout = period,
-            Timer::Write => opts.wtimeout = period,
+            Timer::Read => opts.read_timeout = period,
+            Timer::Write => opts.write_timeout = period,
         }
         self.check_inactivity(timer_of(kind.into()), w);
     }
