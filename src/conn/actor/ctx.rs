@@ -215,12 +215,55 @@ impl Ctx<'_> {
     }
 
     /// Sets (or clears) the streaming decoder; see [`Connection::set_streaming`].
+    /// Setting one ends [reading in place](Self::set_read_in_place).
     pub fn set_streaming<D>(&mut self, decoder: Option<D>)
     where
         D: Decoder,
         D::Output: Into<Frame>,
     {
+        if decoder.is_some() {
+            self.core.rd.in_place = false;
+        }
         self.core.rd.stream = decoder.map(|d| Box::new(StreamAdapter(d)) as Box<dyn StreamDecode>);
+    }
+
+    /// Reads in place (the reference's `on_read` with `rbuf`): while no read
+    /// request is queued, every arrival calls
+    /// [`Handler::on_read`](crate::Handler::on_read) with the read buffer
+    /// itself. The handler consumes a prefix (`split_to`, `advance`) and
+    /// leaves an incomplete tail where it is, for the next arrival — no
+    /// copy, no decoder to swap. Turning it on clears the streaming decoder;
+    /// queued reads still come first, so a body of known length can be
+    /// taken with `push_read_with(Chunk::new(n), …)` in the middle.
+    ///
+    /// Only for connections with a handler: on a channel-mode connection
+    /// (through a `call` or a completion) the connection fails with
+    /// `InvalidInput` when bytes arrive, as nothing could consume them.
+    ///
+    /// ```
+    /// use bytes::{Buf, BytesMut};
+    /// use netactor::{Ctx, Event, Handler};
+    /// /// Answers every complete `\n`-terminated line with its length.
+    /// struct Lengths;
+    /// impl Handler for Lengths {
+    ///     fn on_event(&mut self, _ctx: &mut Ctx<'_>, _event: Event) {}
+    ///     fn on_read(&mut self, ctx: &mut Ctx<'_>, rbuf: &mut BytesMut) {
+    ///         while let Some(i) = rbuf.iter().position(|&b| b == b'\n') {
+    ///             let line = rbuf.split_to(i + 1);
+    ///             let _ = ctx.write(format!("{}\n", line.len() - 1));
+    ///         }
+    ///         // An incomplete line stays in `rbuf` for the next call.
+    ///     }
+    /// }
+    /// // In the handler factory: `ctx.set_read_in_place(true); Box::new(Lengths)`.
+    /// ```
+    pub fn set_read_in_place(&mut self, on: bool) {
+        if on {
+            self.core.rd.stream = None;
+        }
+        self.core.rd.in_place = on;
+        // What is already buffered is presented (again) to the handler.
+        self.core.rd.in_place_left = u32::MAX;
     }
 
     /// Stops reading from the socket.
@@ -233,7 +276,15 @@ impl Ctx<'_> {
         self.core.rd.stopped = false;
     }
 
-    /// The unconsumed bytes in the read buffer; removing from the front is allowed.
+    /// The peer's end of stream has been read: no more bytes will arrive
+    /// (what is buffered is all there is).
+    pub fn read_eof(&self) -> bool {
+        self.core.rd.eof
+    }
+
+    /// The unconsumed bytes in the read buffer; removing from the front is
+    /// allowed. (Inside [`Handler::on_read`](crate::Handler::on_read) the
+    /// buffer is its argument; this one is empty there.)
     pub fn read_buffer(&mut self) -> &mut BytesMut {
         // The caller may take bytes off the front.
         self.core.rbuf_front_changed();

@@ -2,6 +2,7 @@
 //! then to the streaming decoder (the reference's §3.4 order); EOF and the
 //! read-buffer limit are noticed here.
 
+use super::ctx::Ctx;
 use super::requests::ReadPoll;
 use super::requests::StreamDecode;
 use super::Actor;
@@ -9,6 +10,7 @@ use super::Core;
 use super::Phase;
 use super::WorkerCtx;
 use crate::conn::Event;
+use crate::conn::Sink;
 use crate::error::Error;
 use crate::error::Limit;
 use crate::framing::DecodeError;
@@ -141,6 +143,17 @@ impl Actor {
                         return;
                     }
                 }
+            } else if core.rd.in_place {
+                // Only for bytes the handler has not seen: not on every
+                // dispatch of a turn while an incomplete tail waits.
+                if core.rd.buf.is_empty() || core.rd.buf.len() == core.rd.in_place_left as usize {
+                    break;
+                }
+                match self.read_in_place(w) {
+                    InPlace::Again => {}
+                    InPlace::Wait => break,
+                    InPlace::Failed => return,
+                }
             } else {
                 break;
             }
@@ -155,7 +168,7 @@ impl Actor {
                     fatal: false,
                 });
             }
-            if core.rd.stream.is_some() && !core.rd.buf.is_empty() {
+            if (core.rd.stream.is_some() || core.rd.in_place) && !core.rd.buf.is_empty() {
                 core.outbox.events.push(Event::Error {
                     error: Error::UnexpectedEof,
                     fatal: false,
@@ -172,10 +185,82 @@ impl Actor {
     }
 }
 
+/// What one [`Actor::read_in_place`] call leaves to do.
+enum InPlace {
+    /// The handler changed what reads next: dispatch again.
+    Again,
+    /// What is left is an incomplete tail: wait for more bytes.
+    Wait,
+    /// The connection failed.
+    Failed,
+}
+
+impl Actor {
+    /// Hands the read buffer to `Handler::on_read`.
+    fn read_in_place(&mut self, w: &mut WorkerCtx) -> InPlace {
+        // Whatever was queued before these bytes arrived goes first.
+        self.deliver(w);
+        let Some(Sink::Handler(h)) = self.sink.as_mut() else {
+            self.core.fail(
+                Error::InvalidInput(
+                    "reading in place needs a handler; this connection delivers to a channel"
+                        .into(),
+                ),
+                w,
+            );
+            return InPlace::Failed;
+        };
+        let core = &mut self.core;
+        // Out of the actor for the call, so the handler can hold both the
+        // buffer and `Ctx` (which borrows the actor); `BytesMut` moves
+        // without copying its bytes.
+        let mut buf = std::mem::take(&mut core.rd.buf);
+        let before = buf.len();
+        let called = {
+            let mut ctx = Ctx {
+                core: &mut *core,
+                w,
+            };
+            catch_unwind(AssertUnwindSafe(|| h.on_read(&mut ctx, &mut buf)))
+        };
+        // `ctx.read_buffer()` may have been written to meanwhile: keep its
+        // bytes after the ones already buffered, in order.
+        if !core.rd.buf.is_empty() {
+            buf.extend_from_slice(&core.rd.buf);
+        }
+        core.rd.buf = buf;
+        if let Err(p) = called {
+            core.fail(Error::Panicked(panic_message(&p)), w);
+            return InPlace::Failed;
+        }
+        let consumed = core.rd.buf.len() < before;
+        if consumed {
+            core.rbuf_front_changed();
+        }
+        self.deliver(w);
+        let core = &self.core;
+        if core.phase != Phase::Open {
+            return InPlace::Failed;
+        }
+
+        // What the handler left is a tail it cannot use yet — unless it
+        // made someone else the consumer (a queued read, a decoder): they
+        // must see the bytes already buffered, as no new arrival may come
+        // for them.
+        if !core.rd.reads.is_empty() || !core.rd.in_place {
+            InPlace::Again
+        } else {
+            self.core.rd.in_place_left = u32::try_from(self.core.rd.buf.len()).unwrap_or(u32::MAX);
+            InPlace::Wait
+        }
+    }
+}
+
 impl Core {
     /// Bytes left the front of `rbuf` other than through the decoder that
     /// will run next: decoders that remember scan offsets must forget them.
     pub(super) fn rbuf_front_changed(&mut self) {
+        self.rd.in_place_left = u32::MAX;
         if let Some(r) = self.rd.reads.front_mut() {
             r.reset();
         }

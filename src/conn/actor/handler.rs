@@ -4,6 +4,7 @@
 
 use super::Ctx;
 use crate::conn::Event;
+use bytes::BytesMut;
 use std::io;
 use std::net::SocketAddr;
 
@@ -32,6 +33,21 @@ use std::net::SocketAddr;
 pub trait Handler: Send + 'static {
     /// Called for each event of the connection, in order.
     fn on_event(&mut self, ctx: &mut Ctx<'_>, event: Event);
+
+    /// Called with the read buffer when bytes arrive while the connection
+    /// [reads in place](Ctx::set_read_in_place) and no read request is
+    /// queued (and again after a queued read completes, if bytes are left).
+    /// Consume a prefix of `rbuf`; what is left stays for the next call,
+    /// which comes when more bytes arrive. Events queued before the arrival
+    /// are delivered first. When the peer's EOF came with these bytes,
+    /// [`Ctx::read_eof`] is true; `Event::Eof` follows the call (with a
+    /// non-fatal `UnexpectedEof` error first if bytes were left).
+    ///
+    /// The default consumes nothing: a handler that reads in place
+    /// implements it.
+    fn on_read(&mut self, ctx: &mut Ctx<'_>, rbuf: &mut BytesMut) {
+        let _ = (ctx, rbuf);
+    }
 }
 
 impl<F> Handler for F

@@ -20,7 +20,8 @@ pub(super) struct ReadHalf {
     pub(super) buf: BytesMut,
     /// How much one `recv` asks for: doubles (up to `max_read_size`) each
     /// time the kernel fills it.
-    pub(super) size: usize,
+    /// (`u32`, as no single `recv` asks for 4 GiB: the actor stays small.)
+    pub(super) size: u32,
     /// The socket may have data (edge-triggered: forgotten only on EAGAIN
     /// or a short read).
     pub(super) readable: bool,
@@ -34,10 +35,19 @@ pub(super) struct ReadHalf {
     pub(super) stream: Option<Box<dyn StreamDecode>>,
     /// `stop_read` (or a close): nobody wants data.
     pub(super) stopped: bool,
+    /// Arriving bytes go to [`Handler::on_read`](super::Handler::on_read)
+    /// (when no read request is queued), instead of a streaming decoder.
+    pub(super) in_place: bool,
+    /// How many bytes the last `on_read` left (`u32::MAX`: nothing to
+    /// remember): the handler is called again only when the buffer differs.
+    /// (`u32`: it fits beside the flags, the actor stays within its budget;
+    /// a larger tail is simply offered again.)
+    pub(super) in_place_left: u32,
 }
 
 impl ReadHalf {
     pub(super) fn new(size: usize) -> Self {
+        let size = clamp_size(size);
         ReadHalf {
             buf: BytesMut::new(),
             size,
@@ -48,7 +58,16 @@ impl ReadHalf {
             reads: VecDeque::new(),
             stream: None,
             stopped: false,
+            in_place: false,
+            in_place_left: u32::MAX,
         }
+    }
+
+    /// Someone takes arriving bytes: a read request, a streaming decoder,
+    /// or the handler reading in place.
+    #[inline]
+    pub(super) fn has_consumer(&self) -> bool {
+        !self.reads.is_empty() || self.stream.is_some() || self.in_place
     }
 }
 
@@ -69,7 +88,7 @@ impl Core {
             && !self.rd.eof
             && !self.rd.stopped
             && self.outbox.overflow.is_empty()
-            && (((!self.rd.reads.is_empty() || self.rd.stream.is_some())
+            && ((self.rd.has_consumer()
                 // Automatic back-pressure: no new requests while the
                 // answers to earlier ones wait to be sent.
                 && self.opts.pause_reading_above.is_none_or(|h| self.wr.len <= h))
@@ -164,16 +183,17 @@ pub(super) enum Recv {
 pub(super) fn recv_into(
     sock: &Stream,
     buf: &mut BytesMut,
-    size: &mut usize,
+    size: &mut u32,
     max: usize,
 ) -> Result<Recv> {
+    let cur = *size as usize;
     // Room for at least half a read is used as it is: the buffer a frame
     // was just split off keeps the rest of its room for the next read,
     // instead of going through `reserve`'s reclaim on every turn.
-    if buf.capacity() - buf.len() < *size / 2 {
-        buf.reserve(*size);
+    if buf.capacity() - buf.len() < cur / 2 {
+        buf.reserve(cur);
     }
-    let want = (*size).min(buf.capacity() - buf.len());
+    let want = cur.min(buf.capacity() - buf.len());
     let len = buf.len();
     match sock.recv(&mut buf.spare_capacity_mut()[..want]) {
         Ok([]) => Ok(Recv::Eof),
@@ -183,8 +203,8 @@ pub(super) fn recv_into(
             // (`recv` returns it as `&mut [u8]`), so the `n` bytes after
             // `len` are initialised.
             unsafe { buf.set_len(len + n) };
-            if n == want && *size < max {
-                *size = (*size * 2).min(max);
+            if n == want && cur < max {
+                *size = clamp_size((cur * 2).min(max));
             }
             Ok(Recv::Data { n, short: n < want })
         }
@@ -192,4 +212,9 @@ pub(super) fn recv_into(
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Recv::Interrupted),
         Err(e) => Err(Error::from_io(e)),
     }
+}
+
+/// A read size as the read half keeps it.
+pub(super) fn clamp_size(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }

@@ -259,7 +259,7 @@ impl Core {
             && !t.stopping
             && !self.rd.eof
             && !self.rd.stopped
-            && (!self.rd.reads.is_empty() || self.rd.stream.is_some())
+            && self.rd.has_consumer()
         {
             self.rd.eof = true;
             return true;

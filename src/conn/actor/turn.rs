@@ -116,7 +116,12 @@ impl Actor {
             }
             Msg::PushRead(r) => core.push_read_req(r, false),
             Msg::UnshiftRead(r) => core.push_read_req(r, true),
-            Msg::Streaming(s) => core.rd.stream = s,
+            Msg::Streaming(s) => {
+                if s.is_some() {
+                    core.rd.in_place = false;
+                }
+                core.rd.stream = s;
+            }
             Msg::StopRead => core.rd.stopped = true,
             Msg::StartRead => core.rd.stopped = false,
             Msg::Shutdown => core.shutdown(w),
