@@ -276,7 +276,7 @@ const ALIGN_FROM: usize = 8 << 10;
 /// (skipping at most 63 bytes of its room), keeping at least `room` after
 /// it. Does nothing to a buffer that holds bytes or is aligned already.
 fn align_empty(buf: &mut BytesMut, room: usize) {
-    if !buf.is_empty() || (buf.as_ptr() as usize) % READ_ALIGN == 0 {
+    if !buf.is_empty() || (buf.as_ptr() as usize).is_multiple_of(READ_ALIGN) {
         return;
     }
     let mut pad = (buf.as_ptr() as usize).wrapping_neg() % READ_ALIGN;
