@@ -8,10 +8,15 @@
 //! `--workers N` event loops, each owning its connections outright (no
 //! locks, no hand-off after accept). Loop 0 also accepts and deals new
 //! connections round-robin to the loops. Every loop reads into one 64 KiB
-//! scratch buffer and writes straight back; only bytes the socket refuses are
-//! copied into a per-connection buffer (and reading pauses until they are
-//! gone). Edge-triggered: a read shorter than the buffer means the socket is
-//! drained, so the `read` that would only say `WouldBlock` is skipped.
+//! scratch buffer (64-byte aligned: the kernel copies into a misaligned
+//! buffer at half speed or worse on some CPUs) and writes straight back;
+//! only bytes the socket refuses are copied into a per-connection buffer
+//! (and reading pauses until they are gone). Edge-triggered: a read shorter
+//! than the buffer means the socket is drained, so the `read` that would
+//! only say `WouldBlock` is skipped. A connection gets at most
+//! [`READ_BUDGET`] reads per turn; one that used them all runs again after
+//! the loop's other ready connections (and a non-blocking poll), since no
+//! new edge will come for what is still in its socket.
 //! TLS (`--cert/--key`) drives a rustls `ServerConnection` by hand.
 
 #[path = "peer_common/mod.rs"]
@@ -22,10 +27,13 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use rustls::{ServerConfig, ServerConnection};
 use std::io::{ErrorKind, Read, Write};
 use std::sync::Arc;
+use std::time::Duration;
 
 const NAME: &str = "peer_mio_echo";
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
+/// Reads per connection per turn (fairness between a loop's connections).
+const READ_BUDGET: usize = 16;
 
 struct Conn {
     stream: TcpStream,
@@ -40,6 +48,8 @@ struct Conn {
 #[derive(PartialEq)]
 enum Next {
     Keep,
+    /// The read budget ran out with the socket possibly not drained.
+    Again,
     Close,
 }
 
@@ -49,6 +59,7 @@ fn is_retry(e: &std::io::Error) -> bool {
 
 /// Plain echo until the socket has nothing more to give or refuses output.
 fn drive_plain(c: &mut Conn, scratch: &mut [u8]) -> Next {
+    let mut budget = READ_BUDGET;
     loop {
         while c.pend_off < c.pending.len() {
             match (&c.stream).write(&c.pending[c.pend_off..]) {
@@ -66,6 +77,10 @@ fn drive_plain(c: &mut Conn, scratch: &mut [u8]) -> Next {
         if c.eof {
             return Next::Close;
         }
+        if budget == 0 {
+            return Next::Again;
+        }
+        budget -= 1;
         match (&c.stream).read(scratch) {
             Ok(0) => c.eof = true,
             Ok(n) => {
@@ -98,6 +113,7 @@ fn drive_tls(c: &mut Conn, scratch: &mut [u8]) -> Next {
     let Some(tls) = c.tls.as_mut() else {
         return Next::Close;
     };
+    let mut budget = READ_BUDGET;
     loop {
         // Output first: reading pauses while records are stuck (back-pressure).
         while tls.wants_write() {
@@ -111,6 +127,10 @@ fn drive_tls(c: &mut Conn, scratch: &mut [u8]) -> Next {
         if c.eof {
             return Next::Close;
         }
+        if budget == 0 {
+            return Next::Again;
+        }
+        budget -= 1;
         match tls.read_tls(&mut &c.stream) {
             Ok(0) => c.eof = true,
             Ok(_) => {
@@ -234,9 +254,19 @@ impl Loop {
 
     fn run(mut self) {
         let mut events = Events::with_capacity(1024);
-        let mut scratch = vec![0u8; common::READ_SIZE];
+        // One scratch buffer per loop, starting on a cache line.
+        let mut backing = vec![0u8; common::READ_SIZE + 64];
+        let off = backing.as_ptr().align_offset(64);
+        let scratch = &mut backing[off..off + common::READ_SIZE];
+        // Connections whose read budget ran out, to run again this round
+        // (`again`) and the next (`next_again`).
+        let mut again: Vec<usize> = Vec::new();
+        let mut next_again: Vec<usize> = Vec::new();
         loop {
-            if let Err(e) = self.poll.poll(&mut events, None) {
+            // With connections waiting for another turn, only look for
+            // readiness (no blocking), so the others get theirs first.
+            let timeout = (!again.is_empty()).then_some(Duration::ZERO);
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if is_retry(&e) {
                     continue;
                 }
@@ -250,22 +280,34 @@ impl Loop {
                             self.adopt(TcpStream::from_std(s));
                         }
                     }
-                    Token(slot) => {
-                        let Some(Some(c)) = self.conns.get_mut(slot) else {
-                            continue;
-                        };
-                        let next = if c.tls.is_some() {
-                            drive_tls(c, &mut scratch)
-                        } else {
-                            drive_plain(c, &mut scratch)
-                        };
-                        if next == Next::Close {
-                            // Dropping the stream closes it and removes it from epoll.
-                            self.conns[slot] = None;
-                            self.free.push(slot);
-                        }
-                    }
+                    Token(slot) => self.service(slot, scratch, &mut next_again),
                 }
+            }
+            for slot in again.drain(..) {
+                self.service(slot, scratch, &mut next_again);
+            }
+            std::mem::swap(&mut again, &mut next_again);
+        }
+    }
+
+    /// One turn of the connection in `slot` (a stale slot is harmless: its
+    /// reads only say `WouldBlock`).
+    fn service(&mut self, slot: usize, scratch: &mut [u8], again: &mut Vec<usize>) {
+        let Some(Some(c)) = self.conns.get_mut(slot) else {
+            return;
+        };
+        let next = if c.tls.is_some() {
+            drive_tls(c, scratch)
+        } else {
+            drive_plain(c, scratch)
+        };
+        match next {
+            Next::Keep => {}
+            Next::Again => again.push(slot),
+            Next::Close => {
+                // Dropping the stream closes it and removes it from epoll.
+                self.conns[slot] = None;
+                self.free.push(slot);
             }
         }
     }

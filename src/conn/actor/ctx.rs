@@ -263,7 +263,7 @@ impl Ctx<'_> {
         }
         self.core.rd.in_place = on;
         // What is already buffered is presented (again) to the handler.
-        self.core.rd.in_place_left = u32::MAX;
+        self.core.rd.in_place_seen = false;
     }
 
     /// Stops reading from the socket.

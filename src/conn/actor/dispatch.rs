@@ -146,7 +146,7 @@ impl Actor {
             } else if core.rd.in_place {
                 // Only for bytes the handler has not seen: not on every
                 // dispatch of a turn while an incomplete tail waits.
-                if core.rd.buf.is_empty() || core.rd.buf.len() == core.rd.in_place_left as usize {
+                if core.rd.buf.is_empty() || core.rd.in_place_seen {
                     break;
                 }
                 match self.read_in_place(w) {
@@ -250,7 +250,7 @@ impl Actor {
         if !core.rd.reads.is_empty() || !core.rd.in_place {
             InPlace::Again
         } else {
-            self.core.rd.in_place_left = u32::try_from(self.core.rd.buf.len()).unwrap_or(u32::MAX);
+            self.core.rd.in_place_seen = true;
             InPlace::Wait
         }
     }
@@ -260,7 +260,7 @@ impl Core {
     /// Bytes left the front of `rbuf` other than through the decoder that
     /// will run next: decoders that remember scan offsets must forget them.
     pub(super) fn rbuf_front_changed(&mut self) {
-        self.rd.in_place_left = u32::MAX;
+        self.rd.in_place_seen = false;
         if let Some(r) = self.rd.reads.front_mut() {
             r.reset();
         }

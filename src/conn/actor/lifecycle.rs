@@ -70,8 +70,8 @@ impl Core {
             let _ = s.set_keepalive(self.opts.keepalive);
             let _ = s.set_out_of_band_inline(self.opts.oobinline);
         }
-        if self.rd.size as usize > self.opts.max_read_size {
-            self.rd.size = super::read::clamp_size(self.opts.max_read_size);
+        if self.rd.size.get() > self.opts.max_read_size {
+            self.rd.size.set(self.opts.max_read_size);
         }
     }
 
