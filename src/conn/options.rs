@@ -103,11 +103,15 @@ impl Options {
         self
     }
 
-    /// With autocork, writes are only queued and flushed together at the end
-    /// of the actor's turn — one vectored `send` for everything a handler
-    /// wrote while handling a batch of input (pipelined protocols); without
-    /// it (default) each write is tried at once (lowest latency for one
-    /// request at a time).
+    /// With autocork, every write is only queued, and flushed together at
+    /// the end of the actor's turn. Without it (default) the fast path is
+    /// chosen per write: a handler's write while more input waits in the
+    /// read buffer (the rest of a batch of pipelined requests, or anything
+    /// written from [`Handler::on_read`](crate::Handler::on_read)) is
+    /// gathered with the batch's other answers and they leave in one
+    /// vectored `send` as soon as the decode pass is done; a write with
+    /// nothing more to process (one request at a time) is tried at once,
+    /// with no queueing.
     ///
     /// Every byte written during a turn — from any callback: a frame, a
     /// `Drain`, a `Timeout`, a read completion, a [`Connection::call`]

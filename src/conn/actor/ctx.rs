@@ -78,7 +78,12 @@ impl Ctx<'_> {
         self.core.shared.peer_credentials()
     }
 
-    /// Queues bytes for writing; without autocork they are written at once.
+    /// Queues bytes for writing. They are tried at once when nothing more
+    /// is buffered to process (one request at a time: the answer leaves
+    /// now, with no queueing), and gathered when more input waits in the
+    /// read buffer (pipelined requests: their answers leave together, in
+    /// one `send`, when the decode pass is done — in the same turn). With
+    /// [`Options::autocork`] every write waits for the end of the turn.
     /// Errors as [`Connection::write`]. With a
     /// [`low_water_mark`](Options::low_water_mark) set, a write larger than
     /// the mark is followed by [`Event::Drain`](crate::Event::Drain) once the queue is back at or
@@ -97,7 +102,7 @@ impl Ctx<'_> {
             self.core.defer(Msg::Write(data));
             return Ok(());
         }
-        if self.core.opts.autocork {
+        if self.core.opts.autocork || self.core.rd.mid_batch() {
             self.core.shared.reserve_write(data.len())?;
             self.core.enqueue(data, &mut self.w.local);
             return Ok(());
@@ -106,8 +111,9 @@ impl Ctx<'_> {
     }
 
     /// Queues several buffers as one write (all or nothing against
-    /// `wbuf_max`); without autocork they leave at once, together, in one
-    /// vectored `send`. See [`Connection::write_parts`].
+    /// `wbuf_max`); they leave together, in one vectored `send` — at once,
+    /// or with the batch's other answers as [`write`](Self::write)
+    /// explains. See [`Connection::write_parts`].
     pub fn write_parts(&mut self, parts: impl IntoIterator<Item = Bytes>) -> Result<()> {
         self.queue_parts(parts.into_iter().filter(|b| !b.is_empty()).collect())
     }
@@ -140,7 +146,7 @@ impl Ctx<'_> {
         for data in parts {
             self.core.enqueue(data, &mut self.w.local);
         }
-        if !self.core.opts.autocork {
+        if !(self.core.opts.autocork || self.core.rd.mid_batch()) {
             self.core.flush(self.w);
         }
         Ok(())

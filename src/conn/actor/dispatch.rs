@@ -216,6 +216,7 @@ impl Actor {
         // without copying its bytes.
         let mut buf = std::mem::take(&mut core.rd.buf);
         let before = buf.len();
+        core.rd.in_place_call = true;
         let called = {
             let mut ctx = Ctx {
                 core: &mut *core,
@@ -223,6 +224,7 @@ impl Actor {
             };
             catch_unwind(AssertUnwindSafe(|| h.on_read(&mut ctx, &mut buf)))
         };
+        core.rd.in_place_call = false;
         // `ctx.read_buffer()` may have been written to meanwhile: keep its
         // bytes after the ones already buffered, in order.
         if !core.rd.buf.is_empty() {

@@ -41,6 +41,8 @@ pub(super) struct ReadHalf {
     /// `on_read` has seen everything buffered and left a tail it cannot use
     /// yet: it is called again only once bytes arrive (or the front moves).
     pub(super) in_place_seen: bool,
+    /// `Handler::on_read` is running (the buffer is out of the actor).
+    pub(super) in_place_call: bool,
 }
 
 impl ReadHalf {
@@ -57,7 +59,17 @@ impl ReadHalf {
             stopped: false,
             in_place: false,
             in_place_seen: false,
+            in_place_call: false,
         }
+    }
+
+    /// More buffered input is being worked through: a handler's writes
+    /// now are answers to part of a batch (pipelined requests), gathered
+    /// and sent together once the batch is used up — by the flush that
+    /// follows every decode pass, in the same turn.
+    #[inline]
+    pub(super) fn mid_batch(&self) -> bool {
+        !self.buf.is_empty() || self.in_place_call
     }
 
     /// Someone takes arriving bytes: a read request, a streaming decoder,
