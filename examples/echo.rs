@@ -81,7 +81,7 @@ impl Echo {
         }
         match ctx.write(data) {
             Ok(()) => {
-                if ctx.stats().write_queued > HIGH_WATER {
+                if ctx.write_queued() > HIGH_WATER {
                     ctx.stop_read();
                 }
             }

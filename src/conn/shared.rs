@@ -283,6 +283,10 @@ impl ConnShared {
 
     /// Bytes that can be queued now before `wbuf_max` refuses.
     #[inline]
+    pub(crate) fn write_queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn write_room(&self) -> usize {
         self.wbuf_max
             .load(Ordering::Relaxed)

@@ -465,4 +465,25 @@ impl Ctx<'_> {
     pub fn write_room(&self) -> usize {
         self.core.shared.write_room()
     }
+
+    /// Bytes accepted for writing and not yet handed to the kernel (the
+    /// same figure as [`Stats::write_queued`](crate::Stats::write_queued),
+    /// without taking the whole snapshot): what a handler checks on every
+    /// message to stop reading above a high-water mark.
+    ///
+    /// ```
+    /// use netactor::{Ctx, Event};
+    /// fn on_event(ctx: &mut Ctx<'_>, event: Event) {
+    ///     if let Event::Read(frame) = event {
+    ///         let _ = ctx.write(frame.into_bytes().unwrap_or_default());
+    ///         if ctx.write_queued() > 1 << 20 {
+    ///             ctx.stop_read(); // resumed on Drain (with a low-water mark)
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    #[inline]
+    pub fn write_queued(&self) -> usize {
+        self.core.shared.write_queued()
+    }
 }
