@@ -450,3 +450,71 @@ fn reading_resumed_on_drain_picks_up_bytes_already_waiting() {
         );
     }
 }
+
+/// Pipelined requests: the answers a handler writes while more requests
+/// wait in the read buffer leave together, not one `send` each — by
+/// default, with no option. One request at a time is answered at once.
+#[test]
+fn answers_to_pipelined_requests_leave_in_few_sends_by_default() {
+    use netactor::framing::Line;
+    use netactor::{Ctx, ListenOptions};
+    let r = reactor(1);
+    let (tx, rx) = crossbeam_channel::unbounded::<netactor::Stats>();
+    let l = r
+        .listen_with(any_port(), ListenOptions::new(), move |ctx| {
+            ctx.set_streaming(Some(Line::new()));
+            let tx = tx.clone();
+            move |ctx: &mut Ctx<'_>, ev: Event| match ev {
+                Event::Read(f) => {
+                    let mut line = f.into_bytes().unwrap().to_vec();
+                    line.extend_from_slice(b" ok\n");
+                    ctx.write(line).unwrap();
+                }
+                Event::Eof => {
+                    let _ = tx.send(ctx.stats());
+                    let _ = ctx.shutdown();
+                }
+                _ => {}
+            }
+        })
+        .unwrap();
+    // 200 requests in one write: answers gathered per decode pass.
+    let mut s = std::net::TcpStream::connect(l.local_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut wire = Vec::new();
+    let mut want = Vec::new();
+    for i in 0..200 {
+        wire.extend_from_slice(format!("req {i}\n").as_bytes());
+        want.extend_from_slice(format!("req {i} ok\n").as_bytes());
+    }
+    s.write_all(&wire).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let (got, clean) = read_to_eof(&mut s);
+    assert!(clean);
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&want)
+    );
+    let stats = rx.recv_timeout(WAIT).unwrap();
+    // Gathered: one vectored send per 64 answers (its iovec limit) and per
+    // arrival of requests — never one per answer (200 before).
+    assert!(
+        stats.write_calls <= 200 / 64 + 1 + stats.read_calls,
+        "{stats:?}"
+    );
+    // One at a time: each answer goes out before the next request is sent.
+    let mut s = std::net::TcpStream::connect(l.local_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for i in 0..20 {
+        s.write_all(format!("one {i}\n").as_bytes()).unwrap();
+        let want = format!("one {i} ok\n");
+        let mut buf = vec![0u8; want.len()];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(buf, want.as_bytes());
+    }
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let (rest, clean) = read_to_eof(&mut s);
+    assert!(clean && rest.is_empty());
+    let stats = rx.recv_timeout(WAIT).unwrap();
+    assert_eq!(stats.write_calls, 20, "{stats:?}");
+}
