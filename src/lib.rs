@@ -76,6 +76,7 @@
 pub mod conn;
 pub mod error;
 pub mod framing;
+pub(crate) mod metrics;
 pub mod net;
 pub mod reactor;
 mod sync;
@@ -84,10 +85,11 @@ pub mod tls;
 
 pub use conn::{
     event_channel, BlockingIo, ConnId, Connection, Ctx, Event, EventReceiver, EventSender, Handler,
-    Options, Reply, Sink, Stats,
+    Options, Reply, Sink, Stats, TlsState,
 };
 pub use error::{Error, Inactivity, Limit, Result, TimeoutKind, TlsError};
-pub use net::{ConnectOptions, ListenOptions, Listener, Reactor, Target};
+pub use metrics::{CloseCause, Metrics, WorkerMetrics};
+pub use net::{ConnectOptions, ListenOptions, Listener, MetricsHandle, Reactor, Target};
 pub use reactor::ReactorBuilder;
 
 /// The README's example is compiled and run as a doctest.

@@ -18,7 +18,7 @@ pub use blocking::BlockingIo;
 pub use options::{
     Options, DEFAULT_CONNECT_TIMEOUT, DEFAULT_LINGER, DEFAULT_RBUF_MAX, DEFAULT_WBUF_MAX,
 };
-pub use shared::Stats;
+pub use shared::{Stats, TlsState};
 
 use crate::error::Inactivity;
 use crate::error::{Error, Result, TimeoutKind};

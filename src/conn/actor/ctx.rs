@@ -361,10 +361,23 @@ impl Ctx<'_> {
         self.core.shared.tls_info()
     }
 
-    /// The connection's counters.
+    /// The connection's counters and state (see [`Stats`](crate::Stats)).
+    /// A fuller snapshot than a per-message path needs (it takes a lock
+    /// for the peer address): there, use [`write_queued`](Self::write_queued)
+    /// or [`write_room`](Self::write_room).
     #[inline]
     pub fn stats(&self) -> crate::Stats {
         self.core.shared.stats()
+    }
+
+    /// Bytes queued for writing and not yet taken by the kernel (what
+    /// [`Stats::write_queued`](crate::Stats::write_queued) says), one load.
+    #[inline]
+    pub fn write_queued(&self) -> usize {
+        self.core
+            .shared
+            .queued
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many more bytes [`write`](Self::write) accepts now before the

@@ -6,6 +6,7 @@ use super::requests::StreamDecode;
 use super::Core;
 use super::Phase;
 use super::WorkerCtx;
+use super::ACTIVE_READ;
 use crate::error::Error;
 use crate::error::Result;
 use crate::net::stream::Stream;
@@ -124,6 +125,7 @@ impl Core {
     pub(super) fn note_read(&mut self, n: usize, now: Instant) {
         let c = &self.shared.counters;
         c.add_read(n);
+        self.activity |= ACTIVE_READ;
         self.idle.touch_read(now);
     }
 
