@@ -21,6 +21,12 @@
 //! cut (a connection closing while the snapshot runs may be counted as open
 //! in one field and closed in another).
 //!
+//! Bytes and system calls are not counted here at all: every connection
+//! already counts them for its `Stats` (one writer, its actor), so a
+//! snapshot sums the live connections' counters and the totals of closed
+//! ones (`conn/actor/live.rs`, through `Source::collect`); the read-buffer
+//! and write-queue gauges are sums over live connections the same way.
+//!
 //! This module is a leaf: the reactor keeps the blocks, the connection and
 //! net layers count into them.
 

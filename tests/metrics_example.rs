@@ -18,8 +18,15 @@ const LIMIT: Duration = Duration::from_secs(20);
 
 /// Starts echo with `--metrics`; returns the process and both addresses.
 fn start_echo(extra: &[&str]) -> (Proc, SocketAddr, SocketAddr) {
+    start_with_metrics("echo", extra)
+}
+
+/// Starts example `name` with `--listen` and `--metrics` on port 0 (and
+/// `extra`); returns the process and both addresses, read from its
+/// `listening on` and `metrics on` lines.
+fn start_with_metrics(name: &str, extra: &[&str]) -> (Proc, SocketAddr, SocketAddr) {
     let mut p = Proc::spawn(
-        Command::new(example_bin("echo"))
+        Command::new(example_bin(name))
             .args(["--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
             .args(extra)
             .stdin(Stdio::null())
@@ -233,5 +240,57 @@ fn scraped_totals_match_the_traffic_and_promtool_accepts_them() {
     // SIGTERM: exit 0 as without --metrics.
     echo.signal(libc::SIGTERM);
     let status = echo.wait_timeout(LIMIT).expect("echo exits after SIGTERM");
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn smtp_serves_metrics_too() {
+    let pki = Pki::new();
+    let cert = pki.server();
+    let files = TempDir::new("metrics-smtp");
+    let c = files.write("cert.pem", &cert.cert_pem);
+    let k = files.write("key.pem", &cert.key_pem);
+    let maildir = TempDir::new("metrics-smtp-mail");
+    let (mut smtp, addr, metrics) = start_with_metrics(
+        "smtp",
+        &[
+            "--cert",
+            c.to_str().unwrap(),
+            "--key",
+            k.to_str().unwrap(),
+            "--maildir",
+            maildir.path().to_str().unwrap(),
+        ],
+    );
+    // One session: greeting, QUIT, the server's 221 and close.
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut greeting = String::new();
+    r.read_line(&mut greeting).unwrap();
+    assert!(greeting.starts_with("220 "), "{greeting}");
+    s.write_all(b"QUIT\r\n").unwrap();
+    let mut rest = String::new();
+    r.read_to_string(&mut rest).expect("221, then close");
+    assert!(rest.starts_with("221 "), "{rest}");
+    let end = Instant::now() + LIMIT;
+    let (text, m) = loop {
+        let text = scrape(metrics);
+        let m = samples(&text);
+        if family_sum(&m, "netactor_connections_closed_total") == 1 {
+            break (text, m);
+        }
+        assert!(Instant::now() < end, "the session did not close:\n{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(value(&m, "netactor_connections_accepted_total"), 1);
+    assert_eq!(value(&m, "netactor_read_bytes_total"), 6);
+    assert_eq!(
+        value(&m, "netactor_written_bytes_total"),
+        (greeting.len() + rest.len()) as u64
+    );
+    promtool_check(&text);
+    smtp.signal(libc::SIGTERM);
+    let status = smtp.wait_timeout(LIMIT).expect("smtp exits after SIGTERM");
     assert!(status.success(), "{status}");
 }
