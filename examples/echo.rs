@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example echo -- --listen 127.0.0.1:0 [--workers N] [--cert PEM --key PEM]
-//!     [--idle-timeout SECS]
+//!     [--idle-timeout SECS] [--metrics IP:PORT]
 //! cargo run --release --example echo -- --listen unix:/tmp/echo.sock
 //! ```
 //!
@@ -12,6 +12,9 @@
 //! stops reading once its write queue passes a high-water mark and resumes
 //! when it drains. `--idle-timeout SECS` closes a connection with no
 //! activity (nothing read, nothing written) for that long; off by default.
+//! `--metrics IP:PORT` serves the reactor's metrics at `GET /metrics` in
+//! the Prometheus text format and prints `metrics on IP:PORT` once ready,
+//! after the `listening on` line (see `metrics/mod.rs`).
 //!
 //! SIGINT/SIGTERM: stop accepting, stop reading (what arrives from then on
 //! is dropped), echo what was already read, half-close, exit 0 — a client
@@ -20,6 +23,8 @@
 
 #[path = "graceful/mod.rs"]
 mod graceful;
+#[path = "metrics/mod.rs"]
+mod metrics;
 
 use netactor::framing::Raw;
 use netactor::{Ctx, Event, Handler, ListenOptions, Options, Reactor};
@@ -114,6 +119,7 @@ struct Args {
     dedicated_poller: bool,
     spin_us: u64,
     idle: Option<Duration>,
+    metrics: Option<SocketAddr>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -124,6 +130,7 @@ fn parse_args() -> Result<Args, String> {
     let mut dedicated_poller = false;
     let mut spin_us = 0;
     let mut idle = None;
+    let mut metrics = None;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut val = |name: &str| it.next().ok_or(format!("{name} needs a value"));
@@ -161,9 +168,16 @@ fn parse_args() -> Result<Args, String> {
                 }
                 idle = Some(Duration::from_secs(secs));
             }
+            "--metrics" => {
+                metrics = Some(
+                    val("--metrics")?
+                        .parse()
+                        .map_err(|e| format!("--metrics: {e}"))?,
+                )
+            }
             "-h" | "--help" => {
                 return Err("usage: echo --listen IP:PORT|unix:PATH [--workers N] \
-                     [--cert PEM --key PEM] [--idle-timeout SECS]"
+                     [--cert PEM --key PEM] [--idle-timeout SECS] [--metrics IP:PORT]"
                     .into())
             }
             other => return Err(format!("unknown argument {other}")),
@@ -180,6 +194,7 @@ fn parse_args() -> Result<Args, String> {
         dedicated_poller,
         spin_us,
         idle,
+        metrics,
     })
 }
 
@@ -252,6 +267,19 @@ fn main() -> ExitCode {
         ListenAt::Tcp(_) => println!("listening on {}", listener.local_addr()),
         ListenAt::Unix(path) => println!("listening on unix:{}", path.display()),
     }
+    let endpoint = match args.metrics {
+        None => None,
+        Some(addr) => match metrics::serve(addr, reactor.metrics_handle()) {
+            Ok(e) => {
+                println!("metrics on {}", e.local_addr());
+                Some(e)
+            }
+            Err(e) => {
+                eprintln!("echo: cannot serve metrics on {addr}: {e}");
+                return ExitCode::from(1);
+            }
+        },
+    };
     let _ = std::io::stdout().flush();
     if let Some(sig) = signals.forever().next() {
         log::info!("signal {sig}: shutting down");
@@ -261,5 +289,8 @@ fn main() -> ExitCode {
     // at most the reactor's 2 s shutdown timeout for any left.
     sessions.stop_all(Duration::from_secs(6));
     reactor.shutdown();
+    if let Some(e) = endpoint {
+        e.shutdown();
+    }
     ExitCode::SUCCESS
 }

@@ -2,10 +2,13 @@
 //!
 //! ```text
 //! cargo run --release --example smtp -- --listen 127.0.0.1:2525 --cert cert.pem --key key.pem \
-//!     --maildir /tmp/mail [--require-tls] [--idle-timeout SECS] [--max-line BYTES]
+//!     --maildir /tmp/mail [--require-tls] [--idle-timeout SECS] [--max-line BYTES] \
+//!     [--metrics IP:PORT]
 //! ```
 //!
-//! Prints `listening on IP:PORT` once ready. Each accepted message is stored
+//! Prints `listening on IP:PORT` once ready (and with `--metrics`, then
+//! `metrics on IP:PORT`: the reactor's metrics at `GET /metrics` in the
+//! Prometheus text format, see `metrics/mod.rs`). Each accepted message is stored
 //! under `DIR/new/<id>.eml` holding exactly the DATA payload (dot-unstuffed,
 //! line ends as sent, no added header), with its envelope in
 //! `DIR/envelope/<id>.json`; both are written to `DIR/tmp/` first, fsynced,
@@ -31,6 +34,8 @@
 
 #[path = "graceful/mod.rs"]
 mod graceful;
+#[path = "metrics/mod.rs"]
+mod metrics;
 
 use bytes::{Buf, Bytes, BytesMut};
 use netactor::framing::{DecodeError, Decoder, Frame};
@@ -653,16 +658,18 @@ struct Args {
     require_tls: bool,
     idle: Duration,
     max_line: usize,
+    metrics: Option<SocketAddr>,
 }
 
 const USAGE: &str = "usage: smtp --listen ADDR --cert PEM --key PEM --maildir DIR \
-[--require-tls] [--idle-timeout SECS] [--max-line BYTES]";
+[--require-tls] [--idle-timeout SECS] [--max-line BYTES] [--metrics IP:PORT]";
 
 fn parse_args() -> Result<Args, String> {
     let (mut listen, mut cert, mut key, mut maildir) = (None, None, None, None);
     let mut require_tls = false;
     let mut idle = 300u64;
     let mut max_line = 4096usize;
+    let mut metrics = None;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut val = |name: &str| it.next().ok_or(format!("{name} needs a value"));
@@ -678,6 +685,7 @@ fn parse_args() -> Result<Args, String> {
                     .map_err(|e| format!("--idle-timeout: {e}"))?
             }
             "--max-line" => max_line = val(&a)?.parse().map_err(|e| format!("--max-line: {e}"))?,
+            "--metrics" => metrics = Some(val(&a)?.parse().map_err(|e| format!("--metrics: {e}"))?),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
@@ -693,6 +701,7 @@ fn parse_args() -> Result<Args, String> {
         require_tls,
         idle: Duration::from_secs(idle),
         max_line,
+        metrics,
     })
 }
 
@@ -779,6 +788,19 @@ fn main() -> ExitCode {
         }
     };
     println!("listening on {}", listener.local_addr());
+    let endpoint = match args.metrics {
+        None => None,
+        Some(addr) => match metrics::serve(addr, reactor.metrics_handle()) {
+            Ok(e) => {
+                println!("metrics on {}", e.local_addr());
+                Some(e)
+            }
+            Err(e) => {
+                eprintln!("smtp: cannot serve metrics on {addr}: {e}");
+                return ExitCode::from(1);
+            }
+        },
+    };
     let _ = std::io::stdout().flush();
     if let Some(sig) = signals.forever().next() {
         log::info!("signal {sig}: shutting down");
@@ -802,6 +824,9 @@ fn main() -> ExitCode {
         }
     }
     reactor.shutdown();
+    if let Some(e) = endpoint {
+        e.shutdown();
+    }
     ExitCode::SUCCESS
 }
 

@@ -78,6 +78,7 @@
 mod conn;
 mod error;
 pub mod framing;
+mod metrics;
 mod net;
 mod reactor;
 mod sync;
@@ -86,15 +87,16 @@ pub mod tls;
 
 pub use conn::{
     event_channel, BlockingIo, ConnId, Connection, Ctx, Event, EventReceiver, EventSender, Handler,
-    Options, Reply, ReplyTimeoutError, Sink, Stats, TryReplyError, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_LINGER, DEFAULT_RBUF_MAX, DEFAULT_WBUF_MAX,
+    Options, Reply, ReplyTimeoutError, Sink, Stats, TlsState, TryReplyError,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_LINGER, DEFAULT_RBUF_MAX, DEFAULT_WBUF_MAX,
 };
 pub use error::{ConfigError, Error, Inactivity, Limit, PemItem, Result, TimeoutKind, TlsError};
+pub use metrics::{CloseCause, Metrics, WorkerMetrics};
 #[cfg(unix)]
 pub use net::PeerCredentials;
 pub use net::{
     parse_host_port, resolve, ConnectOptions, HandlerFactory, HostPort, ListenOptions, Listener,
-    PrepareFn, Reactor, ResolveFn, Target, DEFAULT_BACKLOG,
+    MetricsHandle, PrepareFn, Reactor, ResolveFn, Target, DEFAULT_BACKLOG,
 };
 pub use reactor::ReactorBuilder;
 

@@ -20,7 +20,7 @@ pub use options::{
     Options, DEFAULT_CONNECT_TIMEOUT, DEFAULT_LINGER, DEFAULT_RBUF_MAX, DEFAULT_WBUF_MAX,
 };
 pub use reply::{Reply, ReplyTimeoutError, TryReplyError};
-pub use shared::Stats;
+pub use shared::{Stats, TlsState};
 
 use crate::error::Inactivity;
 use crate::error::{Error, Result, TimeoutKind};

@@ -12,9 +12,9 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A message for a connection actor.
 pub(crate) enum Msg {
@@ -67,6 +67,15 @@ pub(crate) struct Counters {
     pub(crate) bytes_written: AtomicU64,
     pub(crate) read_calls: AtomicU64,
     pub(crate) write_calls: AtomicU64,
+    /// As of the actor's last turn (`Core::publish`): bytes in the read
+    /// buffer (saturating at 4 GiB: four bytes in every connection), and
+    /// when it last read and wrote (`reactor::timers::stamp`s; 0 = never).
+    pub(crate) read_buffered: AtomicU32,
+    pub(crate) last_read: AtomicU32,
+    pub(crate) last_write: AtomicU32,
+    /// `TlsState` in bits 0..2, the version (0 none, 1 TLS 1.2, 2 TLS 1.3,
+    /// 3 other) in bits 2..4.
+    tls: AtomicU8,
 }
 
 impl Counters {
@@ -83,12 +92,60 @@ impl Counters {
     }
 }
 
+impl Counters {
+    /// Records the connection's TLS state (the actor only).
+    pub(crate) fn set_tls(&self, state: TlsState, version: Option<rustls::ProtocolVersion>) {
+        let v = match version {
+            None => 0,
+            Some(rustls::ProtocolVersion::TLSv1_2) => 1,
+            Some(rustls::ProtocolVersion::TLSv1_3) => 2,
+            Some(_) => 3,
+        };
+        self.tls.store(state as u8 | (v << 2), Ordering::Relaxed);
+    }
+
+    fn tls(&self) -> (TlsState, Option<rustls::ProtocolVersion>) {
+        let b = self.tls.load(Ordering::Relaxed);
+        let state = match b & 3 {
+            0 => TlsState::None,
+            1 => TlsState::Handshaking,
+            2 => TlsState::Established,
+            _ => TlsState::Failed,
+        };
+        let version = match b >> 2 {
+            0 => None,
+            1 => Some(rustls::ProtocolVersion::TLSv1_2),
+            2 => Some(rustls::ProtocolVersion::TLSv1_3),
+            _ => Some(rustls::ProtocolVersion::Unknown(0)),
+        };
+        (state, version)
+    }
+}
+
 fn bump(counter: &AtomicU64, n: u64) {
     counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
 }
 
-/// A snapshot of a connection's counters.
+/// Where a connection's TLS session is (see [`Stats::tls`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum TlsState {
+    /// No TLS (never started, or stopped with `stoptls`).
+    #[default]
+    None = 0,
+    /// The handshake is under way.
+    Handshaking = 1,
+    /// The handshake completed.
+    Established = 2,
+    /// The connection closed before the handshake completed.
+    Failed = 3,
+}
+
+/// A snapshot of a connection's counters and state, readable from any
+/// thread without a round trip to its worker. The values the actor keeps
+/// to itself (`read_buffered`, `last_read`, `last_write`) are as of the end
+/// of its last turn.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// Bytes received from the socket (ciphertext under TLS).
     pub bytes_read: u64,
@@ -100,6 +157,22 @@ pub struct Stats {
     pub write_calls: u64,
     /// Bytes queued for writing and not yet taken by the kernel.
     pub write_queued: usize,
+    /// Bytes read and not yet consumed by a decoder (plaintext under TLS).
+    pub read_buffered: usize,
+    /// When the connection last read from its socket (`None`: never), to
+    /// within 20 ms (kept in 10 ms units, and taken from the worker's
+    /// clock reading for the turn).
+    pub last_read: Option<Instant>,
+    /// When the connection last wrote to its socket (`None`: never), to
+    /// within 20 ms.
+    pub last_write: Option<Instant>,
+    /// Where its TLS session is.
+    pub tls: TlsState,
+    /// The negotiated TLS version, once known.
+    pub tls_version: Option<rustls::ProtocolVersion>,
+    /// The peer's address (`None` for Unix-domain sockets and pipes, or
+    /// while connecting).
+    pub peer_addr: Option<SocketAddr>,
 }
 
 pub(crate) struct ConnShared {
@@ -118,6 +191,9 @@ pub(crate) struct ConnShared {
     pub(crate) handles: AtomicUsize,
     pub(crate) close_on_drop: bool,
     pub(crate) counters: Counters,
+    /// Where the worker's registry of live connections keeps it
+    /// (`actor/live.rs`).
+    pub(crate) live_idx: AtomicU32,
     info: Mutex<Option<Box<ConnInfo>>>,
 }
 
@@ -140,6 +216,7 @@ impl ConnShared {
             handles: AtomicUsize::new(0),
             close_on_drop,
             counters: Counters::default(),
+            live_idx: AtomicU32::new(u32::MAX),
             info: Mutex::new(None),
         })
     }
@@ -281,12 +358,13 @@ impl ConnShared {
         Ok(cur)
     }
 
-    /// Bytes that can be queued now before `wbuf_max` refuses.
+    /// Bytes accepted for writing and not yet taken by the kernel.
     #[inline]
     pub(crate) fn write_queued(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
     }
 
+    /// Bytes that can be queued now before `wbuf_max` refuses.
     pub(crate) fn write_room(&self) -> usize {
         self.wbuf_max
             .load(Ordering::Relaxed)
@@ -306,12 +384,19 @@ impl ConnShared {
     #[inline]
     pub(crate) fn stats(&self) -> Stats {
         let c = &self.counters;
+        let (tls, tls_version) = c.tls();
         Stats {
             bytes_read: c.bytes_read.load(Ordering::Relaxed),
             bytes_written: c.bytes_written.load(Ordering::Relaxed),
             read_calls: c.read_calls.load(Ordering::Relaxed),
             write_calls: c.write_calls.load(Ordering::Relaxed),
             write_queued: self.queued.load(Ordering::Relaxed),
+            read_buffered: c.read_buffered.load(Ordering::Relaxed) as usize,
+            last_read: crate::reactor::timers::instant_of(c.last_read.load(Ordering::Relaxed)),
+            last_write: crate::reactor::timers::instant_of(c.last_write.load(Ordering::Relaxed)),
+            tls,
+            tls_version,
+            peer_addr: self.peer_addr(),
         }
     }
 }

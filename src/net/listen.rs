@@ -221,6 +221,7 @@ impl ListenerShared {
         let reactor = cx.reactor;
         if let AcceptMode::Channel { incoming, .. } = &self.mode {
             if incoming.is_full() {
+                reactor.poll_metrics.accept_pauses[crate::metrics::PAUSE_BACKLOG].inc();
                 return AcceptOutcome::Pause(
                     "accept queue full (application not accepting)".into(),
                 );
@@ -243,7 +244,10 @@ impl ListenerShared {
             Err(e) => {
                 return match e.raw_os_error() {
                     Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS)
-                    | Some(libc::ENOMEM) => AcceptOutcome::Pause(format!("accept failed: {e}")),
+                    | Some(libc::ENOMEM) => {
+                        reactor.poll_metrics.accept_pauses[crate::metrics::PAUSE_DESCRIPTORS].inc();
+                        AcceptOutcome::Pause(format!("accept failed: {e}"))
+                    }
                     _ => {
                         log::debug!("accept on {}: {e}", self.label);
                         AcceptOutcome::Skip
@@ -285,6 +289,9 @@ impl ListenerShared {
             tls: self.tls.clone().map(TlsSetup::Server),
             limit,
         };
+        // The poller role's holder (this thread) is the only writer.
+        reactor.poll_metrics.accepted.inc();
+        log::trace!("{}: accepted on {} from {:?}", id, self.label, peer);
         cx.spawn(worker.idx, Box::new(new));
         if let (Some(handle), AcceptMode::Channel { incoming, .. }) = (handle, &self.mode) {
             // Cannot be full: checked above, and the poller is the only sender.
@@ -360,6 +367,7 @@ impl Acceptor<Actor> for ListenerState {
                     // Not re-armed (oneshot): no wake-ups while at the limit;
                     // the backlog holds the rest until a connection closes.
                     if !self.at_limit {
+                        cx.reactor.poll_metrics.accept_pauses[crate::metrics::PAUSE_LIMIT].inc();
                         log::warn!(
                             "listener {}: connection limit reached ({} here, {} in the reactor); \
                              accepting resumes when a connection closes",

@@ -14,7 +14,7 @@ mod unix;
 pub use crate::conn::actor::{HandlerFactory, PrepareFn, ResolveFn};
 pub use addr::{parse_host_port, HostPort};
 pub use listen::{ListenOptions, Listener, DEFAULT_BACKLOG};
-pub use reactor::Reactor;
+pub use reactor::{MetricsHandle, Reactor};
 #[cfg(unix)]
 pub use unix::PeerCredentials;
 

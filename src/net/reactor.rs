@@ -48,10 +48,53 @@ impl Reactor {
         self.shared.workers.len()
     }
 
+    /// A snapshot of the reactor's metrics: connections, bytes, syscalls,
+    /// closes by cause, TLS handshakes, accept pauses, per-worker
+    /// scheduling. Cheap (relaxed loads of per-worker counters), from any
+    /// thread; [`Metrics::to_prometheus`](crate::Metrics::to_prometheus)
+    /// renders it for a scrape.
+    ///
+    /// ```
+    /// let reactor = netactor::Reactor::builder().workers(2).build().unwrap();
+    /// let m = reactor.metrics();
+    /// assert_eq!(m.connections_open, 0);
+    /// assert_eq!(m.workers.len(), 2);
+    /// ```
+    pub fn metrics(&self) -> crate::Metrics {
+        self.shared.metrics()
+    }
+
+    /// A handle that takes [`metrics`](Self::metrics) snapshots without
+    /// the `Reactor` itself: cloneable, for a metrics endpoint's handler or
+    /// a reporting thread. Snapshots after shutdown keep the final counts.
+    pub fn metrics_handle(&self) -> MetricsHandle {
+        MetricsHandle(self.shared.clone())
+    }
+
     /// Stops accepting, flushes and closes every connection, joins all threads.
     /// Idempotent; never waits longer than the shutdown timeout plus a margin.
     pub fn shutdown(&self) {
         self.engine.shutdown();
+    }
+}
+
+/// Takes [`Metrics`](crate::Metrics) snapshots of one reactor
+/// ([`Reactor::metrics_handle`]).
+#[derive(Clone)]
+pub struct MetricsHandle(Arc<ReactorShared<Actor>>);
+
+impl MetricsHandle {
+    /// A snapshot, as [`Reactor::metrics`] takes it.
+    pub fn snapshot(&self) -> crate::Metrics {
+        self.0.metrics()
+    }
+}
+
+impl std::fmt::Debug for MetricsHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsHandle")
+            .field("workers", &self.0.workers.len())
+            .finish()
     }
 }
 

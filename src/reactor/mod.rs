@@ -125,6 +125,10 @@ pub(crate) struct WorkerShared<S: Source> {
     /// instead of waking it — see `worker::run_parked`. `None` once the
     /// worker has exited.
     pub(crate) state: Mutex<Option<worker::WorkerState<S>>>,
+    /// This worker's counters (`crate::metrics`: one writer per block).
+    pub(crate) metrics: Arc<crate::metrics::WorkerCounters>,
+    /// The layer above's per-worker state other threads read.
+    pub(crate) source_shared: S::Shared,
 }
 
 impl<S: Source> WorkerShared<S> {
@@ -137,6 +141,8 @@ impl<S: Source> WorkerShared<S> {
             poller,
             stopped: AtomicBool::new(false),
             state: Mutex::new(None),
+            metrics: Arc::default(),
+            source_shared: S::Shared::default(),
         }
     }
 
@@ -245,9 +251,23 @@ pub(crate) struct ReactorShared<S: Source> {
     /// Open-connection limits (reactor-wide; listeners keep their own).
     pub(crate) limits: Arc<limit::Limits>,
     pub(crate) spin: Duration,
+    /// Counted by the holder of the poller role (`crate::metrics`).
+    pub(crate) poll_metrics: crate::metrics::PollCounters,
 }
 
 impl<S: Source> ReactorShared<S> {
+    /// Sums every worker's counters (from any thread).
+    pub(crate) fn metrics(&self) -> crate::metrics::Metrics {
+        let mut m = crate::metrics::Metrics::collect(
+            self.workers.iter().map(|w| &*w.metrics),
+            &self.poll_metrics,
+        );
+        for w in &self.workers {
+            S::collect(&w.source_shared, &mut m);
+        }
+        m
+    }
+
     /// Admits one new connection unless shutdown has begun: one admitted
     /// here is always started (and later closed, with its `Closed` event)
     /// by a running worker — never stranded behind a worker that has
@@ -397,6 +417,7 @@ impl ReactorBuilder {
             admission: admission::Admission::default(),
             limits,
             spin: self.spin,
+            poll_metrics: Default::default(),
         });
         let mut threads = Vec::new();
         for w in &shared.workers {
@@ -418,6 +439,15 @@ impl ReactorBuilder {
         } else {
             None
         };
+        log::debug!(
+            "reactor started: {} workers{}",
+            shared.workers.len(),
+            if self.dedicated_poller {
+                ", dedicated poller"
+            } else {
+                ""
+            }
+        );
         Ok(Engine {
             shared,
             threads: Mutex::new(threads),
@@ -443,6 +473,7 @@ impl<S: Source> Engine<S> {
         if !self.shared.admission.close() {
             return; // already shutting down
         }
+        log::debug!("reactor shutting down");
         // Connections admitted just before the flag went up reach their
         // workers ahead of the Shutdown tasks (a handful of instructions
         // each; bounded all the same).

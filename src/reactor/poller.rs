@@ -54,6 +54,9 @@ pub(crate) fn run_dedicated<S: Source>(shared: Arc<ReactorShared<S>>) {
     let mut none = Vec::new();
     let mut others = Vec::new();
     while !ps.finished {
+        // Workers count their own polls; this thread's are counted here
+        // (it holds the role: the only writer).
+        shared.poll_metrics.polls.inc();
         poll_once(&shared, &mut ps, None, None, &mut none, &mut others);
         hand_over(&shared, &mut others);
     }

@@ -29,6 +29,9 @@ pub(crate) trait Source: Sized + Send + 'static {
     /// Per-worker scratch every source of a worker shares (pools of
     /// buffers and the like), lent to each turn in [`WorkerCtx::local`].
     type Local: Default + Send + 'static;
+    /// Per-worker state of the layer above that other threads read
+    /// (the connections' registry for metrics), kept in `WorkerShared`.
+    type Shared: Default + Send + Sync + 'static;
     /// What a new source is made from (carried by `Task::Spawn`).
     type New: Send + 'static;
 
@@ -54,6 +57,9 @@ pub(crate) trait Source: Sized + Send + 'static {
     fn token(&self) -> Token;
     /// How logs name it.
     fn label(&self) -> String;
+    /// Adds what a worker's [`Shared`](Self::Shared) counts to a snapshot
+    /// (from any thread).
+    fn collect(_shared: &Self::Shared, _into: &mut crate::metrics::Metrics) {}
 }
 
 /// A listening socket, owned by the poller role once added

@@ -28,6 +28,7 @@ struct ToyLocal {
 
 impl Source for Toy {
     type Local = ToyLocal;
+    type Shared = ();
     type New = ToyNew;
 
     fn start(new: Box<ToyNew>, token: Token, w: &mut WorkerCtx<Self>) -> Box<Self> {

@@ -19,6 +19,8 @@ const BUSY_GAP: Duration = Duration::from_micros(200);
 const ADAPTIVE_SPIN: Duration = Duration::from_micros(30);
 /// How long a worker that left the poller role to a sibling parks at most.
 const YIELD_PARK: Duration = Duration::from_millis(1);
+/// How stale [`WorkerCtx::stamp`] may be (its unit).
+pub(crate) const STAMP_GRAIN: Duration = super::timers::STAMP_UNIT;
 
 /// What a source may use of its worker during a turn.
 pub(crate) struct WorkerCtx<S: Source> {
@@ -28,6 +30,15 @@ pub(crate) struct WorkerCtx<S: Source> {
     again: Vec<Token>,
     /// The layer above's per-worker scratch (pools).
     pub(crate) local: S::Local,
+    /// The worker's counters; a turn counts into `metrics.conn` (the
+    /// state lock makes it the only writer).
+    pub(crate) metrics: Arc<crate::metrics::WorkerCounters>,
+    /// `now` as a stamp ([`stamp`](Self::stamp)) and until when it may be
+    /// reused.
+    stamp: u32,
+    stamp_until: Instant,
+    /// The round under way is timed (`refresh_stamp`).
+    timed: bool,
 }
 
 impl<S: Source> WorkerCtx<S> {
@@ -44,8 +55,30 @@ impl<S: Source> WorkerCtx<S> {
     /// Calls `token`'s [`Source::on_timer`] with `tag` at `at` (or soon
     /// after). Entries are never cancelled: the source tells a stale one by
     /// its deadline.
+    /// About `now` as a `timers::stamp` (10 ms units, never 0), at most
+    /// [`STAMP_GRAIN`] earlier than `now`:
+    /// converted once per grain (a comparison per round decides), because
+    /// a conversion per turn would cost more than everything else metrics
+    /// count. It changes at most once per grain, so publishing it can be
+    /// skipped while it has not.
+    #[inline]
+    pub(crate) fn stamp(&self) -> u32 {
+        self.stamp
+    }
+
+    /// A new grain: a new stamp, and this round is timed for
+    /// `longest_round` (one round per grain at most: a clock read after
+    /// every round would be a measurable share of a small message's cost).
+    #[cold]
+    fn refresh_stamp(&mut self) {
+        self.stamp = super::timers::stamp(self.now);
+        self.stamp_until = self.now + STAMP_GRAIN;
+        self.timed = true;
+    }
+
     pub(crate) fn arm(&mut self, at: Instant, token: Token, tag: u8) {
         self.timers.push(at, token, tag);
+        self.metrics.conn.timers_armed.inc();
     }
 }
 
@@ -173,7 +206,7 @@ pub(crate) struct WorkerState<S: Source> {
 }
 
 impl<S: Source> WorkerState<S> {
-    fn new(shared: &ReactorShared<S>) -> Self {
+    fn new(shared: &ReactorShared<S>, me: &WorkerShared<S>) -> Self {
         WorkerState {
             slab: Slab::new(),
             ctx: WorkerCtx {
@@ -182,6 +215,10 @@ impl<S: Source> WorkerState<S> {
                 timers: TimerHeap::default(),
                 again: Vec::new(),
                 local: S::Local::default(),
+                metrics: me.metrics.clone(),
+                stamp: 0,
+                stamp_until: Instant::now(),
+                timed: false,
             },
             again: Vec::new(),
             shutdown: None,
@@ -200,6 +237,10 @@ impl<S: Source> WorkerState<S> {
             ..
         } = self;
         ctx.now = Instant::now();
+        if ctx.now >= ctx.stamp_until {
+            ctx.refresh_stamp();
+        }
+        ctx.metrics.conn.turns.add(tasks.len() as u64);
         for task in tasks.drain(..) {
             match task {
                 Task::Io(token, ready) => with_source(slab, token, ctx, |a, c| a.on_io(ready, c)),
@@ -234,6 +275,9 @@ impl<S: Source> WorkerState<S> {
         }
         // Connections that yielded for fairness run again after everyone else.
         std::mem::swap(again, &mut ctx.again);
+        if !again.is_empty() {
+            ctx.metrics.conn.turns.add(again.len() as u64);
+        }
         for token in again.drain(..) {
             with_source(slab, token, ctx, |a, c| a.on_io(Readiness::default(), c));
         }
@@ -245,6 +289,7 @@ impl<S: Source> WorkerState<S> {
         }
         self.ctx.now = Instant::now();
         while let Some((at, token, tag)) = self.ctx.timers.pop_due(self.ctx.now) {
+            self.ctx.metrics.conn.turns.inc();
             with_source(&mut self.slab, token, &mut self.ctx, |a, c| {
                 a.on_timer(tag, at, c)
             });
@@ -293,19 +338,29 @@ impl<S: Source> Drop for ExitGuard<'_, S> {
 }
 
 pub(crate) fn run<S: Source>(shared: Arc<ReactorShared<S>>, me: Arc<WorkerShared<S>>) {
-    *me.state.lock() = Some(WorkerState::new(&shared));
+    *me.state.lock() = Some(WorkerState::new(&shared, &me));
     let exit = ExitGuard(&me);
     let mut tasks: Vec<Task<S>> = Vec::with_capacity(256);
     let mut others: Vec<Vec<Task<S>>> = Vec::new();
     let mut yield_role = false;
     let mut last_park = Duration::MAX;
     let spin = shared.spin;
+    // Loop counters: this thread is their only writer.
+    let m = &me.metrics.sched;
+    let mut unpolled: u64 = 0;
+    let mut most_unpolled: u64 = 0;
 
     loop {
         let mut guard = me.state.lock();
         let st = guard.as_mut().expect("a running worker has its state");
         me.take_if_any(&mut tasks);
         st.run_tasks(&mut tasks, me.idx);
+        if st.ctx.timed {
+            // The first round of a stamp grain (see `refresh_stamp`).
+            st.ctx.timed = false;
+            m.longest_round_ns
+                .max(st.ctx.now.elapsed().as_nanos() as u64);
+        }
         st.run_timers();
         if let Some(deadline) = st.shutdown {
             if st.slab.len == 0 {
@@ -319,6 +374,12 @@ pub(crate) fn run<S: Source>(shared: Arc<ReactorShared<S>>, me: Arc<WorkerShared
             }
         }
         if me.has_work() {
+            // Another round right away, without polling or parking first.
+            unpolled += 1;
+            if unpolled > most_unpolled {
+                most_unpolled = unpolled;
+                m.max_rounds_unpolled.set(unpolled + 1);
+            }
             continue;
         }
         if !st.ctx.again.is_empty() {
@@ -334,6 +395,8 @@ pub(crate) fn run<S: Source>(shared: Arc<ReactorShared<S>>, me: Arc<WorkerShared
                 // The poller thread routes new readiness here on its own.
             } else if let Some(mut ps) = shared.poll.try_lock() {
                 if !ps.finished {
+                    unpolled = 0;
+                    m.polls.inc();
                     poller::poll_once(
                         &shared,
                         &mut ps,
@@ -342,6 +405,8 @@ pub(crate) fn run<S: Source>(shared: Arc<ReactorShared<S>>, me: Arc<WorkerShared
                         &mut tasks,
                         &mut others,
                     );
+                    m.handed_off
+                        .add(others.iter().map(|b| b.len() as u64).sum());
                     // Handed over while still holding the role, like the
                     // idle path: a `StopAccepting` ack then proves that an
                     // accepted connection is already in its worker's queue.
@@ -389,9 +454,11 @@ pub(crate) fn run<S: Source>(shared: Arc<ReactorShared<S>>, me: Arc<WorkerShared
             // worker's own connections then run right here, with no hop.
             if let Some(mut ps) = shared.poll.try_lock() {
                 if !ps.finished {
+                    unpolled = 0;
                     let handed = if !me.parking.begin_polling() {
                         0 // work arrived: no wait
                     } else {
+                        m.polls.inc();
                         poller::poll_once(
                             &shared,
                             &mut ps,
@@ -431,10 +498,12 @@ pub(crate) fn run<S: Source>(shared: Arc<ReactorShared<S>>, me: Arc<WorkerShared
                             pushed += batch.len();
                             w.push_batch(batch);
                         }
+                        m.handed_off.add(pushed as u64);
                     }
                     drop(ps);
                     drop(guard);
                     if let Some((i, g)) = borrowed {
+                        m.borrowed.add(others[i].len() as u64);
                         run_borrowed(&shared.workers[i], g, &mut others[i]);
                     }
                     if tasks.len() >= WAKE_FOLLOWER_AT {
@@ -452,9 +521,14 @@ pub(crate) fn run<S: Source>(shared: Arc<ReactorShared<S>>, me: Arc<WorkerShared
         }
         st.park_deadline = until;
         drop(guard);
+        unpolled = 0;
+        m.parks.inc();
         let parked_at = Instant::now();
         me.park_until_work(wait);
         last_park = parked_at.elapsed();
+        if me.has_work() {
+            m.wakeups.inc();
+        }
     }
     // This worker may have held the poller role last. A sibling still
     // flushing at shutdown can be parked until its next timer (seconds away)

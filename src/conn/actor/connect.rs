@@ -119,6 +119,8 @@ impl Core {
         self.shared.set_addrs(stream.local_addr().ok(), Some(peer));
         self.open(Stream::Tcp(stream), w);
         if self.phase == Phase::Open {
+            w.metrics.conn.connected.inc();
+            log::debug!("{}: connected to {peer}", self.shared.id);
             self.outbox.events.push(Event::Connected { peer });
         }
     }

@@ -418,7 +418,10 @@ impl Ctx<'_> {
         self.core.shared.tls_info()
     }
 
-    /// The connection's counters.
+    /// The connection's counters and state (see [`Stats`](crate::Stats)).
+    /// A fuller snapshot than a per-message path needs (it takes a lock
+    /// for the peer address): there, use [`write_queued`](Self::write_queued)
+    /// or [`write_room`](Self::write_room).
     #[inline]
     pub fn stats(&self) -> crate::Stats {
         self.core.shared.stats()

@@ -98,6 +98,7 @@ impl Actor {
     /// Runs one read completion (application code: a panic fails only this
     /// connection).
     pub(super) fn run_completion(&mut self, r: Box<dyn ReadRequest>, w: &mut WorkerCtx) {
+        w.metrics.conn.events.inc();
         let res = {
             let mut ctx = Ctx {
                 core: &mut self.core,
@@ -156,7 +157,7 @@ impl Actor {
                             continue;
                         }
                         match tx.try_send((id, ev)) {
-                            Ok(()) => {}
+                            Ok(()) => w.metrics.conn.events.inc(),
                             Err(TrySendError::Full((_, ev))) => {
                                 self.core.outbox.overflow.push_back(ev);
                             }
@@ -190,7 +191,10 @@ impl Actor {
         let mut progressed = false;
         while let Some(ev) = self.core.outbox.overflow.pop_front() {
             match tx.try_send((id, ev)) {
-                Ok(()) => progressed = true,
+                Ok(()) => {
+                    w.metrics.conn.events.inc();
+                    progressed = true;
+                }
                 Err(TrySendError::Full((_, ev))) => {
                     self.core.outbox.overflow.push_front(ev);
                     // Back off only while the consumer makes no progress at all;
@@ -213,6 +217,7 @@ impl Actor {
 impl Core {
     /// Runs the handler on one event; a panic in it fails the connection.
     pub(super) fn call_handler(&mut self, h: &mut Box<dyn Handler>, ev: Event, w: &mut WorkerCtx) {
+        w.metrics.conn.events.inc();
         let r = {
             let mut ctx = Ctx { core: self, w };
             catch_unwind(AssertUnwindSafe(|| h.on_event(&mut ctx, ev)))

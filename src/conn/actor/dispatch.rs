@@ -52,6 +52,7 @@ impl Actor {
                     }
                     ReadPoll::Pending => break,
                     ReadPoll::Done(action) => {
+                        w.metrics.conn.frames.inc();
                         let r = core.rd.reads.pop_front();
                         core.rbuf_front_changed();
                         if let Some(a) = action {
@@ -112,6 +113,7 @@ impl Actor {
                         } else {
                             None
                         };
+                        w.metrics.conn.frames.inc();
                         self.deliver_one(Event::Read(frame), w);
                         if let Some(a) = action {
                             self.core.frame_action(a, w);

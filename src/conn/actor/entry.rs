@@ -75,6 +75,7 @@ pub(crate) struct NewConn {
 /// timers, shutdown, a panic's aftermath).
 impl Source for Actor {
     type Local = Pools;
+    type Shared = super::live::Live;
     type New = NewConn;
 
     /// Builds the actor for `new` in slot `token` and starts it.
@@ -91,6 +92,10 @@ impl Source for Actor {
         // posted before (its `Task::Mail` is stale) is in the mailbox and
         // runs in this first turn. `token_set` orders the two (see it).
         shared.set_token(token);
+        w.metrics.conn.opened.inc();
+        // Counted in snapshots from now on (until the actor is dropped).
+        shared.worker.source_shared.add(&shared);
+        log::trace!("{}: started on worker {}", shared.id, token.worker());
         let now = w.now;
         let mut core = Core {
             shared,
@@ -113,6 +118,7 @@ impl Source for Actor {
             connect_handshake: false,
             deferred: None,
             limit: limit.map(Box::new),
+            activity: 0,
         };
         let (sink, factory) = match sink {
             SinkSetup::Ready(s) => (Some(s), None),
@@ -178,6 +184,10 @@ impl Source for Actor {
 
     fn label(&self) -> String {
         self.core.shared.id.to_string()
+    }
+
+    fn collect(live: &super::live::Live, into: &mut crate::metrics::Metrics) {
+        live.collect(into);
     }
 
     /// Whether the worker may drop the actor: closed, and every event handed

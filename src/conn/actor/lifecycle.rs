@@ -323,6 +323,7 @@ impl Core {
             return;
         }
         self.phase = Phase::Closed;
+        self.record_close(w);
         if let Some(sock) = self.sock.take() {
             if self.registered {
                 sock.deregister(&w.poller);
@@ -352,6 +353,7 @@ impl Core {
         self.rd.stream = None;
         self.rd.buf = BytesMut::new();
         self.armed.clear_all();
+        self.publish(w);
         self.outbox.events.push(Event::Closed);
     }
 }

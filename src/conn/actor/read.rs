@@ -6,6 +6,7 @@ use super::requests::StreamDecode;
 use super::Core;
 use super::Phase;
 use super::WorkerCtx;
+use super::ACTIVE_READ;
 use crate::error::Error;
 use crate::error::Result;
 use crate::net::stream::Stream;
@@ -153,6 +154,7 @@ impl Core {
         let c = &self.shared.counters;
         c.add_read(n);
         self.rd.in_place_seen = false;
+        self.activity |= ACTIVE_READ;
         self.idle.touch_read(now);
     }
 

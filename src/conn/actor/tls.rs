@@ -12,9 +12,11 @@ use super::Phase;
 use super::WorkerCtx;
 use super::MAX_IOV;
 use crate::conn::shared::Msg;
+use crate::conn::shared::TlsState;
 use crate::conn::Event;
 use crate::error::Error;
 use crate::error::Result;
+use crate::metrics::tls_version_idx;
 use crate::tls::TlsSession;
 use crate::tls::TlsSetup;
 use std::io;
@@ -118,6 +120,7 @@ impl Core {
         // Writes queued before starttls go out in clear, before any record.
         session.plain_prefix = plain_prefix.min(self.wr.len);
         self.tls = Some(Box::new(session));
+        self.shared.counters.set_tls(TlsState::Handshaking, None);
         self.tls_truncated = false;
         self.armed.clear(TimerKind::Handshake);
         let at = w.now + self.opts.handshake_timeout;
@@ -199,6 +202,7 @@ impl Core {
         self.rd.buf.extend_from_slice(&t.leftover);
         self.armed.clear(TimerKind::Handshake);
         self.shared.set_tls_info(None);
+        self.shared.counters.set_tls(TlsState::None, None);
         self.outbox.events.push(Event::TlsStopped);
     }
 
@@ -232,6 +236,10 @@ impl Core {
         if t.take_established() {
             self.connect_handshake = false;
             self.armed.clear(TimerKind::Handshake);
+            let v = t.protocol_version();
+            self.shared.counters.set_tls(TlsState::Established, v);
+            self.shared.worker.metrics.conn.tls_done[tls_version_idx(v)].inc();
+            log::debug!("{}: TLS established ({v:?})", self.shared.id);
             self.shared.set_tls_info(Some(Arc::new(t.info())));
             self.outbox.events.push(Event::TlsEstablished);
         }

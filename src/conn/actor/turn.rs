@@ -37,6 +37,7 @@ impl Actor {
                     if mail.is_empty() {
                         break;
                     }
+                    w.metrics.conn.mail.add(mail.len() as u64);
                     while let Some(msg) = mail.pop_front() {
                         self.apply(msg, w);
                         if self.core.phase == Phase::Closed {
@@ -227,6 +228,7 @@ impl Core {
         if self.phase == Phase::Open && self.rd.eof_reported && self.wr.side == WriteSide::Shut {
             self.close(w);
         }
+        self.publish(w);
         // An idle connection keeps no read buffer: return it to the worker's pool.
         if self.rd.buf.is_empty() && self.rd.buf.capacity() > 0 {
             let buf = std::mem::take(&mut self.rd.buf);

@@ -6,6 +6,7 @@ use super::Core;
 use super::Phase;
 use super::WorkerCtx;
 use super::WriteSide;
+use super::ACTIVE_WRITE;
 use super::MAX_IOV;
 use crate::conn::Event;
 use crate::error::Error;
@@ -70,6 +71,7 @@ impl Core {
     pub(super) fn note_write(&mut self, n: usize, now: Instant) {
         let c = &self.shared.counters;
         c.add_write(n);
+        self.activity |= ACTIVE_WRITE;
         self.idle.touch_write(now);
     }
 

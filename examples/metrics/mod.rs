@@ -1,0 +1,130 @@
+//! The `--metrics ADDR` endpoint the example servers share (echo, smtp):
+//! `GET /metrics` answered with [`netactor::Metrics::to_prometheus`], over
+//! HTTP/1.1 served by netactor itself.
+//!
+//! The endpoint runs on a reactor of its own (one worker) rather than on the
+//! server's: a scrape's own connection and bytes then never show up in the
+//! numbers it reports (the totals are exactly the traffic served), and a
+//! server whose workers are saturated still answers its scrapes — which is
+//! when they matter most. The snapshot is taken on that worker from a
+//! [`MetricsHandle`] of the served reactor: relaxed loads of per-worker
+//! counters, nothing the served workers wait on.
+//!
+//! One request per connection (`Connection: close`): what Prometheus and
+//! curl need, and nothing to get wrong about pipelining.
+
+#![allow(dead_code)] // each example uses a different subset
+
+use bytes::BytesMut;
+use netactor::framing::Raw;
+use netactor::{Ctx, Event, Handler, ListenOptions, Listener, MetricsHandle, Options, Reactor};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A request head larger than this is refused (431) and the connection closed.
+const MAX_HEAD: usize = 8 << 10;
+
+/// The running endpoint; dropping it stops it.
+pub struct Endpoint {
+    // Field order: the listener goes before its reactor.
+    listener: Listener,
+    reactor: Reactor,
+}
+
+impl Endpoint {
+    /// The bound address (the port chosen for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr()
+    }
+
+    /// Stops accepting and closes the endpoint's connections.
+    pub fn shutdown(self) {
+        drop(self.listener);
+        self.reactor.shutdown();
+    }
+}
+
+/// Serves `GET /metrics` for `source` on `addr`.
+pub fn serve(addr: SocketAddr, source: MetricsHandle) -> std::io::Result<Endpoint> {
+    let reactor = Reactor::builder()
+        .workers(1)
+        .shutdown_timeout(Duration::from_secs(1))
+        .build()?;
+    let opts = Options::new()
+        .no_delay(true)
+        .timeout(Some(Duration::from_secs(10)))
+        .linger(Duration::from_secs(2));
+    let listener = reactor.listen_with(addr, ListenOptions::new().options(opts), move |ctx| {
+        ctx.set_streaming(Some(Raw));
+        Scrape {
+            head: BytesMut::new(),
+            source: source.clone(),
+            answered: false,
+        }
+    })?;
+    Ok(Endpoint { listener, reactor })
+}
+
+struct Scrape {
+    head: BytesMut,
+    source: MetricsHandle,
+    answered: bool,
+}
+
+impl Handler for Scrape {
+    fn on_event(&mut self, ctx: &mut Ctx<'_>, event: Event) {
+        match event {
+            Event::Read(frame) if !self.answered => {
+                let Some(data) = frame.into_bytes() else {
+                    return;
+                };
+                self.head.extend_from_slice(&data);
+                let mut headers = [httparse::EMPTY_HEADER; 32];
+                let mut req = httparse::Request::new(&mut headers);
+                match req.parse(&self.head) {
+                    Ok(httparse::Status::Complete(_)) => {
+                        let (status, body) = match (req.method, req.path) {
+                            (Some("GET" | "HEAD"), Some(p))
+                                if p == "/metrics" || p.starts_with("/metrics?") =>
+                            {
+                                ("200 OK", self.source.snapshot().to_prometheus())
+                            }
+                            (Some("GET" | "HEAD"), _) => ("404 Not Found", "not found\n".into()),
+                            _ => ("405 Method Not Allowed", "GET /metrics\n".into()),
+                        };
+                        let head_only = req.method == Some("HEAD");
+                        self.respond(ctx, status, body, head_only);
+                    }
+                    Ok(httparse::Status::Partial) if self.head.len() <= MAX_HEAD => {}
+                    Ok(httparse::Status::Partial) => self.respond(
+                        ctx,
+                        "431 Request Header Fields Too Large",
+                        String::new(),
+                        false,
+                    ),
+                    Err(_) => self.respond(ctx, "400 Bad Request", String::new(), false),
+                }
+            }
+            Event::Read(_) => {} // after the answer: ignored, the close is under way
+            Event::Eof | Event::Timeout(_) => ctx.close(),
+            _ => {}
+        }
+    }
+}
+
+impl Scrape {
+    fn respond(&mut self, ctx: &mut Ctx<'_>, status: &str, body: String, head_only: bool) {
+        self.answered = true;
+        let head = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = ctx.write(head);
+        if !head_only {
+            let _ = ctx.write(body);
+        }
+        // Flushes what was queued, then closes (within linger).
+        ctx.close();
+    }
+}

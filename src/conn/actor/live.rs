@@ -1,0 +1,92 @@
+//! The connections a worker runs, as metrics snapshots see them: bytes and
+//! system calls are counted once, per connection (`ConnShared::counters`,
+//! already kept for `Stats`), and a snapshot sums the live connections and
+//! the totals of those that are gone; the read-buffer and write-queue
+//! gauges are the sums over the live connections of what each published
+//! at the end of its last turn and of its write reservations
+//! (`ConnShared::queued`, what `Stats::write_queued` reports). So the read and write paths pay
+//! nothing for the reactor-wide byte and syscall counts; a connection pays
+//! one uncontended lock when it starts and one when its actor is dropped,
+//! and a snapshot locks each worker's registry once.
+
+use crate::conn::shared::ConnShared;
+use parking_lot::Mutex;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// One worker's live connections and the totals of its finished ones.
+#[derive(Default)]
+pub(crate) struct Live {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Each connection knows its index here (`ConnShared::live_idx`).
+    conns: Vec<Arc<ConnShared>>,
+    gone: [u64; 4],
+}
+
+fn counts(c: &ConnShared) -> [u64; 4] {
+    let k = &c.counters;
+    [
+        k.bytes_read.load(Ordering::Relaxed),
+        k.bytes_written.load(Ordering::Relaxed),
+        k.read_calls.load(Ordering::Relaxed),
+        k.write_calls.load(Ordering::Relaxed),
+    ]
+}
+
+impl Live {
+    /// The actor for `c` started.
+    pub(crate) fn add(&self, c: &Arc<ConnShared>) {
+        let mut g = self.inner.lock();
+        c.live_idx.store(g.conns.len() as u32, Ordering::Relaxed);
+        g.conns.push(c.clone());
+    }
+
+    /// The actor for `c` is gone: its counts move to the totals (under
+    /// the same lock a snapshot takes, so it is counted exactly once).
+    pub(crate) fn remove(&self, c: &ConnShared) {
+        let mut g = self.inner.lock();
+        let i = c.live_idx.load(Ordering::Relaxed) as usize;
+        if g.conns.get(i).is_none_or(|x| !std::ptr::eq(&**x, c)) {
+            return; // never added
+        }
+        g.conns.swap_remove(i);
+        if let Some(moved) = g.conns.get(i) {
+            moved.live_idx.store(i as u32, Ordering::Relaxed);
+        }
+        for (t, n) in g.gone.iter_mut().zip(counts(c)) {
+            *t += n;
+        }
+    }
+
+    pub(crate) fn collect(&self, m: &mut crate::metrics::Metrics) {
+        let g = self.inner.lock();
+        let mut sum = g.gone;
+        let (mut rb, mut wq) = (0u64, 0u64);
+        for c in &g.conns {
+            for (t, n) in sum.iter_mut().zip(counts(c)) {
+                *t += n;
+            }
+            rb += c.counters.read_buffered.load(Ordering::Relaxed) as u64;
+            wq += c.queued.load(Ordering::Relaxed) as u64;
+        }
+        drop(g);
+        m.read_buffered_bytes += rb;
+        m.write_queued_bytes += wq;
+        m.bytes_read += sum[0];
+        m.bytes_written += sum[1];
+        m.read_calls += sum[2];
+        m.write_calls += sum[3];
+    }
+}
+
+impl Drop for super::Core {
+    /// However the actor ends (closed, aborted, or dropped with its
+    /// worker), its connection leaves the registry.
+    fn drop(&mut self) {
+        self.shared.worker.source_shared.remove(&self.shared);
+    }
+}

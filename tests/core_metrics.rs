@@ -1,0 +1,221 @@
+//! `Reactor::metrics` and the extended `Stats`, over real loopback sockets:
+//! known traffic and known failures in, exact counts out.
+
+mod tls_support;
+
+use netactor::framing::{Chunk, Line};
+use netactor::{CloseCause, ConnectOptions, Event, ListenOptions, Options, Reactor, TlsState};
+use rustls::pki_types::ServerName;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+use tls_support::*;
+
+/// Polls the snapshot until `cond` holds (bounded); returns the last one.
+fn metrics_until(
+    r: &Reactor,
+    what: &str,
+    cond: impl Fn(&netactor::Metrics) -> bool,
+) -> netactor::Metrics {
+    let end = Instant::now() + WAIT;
+    loop {
+        let m = r.metrics();
+        if cond(&m) {
+            return m;
+        }
+        assert!(Instant::now() < end, "{what}: {m:#?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn peer(addr: std::net::SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s
+}
+
+#[test]
+fn counts_connections_bytes_and_stats() {
+    let r = reactor(2);
+    let l = r.listen(any_port(), ListenOptions::new()).unwrap();
+    let mut p = peer(l.local_addr());
+    let conn = l.accept_timeout(WAIT).unwrap();
+    // A line in two parts: the first stays in the read buffer.
+    let reply = conn.push_read(Line::new()).unwrap();
+    p.write_all(b"hel").unwrap();
+    let s = {
+        let end = Instant::now() + WAIT;
+        loop {
+            let s = conn.stats();
+            if s.read_buffered == 3 {
+                break s;
+            }
+            assert!(Instant::now() < end, "{s:?}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    assert_eq!(s.bytes_read, 3);
+    assert!(s.last_read.is_some());
+    assert_eq!(s.last_write, None);
+    assert_eq!(s.tls, TlsState::None);
+    assert_eq!(s.tls_version, None);
+    assert_eq!(s.peer_addr, Some(p.local_addr().unwrap()));
+    let m = r.metrics();
+    assert_eq!(m.read_buffered_bytes, 3);
+    assert_eq!(m.connections_open, 1);
+    assert_eq!(m.connections_accepted, 1);
+    p.write_all(b"lo\n").unwrap();
+    let line = reply.recv_timeout(WAIT).unwrap();
+    assert_eq!(&line.line[..], b"hello");
+    conn.write(&b"12345"[..]).unwrap();
+    let mut back = [0u8; 5];
+    p.read_exact(&mut back).unwrap();
+    let s = conn.stats();
+    assert_eq!(s.read_buffered, 0);
+    assert!(s.last_write.is_some() && s.last_write >= s.last_read);
+    // The peer closes while a read waits: EOF; the application closes its
+    // side too (a channel-mode connection stays open after EOF until then).
+    let _pending = conn.push_read(Line::new()).unwrap();
+    drop(p);
+    wait_event(l.events(), |e| matches!(e, Event::Eof));
+    conn.close().unwrap();
+    let m = metrics_until(&r, "closed", |m| m.connections_closed == 1);
+    assert_eq!(m.closed_by(CloseCause::Eof), 1, "{m:#?}");
+    assert_eq!(m.connections_open, 0);
+    assert_eq!(m.bytes_read, 6);
+    assert_eq!(m.bytes_written, 5);
+    assert!(m.read_calls >= 2);
+    assert_eq!(m.write_calls, 1);
+    assert_eq!(m.frames_decoded, 1);
+    // `write` is a mailbox message, and so is `push_read`.
+    assert!(m.mailbox_messages >= 2);
+    assert_eq!(m.read_buffered_bytes, 0);
+    assert_eq!(m.write_queued_bytes, 0);
+    assert_eq!(m.workers.len(), 2);
+    assert!(m.workers.iter().map(|w| w.turns).sum::<u64>() >= 3);
+    assert!(m.polls > 0);
+    // The text form agrees.
+    let text = m.to_prometheus();
+    assert!(text.contains("netactor_connections_closed_total{cause=\"eof\"} 1\n"));
+    assert!(text.contains("netactor_read_bytes_total 6\n"));
+}
+
+#[test]
+fn counts_close_causes_and_queued_bytes() {
+    let r = reactor(1);
+    // A read buffer limit: a line longer than it fails the connection.
+    let small = Options::new().rbuf_max(64);
+    let l = r
+        .listen(any_port(), ListenOptions::new().options(small))
+        .unwrap();
+    let mut p = peer(l.local_addr());
+    let conn = l.accept_timeout(WAIT).unwrap();
+    let _reply = conn.push_read(Line::new()).unwrap();
+    p.write_all(&[b'x'; 200]).unwrap();
+    let m = metrics_until(&r, "no_space close", |m| m.connections_closed == 1);
+    assert_eq!(m.closed_by(CloseCause::NoSpace), 1, "{m:#?}");
+    drop(p);
+
+    // A reset from the peer (SO_LINGER 0) while a read waits.
+    let p = peer(l.local_addr());
+    let conn2 = l.accept_timeout(WAIT).unwrap();
+    let _reply = conn2.push_read(Chunk::new(10)).unwrap();
+    socket2::SockRef::from(&p)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(p);
+    let m = metrics_until(&r, "reset close", |m| m.connections_closed == 2);
+    assert_eq!(m.closed_by(CloseCause::Reset), 1, "{m:#?}");
+
+    // Closed by the application.
+    let _p = peer(l.local_addr());
+    let conn3 = l.accept_timeout(WAIT).unwrap();
+    conn3.close().unwrap();
+    let m = metrics_until(&r, "local close", |m| m.connections_closed == 3);
+    assert_eq!(m.closed_by(CloseCause::Local), 1, "{m:#?}");
+
+    // Queued write bytes: a peer that does not read, sent more than the
+    // kernel's buffers hold.
+    let big = Options::new().wbuf_max(64 << 20);
+    let l2 = r
+        .listen(any_port(), ListenOptions::new().options(big))
+        .unwrap();
+    let p4 = peer(l2.local_addr());
+    let conn4 = l2.accept_timeout(WAIT).unwrap();
+    let chunk = vec![7u8; 1 << 20];
+    for _ in 0..32 {
+        conn4.write(chunk.clone()).unwrap();
+    }
+    let m = metrics_until(&r, "queued bytes", |m| m.write_queued_bytes > 0);
+    assert!(m.write_queued_bytes <= 32 << 20);
+    assert!(conn4.stats().write_queued > 0);
+    drop(p4);
+    drop(conn);
+    let m = metrics_until(&r, "gauge back to zero", |m| m.connections_open == 0);
+    assert_eq!(m.write_queued_bytes, 0, "{m:#?}");
+}
+
+#[test]
+fn counts_accept_pauses_at_the_connection_limit() {
+    let r = reactor(1);
+    let l = r
+        .listen(any_port(), ListenOptions::new().max_connections(1))
+        .unwrap();
+    let _a = peer(l.local_addr());
+    let _c = l.accept_timeout(WAIT).unwrap();
+    let _b = peer(l.local_addr());
+    let m = metrics_until(&r, "a pause", |m| m.accept_pauses[2] == 1);
+    assert_eq!(m.accept_pauses, [0, 0, 1]);
+    assert_eq!(m.connections_accepted, 1);
+}
+
+#[test]
+fn counts_tls_handshakes_by_version_and_failures() {
+    let pki = Pki::new();
+    let r = reactor(2);
+    let l = r
+        .listen_with(
+            any_port(),
+            ListenOptions::new().tls(pki.server().server_config()),
+            |ctx| {
+                ctx.set_streaming(Some(netactor::framing::Raw));
+                |ctx: &mut netactor::Ctx<'_>, ev: Event| {
+                    if let Event::Read(f) = ev {
+                        let _ = ctx.write(f.into_bytes().unwrap());
+                    }
+                }
+            },
+        )
+        .unwrap();
+    let (tx, rx) = netactor::event_channel(64);
+    let conn = r
+        .connect(
+            l.local_addr(),
+            ConnectOptions::new().tls(
+                pki.client_config(),
+                Some(ServerName::try_from("localhost").unwrap()),
+            ),
+            tx,
+        )
+        .unwrap();
+    wait_event(&rx, |e| matches!(e, Event::TlsEstablished));
+    let s = conn.stats();
+    assert_eq!(s.tls, TlsState::Established);
+    assert_eq!(s.tls_version, Some(rustls::ProtocolVersion::TLSv1_3));
+    // Both ends of the handshake are on this reactor.
+    let m = metrics_until(&r, "two handshakes", |m| m.tls_handshakes[1] == 2);
+    assert_eq!(m.tls_handshakes, [0, 2, 0]);
+    assert_eq!(m.connections_connected, 1);
+    assert_eq!(m.connections_accepted, 1);
+
+    // Not TLS at all: the server's handshake fails.
+    let mut p = peer(l.local_addr());
+    p.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut sink = Vec::new();
+    let _ = p.read_to_end(&mut sink);
+    let m = metrics_until(&r, "a failed handshake", |m| {
+        m.tls_handshake_failures.iter().sum::<u64>() == 1
+    });
+    assert_eq!(m.closed_by(CloseCause::Tls), 1, "{m:#?}");
+    drop(conn);
+}
