@@ -251,9 +251,9 @@ pub(crate) struct PollCounters {
 /// Counters only grow (until the process restarts); gauges are current
 /// values. A snapshot costs relaxed loads of every worker's counters and,
 /// under one short lock per worker (which that worker takes only when a
-/// connection starts or ends), six loads per open connection — about a
-/// millisecond at 100 000 connections. It can be taken from any thread at
-/// any time; see "Operating a netactor server" in
+/// connection starts or ends), six loads per open connection (not
+/// measured at scale: a scrape a second is the intended rate). It can be
+/// taken from any thread at any time; see "Operating a netactor server" in
 /// the README for what each value means and what to alert on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
