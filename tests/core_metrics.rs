@@ -70,9 +70,18 @@ fn counts_connections_bytes_and_stats() {
     conn.write(&b"12345"[..]).unwrap();
     let mut back = [0u8; 5];
     p.read_exact(&mut back).unwrap();
-    let s = conn.stats();
+    // Published at the end of the turn that wrote (the peer may read first).
+    let end = Instant::now() + WAIT;
+    let s = loop {
+        let s = conn.stats();
+        if s.last_write.is_some() {
+            break s;
+        }
+        assert!(Instant::now() < end, "{s:?}");
+        std::thread::sleep(Duration::from_millis(2));
+    };
     assert_eq!(s.read_buffered, 0);
-    assert!(s.last_write.is_some() && s.last_write >= s.last_read);
+    assert!(s.last_write >= s.last_read, "{s:?}");
     // The peer closes while a read waits: EOF; the application closes its
     // side too (a channel-mode connection stays open after EOF until then).
     let _pending = conn.push_read(Line::new()).unwrap();

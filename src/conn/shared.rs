@@ -385,6 +385,16 @@ impl ConnShared {
     pub(crate) fn stats(&self) -> Stats {
         let c = &self.counters;
         let (tls, tls_version) = c.tls();
+        let (r, w) = (
+            c.last_read.load(Ordering::Relaxed),
+            c.last_write.load(Ordering::Relaxed),
+        );
+        // One clock reading for both, so equal stamps give equal instants.
+        let now = if r | w != 0 {
+            Instant::now()
+        } else {
+            crate::reactor::timers::epoch()
+        };
         Stats {
             bytes_read: c.bytes_read.load(Ordering::Relaxed),
             bytes_written: c.bytes_written.load(Ordering::Relaxed),
@@ -392,8 +402,8 @@ impl ConnShared {
             write_calls: c.write_calls.load(Ordering::Relaxed),
             write_queued: self.queued.load(Ordering::Relaxed),
             read_buffered: c.read_buffered.load(Ordering::Relaxed) as usize,
-            last_read: crate::reactor::timers::instant_of(c.last_read.load(Ordering::Relaxed)),
-            last_write: crate::reactor::timers::instant_of(c.last_write.load(Ordering::Relaxed)),
+            last_read: crate::reactor::timers::instant_of(r, now),
+            last_write: crate::reactor::timers::instant_of(w, now),
             tls,
             tls_version,
             peer_addr: self.peer_addr(),

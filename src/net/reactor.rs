@@ -50,8 +50,9 @@ impl Reactor {
 
     /// A snapshot of the reactor's metrics: connections, bytes, syscalls,
     /// closes by cause, TLS handshakes, accept pauses, per-worker
-    /// scheduling. Cheap (relaxed loads of per-worker counters), from any
-    /// thread; [`Metrics::to_prometheus`](crate::Metrics::to_prometheus)
+    /// scheduling. Relaxed loads only (a few per open connection, under a
+    /// short per-worker lock the workers take only when connections start
+    /// or end), from any thread; [`Metrics::to_prometheus`](crate::Metrics::to_prometheus)
     /// renders it for a scrape.
     ///
     /// ```

@@ -42,27 +42,51 @@ impl TimerHeap {
 /// The unit of a [`stamp`]: 10 ms.
 pub(crate) const STAMP_UNIT: std::time::Duration = std::time::Duration::from_millis(10);
 
-/// `at` as 10 ms units after [`epoch`] in 32 bits, never 0 (0 stands for
-/// "never"). It wraps after 497 days: [`instant_of`] reads it as the most
-/// recent such moment, so an age below 497 days is always right. Four
-/// bytes, for the two activity stamps every connection carries.
-pub(crate) fn stamp(at: Instant) -> u32 {
-    let units = at.saturating_duration_since(epoch()).as_millis() / STAMP_UNIT.as_millis();
-    (units as u32).wrapping_add(1).max(1)
+/// 10 ms units after [`epoch`].
+fn units(at: Instant) -> u64 {
+    (at.saturating_duration_since(epoch()).as_millis() / STAMP_UNIT.as_millis()) as u64
 }
 
-/// The instant a [`stamp`] stands for, as of now (`None` for 0).
-pub(crate) fn instant_of(stamp: u32) -> Option<Instant> {
+/// `at` as 10 ms units after [`epoch`] in 32 bits, plus one, never 0 (0
+/// stands for "never"). It wraps after 497 days: [`instant_of`] reads it as
+/// the most recent such moment, so an age below 497 days is always right.
+/// Four bytes, for the two activity stamps every connection carries.
+pub(crate) fn stamp(at: Instant) -> u32 {
+    (units(at) as u32).wrapping_add(1).max(1)
+}
+
+/// The instant a [`stamp`] stands for (`None` for 0): the latest moment
+/// at or before `now` with that stamp. The same stamp gives the same
+/// instant whenever it is read (until it is 497 days old).
+pub(crate) fn instant_of(stamp: u32, now: Instant) -> Option<Instant> {
     if stamp == 0 {
         return None;
     }
-    let now = Instant::now();
-    let age = self::stamp(now).wrapping_sub(stamp);
-    Some(now.checked_sub(STAMP_UNIT * age).unwrap_or(now))
+    let cur = units(now);
+    let age = (cur as u32).wrapping_sub(stamp - 1) as u64;
+    let at = cur.saturating_sub(age);
+    Some(epoch() + std::time::Duration::from_millis(at * STAMP_UNIT.as_millis() as u64))
 }
 
 /// Fixed at the first reactor's start, before any deadline exists.
 pub(crate) fn epoch() -> Instant {
     static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
+}
+
+#[cfg(test)]
+mod stamp_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_stamp_reads_back_the_same_instant_whenever_it_is_read() {
+        let at = epoch() + Duration::from_millis(12_345);
+        let s = stamp(at);
+        let first = instant_of(s, at + Duration::from_millis(5)).unwrap();
+        let later = instant_of(s, at + Duration::from_secs(3600)).unwrap();
+        assert_eq!(first, later);
+        assert!(first <= at && at - first < STAMP_UNIT);
+        assert_eq!(instant_of(0, at), None);
+    }
 }
