@@ -29,8 +29,7 @@ use tokio::net::TcpListener;
 const NAME: &str = "peer_hyper_http";
 
 async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (body, ctype, status): (&'static [u8], &'static str, StatusCode) = match req.uri().path()
-    {
+    let (body, ctype, status): (&'static [u8], &'static str, StatusCode) = match req.uri().path() {
         "/plaintext" => (b"Hello, World!", "text/plain", StatusCode::OK),
         "/json" => (
             br#"{"message":"Hello, World!"}"#,

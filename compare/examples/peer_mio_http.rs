@@ -100,9 +100,13 @@ fn parse_all(c: &mut Conn, date: &[u8]) {
             Ok(httparse::Status::Complete(n)) => {
                 off += n;
                 match req.path {
-                    Some("/plaintext") => {
-                        respond(&mut c.wbuf, date, b"200 OK", b"text/plain", b"Hello, World!")
-                    }
+                    Some("/plaintext") => respond(
+                        &mut c.wbuf,
+                        date,
+                        b"200 OK",
+                        b"text/plain",
+                        b"Hello, World!",
+                    ),
                     Some("/json") => respond(
                         &mut c.wbuf,
                         date,
