@@ -15,7 +15,7 @@
 //!   half-closes and ignores whatever follows.
 //! - Pipelining: requests are answered in order as they are parsed, and
 //!   every response written in one turn leaves in one vectored `send`
-//!   (`Options::autocork`).
+//!   (`Options::autocork`, on by default).
 //! - Request bodies (`Content-Length`) are read and **discarded** as they
 //!   arrive (never buffered whole); the answer is written once the body is
 //!   complete. `Transfer-Encoding` is not supported: `501`, then close.
@@ -461,8 +461,6 @@ fn main() -> ExitCode {
     };
     let opts = Options::new()
         .no_delay(true)
-        // Pipelined requests decoded in one turn: their answers leave in one send.
-        .autocork(true)
         // A client that pipelines without reading the answers is slowed
         // down (TCP flow control), not failed with NoSpace: at most 1 MiB
         // of answers waits, plus one read's worth (wbuf_max is 4 MiB).

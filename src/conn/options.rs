@@ -46,7 +46,11 @@ impl Default for Options {
             rbuf_max: DEFAULT_RBUF_MAX,
             wbuf_max: DEFAULT_WBUF_MAX,
             low_water_mark: None,
-            autocork: false,
+            // On by default (issue 14): a pipelining client's answers then
+            // leave in one vectored send per turn, and one request at a time
+            // costs nothing — its answer is flushed as soon as the handler
+            // returns, before the next read.
+            autocork: true,
             // On by default as the issue requires (the reference left Nagle
             // on and keepalive off): actors write whole messages, and dead
             // peers of idle connections must eventually be noticed.
@@ -109,11 +113,16 @@ impl Options {
         self
     }
 
-    /// With autocork, writes are only queued and flushed together at the end
-    /// of the actor's turn — one vectored `send` for everything a handler
-    /// wrote while handling a batch of input (pipelined protocols); without
-    /// it (default) each write is tried at once (lowest latency for one
-    /// request at a time).
+    /// With autocork (default **on**), writes made through [`Ctx`] are only
+    /// queued, and flushed together as soon as the handler calls for the
+    /// input at hand have returned — one vectored `send` for everything
+    /// written while handling a batch of input (the answers to pipelined
+    /// requests), before the next `read`. For one request at a time that is
+    /// the same single `send` at the same moment, so the default costs
+    /// ping-pong latency nothing. Off, each `Ctx` write is tried at once:
+    /// only worth it for a handler that writes and then keeps the worker
+    /// busy in the same callback. ([`Connection`] writes from other threads
+    /// are always queued and leave together in the connection's next turn.)
     ///
     /// Every byte written during a turn — from any callback: a frame, a
     /// `Drain`, a `Timeout`, a read completion, a [`Connection::call`]
@@ -122,6 +131,8 @@ impl Options {
     /// unrelated event. (The reference flushed corked data only when the
     /// event loop next reported writability.)
     ///
+    /// [`Ctx`]: crate::Ctx
+    /// [`Connection`]: crate::Connection
     /// [`Connection::call`]: crate::Connection::call
     pub fn autocork(mut self, on: bool) -> Self {
         self.autocork = on;

@@ -78,7 +78,8 @@ impl Ctx<'_> {
         self.core.shared.peer_credentials()
     }
 
-    /// Queues bytes for writing; without autocork they are written at once.
+    /// Queues bytes for writing; they leave when the handler returns (with
+    /// [`Options::autocork`], the default), or are tried at once without it.
     /// Errors as [`Connection::write`]. With a
     /// [`low_water_mark`](Options::low_water_mark) set, a write larger than
     /// the mark is followed by [`Event::Drain`](crate::Event::Drain) once the queue is back at or
@@ -106,8 +107,8 @@ impl Ctx<'_> {
     }
 
     /// Queues several buffers as one write (all or nothing against
-    /// `wbuf_max`); without autocork they leave at once, together, in one
-    /// vectored `send`. See [`Connection::write_parts`].
+    /// `wbuf_max`); they leave together, in one vectored `send`, with the
+    /// turn's other writes (or at once without autocork). See [`Connection::write_parts`].
     pub fn write_parts(&mut self, parts: impl IntoIterator<Item = Bytes>) -> Result<()> {
         self.queue_parts(parts.into_iter().filter(|b| !b.is_empty()).collect())
     }

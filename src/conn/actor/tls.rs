@@ -74,6 +74,17 @@ impl Core {
             Phase::Open => {}
             _ => return,
         }
+        // What was written in clear before this call (corked by default:
+        // typically the `220` that invites the handshake) leaves now. The
+        // peer may have pipelined bytes that fail the handshake in this
+        // very turn, and the reply must reach it before that error ends
+        // the connection.
+        if self.tls.is_none() {
+            self.flush(w);
+            if self.phase != Phase::Open {
+                return;
+            }
+        }
         let prefix = self.wr.len;
         self.start_tls_session(setup, prefix, w);
     }

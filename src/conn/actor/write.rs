@@ -211,9 +211,19 @@ impl Core {
             let Some(sock) = self.sock.as_ref() else {
                 return;
             };
-            let mut iov = [IoSlice::new(&[]); MAX_IOV];
-            let (k, offered) = gather(&self.wr.queue, usize::MAX, &mut iov);
-            match sock.send_vectored(&iov[..k]) {
+            // One buffer — the answer to one request, corked by default —
+            // goes out with a plain `send`: building the iovec array costs
+            // more than the rest of the flush (callgrind: ping-pong echo
+            // 1902 → 1565 instructions per round trip).
+            let (sent, offered) = if self.wr.queue.len() == 1 {
+                let one = &self.wr.queue[0];
+                (sock.send(one), one.len())
+            } else {
+                let mut iov = [IoSlice::new(&[]); MAX_IOV];
+                let (k, offered) = gather(&self.wr.queue, usize::MAX, &mut iov);
+                (sock.send_vectored(&iov[..k]), offered)
+            };
+            match sent {
                 Ok(n) => {
                     self.consume_written(n);
                     self.note_write(n, w.now);
