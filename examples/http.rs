@@ -269,7 +269,9 @@ fn parse_head(buf: &[u8]) -> Parsed {
 // ---- responses ----------------------------------------------------------------
 
 /// Status line and headers (all but `Date`) for every answer, built once:
-/// `[answer][connection header: none, close, keep-alive]`.
+/// `[answer][connection header: none, close, keep-alive]`. Static (21
+/// short strings leaked once): cloning a static `Bytes` touches no
+/// reference count, so the workers do not contend on one per response.
 fn heads() -> &'static [[Bytes; 3]; 7] {
     static HEADS: OnceLock<[[Bytes; 3]; 7]> = OnceLock::new();
     HEADS.get_or_init(|| {
@@ -280,12 +282,16 @@ fn heads() -> &'static [[Bytes; 3]; 7] {
                 } else {
                     ""
                 };
-                Bytes::from(format!(
+                Bytes::from_static(
+                    format!(
                     "HTTP/1.1 {}\r\nServer: netactor\r\nContent-Type: {}\r\nContent-Length: {}\r\n{allow}{conn}",
                     a.status(),
                     a.content_type(),
                     a.body().len()
-                ))
+                )
+                    .leak()
+                    .as_bytes(),
+                )
             })
         })
     })
