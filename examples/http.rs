@@ -14,8 +14,8 @@
 //!   keep-alive`); `Connection: close` is answered, then the server
 //!   half-closes and ignores whatever follows.
 //! - Pipelining: requests are answered in order as they are parsed, and
-//!   every response written in one turn leaves in one vectored `send`
-//!   (`Options::autocork`).
+//!   the responses written while more requests wait in the read buffer
+//!   leave together in one `send` (netactor's default: no option needed).
 //! - Request bodies (`Content-Length`) are read and **discarded** as they
 //!   arrive (never buffered whole); the answer is written once the body is
 //!   complete. `Transfer-Encoding` is not supported: `501`, then close.
@@ -269,7 +269,9 @@ fn parse_head(buf: &[u8]) -> Parsed {
 // ---- responses ----------------------------------------------------------------
 
 /// Status line and headers (all but `Date`) for every answer, built once:
-/// `[answer][connection header: none, close, keep-alive]`.
+/// `[answer][connection header: none, close, keep-alive]`. Static (21
+/// short strings leaked once): cloning a static `Bytes` touches no
+/// reference count, so the workers do not contend on one per response.
 fn heads() -> &'static [[Bytes; 3]; 7] {
     static HEADS: OnceLock<[[Bytes; 3]; 7]> = OnceLock::new();
     HEADS.get_or_init(|| {
@@ -280,12 +282,16 @@ fn heads() -> &'static [[Bytes; 3]; 7] {
                 } else {
                     ""
                 };
-                Bytes::from(format!(
+                Bytes::from_static(
+                    format!(
                     "HTTP/1.1 {}\r\nServer: netactor\r\nContent-Type: {}\r\nContent-Length: {}\r\n{allow}{conn}",
                     a.status(),
                     a.content_type(),
                     a.body().len()
-                ))
+                )
+                    .leak()
+                    .as_bytes(),
+                )
             })
         })
     })
@@ -461,8 +467,6 @@ fn main() -> ExitCode {
     };
     let opts = Options::new()
         .no_delay(true)
-        // Pipelined requests decoded in one turn: their answers leave in one send.
-        .autocork(true)
         // A client that pipelines without reading the answers is slowed
         // down (TCP flow control), not failed with NoSpace: at most 1 MiB
         // of answers waits, plus one read's worth (wbuf_max is 4 MiB).

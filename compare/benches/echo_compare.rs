@@ -15,6 +15,8 @@
 //! drives them all. Results: tables on stdout and in
 //! `target/echo_compare.md`. See `benches/README.md`.
 
+#[path = "echo_compare/host.rs"]
+mod host;
 #[path = "echo_compare/loadgen.rs"]
 mod loadgen;
 #[path = "echo_compare/report.rs"]
@@ -22,13 +24,17 @@ mod report;
 #[path = "echo_compare/server.rs"]
 mod server;
 
+use host::{
+    build_examples, examples_dir, loadavg, machine, raise_nofile, snapshot_binaries, source_state,
+    TempDir,
+};
 use loadgen::{Flow, Idle, Latency, Measured, Window};
 use report::{ratio, si, stats, Table};
 use server::{Kind, Server, TlsFiles};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::path::Path;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -855,40 +861,6 @@ fn errors(results: &Results) -> String {
     s
 }
 
-fn read_first(path: &str, key: &str) -> String {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "?".into())
-}
-
-fn machine() -> String {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let date = Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    format!(
-        "{cores} CPUs ({}), {} RAM, Linux {}, {date}",
-        read_first("/proc/cpuinfo", "model name"),
-        read_first("/proc/meminfo", "MemTotal"),
-        kernel.trim()
-    )
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
 fn report(results: &Results, cfg: &Config, header: &str, elapsed: Duration) -> String {
     let mut s = String::new();
     s.push_str(header);
@@ -937,52 +909,6 @@ fn report(results: &Results, cfg: &Config, header: &str, elapsed: Duration) -> S
     s
 }
 
-/// Raises the soft open-files limit to the hard one (servers inherit it).
-fn raise_nofile() -> u64 {
-    // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
-    unsafe {
-        let mut rl: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
-            return 0;
-        }
-        if rl.rlim_cur < rl.rlim_max {
-            rl.rlim_cur = rl.rlim_max;
-            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
-            let _ = libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl);
-        }
-        rl.rlim_cur
-    }
-}
-
-/// `target/release/examples` next to this bench binary (which lives in
-/// `target/release/deps`), so `CARGO_TARGET_DIR` is honoured.
-fn examples_dir() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| Some(p.parent()?.parent()?.join("examples")))
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/examples")
-        })
-}
-
-fn build_examples() -> Result<(), String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
-        // The servers are examples of two workspace members (netactor's echo,
-        // this package's peers): `--workspace` finds each where it lives.
-        .args(["build", "--release", "--workspace"]);
-    for k in Kind::ALL {
-        cmd.args(["--example", k.example()]);
-    }
-    eprintln!("building the servers: {cmd:?}");
-    let st = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !st.success() {
-        return Err(format!("cargo build failed: {st}"));
-    }
-    Ok(())
-}
-
 /// Self-signed certificate for `localhost` in a fresh temp dir, plus a
 /// client configuration trusting it (same provider as the servers).
 fn tls_setup(dir: &Path) -> Result<(TlsFiles, Arc<rustls::ClientConfig>), String> {
@@ -1000,59 +926,6 @@ fn tls_setup(dir: &Path) -> Result<(TlsFiles, Arc<rustls::ClientConfig>), String
         .and_then(|b| b.build())
         .map_err(|e| e.to_string())?;
     Ok((files, client))
-}
-
-/// Copies the server binaries so the run uses one build of each.
-fn snapshot_binaries(from: &Path, to: &Path, kinds: &[Kind]) -> std::io::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for k in kinds {
-        std::fs::copy(from.join(k.example()), to.join(k.example()))?;
-    }
-    Ok(())
-}
-
-/// The git revision and whether `src/` had uncommitted changes (read-only
-/// git commands), so a result can be tied to the code it measured.
-fn source_state() -> String {
-    let git = |args: &[&str]| {
-        Command::new("git")
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    match git(&["rev-parse", "--short", "HEAD"]) {
-        Some(rev) => {
-            let dirty = git(&[
-                "status",
-                "--porcelain",
-                "--",
-                "../src",
-                "../examples",
-                "examples",
-            ])
-            .is_some_and(|s| !s.is_empty());
-            format!(
-                "git {rev}{}",
-                if dirty {
-                    " + uncommitted changes in src/ or examples/"
-                } else {
-                    ""
-                }
-            )
-        }
-        None => "unknown (no git)".into(),
-    }
-}
-
-/// Removes the temp dir on the way out (also on panic).
-struct TempDir(PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn main() -> ExitCode {
@@ -1073,7 +946,7 @@ fn main() -> ExitCode {
         eprintln!("warning: open-files limit {nofile} < {need}: the 10 000-connection scenarios will fail");
     }
     if cfg.build {
-        if let Err(e) = build_examples() {
+        if let Err(e) = build_examples(&Kind::ALL.map(Kind::example)) {
             eprintln!("echo_compare: {e}");
             return ExitCode::FAILURE;
         }
@@ -1104,7 +977,11 @@ fn main() -> ExitCode {
     // Run private copies: on a shared tree someone may rebuild an example
     // mid-run, and one run must compare one build of each server.
     let dir = tmp.0.join("bin");
-    if let Err(e) = snapshot_binaries(&built, &dir, &cfg.servers) {
+    if let Err(e) = snapshot_binaries(
+        &built,
+        &dir,
+        &cfg.servers.iter().map(|k| k.example()).collect::<Vec<_>>(),
+    ) {
         eprintln!("echo_compare: copying the server binaries: {e}");
         return ExitCode::FAILURE;
     }

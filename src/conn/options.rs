@@ -45,6 +45,8 @@ impl Default for Options {
             rbuf_max: DEFAULT_RBUF_MAX,
             wbuf_max: DEFAULT_WBUF_MAX,
             low_water_mark: None,
+            // Off: the default gathers by itself while more input is
+            // buffered (see `autocork`), at no cost to one request at a time.
             autocork: false,
             // On by default as the issue requires (the reference left Nagle
             // on and keepalive off): actors write whole messages, and dead
@@ -120,6 +122,8 @@ impl Options {
     /// unrelated event. (The reference flushed corked data only when the
     /// event loop next reported writability.)
     ///
+    /// [`Ctx`]: crate::Ctx
+    /// [`Connection`]: crate::Connection
     /// [`Connection::call`]: crate::Connection::call
     pub fn autocork(mut self, on: bool) -> Self {
         self.autocork = on;

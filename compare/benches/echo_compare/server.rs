@@ -94,23 +94,41 @@ impl Server {
         log: &Path,
         timeout: Duration,
     ) -> io::Result<Server> {
-        let bin = dir.join(kind.example());
-        let mut cmd = Command::new(&bin);
-        cmd.args(["--listen", "127.0.0.1:0", "--workers"])
-            .arg(WORKERS.to_string());
+        let mut args: Vec<std::ffi::OsString> = Vec::new();
         if kind == Kind::Thread {
-            cmd.args(["--stack", &THREAD_STACK_KIB.to_string()]);
+            args.extend(["--stack".into(), THREAD_STACK_KIB.to_string().into()]);
         }
         // For experiments: extra flags for netactor's echo, e.g.
         // ECHO_COMPARE_NETACTOR_ARGS="--workers 1" (later flags win).
         if kind == Kind::Netactor {
             if let Ok(extra) = std::env::var("ECHO_COMPARE_NETACTOR_ARGS") {
-                cmd.args(extra.split_whitespace());
+                args.extend(extra.split_whitespace().map(Into::into));
             }
         }
         if let Some(t) = tls {
-            cmd.arg("--cert").arg(&t.cert).arg("--key").arg(&t.key);
+            args.extend([
+                "--cert".into(),
+                t.cert.clone().into(),
+                "--key".into(),
+                t.key.clone().into(),
+            ]);
         }
+        Server::start(&dir.join(kind.example()), &args, kind.name(), log, timeout)
+    }
+
+    /// Starts `bin --listen 127.0.0.1:0 --workers WORKERS ARGS…` and waits
+    /// (at most `timeout`) for its `listening on` line. stderr goes to `log`.
+    pub fn start(
+        bin: &Path,
+        args: &[std::ffi::OsString],
+        name: &str,
+        log: &Path,
+        timeout: Duration,
+    ) -> io::Result<Server> {
+        let mut cmd = Command::new(bin);
+        cmd.args(["--listen", "127.0.0.1:0", "--workers"])
+            .arg(WORKERS.to_string())
+            .args(args);
         let err = File::options().create(true).append(true).open(log)?;
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -152,27 +170,21 @@ impl Server {
             Ok(Some(Ok(l))) => l,
             Ok(_) => {
                 return Err(io::Error::other(format!(
-                    "{} exited before listening (see {})",
-                    kind.name(),
+                    "{name} exited before listening (see {})",
                     log.display()
                 )))
             }
             Err(_) => {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!(
-                        "{} did not print `listening on` in {timeout:?}",
-                        kind.name()
-                    ),
+                    format!("{name} did not print `listening on` in {timeout:?}"),
                 ))
             }
         };
         server.addr = line
             .strip_prefix("listening on ")
             .and_then(|a| a.trim().parse().ok())
-            .ok_or_else(|| {
-                io::Error::other(format!("{}: unexpected first line {line:?}", kind.name()))
-            })?;
+            .ok_or_else(|| io::Error::other(format!("{name}: unexpected first line {line:?}")))?;
         Ok(server)
     }
 

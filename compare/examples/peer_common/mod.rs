@@ -3,7 +3,8 @@
 //! TLS configuration, so every peer starts from the same settings as
 //! `examples/echo.rs`.
 //!
-//! Command line: `--listen ADDR [--workers N] [--cert PEM --key PEM] [--stack KIB]`.
+//! Command line: `--listen ADDR [--workers N] [--cert PEM --key PEM] [--stack KIB]`
+//! (`peer_hyper_http` also takes `--pipeline-flush`).
 
 #![allow(dead_code)] // each peer uses a different subset
 
@@ -28,6 +29,9 @@ pub struct Args {
     pub tls: Option<Arc<ServerConfig>>,
     /// Thread (or coroutine) stack size in bytes, for the peers that have one.
     pub stack: Option<usize>,
+    /// `--pipeline-flush`: hyper's `http1::Builder::pipeline_flush(true)`
+    /// (only `peer_hyper_http` reads it).
+    pub pipeline_flush: bool,
 }
 
 /// Parses the command line; prints usage and exits 2 on a bad one.
@@ -50,6 +54,7 @@ fn try_parse(name: &str) -> Result<Args, String> {
     let mut cert = None;
     let mut key = None;
     let mut stack = None;
+    let mut pipeline_flush = false;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut val = |flag: &str| it.next().ok_or(format!("{flag} needs a value"));
@@ -75,6 +80,7 @@ fn try_parse(name: &str) -> Result<Args, String> {
                     .map_err(|e| format!("--stack: {e}"))?;
                 stack = Some(kib << 10);
             }
+            "--pipeline-flush" => pipeline_flush = true,
             "--cert" => cert = Some(val("--cert")?),
             "--key" => key = Some(val("--key")?),
             other => return Err(format!("unknown argument {other}")),
@@ -96,6 +102,7 @@ fn try_parse(name: &str) -> Result<Args, String> {
         workers,
         tls,
         stack,
+        pipeline_flush,
     })
 }
 

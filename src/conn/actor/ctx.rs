@@ -115,7 +115,22 @@ impl Ctx<'_> {
     /// or with the batch's other answers as [`write`](Self::write)
     /// explains. See [`Connection::write_parts`].
     pub fn write_parts(&mut self, parts: impl IntoIterator<Item = Bytes>) -> Result<()> {
-        self.queue_parts(parts.into_iter().filter(|b| !b.is_empty()).collect())
+        // Up to four parts (a response's status and headers, `Date`, body)
+        // are gathered on the stack: no allocation per response.
+        let mut small: [Bytes; 4] = Default::default();
+        let mut k = 0;
+        let mut it = parts.into_iter().filter(|b| !b.is_empty());
+        while let Some(b) = it.next() {
+            if k == small.len() {
+                let mut v: Vec<Bytes> = small.into_iter().collect();
+                v.push(b);
+                v.extend(it);
+                return self.queue_parts(&mut v);
+            }
+            small[k] = b;
+            k += 1;
+        }
+        self.queue_parts(&mut small[..k])
     }
 
     /// Encodes `msg` with its write type and queues it (all or nothing).
@@ -125,12 +140,13 @@ impl Ctx<'_> {
         }
         let mut parts = Vec::with_capacity(2);
         msg.encode(&mut parts)?;
-        self.queue_parts(parts)
+        self.queue_parts(&mut parts)
     }
 
-    /// Queues `parts` as one write: reserved together against `wbuf_max`,
-    /// in order behind anything deferred, flushed at once without autocork.
-    fn queue_parts(&mut self, parts: Vec<Bytes>) -> Result<()> {
+    /// Queues `parts` (taken out of the slice) as one write: reserved
+    /// together against `wbuf_max`, in order behind anything deferred,
+    /// flushed at once without autocork.
+    fn queue_parts(&mut self, parts: &mut [Bytes]) -> Result<()> {
         if matches!(self.core.phase, Phase::Closing | Phase::Closed) || self.core.close_pending {
             return Err(Error::Closed);
         }
@@ -140,11 +156,12 @@ impl Ctx<'_> {
         }
         self.core.shared.reserve_write(n)?;
         if self.core.deferred.is_some() {
+            let parts = parts.iter_mut().map(std::mem::take).collect();
             self.core.defer(Msg::WriteParts(parts));
             return Ok(());
         }
         for data in parts {
-            self.core.enqueue(data, &mut self.w.local);
+            self.core.enqueue(std::mem::take(data), &mut self.w.local);
         }
         if !(self.core.opts.autocork || self.core.rd.mid_batch()) {
             self.core.flush(self.w);

@@ -24,6 +24,9 @@ pub(crate) struct Pools {
     pub(crate) event_vecs: Vec<Vec<Event>>,
     /// Empty write queues, likewise.
     pub(crate) write_queues: Vec<VecDeque<Bytes>>,
+    /// Where many small queued buffers are copied to leave in one `send`
+    /// (at most `COALESCE_MAX` bytes, so its capacity stays bounded).
+    pub(crate) coalesce: Vec<u8>,
 }
 
 impl Pools {

@@ -21,6 +21,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Queued bytes up to this total, in buffers of at most [`COALESCE_AVG`]
+/// bytes on average, are copied into one buffer before they are sent.
+const COALESCE_MAX: usize = 16 << 10;
+const COALESCE_AVG: usize = 1024;
+
 /// The write half of a connection.
 pub(super) struct WriteHalf {
     /// Bytes waiting for the socket (or, under TLS, for the engine).
@@ -213,9 +218,34 @@ impl Core {
             let Some(sock) = self.sock.as_ref() else {
                 return;
             };
-            let mut iov = [IoSlice::new(&[]); MAX_IOV];
-            let (k, offered) = gather(&self.wr.queue, usize::MAX, &mut iov);
-            match sock.send_vectored(&iov[..k]) {
+            // One buffer — the answer to one request, corked by default —
+            // goes out with a plain `send`: building the iovec array costs
+            // more than the rest of the flush (callgrind: ping-pong echo
+            // 1902 → 1565 instructions per round trip).
+            let (sent, offered) = if self.wr.queue.len() == 1 {
+                let one = &self.wr.queue[0];
+                (sock.send(one), one.len())
+            } else {
+                let mut iov = [IoSlice::new(&[]); MAX_IOV];
+                let (k, offered) = gather(&self.wr.queue, usize::MAX, &mut iov);
+                if offered <= COALESCE_MAX && offered <= k * COALESCE_AVG {
+                    // Many small buffers (the answers to pipelined requests,
+                    // each in parts) are copied into one and sent with a
+                    // plain `send`: the kernel's per-segment cost dominates
+                    // otherwise (perf, HTTP pipelined ×16, 48 segments per
+                    // send: `_copy_from_iter` 12 % of the server's CPU, vs
+                    // 1 % for may_minihttp's one contiguous buffer).
+                    let buf = &mut w.local.coalesce;
+                    buf.clear();
+                    for s in &iov[..k] {
+                        buf.extend_from_slice(s);
+                    }
+                    (sock.send(buf), offered)
+                } else {
+                    (sock.send_vectored(&iov[..k]), offered)
+                }
+            };
+            match sent {
                 Ok(n) => {
                     self.consume_written(n);
                     self.note_write(n, w.now);
