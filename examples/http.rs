@@ -29,10 +29,12 @@
 //! - SIGTERM/SIGINT: stop accepting, stop reading new requests, send what
 //!   is owed, half-close, exit 0 within 10 s (see `graceful/mod.rs`).
 //!
-//! Design: handler mode. One streaming decoder per connection ([`HttpCodec`])
-//! parses request heads with `httparse` in place, on the connection's own
-//! read buffer: a request split across reads simply stays buffered until it
-//! is complete, so nothing is copied. Responses are three or four `Bytes`
+//! Design: handler mode, reading in place (`Ctx::set_read_in_place`): the
+//! handler's `on_read` parses request heads with `httparse` ([`HttpCodec`])
+//! on the connection's own read buffer and answers each complete request;
+//! a request split across reads simply stays buffered until it is
+//! complete, so nothing is copied, and no event or allocation is made per
+//! request. Responses are three or four `Bytes`
 //! — the status line and headers (built once at start), the `Date` line
 //! (formatted once a second per worker thread) and the body — queued with
 //! `Ctx::write_parts`, so nothing is copied on the way out either.
@@ -41,7 +43,7 @@
 mod graceful;
 
 use bytes::{Buf, Bytes, BytesMut};
-use netactor::framing::{DecodeError, Decoder, Frame};
+use netactor::framing::{DecodeError, Decoder};
 use netactor::{Ctx, Event, Handler, ListenOptions, Options, Reactor};
 use std::cell::RefCell;
 use std::io::Write;
@@ -121,12 +123,6 @@ struct Request {
     http10: bool,
     /// The client wants (or the answer forces) the connection to end after this.
     close: bool,
-}
-
-impl From<Request> for Frame {
-    fn from(r: Request) -> Frame {
-        Frame::Other(Box::new(r))
-    }
 }
 
 /// Request heads parsed in place on the read buffer; bodies skipped.
@@ -352,10 +348,13 @@ fn imf_fixdate(unix_secs: u64) -> String {
 
 struct Http {
     sessions: Arc<graceful::Sessions>,
+    /// Parses the requests in place, on the connection's read buffer.
+    codec: HttpCodec,
 }
 
 impl Http {
-    fn respond(&mut self, ctx: &mut Ctx<'_>, req: Request) {
+    /// Answers one request; false once the connection takes no more.
+    fn respond(&mut self, ctx: &mut Ctx<'_>, req: Request, date: &Bytes) -> bool {
         let conn = match (req.close, req.http10) {
             (true, _) => 1,
             (false, true) => 2,
@@ -363,32 +362,43 @@ impl Http {
         };
         let head = heads()[req.answer as usize][conn].clone();
         let written = if req.head_only {
-            ctx.write_parts([head, date_line()])
+            ctx.write_parts([head, date.clone()])
         } else {
-            ctx.write_parts([head, date_line(), Bytes::from_static(req.answer.body())])
+            ctx.write_parts([head, date.clone(), Bytes::from_static(req.answer.body())])
         };
         if written.is_err() {
             // The write queue is full: a client pipelining without reading.
             ctx.close();
-            return;
+            return false;
         }
         if req.close {
             // `Connection: close`, or a request the server cannot read past
             // (the decoder now drops whatever follows): half-close after the
             // answer, and give the client a while to close its side.
             graceful::stop(ctx);
+            return false;
         }
+        true
     }
 }
 
 impl Handler for Http {
+    /// Every complete request in the buffer is answered; an incomplete one
+    /// stays where it is until the rest arrives. The answers of one call
+    /// leave together (netactor gathers what `on_read` writes).
+    fn on_read(&mut self, ctx: &mut Ctx<'_>, rbuf: &mut BytesMut) {
+        let mut date = None;
+        while let Ok(Some(req)) = self.codec.decode(rbuf, false) {
+            // One clock read per batch of pipelined requests.
+            let date = date.get_or_insert_with(date_line);
+            if !self.respond(ctx, req, date) {
+                break;
+            }
+        }
+    }
+
     fn on_event(&mut self, ctx: &mut Ctx<'_>, event: Event) {
         match event {
-            Event::Read(Frame::Other(f)) => {
-                if let Ok(req) = f.downcast::<Request>() {
-                    self.respond(ctx, *req);
-                }
-            }
             // Half-close: everything already received has been answered
             // (frames are decoded before the EOF is reported); FIN after it.
             Event::Eof => {
@@ -480,9 +490,10 @@ fn main() -> ExitCode {
         ListenOptions::new().options(opts),
         move |ctx| {
             s2.opened(ctx);
-            ctx.set_streaming(Some(HttpCodec::default()));
+            ctx.set_read_in_place(true);
             Http {
                 sessions: s2.clone(),
+                codec: HttpCodec::default(),
             }
         },
     ) {
