@@ -236,7 +236,14 @@ fn cvalue() -> impl Strategy<Value = CValue> {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 0..5).prop_map(CValue::Array),
             proptest::collection::vec((inner.clone(), inner.clone()), 0..4).prop_map(CValue::Map),
-            (0u64..100_000, inner).prop_map(|(t, v)| CValue::Tag(t, Box::new(v))),
+            // Not tags 2 and 3: ciborium reads a bignum as the integer it
+            // denotes (`Tag(2, [])` comes back as `Integer(0)`), so those
+            // would not round-trip through its `Value` whatever we encode.
+            (
+                (0u64..100_000).prop_filter("bignum tags", |t| *t != 2 && *t != 3),
+                inner
+            )
+                .prop_map(|(t, v)| CValue::Tag(t, Box::new(v))),
         ]
     })
 }
