@@ -267,18 +267,8 @@ fn main() -> ExitCode {
         ListenAt::Tcp(_) => println!("listening on {}", listener.local_addr()),
         ListenAt::Unix(path) => println!("listening on unix:{}", path.display()),
     }
-    let endpoint = match args.metrics {
-        None => None,
-        Some(addr) => match metrics::serve(addr, reactor.metrics_handle()) {
-            Ok(e) => {
-                println!("metrics on {}", e.local_addr());
-                Some(e)
-            }
-            Err(e) => {
-                eprintln!("echo: cannot serve metrics on {addr}: {e}");
-                return ExitCode::from(1);
-            }
-        },
+    let Ok(endpoint) = metrics::serve_option("echo", args.metrics, reactor.metrics_handle()) else {
+        return ExitCode::from(1);
     };
     let _ = std::io::stdout().flush();
     if let Some(sig) = signals.forever().next() {

@@ -788,18 +788,8 @@ fn main() -> ExitCode {
         }
     };
     println!("listening on {}", listener.local_addr());
-    let endpoint = match args.metrics {
-        None => None,
-        Some(addr) => match metrics::serve(addr, reactor.metrics_handle()) {
-            Ok(e) => {
-                println!("metrics on {}", e.local_addr());
-                Some(e)
-            }
-            Err(e) => {
-                eprintln!("smtp: cannot serve metrics on {addr}: {e}");
-                return ExitCode::from(1);
-            }
-        },
+    let Ok(endpoint) = metrics::serve_option("smtp", args.metrics, reactor.metrics_handle()) else {
+        return ExitCode::from(1);
     };
     let _ = std::io::stdout().flush();
     if let Some(sig) = signals.forever().next() {

@@ -44,6 +44,29 @@ impl Endpoint {
     }
 }
 
+/// The `--metrics ADDR` option of an example server: nothing without it;
+/// with it, serves and prints the contract line `metrics on IP:PORT`, or
+/// says on stderr why it cannot (`Err`: the server exits 1).
+pub fn serve_option(
+    prog: &str,
+    addr: Option<SocketAddr>,
+    source: MetricsHandle,
+) -> Result<Option<Endpoint>, ()> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    match serve(addr, source) {
+        Ok(e) => {
+            println!("metrics on {}", e.local_addr());
+            Ok(Some(e))
+        }
+        Err(e) => {
+            eprintln!("{prog}: cannot serve metrics on {addr}: {e}");
+            Err(())
+        }
+    }
+}
+
 /// Serves `GET /metrics` for `source` on `addr`.
 pub fn serve(addr: SocketAddr, source: MetricsHandle) -> std::io::Result<Endpoint> {
     let reactor = Reactor::builder()
