@@ -119,8 +119,8 @@ impl ListenOptions {
     /// At most `n` of this listener's connections open at once (default: no
     /// limit). At the limit accepting pauses — connections wait in the
     /// kernel backlog — and resumes as soon as one closes. Counted exactly
-    /// (a slot is taken before `accept` and given back when the connection
-    /// has closed). The reactor can have a limit of its own
+    /// (a slot is taken before `accept` and given back once the connection
+    /// has closed and its `Closed` event was handed over). The reactor can have a limit of its own
     /// ([`ReactorBuilder::max_connections`](crate::ReactorBuilder::max_connections)).
     ///
     /// ```

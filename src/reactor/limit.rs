@@ -3,8 +3,9 @@
 //! (the kernel backlog holds the rest) until a connection closes.
 //!
 //! Counted exactly: a slot is taken before a connection is accepted (or a
-//! connect/adopt admitted) and given back when its actor finishes, by a
-//! guard the actor owns — also when it ends by a panic or at shutdown.
+//! connect/adopt admitted) and given back when the worker drops its actor
+//! (closed, its last event handed over), by a guard the actor owns — also
+//! when it ends by a panic or at shutdown.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -67,7 +67,7 @@ pub(crate) struct NewConn {
     pub(crate) sink: SinkSetup,
     pub(crate) start: Start,
     pub(crate) tls: Option<TlsSetup>,
-    /// The connection-limit slots it holds, given back when it finishes.
+    /// The connection-limit slots it holds, given back when it is dropped.
     pub(crate) limit: Option<crate::reactor::limit::LimitGuard>,
 }
 
@@ -117,7 +117,7 @@ impl Source for Actor {
             close_pending: false,
             connect_handshake: false,
             deferred: None,
-            limit: limit.map(Box::new),
+            _limit: limit.map(Box::new),
             activity: 0,
         };
         let (sink, factory) = match sink {

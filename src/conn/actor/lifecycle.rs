@@ -342,8 +342,10 @@ impl Core {
             self.discard_mail(*q, &why);
         }
         self.close_pending = false;
-        // The socket is closed: the slot it held is free again.
-        self.limit = None;
+        // The connection-limit slot (`_limit`) is given back when the
+        // worker drops the actor — after `Closed` has been handed to the
+        // handler or the channel — so code that counts its connections by
+        // start and `Closed` never sees more than the limit open at once.
         for tx in self.wr.drain_waiters.take().into_iter().flat_map(|v| *v) {
             let _ = tx.try_send(Err(why.clone()));
         }

@@ -122,9 +122,10 @@ pub(crate) struct Core {
     // queue header that almost every connection leaves empty.
     #[allow(clippy::box_collection)]
     deferred: Option<Box<VecDeque<Msg>>>,
-    /// Connection-limit slots, given back in `finish` (boxed: only with a
-    /// limit configured).
-    limit: Option<Box<crate::reactor::limit::LimitGuard>>,
+    /// Connection-limit slots, held for their `Drop`: given back when the
+    /// worker drops the actor, after `Closed` was handed over (boxed: only
+    /// with a limit configured).
+    _limit: Option<Box<crate::reactor::limit::LimitGuard>>,
     /// Read (`ACTIVE_READ`) or wrote (`ACTIVE_WRITE`) since the last
     /// [`Core::publish`]: the activity stamps handles see are published
     /// once a turn, not on every system call.
