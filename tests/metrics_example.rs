@@ -60,7 +60,11 @@ fn start_with_metrics(name: &str, extra: &[&str]) -> (Proc, SocketAddr, SocketAd
 
 /// One HTTP request; returns (status line, content type, body).
 fn http(addr: SocketAddr, request: &str) -> (String, String, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
+    http_on(TcpStream::connect(addr).unwrap(), request)
+}
+
+/// Writes `request` on `s`, reads the response to the close.
+fn http_on(mut s: TcpStream, request: &str) -> (String, String, String) {
     s.set_read_timeout(Some(LIMIT)).unwrap();
     s.write_all(request.as_bytes()).unwrap();
     let mut resp = Vec::new();
@@ -81,6 +85,39 @@ fn http(addr: SocketAddr, request: &str) -> (String, String, String) {
         .unwrap();
     assert_eq!(len, body.len(), "Content-Length matches the body");
     (status, ctype, body.to_string())
+}
+
+/// The status line answered to `request`, read up to the close or a reset:
+/// a server that answers before reading all of a request and then closes
+/// makes the kernel reset the connection, after its answer.
+fn status_line_of(addr: SocketAddr, request: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    let _ = s.write_all(request.as_bytes());
+    let mut resp = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => resp.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("reading the response: {e}"),
+        }
+    }
+    let resp = String::from_utf8_lossy(&resp);
+    resp.lines().next().unwrap_or("").to_string()
+}
+
+/// One HTTP request written in pieces, a pause between them.
+fn http_parts(addr: SocketAddr, parts: &[&str]) -> (String, String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    let (last, first) = parts.split_last().expect("at least one part");
+    for p in first {
+        s.write_all(p.as_bytes()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(30));
+    }
+    http_on(s, last)
 }
 
 fn scrape(addr: SocketAddr) -> String {
@@ -236,6 +273,29 @@ fn scraped_totals_match_the_traffic_and_promtool_accepts_them() {
     assert_eq!(status, "HTTP/1.1 404 Not Found");
     let (status, _, _) = http(metrics, "POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
+    // A head that arrives in pieces is answered once it is whole; HEAD gets
+    // the head alone; a head over 8 KiB and garbage get their errors.
+    let (status, _, body) = http_parts(
+        metrics,
+        &["GET /metr", "ics HTTP/1.1\r\nHo", "st: x\r\n\r", "\n"],
+    );
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(body.contains("# TYPE netactor_connections_accepted_total counter"));
+    let mut s = TcpStream::connect(metrics).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    s.write_all(b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("response, then close");
+    assert!(resp.starts_with("HTTP/1.1 200 OK\r\n"), "{resp}");
+    assert!(resp.ends_with("\r\n\r\n"), "HEAD: no body: {resp}");
+    let long = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n", "a".repeat(9000));
+    assert_eq!(
+        status_line_of(metrics, &long),
+        "HTTP/1.1 431 Request Header Fields Too Large"
+    );
+    let (status, _, _) = http(metrics, "\x01\x02 nonsense\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 400 Bad Request");
 
     // SIGTERM: exit 0 as without --metrics.
     echo.signal(libc::SIGTERM);

@@ -16,7 +16,6 @@
 #![allow(dead_code)] // each example uses a different subset
 
 use bytes::BytesMut;
-use netactor::framing::Raw;
 use netactor::{Ctx, Event, Handler, ListenOptions, Listener, MetricsHandle, Options, Reactor};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -78,9 +77,10 @@ pub fn serve(addr: SocketAddr, source: MetricsHandle) -> std::io::Result<Endpoin
         .timeout(Some(Duration::from_secs(10)))
         .linger(Duration::from_secs(2));
     let listener = reactor.listen_with(addr, ListenOptions::new().options(opts), move |ctx| {
-        ctx.set_streaming(Some(Raw));
+        // The head is parsed where it arrives, in the read buffer, and
+        // parsed again whole when more of it comes: no copy of its own.
+        ctx.set_read_in_place(true);
         Scrape {
-            head: BytesMut::new(),
             source: source.clone(),
             answered: false,
         }
@@ -89,48 +89,55 @@ pub fn serve(addr: SocketAddr, source: MetricsHandle) -> std::io::Result<Endpoin
 }
 
 struct Scrape {
-    head: BytesMut,
     source: MetricsHandle,
     answered: bool,
 }
 
 impl Handler for Scrape {
     fn on_event(&mut self, ctx: &mut Ctx<'_>, event: Event) {
-        match event {
-            Event::Read(frame) if !self.answered => {
-                let Some(data) = frame.into_bytes() else {
-                    return;
-                };
-                self.head.extend_from_slice(&data);
-                let mut headers = [httparse::EMPTY_HEADER; 32];
-                let mut req = httparse::Request::new(&mut headers);
-                match req.parse(&self.head) {
-                    Ok(httparse::Status::Complete(_)) => {
-                        let (status, body) = match (req.method, req.path) {
-                            (Some("GET" | "HEAD"), Some(p))
-                                if p == "/metrics" || p.starts_with("/metrics?") =>
-                            {
-                                ("200 OK", self.source.snapshot().to_prometheus())
-                            }
-                            (Some("GET" | "HEAD"), _) => ("404 Not Found", "not found\n".into()),
-                            _ => ("405 Method Not Allowed", "GET /metrics\n".into()),
-                        };
-                        let head_only = req.method == Some("HEAD");
-                        self.respond(ctx, status, body, head_only);
+        if let Event::Eof | Event::Timeout(_) = event {
+            ctx.close();
+        }
+    }
+
+    fn on_read(&mut self, ctx: &mut Ctx<'_>, rbuf: &mut BytesMut) {
+        if self.answered {
+            // After the answer: ignored, the close is under way.
+            rbuf.clear();
+            return;
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(rbuf) {
+            Ok(httparse::Status::Complete(_)) => {
+                let (status, body) = match (req.method, req.path) {
+                    (Some("GET" | "HEAD"), Some(p))
+                        if p == "/metrics" || p.starts_with("/metrics?") =>
+                    {
+                        ("200 OK", self.source.snapshot().to_prometheus())
                     }
-                    Ok(httparse::Status::Partial) if self.head.len() <= MAX_HEAD => {}
-                    Ok(httparse::Status::Partial) => self.respond(
-                        ctx,
-                        "431 Request Header Fields Too Large",
-                        String::new(),
-                        false,
-                    ),
-                    Err(_) => self.respond(ctx, "400 Bad Request", String::new(), false),
-                }
+                    (Some("GET" | "HEAD"), _) => ("404 Not Found", "not found\n".into()),
+                    _ => ("405 Method Not Allowed", "GET /metrics\n".into()),
+                };
+                let head_only = req.method == Some("HEAD");
+                rbuf.clear();
+                self.respond(ctx, status, body, head_only);
             }
-            Event::Read(_) => {} // after the answer: ignored, the close is under way
-            Event::Eof | Event::Timeout(_) => ctx.close(),
-            _ => {}
+            // An incomplete head stays in the buffer for the next arrival.
+            Ok(httparse::Status::Partial) if rbuf.len() <= MAX_HEAD => {}
+            Ok(httparse::Status::Partial) => {
+                rbuf.clear();
+                self.respond(
+                    ctx,
+                    "431 Request Header Fields Too Large",
+                    String::new(),
+                    false,
+                )
+            }
+            Err(_) => {
+                rbuf.clear();
+                self.respond(ctx, "400 Bad Request", String::new(), false)
+            }
         }
     }
 }
