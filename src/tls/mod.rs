@@ -114,6 +114,7 @@
 //! as rustls itself does.
 
 mod config;
+mod hello;
 mod session;
 
 pub use config::{certs_from_pem, crypto_provider, key_from_pem, ClientBuilder, ServerBuilder};
