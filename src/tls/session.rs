@@ -49,6 +49,12 @@ const RECORD_MAX: usize = 16 << 10;
 /// joined (rustls's own limit in its buffered API) plus one record.
 const INCOMING_MAX: usize = (64 << 10) + (18 << 10);
 
+/// A partial record up to this size is moved out of a larger buffer
+/// between turns (one that has arrived in full is processed at once).
+const SMALL_PARTIAL: usize = 4 << 10;
+/// ... when that buffer is larger than this.
+const LARGE_BUF: usize = 32 << 10;
+
 /// A rustls error as netactor's [`Error::Tls`] (structured; its
 /// `Display` says which side rejected a certificate).
 pub(crate) fn tls_error(e: rustls::Error) -> Error {
@@ -560,9 +566,21 @@ impl TlsSession {
 
     /// Gives back the buffers' allocations while they hold nothing (so an
     /// idle connection keeps none).
-    pub(crate) fn take_idle_buffers(&mut self, mut give: impl FnMut(BytesMut)) {
+    /// With `compact` (at the end of a turn) a small partial record also
+    /// moves out of a large buffer.
+    pub(crate) fn take_idle_buffers(&mut self, compact: bool, mut give: impl FnMut(BytesMut)) {
         if self.incoming.is_empty() && self.incoming.capacity() > 0 {
             give(std::mem::take(&mut self.incoming));
+        } else if compact
+            && self.incoming.capacity() > LARGE_BUF
+            && self.incoming.len() <= SMALL_PARTIAL
+        {
+            // A partial record waits for the rest (a peer that sends slowly,
+            // or stopped): keep it in a buffer of its size, not in a large
+            // read buffer from the pool. rustls's positions in it are
+            // relative to its start, which the copy keeps.
+            let part = BytesMut::from(&self.incoming[..]);
+            give(std::mem::replace(&mut self.incoming, part));
         }
         if self.outgoing.is_empty() && self.outgoing.capacity() > 0 {
             give(std::mem::take(&mut self.outgoing));

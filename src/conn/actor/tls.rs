@@ -341,15 +341,16 @@ impl Core {
             Ok(Recv::Interrupted) => Ok(0),
             Err(e) => Err(e),
         };
-        self.tls_release_buffers(w);
+        self.tls_release_buffers(false, w);
         res
     }
 
     /// Gives the session's empty buffers back to the worker's pool: an
-    /// idle TLS connection holds none.
-    pub(super) fn tls_release_buffers(&mut self, w: &mut WorkerCtx) {
+    /// idle TLS connection holds none. `end_of_turn`: also moves a small
+    /// partial record out of a large buffer.
+    pub(super) fn tls_release_buffers(&mut self, end_of_turn: bool, w: &mut WorkerCtx) {
         if let Some(t) = self.tls.as_mut() {
-            t.take_idle_buffers(|b| w.local.recycle(b));
+            t.take_idle_buffers(end_of_turn, |b| w.local.recycle(b));
         }
     }
 
@@ -437,7 +438,7 @@ impl Core {
             return;
         }
         self.tls_check_stop();
-        self.tls_release_buffers(w);
+        self.tls_release_buffers(false, w);
     }
 
     /// Sends the bytes queued in clear before `starttls`.

@@ -235,7 +235,7 @@ impl Core {
             w.local.recycle(buf);
         }
         // Nor TLS buffers.
-        self.tls_release_buffers(w);
+        self.tls_release_buffers(true, w);
         // Nor an empty write queue's allocation.
         if self.wr.queue.is_empty() && self.wr.queue.capacity() > 0 {
             w.local
