@@ -181,6 +181,11 @@ fn encrypt_from<D>(
     let mut off = 0; // into queue[i]
     while taken < max && i < queue.len() {
         let front = &queue[i][off..];
+        if front.is_empty() {
+            i += 1;
+            off = 0;
+            continue;
+        }
         let room = max - taken;
         let n;
         if front.len() >= COALESCE_BELOW || i + 1 == queue.len() || room <= front.len() {
