@@ -633,3 +633,16 @@ impl TlsSession {
         }
     }
 }
+
+#[cfg(test)]
+mod size_tests {
+    /// Every TLS connection carries one boxed session: rustls's connection
+    /// (1 088 B for a server with rustls 0.23) and the session's own fields.
+    #[test]
+    fn session_stays_small() {
+        let session = std::mem::size_of::<super::TlsSession>();
+        let server = std::mem::size_of::<rustls::server::UnbufferedServerConnection>();
+        eprintln!("TlsSession {session} B, of which rustls's server connection {server} B");
+        assert!(session <= server + 160, "TlsSession is {session} bytes");
+    }
+}
