@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: cargo bench -p netactor-compare --bench echo_compare -- [--quick] [--only SCENARIOS] \
 [--servers SERVERS] [--rounds N] [--secs S] [--lg-threads N] [--idle-conns N] [--no-build]
-  SCENARIOS: latency,many,bulk,tls,idle,scale (or one point: scale-10, scale-100, scale-1000, scale-10000)
+  SCENARIOS: latency,many,bulk,tls,idle,idle-tls,scale (or one point: scale-10, scale-100, scale-1000, scale-10000)
   SERVERS: netactor,tokio,mio,thread,may";
 
 /// A scenario (scale points are separate scenarios internally).
@@ -51,6 +51,8 @@ enum Scen {
     Bulk,
     Tls,
     Idle,
+    /// Idle connections, each after a TLS handshake.
+    IdleTls,
     Scale(usize),
 }
 
@@ -82,6 +84,10 @@ impl Scen {
                 "4. TLS: 100 connections × 1 KiB × 4 in flight (TLS 1.3, aws-lc-rs)".into()
             }
             Scen::Idle => "5. idle connections: server RSS growth per connection".into(),
+            Scen::IdleTls => {
+                "5b. idle TLS connections: server RSS growth per connection (TLS 1.3, aws-lc-rs)"
+                    .into()
+            }
             Scen::Scale(n) => format!("6. scale: {n} connections × 64 B × 16 in flight"),
         }
     }
@@ -92,6 +98,7 @@ impl Scen {
             Scen::Bulk => "bulk".into(),
             Scen::Tls => "tls".into(),
             Scen::Idle => "idle".into(),
+            Scen::IdleTls => "idle-tls".into(),
             Scen::Scale(n) => format!("scale-{n}"),
         }
     }
@@ -159,10 +166,12 @@ fn parse_args() -> Result<Config, String> {
             .collect::<Result<Vec<_>, _>>()?,
     };
     let names: Vec<String> = match only {
-        None => ["latency", "many", "bulk", "tls", "idle", "scale"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
+        None => [
+            "latency", "many", "bulk", "tls", "idle", "idle-tls", "scale",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
         Some(list) => list.split(',').map(|s| s.trim().to_string()).collect(),
     };
     let mut scens = Vec::new();
@@ -173,6 +182,7 @@ fn parse_args() -> Result<Config, String> {
             "bulk" => scens.push(Scen::Bulk),
             "tls" => scens.push(Scen::Tls),
             "idle" => scens.push(Scen::Idle),
+            "idle-tls" => scens.push(Scen::IdleTls),
             "scale" => {
                 // Its own 100-connection point (the same load as "many"),
                 // measured beside the 10- and 1 000-connection points.
@@ -245,7 +255,7 @@ fn measure(
     scen: Scen,
     tls: Option<&(TlsFiles, Arc<rustls::ClientConfig>)>,
 ) -> std::io::Result<Sample> {
-    let files = if scen == Scen::Tls {
+    let files = if matches!(scen, Scen::Tls | Scen::IdleTls) {
         tls.map(|t| &t.0)
     } else {
         None
@@ -280,6 +290,23 @@ fn measure(
                 ..Sample::default()
             }
         }
+        Scen::IdleTls => {
+            let client = tls
+                .map(|t| t.1.clone())
+                .ok_or_else(|| std::io::Error::other("no TLS client configuration"))?;
+            let i = loadgen::run_idle_tls(
+                &server,
+                cfg.idle_conns,
+                IDLE_MSG,
+                client,
+                Duration::from_secs(120),
+            )?;
+            Sample {
+                size: IDLE_MSG,
+                idle: Some(i),
+                ..Sample::default()
+            }
+        }
     };
     server.check_alive()?;
     Ok(s)
@@ -302,7 +329,7 @@ fn flow_of(scen: Scen, tls: Option<&(TlsFiles, Arc<rustls::ClientConfig>)>) -> O
             tls: tls.map(|t| t.1.clone()),
         }),
         Scen::Scale(n) => Some(Flow { conns: n, ..MANY }),
-        Scen::Latency | Scen::Idle => None,
+        Scen::Latency | Scen::Idle | Scen::IdleTls => None,
     }
 }
 
@@ -312,7 +339,7 @@ fn flow_of(scen: Scen, tls: Option<&(TlsFiles, Arc<rustls::ClientConfig>)>) -> O
 fn grouped(cfg: &Config, scen: Scen) -> bool {
     match scen {
         Scen::Latency => true,
-        Scen::Idle => false,
+        Scen::Idle | Scen::IdleTls => false,
         _ => flow_of(scen, None).is_some_and(|f| {
             (f.conns * cfg.servers.len() + 256) as u64 <= cfg.nofile && cfg.servers.len() > 1
         }),
@@ -392,7 +419,7 @@ fn group_round(
 
 fn describe(scen: Scen, s: &Sample, n_idle: usize) -> String {
     match scen {
-        Scen::Idle => {
+        Scen::Idle | Scen::IdleTls => {
             let i = s.idle.unwrap_or_default();
             format!(
                 "{:.0} B/conn idle, {:.0} B/conn after echo, {}/{} verified",
@@ -574,8 +601,7 @@ fn latency_table(results: &Results, servers: &[Kind]) -> String {
     t.render()
 }
 
-fn idle_table(results: &Results, servers: &[Kind], n: usize) -> String {
-    let scen = Scen::Idle;
+fn idle_table(results: &Results, servers: &[Kind], scen: Scen, n: usize) -> String {
     let idle = |s: &Sample| s.idle.map_or(0.0, |i| i.rss_per_conn);
     let after = |s: &Sample| s.idle.map_or(0.0, |i| i.rss_per_conn_after);
     let verified = |s: &Sample| s.idle.map_or(0.0, |i| i.verified as f64);
@@ -762,6 +788,14 @@ fn targets(results: &Results) -> Vec<Target> {
         got: idle.map_or("not measured".into(), |v| format!("{v:.0} B")),
         pass: idle.map(|v| v <= 1024.0),
     });
+    let idle_tls = med(results, Scen::IdleTls, n, |s| {
+        s.idle.map_or(0.0, |i| i.rss_per_conn_after)
+    });
+    out.push(Target {
+        what: "idle TLS ≤ 4 KiB server memory per connection (after one echo)".into(),
+        got: idle_tls.map_or("not measured".into(), |v| format!("{v:.0} B")),
+        pass: idle_tls.map(|v| v <= 4096.0),
+    });
     let pts = scale_points(results);
     let at = |c: usize, f: fn(&Sample) -> f64| {
         pts.iter()
@@ -837,7 +871,7 @@ fn scen_section(results: &Results, cfg: &Config, scen: Scen) -> String {
     let mut s = format!("### {}\n\n", scen.title());
     s.push_str(&match scen {
         Scen::Latency => latency_table(results, &cfg.servers),
-        Scen::Idle => idle_table(results, &cfg.servers, cfg.idle_conns),
+        Scen::Idle | Scen::IdleTls => idle_table(results, &cfg.servers, scen, cfg.idle_conns),
         _ => throughput_table(results, &cfg.servers, scen),
     });
     s
@@ -985,7 +1019,7 @@ fn main() -> ExitCode {
         eprintln!("echo_compare: copying the server binaries: {e}");
         return ExitCode::FAILURE;
     }
-    let tls = if cfg.scens.contains(&Scen::Tls) {
+    let tls = if cfg.scens.contains(&Scen::Tls) || cfg.scens.contains(&Scen::IdleTls) {
         match tls_setup(&tmp.0) {
             Ok(t) => Some(t),
             Err(e) => {

@@ -1,83 +1,59 @@
 //! One connection's rustls engine, driven by the actor.
 //!
-//! The actor reads ciphertext from the socket into a scratch buffer and hands
-//! it to [`TlsSession::input`], which feeds rustls **one TLS record at a
-//! time**. Feeding whole records is what lets `stoptls` work: rustls discards
-//! whatever it had already accepted past a close_notify, so the session never
-//! gives it bytes beyond the end of the record being processed, and the bytes
-//! that follow a close_notify stay with the actor (they are the plaintext of
-//! the stream after `stoptls`).
+//! The engine is rustls's *unbuffered* connection: rustls keeps the
+//! protocol state and the keys, and the session owns both byte buffers —
+//! `incoming` (ciphertext read from the socket that rustls has not
+//! processed: at most a partial record, or a handshake message being
+//! joined) and `outgoing` (ciphertext not yet handed to the kernel). Both
+//! are empty between turns of an idle connection, and the actor gives
+//! their allocations back to its worker's pool
+//! ([`TlsSession::take_idle_buffers`]), so an idle TLS connection holds
+//! no buffer at all: only rustls's state (~3.6 KiB with aws-lc-rs).
 //!
-//! Plaintext for the peer is moved from the actor's write queue into rustls
-//! in chunks of at most [`WRITE_CHUNK`] bytes, and only while rustls has no
-//! unsent records, so the engine never holds more than one chunk of
-//! ciphertext. The write reservation of those bytes is held (counted in
-//! `in_engine`) until rustls has handed their records to the kernel.
+//! rustls processes the incoming buffer in place and says how much of it
+//! it consumed. It stops right after a close_notify, so whatever follows
+//! that alert stays in `incoming`: that is the plaintext of the stream
+//! after `stoptls`, kept in `leftover`.
+//!
+//! Plaintext for the peer is encrypted from the actor's write queue at
+//! most [`WRITE_CHUNK`] bytes at a time, and only while `outgoing` is
+//! empty, so the session never holds more than one chunk of ciphertext.
+//! The write reservation of those bytes is held (counted in `in_engine`)
+//! until their records have been handed to the kernel.
 
+use super::hello;
 use super::TlsSetup;
 use crate::error::{Error, Result};
 use crate::net::stream::Stream;
-use bytes::BytesMut;
-use std::io::{self, BufRead, IoSlice, Write};
+use bytes::{Buf, Bytes, BytesMut};
+use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncryptError, ReadEarlyData, UnbufferedStatus, WriteTraffic,
+};
+use std::collections::VecDeque;
+use std::io;
 
-/// Most plaintext moved into rustls at once (also rustls' buffer limit).
+/// Most plaintext encrypted ahead of the socket.
 pub(crate) const WRITE_CHUNK: usize = 64 << 10;
 
-/// Tracks TLS record boundaries in the ciphertext stream fed to rustls.
-#[derive(Debug, Default)]
-struct RecordTracker {
-    hdr: [u8; 5],
-    hdr_len: usize,
-    body_left: usize,
-}
+/// Queued buffers smaller than this are copied together before
+/// encryption, so many small writes make one record rather than one
+/// each (what rustls's buffered writer did with a vectored write).
+const COALESCE_BELOW: usize = 4 << 10;
 
-impl RecordTracker {
-    /// How many bytes of `data` belong to the record in progress (up to and
-    /// including its last byte). Never 0 for non-empty `data`.
-    fn take(&mut self, data: &[u8]) -> usize {
-        let mut i = 0;
-        while self.hdr_len < 5 {
-            if i == data.len() {
-                return i;
-            }
-            self.hdr[self.hdr_len] = data[i];
-            self.hdr_len += 1;
-            i += 1;
-            if self.hdr_len == 5 {
-                self.body_left = u16::from_be_bytes([self.hdr[3], self.hdr[4]]) as usize;
-            }
-        }
-        let n = self.body_left.min(data.len() - i);
-        self.body_left -= n;
-        i += n;
-        if self.body_left == 0 {
-            self.hdr_len = 0;
-        }
-        i
-    }
-}
+/// Most plaintext in one TLS record.
+const RECORD_MAX: usize = 16 << 10;
 
-/// What one call to [`TlsSession::input`] did.
-#[derive(Debug, Default)]
-pub(crate) struct Fed {
-    /// Bytes of the input taken by TLS; the rest follows a close_notify.
-    pub(crate) consumed: usize,
-}
+/// Most unprocessed ciphertext: a handshake message of up to 64 KiB being
+/// joined (rustls's own limit in its buffered API) plus one record.
+const INCOMING_MAX: usize = (64 << 10) + (18 << 10);
 
-/// `Write` for a socket that never raises SIGPIPE.
-struct NoSigPipe<'a>(&'a Stream);
-
-impl Write for NoSigPipe<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.send(buf)
-    }
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.0.send_vectored(bufs)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
+/// A partial record up to this size is moved out of a larger buffer
+/// between turns (one that has arrived in full is processed at once).
+const SMALL_PARTIAL: usize = 4 << 10;
+/// ... when that buffer is larger than this.
+const LARGE_BUF: usize = 32 << 10;
 
 /// A rustls error as netactor's [`Error::Tls`] (structured; its
 /// `Display` says which side rejected a certificate).
@@ -85,9 +61,289 @@ pub(crate) fn tls_error(e: rustls::Error) -> Error {
     Error::Tls(crate::error::TlsError::Rustls(e))
 }
 
+enum Engine {
+    Client(UnbufferedClientConnection),
+    Server(UnbufferedServerConnection),
+}
+
+/// What differs between the two sides of rustls's unbuffered API: the
+/// entry point is a method of each side's own type, and only a server can
+/// see early data.
+trait Side {
+    type Data;
+    fn process<'c, 'i>(&'c mut self, buf: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data>;
+    fn skip_early_data(r: ReadEarlyData<'_, '_, Self::Data>);
+}
+
+impl Side for UnbufferedClientConnection {
+    type Data = ClientConnectionData;
+    fn process<'c, 'i>(&'c mut self, buf: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(buf)
+    }
+    fn skip_early_data(_: ReadEarlyData<'_, '_, Self::Data>) {}
+}
+
+impl Side for UnbufferedServerConnection {
+    type Data = ServerConnectionData;
+    fn process<'c, 'i>(&'c mut self, buf: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(buf)
+    }
+    /// 0-RTT data (only with a `ServerConfig` that enables it) is dropped,
+    /// as before: it is replayable, and netactor never delivered it.
+    fn skip_early_data(mut r: ReadEarlyData<'_, '_, Self::Data>) {
+        while let Some(Ok(_)) = r.next_record() {}
+    }
+}
+
+/// What to do once the engine may encrypt application data.
+enum Write<'a> {
+    /// Nothing: just drive the engine (process input, collect records).
+    Nothing,
+    /// Encrypt from the front of this queue, at most this many bytes;
+    /// `coalesce` is scratch for joining small buffers.
+    Plain {
+        queue: &'a VecDeque<Bytes>,
+        max: usize,
+        coalesce: &'a mut Vec<u8>,
+        taken: usize,
+    },
+    /// Send close_notify.
+    CloseNotify,
+}
+
+/// The session's part of one drive of the engine.
+struct Bufs<'a> {
+    incoming: &'a mut BytesMut,
+    outgoing: &'a mut BytesMut,
+    rbuf: &'a mut BytesMut,
+    peer_closed: &'a mut bool,
+}
+
+/// Appends what `f` writes to `out`, given `room` zeroed bytes; `f` says
+/// how much it wrote, or how much room it needs (then it is tried again
+/// with that much).
+fn append_with<E>(
+    out: &mut BytesMut,
+    mut room: usize,
+    mut f: impl FnMut(&mut [u8]) -> std::result::Result<usize, E>,
+    needs: impl Fn(&E) -> Option<usize>,
+) -> std::result::Result<usize, E> {
+    let len = out.len();
+    loop {
+        out.resize(len + room, 0);
+        let r = f(&mut out[len..]);
+        match r {
+            Ok(n) => {
+                out.truncate(len + n);
+                return Ok(n);
+            }
+            Err(e) => {
+                out.truncate(len);
+                match needs(&e) {
+                    Some(need) if need > room => room = need,
+                    _ => return Err(e),
+                }
+            }
+        }
+    }
+}
+
+fn encode_needs(e: &EncodeError) -> Option<usize> {
+    match e {
+        EncodeError::InsufficientSize(s) => Some(s.required_size),
+        _ => None,
+    }
+}
+
+fn encrypt_needs(e: &EncryptError) -> Option<usize> {
+    match e {
+        EncryptError::InsufficientSize(s) => Some(s.required_size),
+        _ => None,
+    }
+}
+
+/// Room for the records of `n` plaintext bytes (header, content type,
+/// nonce and tag: ≤ 29 bytes a record) plus a pending key update.
+fn sealed_room(n: usize) -> usize {
+    n + n.div_ceil(RECORD_MAX).max(1) * 32 + 64
+}
+
+/// Encrypts from the queue's front into `out`; returns the plaintext taken.
+fn encrypt_from<D>(
+    wt: &mut WriteTraffic<'_, D>,
+    out: &mut BytesMut,
+    queue: &VecDeque<Bytes>,
+    max: usize,
+    coalesce: &mut Vec<u8>,
+) -> Result<usize> {
+    let mut taken = 0;
+    let mut i = 0;
+    let mut off = 0; // into queue[i]
+    while taken < max && i < queue.len() {
+        let front = &queue[i][off..];
+        if front.is_empty() {
+            i += 1;
+            off = 0;
+            continue;
+        }
+        let room = max - taken;
+        let n;
+        if front.len() >= COALESCE_BELOW || i + 1 == queue.len() || room <= front.len() {
+            // Encrypt straight from the application's buffer.
+            n = front.len().min(room);
+            seal(wt, out, &front[..n])?;
+        } else {
+            // Join small buffers into up to one record's worth.
+            coalesce.clear();
+            let limit = room.min(RECORD_MAX);
+            for (j, b) in queue.iter().enumerate().skip(i) {
+                let b = if j == i { &b[off..] } else { &b[..] };
+                let k = b.len().min(limit - coalesce.len());
+                coalesce.extend_from_slice(&b[..k]);
+                if coalesce.len() == limit {
+                    break;
+                }
+            }
+            n = coalesce.len();
+            seal(wt, out, coalesce)?;
+        }
+        taken += n;
+        // Advance (i, off) by n bytes.
+        let mut left = n;
+        while left > 0 {
+            let rest = queue[i].len() - off;
+            if left < rest {
+                off += left;
+                left = 0;
+            } else {
+                left -= rest;
+                i += 1;
+                off = 0;
+            }
+        }
+    }
+    Ok(taken)
+}
+
+fn seal<D>(wt: &mut WriteTraffic<'_, D>, out: &mut BytesMut, plain: &[u8]) -> Result<()> {
+    append_with(
+        out,
+        sealed_room(plain.len()),
+        |b| wt.encrypt(plain, b),
+        encrypt_needs,
+    )
+    .map(|_| ())
+    .map_err(|e| tls_error(rustls::Error::General(e.to_string())))
+}
+
+/// Runs the engine until it needs more input or the peer closed: input is
+/// processed (plaintext appended to `rbuf`), records it has to send are
+/// appended to `outgoing`, and — once application data may flow — `write`
+/// is done.
+fn drive<S: Side>(conn: &mut S, b: Bufs<'_>, write: &mut Write<'_>) -> Result<()> {
+    loop {
+        let status = conn.process(&mut b.incoming[..]);
+        let mut discard = status.discard;
+        let state = match status.state {
+            Ok(s) => s,
+            Err(e) => {
+                b.incoming.advance(discard);
+                return Err(tls_error(e));
+            }
+        };
+        let mut stop = false;
+        let mut failed = None;
+        match state {
+            ConnectionState::ReadTraffic(mut r) => {
+                while let Some(rec) = r.next_record() {
+                    match rec {
+                        Ok(rec) => {
+                            discard += rec.discard;
+                            b.rbuf.extend_from_slice(rec.payload);
+                        }
+                        Err(e) => {
+                            failed = Some(tls_error(e));
+                            break;
+                        }
+                    }
+                }
+            }
+            ConnectionState::ReadEarlyData(r) => S::skip_early_data(r),
+            ConnectionState::EncodeTlsData(mut e) => {
+                if let Err(e) = append_with(b.outgoing, 4096, |buf| e.encode(buf), encode_needs) {
+                    failed = Some(tls_error(rustls::Error::General(e.to_string())));
+                }
+            }
+            // Encoded records are in `outgoing`, sent in order by `send_to`:
+            // the engine need not wait for the socket.
+            ConnectionState::TransmitTlsData(t) => t.done(),
+            ConnectionState::WriteTraffic(mut wt) => {
+                stop = true;
+                match write {
+                    Write::Nothing => {}
+                    Write::Plain {
+                        queue,
+                        max,
+                        coalesce,
+                        taken,
+                    } => match encrypt_from(&mut wt, b.outgoing, queue, *max, coalesce) {
+                        Ok(n) => *taken += n,
+                        Err(e) => failed = Some(e),
+                    },
+                    Write::CloseNotify => {
+                        let r = append_with(
+                            b.outgoing,
+                            64,
+                            |buf| wt.queue_close_notify(buf),
+                            encrypt_needs,
+                        );
+                        if let Err(e) = r {
+                            failed = Some(tls_error(rustls::Error::General(e.to_string())));
+                        }
+                    }
+                }
+            }
+            ConnectionState::PeerClosed => {
+                *b.peer_closed = true;
+                stop = true;
+            }
+            // Blocked (needs input), Closed, or a state this version does
+            // not know: nothing more to do now.
+            _ => stop = true,
+        }
+        b.incoming.advance(discard);
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if stop {
+            return Ok(());
+        }
+    }
+}
+
+/// After an error: rustls has queued the alert that tells the peer why;
+/// the next drive hands it over (the error itself stays with the engine).
+fn collect_alert<S: Side>(conn: &mut S, incoming: &mut BytesMut, outgoing: &mut BytesMut) {
+    for _ in 0..4 {
+        let status = conn.process(&mut incoming[..]);
+        match status.state {
+            Ok(ConnectionState::EncodeTlsData(mut e)) => {
+                if append_with(outgoing, 64, |buf| e.encode(buf), encode_needs).is_err() {
+                    return;
+                }
+            }
+            _ => return,
+        }
+    }
+}
+
 /// One connection's TLS engine.
 pub(crate) struct TlsSession {
-    conn: rustls::Connection,
+    engine: Engine,
+    /// Ciphertext received and not yet consumed by rustls.
+    incoming: BytesMut,
+    /// Ciphertext for the peer, not yet handed to the kernel.
+    outgoing: BytesMut,
     /// `TlsEstablished` was reported.
     established: bool,
     /// Going back to plaintext once both close_notify alerts are through
@@ -98,181 +354,269 @@ pub(crate) struct TlsSession {
     pub(crate) peer_closed: bool,
     /// The peer's close_notify is to be answered (`follow_stoptls`).
     pub(crate) answer_pending: bool,
-    rec: RecordTracker,
-    /// Plaintext moved into rustls whose write reservation is still held.
+    /// Plaintext moved into the engine whose write reservation is still held.
     pub(crate) in_engine: usize,
     /// Bytes queued in clear before `starttls`: they go out before any record.
     pub(crate) plain_prefix: usize,
     /// Socket bytes that followed the peer's close_notify (plaintext after `stoptls`).
     pub(crate) leftover: BytesMut,
+    /// Server side: the start of the stream until the ClientHello could be
+    /// read (rustls's unbuffered server does not tell the SNI name).
+    hello: Option<Vec<u8>>,
+    /// The SNI name the client asked for (server side).
+    sni: Option<Box<str>>,
 }
 
 impl TlsSession {
     pub(crate) fn new(setup: TlsSetup) -> Result<TlsSession> {
-        let mut conn: rustls::Connection = match setup {
+        let (engine, hello) = match setup {
             TlsSetup::Client {
                 config,
                 server_name,
-            } => rustls::ClientConnection::new(config, server_name)
-                .map_err(tls_error)?
-                .into(),
-            TlsSetup::Server(config) => rustls::ServerConnection::new(config)
-                .map_err(tls_error)?
-                .into(),
+            } => (
+                Engine::Client(
+                    UnbufferedClientConnection::new(config, server_name).map_err(tls_error)?,
+                ),
+                None,
+            ),
+            TlsSetup::Server(config) => (
+                Engine::Server(UnbufferedServerConnection::new(config).map_err(tls_error)?),
+                Some(Vec::new()),
+            ),
         };
-        conn.set_buffer_limit(Some(WRITE_CHUNK));
         Ok(TlsSession {
-            conn,
+            engine,
+            incoming: BytesMut::new(),
+            outgoing: BytesMut::new(),
             established: false,
             stopping: false,
             close_sent: false,
             peer_closed: false,
             answer_pending: false,
-            rec: RecordTracker::default(),
             in_engine: 0,
             plain_prefix: 0,
             leftover: BytesMut::new(),
+            hello,
+            sni: None,
         })
     }
 
+    fn common(&self) -> &rustls::CommonState {
+        match &self.engine {
+            Engine::Client(c) => c,
+            Engine::Server(s) => s,
+        }
+    }
+
+    fn run(&mut self, rbuf: &mut BytesMut, write: &mut Write<'_>) -> Result<()> {
+        let b = Bufs {
+            incoming: &mut self.incoming,
+            outgoing: &mut self.outgoing,
+            rbuf,
+            peer_closed: &mut self.peer_closed,
+        };
+        let r = match &mut self.engine {
+            Engine::Client(c) => drive(c, b, write),
+            Engine::Server(s) => drive(s, b, write),
+        };
+        if r.is_err() {
+            match &mut self.engine {
+                Engine::Client(c) => collect_alert(c, &mut self.incoming, &mut self.outgoing),
+                Engine::Server(s) => collect_alert(s, &mut self.incoming, &mut self.outgoing),
+            }
+        }
+        r
+    }
+
+    /// Collects what the engine has to send before any input (a client's
+    /// hello).
+    pub(crate) fn start(&mut self) -> Result<()> {
+        self.run(&mut BytesMut::new(), &mut Write::Nothing)
+    }
+
     pub(crate) fn is_handshaking(&self) -> bool {
-        self.conn.is_handshaking()
+        self.common().is_handshaking()
     }
 
     /// True exactly once: when the handshake has just completed.
     pub(crate) fn take_established(&mut self) -> bool {
-        if !self.established && !self.conn.is_handshaking() {
+        if !self.established && !self.is_handshaking() {
             self.established = true;
+            self.hello = None;
             return true;
         }
         false
     }
 
+    /// Records are waiting to be sent.
     pub(crate) fn wants_write(&self) -> bool {
-        self.conn.wants_write()
+        !self.outgoing.is_empty()
     }
 
     /// Whether application plaintext may be moved into the engine: only
     /// after the handshake (so nothing leaves before the peer is verified)
     /// and before our close_notify.
     pub(crate) fn accepts_plaintext(&self) -> bool {
-        !self.conn.is_handshaking() && !self.close_sent
+        !self.is_handshaking() && !self.close_sent
     }
 
     pub(crate) fn close_sent(&self) -> bool {
         self.close_sent
     }
 
-    /// Feeds ciphertext, record by record, appending decrypted bytes to
-    /// `rbuf`. Stops right after a close_notify; `consumed` tells how far.
-    pub(crate) fn input(&mut self, data: &[u8], rbuf: &mut BytesMut) -> Result<Fed> {
-        let mut off = 0;
-        while off < data.len() && !self.peer_closed {
-            let n = self.rec.take(&data[off..]);
-            let mut part = &data[off..off + n];
-            while !part.is_empty() {
-                match self.conn.read_tls(&mut part) {
-                    // rustls takes whole records and has room for one: it
-                    // refuses input only if it is broken or overrun.
-                    Ok(0) => {
-                        return Err(tls_error(rustls::Error::General(
-                            "TLS engine refused input".into(),
-                        )));
-                    }
-                    Ok(_) => {}
-                    Err(e) => return Err(tls_error(rustls::Error::General(e.to_string()))),
-                }
-                let state = self.conn.process_new_packets().map_err(tls_error)?;
-                self.drain_plaintext(rbuf);
-                if state.peer_has_closed() {
-                    self.peer_closed = true;
-                    // Anything rustls accepted past the alert is dropped by it;
-                    // record-wise feeding means that is nothing.
-                    break;
-                }
-            }
-            off += n - part.len();
-            if !part.is_empty() {
-                break;
-            }
+    /// The buffer socket reads go to (appended to what is unprocessed);
+    /// `spare` supplies an allocation if it has none.
+    pub(crate) fn incoming(&mut self, spare: impl FnOnce() -> BytesMut) -> &mut BytesMut {
+        if self.incoming.capacity() == 0 {
+            self.incoming = spare();
+            self.incoming.clear();
         }
-        Ok(Fed { consumed: off })
+        &mut self.incoming
     }
 
-    fn drain_plaintext(&mut self, rbuf: &mut BytesMut) {
-        let mut reader = self.conn.reader();
-        loop {
-            match reader.fill_buf() {
-                Ok([]) => break,
-                Ok(buf) => {
-                    let n = buf.len();
-                    rbuf.extend_from_slice(buf);
-                    reader.consume(n);
-                }
-                // WouldBlock: need more ciphertext. rustls never sees TCP EOF
-                // (the actor tracks it), so UnexpectedEof cannot occur here.
-                Err(_) => break,
+    /// Gives `outgoing` an allocation (from the pool) if it has none.
+    pub(crate) fn lend_outgoing(&mut self, spare: impl FnOnce() -> Option<BytesMut>) {
+        if self.outgoing.capacity() == 0 {
+            if let Some(mut b) = spare() {
+                b.clear();
+                self.outgoing = b;
             }
         }
     }
 
-    /// Moves plaintext into the engine; returns how much it took.
-    pub(crate) fn write_plain(&mut self, bufs: &[IoSlice<'_>]) -> usize {
-        if !self.accepts_plaintext() {
-            return 0;
+    /// Takes ciphertext that did not come from a socket read (bytes that
+    /// were buffered when TLS started).
+    pub(crate) fn push_incoming(&mut self, data: BytesMut) {
+        if self.incoming.is_empty() {
+            self.incoming = data;
+        } else {
+            self.incoming.extend_from_slice(&data);
         }
-        let n = self.conn.writer().write_vectored(bufs).unwrap_or(0);
-        self.in_engine += n;
-        n
     }
 
-    /// Lifts the engine's buffer limit (used before close_notify, so that
-    /// everything queued while TLS was on is encrypted).
-    pub(crate) fn unlimit(&mut self) {
-        self.conn.set_buffer_limit(None);
+    /// Processes the ciphertext in `incoming`, of which the last `new`
+    /// bytes just arrived, appending decrypted bytes to `rbuf`. Stops right
+    /// after a close_notify: the bytes after it move to `leftover`.
+    pub(crate) fn input(&mut self, new: usize, rbuf: &mut BytesMut) -> Result<()> {
+        if self.peer_closed {
+            let data = self.incoming.split();
+            if self.stopping || self.answer_pending {
+                self.leftover.extend_from_slice(&data);
+            }
+            return Ok(());
+        }
+        if let Some(seen) = self.hello.as_mut() {
+            let tail = &self.incoming[self.incoming.len() - new.min(self.incoming.len())..];
+            seen.extend_from_slice(tail);
+            match hello::sni(seen) {
+                hello::Scan::More => {}
+                hello::Scan::Done(name) => {
+                    self.sni = name.map(String::into_boxed_str);
+                    self.hello = None;
+                }
+            }
+        }
+        self.run(rbuf, &mut Write::Nothing)?;
+        if self.peer_closed {
+            self.leftover = self.incoming.split();
+        } else if self.incoming.len() > INCOMING_MAX {
+            return Err(tls_error(rustls::Error::InvalidMessage(
+                rustls::InvalidMessage::MessageTooLarge,
+            )));
+        }
+        Ok(())
+    }
+
+    /// Encrypts plaintext from the front of `queue`, at most `max` bytes
+    /// (`None`: one chunk); returns how much it took.
+    pub(crate) fn write_plain(
+        &mut self,
+        queue: &VecDeque<Bytes>,
+        max: Option<usize>,
+        coalesce: &mut Vec<u8>,
+        rbuf: &mut BytesMut,
+    ) -> Result<usize> {
+        if !self.accepts_plaintext() || queue.is_empty() {
+            return Ok(0);
+        }
+        let mut w = Write::Plain {
+            queue,
+            max: max.unwrap_or(WRITE_CHUNK),
+            coalesce,
+            taken: 0,
+        };
+        self.run(rbuf, &mut w)?;
+        let Write::Plain { taken, .. } = w else {
+            unreachable!()
+        };
+        self.in_engine += taken;
+        Ok(taken)
     }
 
     /// Writes queued records to the socket.
-    pub(crate) fn write_to(&mut self, sock: &Stream) -> io::Result<usize> {
-        self.conn.write_tls(&mut NoSigPipe(sock))
+    pub(crate) fn send_to(&mut self, sock: &Stream) -> io::Result<usize> {
+        let n = sock.send(&self.outgoing)?;
+        self.outgoing.advance(n);
+        Ok(n)
     }
 
     /// Queues close_notify (once).
-    pub(crate) fn close_notify(&mut self) {
-        if !self.close_sent {
-            self.close_sent = true;
-            self.conn.send_close_notify();
+    pub(crate) fn close_notify(&mut self, rbuf: &mut BytesMut) -> Result<()> {
+        if self.close_sent {
+            return Ok(());
+        }
+        self.close_sent = true;
+        self.run(rbuf, &mut Write::CloseNotify)
+    }
+
+    /// Gives back the buffers' allocations while they hold nothing (so an
+    /// idle connection keeps none).
+    /// With `compact` (at the end of a turn) a small partial record also
+    /// moves out of a large buffer.
+    pub(crate) fn take_idle_buffers(&mut self, compact: bool, mut give: impl FnMut(BytesMut)) {
+        if self.incoming.is_empty() && self.incoming.capacity() > 0 {
+            give(std::mem::take(&mut self.incoming));
+        } else if compact
+            && self.incoming.capacity() > LARGE_BUF
+            && self.incoming.len() <= SMALL_PARTIAL
+        {
+            // A partial record waits for the rest (a peer that sends slowly,
+            // or stopped): keep it in a buffer of its size, not in a large
+            // read buffer from the pool. rustls's positions in it are
+            // relative to its start, which the copy keeps.
+            let part = BytesMut::from(&self.incoming[..]);
+            give(std::mem::replace(&mut self.incoming, part));
+        }
+        if self.outgoing.is_empty() && self.outgoing.capacity() > 0 {
+            give(std::mem::take(&mut self.outgoing));
         }
     }
 
     /// Negotiated ALPN protocol.
     pub(crate) fn alpn(&self) -> Option<&[u8]> {
-        self.conn.alpn_protocol()
+        self.common().alpn_protocol()
     }
 
     /// The certificates the peer presented (leaf first).
     pub(crate) fn peer_certificates(
         &self,
     ) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
-        self.conn.peer_certificates()
+        self.common().peer_certificates()
     }
 
     /// The SNI name a client asked for (server side only).
     pub(crate) fn sni(&self) -> Option<&str> {
-        match &self.conn {
-            rustls::Connection::Server(s) => s.server_name(),
-            rustls::Connection::Client(_) => None,
-        }
+        self.sni.as_deref()
     }
 
     /// Negotiated protocol version.
     pub(crate) fn protocol_version(&self) -> Option<rustls::ProtocolVersion> {
-        self.conn.protocol_version()
+        self.common().protocol_version()
     }
 
     /// Negotiated cipher suite.
     pub(crate) fn cipher_suite(&self) -> Option<rustls::CipherSuite> {
-        self.conn.negotiated_cipher_suite().map(|s| s.suite())
+        self.common().negotiated_cipher_suite().map(|s| s.suite())
     }
 
     /// Everything the handshake established, for the connection's handles.
@@ -291,30 +635,14 @@ impl TlsSession {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::RecordTracker;
-
+mod size_tests {
+    /// Every TLS connection carries one boxed session: rustls's connection
+    /// (1 088 B for a server with rustls 0.23) and the session's own fields.
     #[test]
-    fn record_tracker_splits_at_record_ends() {
-        // Two records: 3-byte body, then 0-byte body, then 2 bytes of a third.
-        let data = [
-            22, 3, 3, 0, 3, 1, 2, 3, 21, 3, 3, 0, 0, 23, 3, 3, 0, 9, 7, 7,
-        ];
-        let mut t = RecordTracker::default();
-        assert_eq!(t.take(&data), 8);
-        assert_eq!(t.take(&data[8..]), 5);
-        assert_eq!(t.take(&data[13..]), 7);
-        // The third record needs 7 more bytes, whatever the split.
-        assert_eq!(t.take(&[0; 3]), 3);
-        assert_eq!(t.take(&[0; 10]), 4);
-    }
-
-    #[test]
-    fn record_tracker_header_split_across_inputs() {
-        let mut t = RecordTracker::default();
-        assert_eq!(t.take(&[23, 3]), 2);
-        assert_eq!(t.take(&[3, 0]), 2);
-        assert_eq!(t.take(&[2, 9, 9, 1]), 3);
-        assert_eq!(t.take(&[1]), 1);
+    fn session_stays_small() {
+        let session = std::mem::size_of::<super::TlsSession>();
+        let server = std::mem::size_of::<rustls::server::UnbufferedServerConnection>();
+        eprintln!("TlsSession {session} B, of which rustls's server connection {server} B");
+        assert!(session <= server + 160, "TlsSession is {session} bytes");
     }
 }

@@ -917,6 +917,73 @@ pub fn run_idle(server: &Server, n: usize, size: usize, timeout: Duration) -> io
     })
 }
 
+/// Like [`run_idle`], over TLS: `n` connections, each through its TLS
+/// handshake (blocking, one after another), then RSS growth per idle
+/// connection; then each must still echo a `size`-byte message (after
+/// which RSS is read again).
+pub fn run_idle_tls(
+    server: &Server,
+    n: usize,
+    size: usize,
+    client: Arc<ClientConfig>,
+    timeout: Duration,
+) -> io::Result<Idle> {
+    use rustls::StreamOwned;
+    std::thread::sleep(Duration::from_millis(100));
+    let rss0 = server.rss_bytes()?;
+    let fds0 = server.fd_count()?;
+    let deadline = Instant::now() + timeout;
+    let name = ServerName::try_from("localhost").map_err(io::Error::other)?;
+    let mut conns = Vec::with_capacity(n);
+    for _ in 0..n {
+        if Instant::now() > deadline {
+            return Err(io::Error::new(
+                ErrorKind::TimedOut,
+                format!("{} of {n} TLS handshakes", conns.len()),
+            ));
+        }
+        let mut sock = std::net::TcpStream::connect(server.addr)?;
+        sock.set_read_timeout(Some(Duration::from_secs(10)))?;
+        sock.set_nodelay(true)?;
+        let mut tls =
+            ClientConnection::new(client.clone(), name.clone()).map_err(io::Error::other)?;
+        // Until the client's Finished has gone: the server then holds an
+        // established, idle connection.
+        while tls.is_handshaking() || tls.wants_write() {
+            tls.complete_io(&mut sock)?;
+        }
+        conns.push(StreamOwned::new(tls, sock));
+    }
+    while server.fd_count()? < fds0 + n {
+        if Instant::now() > deadline {
+            return Err(io::Error::new(ErrorKind::TimedOut, "accepting"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let rss1 = settled_rss(server)?;
+    // Now each must still echo.
+    let pat = pattern(size, 1);
+    let mut verified = 0;
+    let mut got = vec![0u8; size];
+    for s in &mut conns {
+        if Instant::now() > deadline {
+            break;
+        }
+        let ok = s.write_all(&pat[..size]).and_then(|()| s.flush()).is_ok()
+            && s.read_exact(&mut got).is_ok()
+            && got == pat[..size];
+        verified += usize::from(ok);
+    }
+    let rss2 = settled_rss(server)?;
+    drop(conns);
+    let per = |r: u64| (r as f64 - rss0 as f64) / n as f64;
+    Ok(Idle {
+        rss_per_conn: per(rss1),
+        rss_per_conn_after: per(rss2),
+        verified,
+    })
+}
+
 /// RSS once it stops moving (a server may still be setting up connections
 /// it has accepted), bounded at two seconds.
 fn settled_rss(server: &Server) -> io::Result<u64> {

@@ -19,6 +19,7 @@ use crate::error::Result;
 use crate::metrics::tls_version_idx;
 use crate::tls::TlsSession;
 use crate::tls::TlsSetup;
+use bytes::BytesMut;
 use std::io;
 use std::io::IoSlice;
 use std::sync::Arc;
@@ -38,7 +39,10 @@ impl Core {
             return closing;
         }
         if !t.close_sent() {
-            t.close_notify();
+            if let Err(e) = t.close_notify(&mut self.rd.buf) {
+                self.fail(e, w);
+                return false;
+            }
             self.tls_flush(w);
         }
         self.phase != Phase::Closed && self.tls.as_ref().is_none_or(|t| !t.wants_write())
@@ -110,7 +114,7 @@ impl Core {
             });
             return;
         }
-        let mut session = match TlsSession::new(setup) {
+        let mut session = match TlsSession::new(setup).and_then(|mut s| s.start().map(|()| s)) {
             Ok(s) => s,
             Err(e) => {
                 self.fail(e, w);
@@ -130,7 +134,11 @@ impl Core {
         let buffered = self.rd.buf.split();
         self.rbuf_front_changed();
         if !buffered.is_empty() {
-            if let Err(e) = self.tls_input(&buffered) {
+            let n = buffered.len();
+            if let Some(t) = self.tls.as_mut() {
+                t.push_incoming(buffered);
+            }
+            if let Err(e) = self.tls_input(n) {
                 self.fail(e, w);
                 return;
             }
@@ -152,7 +160,10 @@ impl Core {
             None => "stoptls without TLS",
             Some(t) if t.stopping || t.close_sent() => return,
             Some(_) => {
-                self.tls_begin_stop();
+                if let Err(e) = self.tls_begin_stop(&mut w.local.coalesce) {
+                    self.fail(e, w);
+                    return;
+                }
                 self.tls_flush(w);
                 return;
             }
@@ -165,24 +176,19 @@ impl Core {
 
     /// Encrypts everything queued so far (it was written while TLS was on),
     /// then sends close_notify; later writes wait for plaintext.
-    pub(super) fn tls_begin_stop(&mut self) {
+    pub(super) fn tls_begin_stop(&mut self, coalesce: &mut Vec<u8>) -> Result<()> {
         let Some(t) = self.tls.as_mut() else {
-            return;
+            return Ok(());
         };
-        t.unlimit();
         while !self.wr.queue.is_empty() {
-            let n = {
-                let mut iov = [IoSlice::new(&[]); MAX_IOV];
-                let (k, _) = gather(&self.wr.queue, usize::MAX, &mut iov);
-                t.write_plain(&iov[..k])
-            };
+            let n = t.write_plain(&self.wr.queue, Some(usize::MAX), coalesce, &mut self.rd.buf)?;
             if n == 0 {
                 break;
             }
             pop_front_bytes(&mut self.wr.queue, n);
         }
         t.stopping = true;
-        t.close_notify();
+        t.close_notify(&mut self.rd.buf)
     }
 
     /// Completes a `stoptls` once both close_notify alerts are through.
@@ -213,26 +219,21 @@ impl Core {
         }
     }
 
-    /// Feeds ciphertext to the engine and acts on what changed.
-    pub(super) fn tls_input(&mut self, data: &[u8]) -> Result<()> {
+    /// Has the engine process the ciphertext it holds (of which the last
+    /// `new` bytes just arrived) and acts on what changed.
+    pub(super) fn tls_input(&mut self, new: usize) -> Result<()> {
         let Some(t) = self.tls.as_mut() else {
-            self.rd.buf.extend_from_slice(data);
             return Ok(());
         };
         if t.peer_closed {
-            // Reads pause after close_notify; keep anything that came anyway.
-            if t.stopping {
-                t.leftover.extend_from_slice(data);
-            }
-            return Ok(());
+            // Reads pause after close_notify; anything that came anyway is
+            // kept (after a `stoptls`) by the session.
+            return t.input(new, &mut self.rd.buf);
         }
-        let fed = match t.input(data, &mut self.rd.buf) {
-            Ok(f) => f,
-            Err(e) => {
-                self.tls_send_alert();
-                return Err(e);
-            }
-        };
+        if let Err(e) = t.input(new, &mut self.rd.buf) {
+            self.tls_send_alert();
+            return Err(e);
+        }
         if t.take_established() {
             self.connect_handshake = false;
             self.armed.clear(TimerKind::Handshake);
@@ -245,8 +246,8 @@ impl Core {
         }
         if t.peer_closed {
             let answer = !t.stopping && !t.close_sent() && self.opts.follow_stoptls;
-            if t.stopping || answer {
-                t.leftover.extend_from_slice(&data[fed.consumed..]);
+            if !(t.stopping || answer) {
+                t.leftover = BytesMut::new();
             }
             // Otherwise close_notify is a clean EOF (bytes after it are
             // ignored, RFC 8446 §6.1), applied by `tls_after_dispatch`.
@@ -267,12 +268,14 @@ impl Core {
     ///   in data and the alert before the application has set up a reader;
     ///   as in plaintext mode, EOF is only noticed by a reader, so that data
     ///   is delivered first.
-    pub(super) fn tls_after_dispatch(&mut self) -> bool {
+    pub(super) fn tls_after_dispatch(&mut self, w: &mut WorkerCtx) -> bool {
         let Some(t) = self.tls.as_mut() else {
             return false;
         };
         if std::mem::take(&mut t.answer_pending) {
-            self.tls_begin_stop();
+            if let Err(e) = self.tls_begin_stop(&mut w.local.coalesce) {
+                self.fail(e, w);
+            }
             return false;
         }
         if t.peer_closed
@@ -295,7 +298,7 @@ impl Core {
                 return;
             }
             for _ in 0..4 {
-                if !t.wants_write() || t.write_to(sock).is_err() {
+                if !t.wants_write() || t.send_to(sock).is_err() {
                     break;
                 }
             }
@@ -308,19 +311,23 @@ impl Core {
             self.rd.readable = false;
             return Ok(0);
         };
-        // Ciphertext goes through a pooled scratch buffer, so an idle TLS
-        // connection keeps no read buffer of its own.
-        let mut scratch = w.local.bufs.pop().unwrap_or_default();
-        scratch.clear();
+        let Some(t) = self.tls.as_mut() else {
+            return Ok(0);
+        };
+        // Ciphertext is read into the session's buffer, which holds what
+        // rustls has not consumed yet (a partial record); when it holds
+        // nothing it has no allocation, and one is lent from the pool.
+        let pool = &mut w.local.bufs;
+        let incoming = t.incoming(|| pool.pop().unwrap_or_default());
         let max = self.opts.max_read_size;
-        let res = match recv_into(sock, &mut scratch, &mut self.rd.size, max) {
+        let res = match recv_into(sock, incoming, &mut self.rd.size, max) {
             Ok(Recv::Eof) => {
                 self.rd.readable = false;
                 self.tls_eof().map(|()| 0)
             }
             Ok(Recv::Data { n, .. }) => {
                 self.note_read(n, w.now);
-                let r = self.tls_input(&scratch).map(|()| n);
+                let r = self.tls_input(n).map(|()| n);
                 if self.phase == Phase::Closing {
                     // Closing reads only to finish the handshake; data is dropped.
                     self.rd.buf.clear();
@@ -334,8 +341,17 @@ impl Core {
             Ok(Recv::Interrupted) => Ok(0),
             Err(e) => Err(e),
         };
-        w.local.recycle(scratch);
+        self.tls_release_buffers(false, w);
         res
+    }
+
+    /// Gives the session's empty buffers back to the worker's pool: an
+    /// idle TLS connection holds none. `end_of_turn`: also moves a small
+    /// partial record out of a large buffer.
+    pub(super) fn tls_release_buffers(&mut self, end_of_turn: bool, w: &mut WorkerCtx) {
+        if let Some(t) = self.tls.as_mut() {
+            t.take_idle_buffers(end_of_turn, |b| w.local.recycle(b));
+        }
     }
 
     /// TCP EOF under TLS.
@@ -372,7 +388,7 @@ impl Core {
                 return;
             };
             while self.wr.writable && t.wants_write() {
-                match t.write_to(sock) {
+                match t.send_to(sock) {
                     Ok(n) => {
                         let c = &self.shared.counters;
                         c.add_write(n);
@@ -395,10 +411,21 @@ impl Core {
                 self.release_in_engine(sent);
                 break;
             }
-            let n = {
-                let mut iov = [IoSlice::new(&[]); MAX_IOV];
-                let (k, _) = gather(&self.wr.queue, usize::MAX, &mut iov);
-                t.write_plain(&iov[..k])
+            // Records are written into a pooled buffer, given back once sent.
+            let pool = &mut w.local.bufs;
+            t.lend_outgoing(|| pool.pop());
+            let r = t.write_plain(
+                &self.wr.queue,
+                None,
+                &mut w.local.coalesce,
+                &mut self.rd.buf,
+            );
+            let n = match r {
+                Ok(n) => n,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
             };
             pop_front_bytes(&mut self.wr.queue, n);
             self.release_in_engine(sent);
@@ -411,6 +438,7 @@ impl Core {
             return;
         }
         self.tls_check_stop();
+        self.tls_release_buffers(false, w);
     }
 
     /// Sends the bytes queued in clear before `starttls`.

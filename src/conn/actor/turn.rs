@@ -199,7 +199,7 @@ impl Actor {
             if !matches!(self.core.phase, Phase::Open | Phase::Closing) {
                 break;
             }
-            if self.core.tls_after_dispatch() {
+            if self.core.tls_after_dispatch(w) {
                 continue;
             }
             self.core.flush(w);
@@ -234,6 +234,8 @@ impl Core {
             let buf = std::mem::take(&mut self.rd.buf);
             w.local.recycle(buf);
         }
+        // Nor TLS buffers.
+        self.tls_release_buffers(true, w);
         // Nor an empty write queue's allocation.
         if self.wr.queue.is_empty() && self.wr.queue.capacity() > 0 {
             w.local

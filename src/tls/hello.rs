@@ -1,0 +1,181 @@
+//! The SNI name from the start of a TLS stream (the client's first
+//! ClientHello, RFC 8446 §4.1.2, RFC 6066 §3).
+//!
+//! rustls's unbuffered server connection has no `server_name()`, so the
+//! session reads the name from the plaintext records before rustls
+//! consumes them. It is only reported once rustls has accepted that
+//! hello, so this needs to be right for valid hellos only, and never to
+//! panic on others. It mirrors rustls: the first `host_name` entry of the
+//! `server_name` extension; an IP address there counts as no name; a DNS
+//! name is lower-cased.
+
+use rustls::pki_types::ServerName;
+
+/// What the bytes so far say.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Scan {
+    /// The ClientHello is not complete yet.
+    More,
+    /// The hello's SNI name, if it had a usable one.
+    Done(Option<String>),
+}
+
+/// Stop looking after this much (rustls limits handshake messages to 64 KiB).
+const MAX_SCAN: usize = 70 << 10;
+
+/// Reads the SNI name from `stream`, the first bytes a client sent.
+pub(crate) fn sni(stream: &[u8]) -> Scan {
+    // Join the payloads of the leading handshake records.
+    let mut msg = Vec::new();
+    let mut pos = 0;
+    while stream.len() - pos >= 5 {
+        if stream[pos] != 22 {
+            return Scan::Done(None);
+        }
+        let len = u16::from_be_bytes([stream[pos + 3], stream[pos + 4]]) as usize;
+        let end = pos + 5 + len;
+        if end > stream.len() {
+            break;
+        }
+        msg.extend_from_slice(&stream[pos + 5..end]);
+        pos = end;
+        if msg.len() >= 4 {
+            if msg[0] != 1 {
+                return Scan::Done(None);
+            }
+            let need = 4 + ((msg[1] as usize) << 16 | (msg[2] as usize) << 8 | msg[3] as usize);
+            if msg.len() >= need {
+                return Scan::Done(client_hello_sni(&msg[4..need]));
+            }
+        }
+    }
+    if stream.len() > MAX_SCAN {
+        return Scan::Done(None);
+    }
+    Scan::More
+}
+
+/// A cursor that fails (None) instead of running past the end.
+struct Rd<'a>(&'a [u8]);
+
+impl<'a> Rd<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Some(a)
+    }
+    fn u8(&mut self) -> Option<usize> {
+        self.take(1).map(|b| b[0] as usize)
+    }
+    fn u16(&mut self) -> Option<usize> {
+        self.take(2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+    }
+    fn vec8(&mut self) -> Option<&'a [u8]> {
+        let n = self.u8()?;
+        self.take(n)
+    }
+    fn vec16(&mut self) -> Option<&'a [u8]> {
+        let n = self.u16()?;
+        self.take(n)
+    }
+}
+
+fn client_hello_sni(body: &[u8]) -> Option<String> {
+    let mut r = Rd(body);
+    r.take(2 + 32)?; // legacy_version, random
+    r.vec8()?; // legacy_session_id
+    r.vec16()?; // cipher_suites
+    r.vec8()?; // legacy_compression_methods
+    let mut exts = Rd(r.vec16()?);
+    while !exts.0.is_empty() {
+        let typ = exts.u16()?;
+        let data = exts.vec16()?;
+        if typ != 0 {
+            continue;
+        }
+        // The first entry decides: a host_name, or a type whose encoding
+        // is unknown (rustls stops reading there too).
+        let mut list = Rd(Rd(data).vec16()?);
+        if list.u8()? != 0 {
+            return None;
+        }
+        let name = list.vec16()?;
+        return match ServerName::try_from(name).ok()? {
+            ServerName::DnsName(d) => Some(d.to_lowercase_owned().as_ref().to_string()),
+            _ => None,
+        };
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{sni, Scan};
+
+    /// A ClientHello handshake message with the given extensions.
+    fn hello(exts: &[u8]) -> Vec<u8> {
+        let mut body = vec![3, 3];
+        body.extend_from_slice(&[7; 32]);
+        body.extend_from_slice(&[0]); // session id
+        body.extend_from_slice(&[0, 2, 0x13, 0x01]); // one suite
+        body.extend_from_slice(&[1, 0]); // null compression
+        body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
+        body.extend_from_slice(exts);
+        let mut m = vec![1, 0];
+        m.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        m.extend_from_slice(&body);
+        m
+    }
+
+    fn sni_ext(name: &[u8]) -> Vec<u8> {
+        let mut entry = vec![0];
+        entry.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        entry.extend_from_slice(name);
+        let mut list = (entry.len() as u16).to_be_bytes().to_vec();
+        list.extend_from_slice(&entry);
+        let mut e = vec![0xff, 0x01, 0, 1, 0]; // another extension first
+        e.extend_from_slice(&[0, 0]);
+        e.extend_from_slice(&(list.len() as u16).to_be_bytes());
+        e.extend_from_slice(&list);
+        e
+    }
+
+    fn records(msg: &[u8], split: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for part in msg.chunks(split) {
+            out.extend_from_slice(&[22, 3, 1]);
+            out.extend_from_slice(&(part.len() as u16).to_be_bytes());
+            out.extend_from_slice(part);
+        }
+        out
+    }
+
+    #[test]
+    fn finds_the_name_lower_cased_across_records() {
+        let m = hello(&sni_ext(b"Mail.Example.COM"));
+        for split in [m.len(), 7, 1] {
+            let s = records(&m, split);
+            for cut in 0..s.len() {
+                assert_eq!(sni(&s[..cut]), Scan::More, "split {split} cut {cut}");
+            }
+            assert_eq!(sni(&s), Scan::Done(Some("mail.example.com".into())));
+        }
+    }
+
+    #[test]
+    fn no_name_for_an_ip_address_none_or_garbage() {
+        let s = records(&hello(&sni_ext(b"127.0.0.1")), 4096);
+        assert_eq!(sni(&s), Scan::Done(None));
+        let s = records(&hello(&[]), 4096);
+        assert_eq!(sni(&s), Scan::Done(None));
+        assert_eq!(sni(b"GET / HTTP/1.1\r\n"), Scan::Done(None));
+        let mut bad = hello(&sni_ext(b"x.example"));
+        let n = bad.len();
+        bad[n - 12] = 0xff; // a length that runs past the end
+        assert_eq!(sni(&records(&bad, 4096)), Scan::Done(None));
+    }
+}
