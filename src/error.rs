@@ -345,6 +345,10 @@ pub enum ConfigError {
     /// rustls refused the configuration: a key that does not match its
     /// certificate, a provider without the protocol versions.
     Rustls(rustls::Error),
+    /// A server configuration that accepts TLS 1.3 early (0-RTT) data
+    /// (`max_early_data_size > 0`): netactor does not deliver early data,
+    /// so accepting it would drop what the client counts as sent.
+    EarlyData,
 }
 
 impl fmt::Display for ConfigError {
@@ -356,6 +360,10 @@ impl fmt::Display for ConfigError {
                  or pass one to the builder's `provider`",
             ),
             ConfigError::NoCertificate => f.write_str("no certificate in the PEM data"),
+            ConfigError::EarlyData => f.write_str(
+                "the server configuration accepts 0-RTT early data, which netactor does not \
+                 deliver: set max_early_data_size to 0",
+            ),
             ConfigError::Pem { item, error } => {
                 let what = match item {
                     PemItem::Certificate => "certificate",

@@ -23,36 +23,73 @@ pub(crate) enum Scan {
 /// Stop looking after this much (rustls limits handshake messages to 64 KiB).
 const MAX_SCAN: usize = 70 << 10;
 
+/// Reads the SNI name from the first bytes a client sends, fed as they
+/// arrive. Each byte is looked at once (records are joined as they
+/// complete), so a hello dribbled in one byte at a time costs no more than
+/// one sent whole.
+#[derive(Debug, Default)]
+pub(crate) struct HelloScan {
+    /// The start of a record not yet complete.
+    pending: Vec<u8>,
+    /// The handshake payload of the complete records so far.
+    msg: Vec<u8>,
+    /// Bytes fed in all.
+    fed: usize,
+}
+
+impl HelloScan {
+    /// Takes the next bytes of the stream.
+    pub(crate) fn feed(&mut self, data: &[u8]) -> Scan {
+        self.fed += data.len();
+        self.pending.extend_from_slice(data);
+        let mut pos = 0;
+        let found = loop {
+            let p = &self.pending[pos..];
+            if p.len() < 5 {
+                break None;
+            }
+            let len = u16::from_be_bytes([p[3], p[4]]) as usize;
+            if p[0] == 21 && self.msg.is_empty() {
+                // An alert before the hello (a warning rustls would
+                // accept): not part of it.
+                if p.len() < 5 + len {
+                    break None;
+                }
+                pos += 5 + len;
+                continue;
+            }
+            if p[0] != 22 {
+                break Some(Scan::Done(None));
+            }
+            if p.len() < 5 + len {
+                break None;
+            }
+            self.msg.extend_from_slice(&p[5..5 + len]);
+            pos += 5 + len;
+            if self.msg.len() >= 4 {
+                if self.msg[0] != 1 {
+                    break Some(Scan::Done(None));
+                }
+                let m = &self.msg;
+                let need = 4 + ((m[1] as usize) << 16 | (m[2] as usize) << 8 | m[3] as usize);
+                if m.len() >= need {
+                    break Some(Scan::Done(client_hello_sni(&m[4..need])));
+                }
+            }
+        };
+        self.pending.drain(..pos);
+        match found {
+            Some(done) => done,
+            None if self.fed > MAX_SCAN => Scan::Done(None),
+            None => Scan::More,
+        }
+    }
+}
+
 /// Reads the SNI name from `stream`, the first bytes a client sent.
+#[cfg(test)]
 pub(crate) fn sni(stream: &[u8]) -> Scan {
-    // Join the payloads of the leading handshake records.
-    let mut msg = Vec::new();
-    let mut pos = 0;
-    while stream.len() - pos >= 5 {
-        if stream[pos] != 22 {
-            return Scan::Done(None);
-        }
-        let len = u16::from_be_bytes([stream[pos + 3], stream[pos + 4]]) as usize;
-        let end = pos + 5 + len;
-        if end > stream.len() {
-            break;
-        }
-        msg.extend_from_slice(&stream[pos + 5..end]);
-        pos = end;
-        if msg.len() >= 4 {
-            if msg[0] != 1 {
-                return Scan::Done(None);
-            }
-            let need = 4 + ((msg[1] as usize) << 16 | (msg[2] as usize) << 8 | msg[3] as usize);
-            if msg.len() >= need {
-                return Scan::Done(client_hello_sni(&msg[4..need]));
-            }
-        }
-    }
-    if stream.len() > MAX_SCAN {
-        return Scan::Done(None);
-    }
-    Scan::More
+    HelloScan::default().feed(stream)
 }
 
 /// A cursor that fails (None) instead of running past the end.
@@ -114,7 +151,7 @@ fn client_hello_sni(body: &[u8]) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{sni, Scan};
+    use super::{sni, HelloScan, Scan};
 
     /// A ClientHello handshake message with the given extensions.
     fn hello(exts: &[u8]) -> Vec<u8> {
@@ -177,5 +214,32 @@ mod tests {
         let n = bad.len();
         bad[n - 12] = 0xff; // a length that runs past the end
         assert_eq!(sni(&records(&bad, 4096)), Scan::Done(None));
+    }
+
+    #[test]
+    fn fed_a_byte_at_a_time_finds_the_same_name() {
+        let m = hello(&sni_ext(b"a.example"));
+        for split in [m.len(), 3] {
+            let s = records(&m, split);
+            let mut scan = HelloScan::default();
+            for (i, b) in s.iter().enumerate() {
+                let r = scan.feed(std::slice::from_ref(b));
+                if i + 1 < s.len() {
+                    assert_eq!(r, Scan::More, "split {split} byte {i}");
+                } else {
+                    assert_eq!(r, Scan::Done(Some("a.example".into())));
+                }
+            }
+            // Nothing is kept but the payload: the records are joined as
+            // they complete.
+            assert!(scan.pending.len() < 5 + split);
+        }
+    }
+
+    #[test]
+    fn a_warning_alert_before_the_hello_is_skipped() {
+        let mut s = vec![21, 3, 1, 0, 2, 1, 0]; // warning close... as rustls reads it
+        s.extend_from_slice(&records(&hello(&sni_ext(b"b.example")), 50));
+        assert_eq!(sni(&s), Scan::Done(Some("b.example".into())));
     }
 }

@@ -46,14 +46,14 @@ const COALESCE_BELOW: usize = 4 << 10;
 const RECORD_MAX: usize = 16 << 10;
 
 /// Most unprocessed ciphertext: a handshake message of up to 64 KiB being
-/// joined (rustls's own limit in its buffered API) plus one record.
-const INCOMING_MAX: usize = (64 << 10) + (18 << 10);
+/// joined (rustls's own limit) in records as small as a peer may make them
+/// (rustls's smallest `max_fragment_size`, 32 bytes, adds 5 bytes of header
+/// to each: +16 %; this allows +50 %), plus one record.
+const INCOMING_MAX: usize = (96 << 10) + (18 << 10);
 
 /// A partial record up to this size is moved out of a larger buffer
 /// between turns (one that has arrived in full is processed at once).
 const SMALL_PARTIAL: usize = 4 << 10;
-/// ... when that buffer is larger than this.
-const LARGE_BUF: usize = 32 << 10;
 
 /// A rustls error as netactor's [`Error::Tls`] (structured; its
 /// `Display` says which side rejected a certificate).
@@ -362,7 +362,10 @@ pub(crate) struct TlsSession {
     pub(crate) leftover: BytesMut,
     /// Server side: the start of the stream until the ClientHello could be
     /// read (rustls's unbuffered server does not tell the SNI name).
-    hello: Option<Vec<u8>>,
+    hello: Option<Box<hello::HelloScan>>,
+    /// `incoming` holds a partial record moved out of a pooled buffer at
+    /// the end of a turn (the next read takes a pool buffer again).
+    compacted: bool,
     /// The SNI name the client asked for (server side).
     sni: Option<Box<str>>,
 }
@@ -380,8 +383,17 @@ impl TlsSession {
                 None,
             ),
             TlsSetup::Server(config) => (
-                Engine::Server(UnbufferedServerConnection::new(config).map_err(tls_error)?),
-                Some(Vec::new()),
+                {
+                    // rustls would accept 0-RTT data that this session
+                    // cannot hand over (it is replayable, and arrives
+                    // before the handshake is done): the client would
+                    // count as delivered what netactor dropped.
+                    if config.max_early_data_size > 0 {
+                        return Err(Error::Config(crate::error::ConfigError::EarlyData));
+                    }
+                    Engine::Server(UnbufferedServerConnection::new(config).map_err(tls_error)?)
+                },
+                Some(Box::default()),
             ),
         };
         Ok(TlsSession {
@@ -397,6 +409,7 @@ impl TlsSession {
             plain_prefix: 0,
             leftover: BytesMut::new(),
             hello,
+            compacted: false,
             sni: None,
         })
     }
@@ -467,9 +480,15 @@ impl TlsSession {
     /// The buffer socket reads go to (appended to what is unprocessed);
     /// `spare` supplies an allocation if it has none.
     pub(crate) fn incoming(&mut self, spare: impl FnOnce() -> BytesMut) -> &mut BytesMut {
-        if self.incoming.capacity() == 0 {
-            self.incoming = spare();
-            self.incoming.clear();
+        if self.incoming.capacity() == 0 || self.compacted {
+            // None, or a partial record kept between turns in a buffer of
+            // its own size: reads go to a buffer from the pool (the
+            // partial record, ≤ SMALL_PARTIAL, copied to its start).
+            let mut b = spare();
+            b.clear();
+            b.extend_from_slice(&self.incoming);
+            self.incoming = b;
+            self.compacted = false;
         }
         &mut self.incoming
     }
@@ -487,6 +506,7 @@ impl TlsSession {
     /// Takes ciphertext that did not come from a socket read (bytes that
     /// were buffered when TLS started).
     pub(crate) fn push_incoming(&mut self, data: BytesMut) {
+        self.compacted = false;
         if self.incoming.is_empty() {
             self.incoming = data;
         } else {
@@ -505,10 +525,9 @@ impl TlsSession {
             }
             return Ok(());
         }
-        if let Some(seen) = self.hello.as_mut() {
+        if let Some(scan) = self.hello.as_mut() {
             let tail = &self.incoming[self.incoming.len() - new.min(self.incoming.len())..];
-            seen.extend_from_slice(tail);
-            match hello::sni(seen) {
+            match scan.feed(tail) {
                 hello::Scan::More => {}
                 hello::Scan::Done(name) => {
                     self.sni = name.map(String::into_boxed_str);
@@ -576,16 +595,16 @@ impl TlsSession {
     pub(crate) fn take_idle_buffers(&mut self, compact: bool, mut give: impl FnMut(BytesMut)) {
         if self.incoming.is_empty() && self.incoming.capacity() > 0 {
             give(std::mem::take(&mut self.incoming));
-        } else if compact
-            && self.incoming.capacity() > LARGE_BUF
-            && self.incoming.len() <= SMALL_PARTIAL
-        {
+        } else if compact && !self.compacted && self.incoming.len() <= SMALL_PARTIAL {
             // A partial record waits for the rest (a peer that sends slowly,
             // or stopped): keep it in a buffer of its size, not in a large
             // read buffer from the pool. rustls's positions in it are
             // relative to its start, which the copy keeps.
+            // (`capacity()` cannot tell a large buffer here: it counts
+            // only the room after the bytes rustls consumed.)
             let part = BytesMut::from(&self.incoming[..]);
             give(std::mem::replace(&mut self.incoming, part));
+            self.compacted = true;
         }
         if self.outgoing.is_empty() && self.outgoing.capacity() > 0 {
             give(std::mem::take(&mut self.outgoing));
@@ -606,6 +625,9 @@ impl TlsSession {
 
     /// The SNI name a client asked for (server side only).
     pub(crate) fn sni(&self) -> Option<&str> {
+        // Only once rustls has accepted the hello the name was read from
+        // (it has chosen a version then).
+        self.protocol_version()?;
         self.sni.as_deref()
     }
 
