@@ -379,3 +379,24 @@ fn not_valid_for_name(c: &CertificateError) -> bool {
         CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }
     )
 }
+
+/// rustls would accept 0-RTT data that netactor does not hand over: the
+/// client would count as delivered what was dropped. Such a configuration
+/// is refused with a typed error on the connection, and nothing is
+/// established.
+#[test]
+fn a_server_config_accepting_early_data_is_refused() {
+    let pki = Pki::new();
+    let mut cfg = (*pki.server().server_config()).clone();
+    cfg.max_early_data_size = 16 << 10;
+    let o = attempt(Arc::new(cfg), pki.client_config(), Some("localhost"));
+    assert!(
+        matches!(
+            fatal_error(&o.server),
+            Some(Error::Config(netactor::ConfigError::EarlyData))
+        ),
+        "{:?}",
+        o.server
+    );
+    assert!(!o.server.iter().any(|e| matches!(e, Event::TlsEstablished)));
+}
