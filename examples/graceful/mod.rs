@@ -26,6 +26,7 @@ use netactor::framing::{DecodeError, Decoder, Frame};
 use netactor::{ConnId, Connection, Ctx, Inactivity};
 use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// SIGINT and SIGTERM, registered for `server` (its name, for the error
@@ -49,6 +50,10 @@ pub const GRACE: Duration = Duration::from_secs(4);
 /// The open connections of a server.
 pub struct Sessions {
     open: Mutex<HashMap<ConnId, Connection>>,
+    /// [`Sessions::stop_all`] is waiting: closes are announced on the
+    /// channel from then on. (Before, each close would leave a message
+    /// nobody reads: memory growing with every connection ever closed.)
+    stopping: AtomicBool,
     closed_tx: Sender<()>,
     closed_rx: Receiver<()>,
 }
@@ -58,6 +63,7 @@ impl Default for Sessions {
         let (closed_tx, closed_rx) = crossbeam_channel::unbounded();
         Sessions {
             open: Mutex::new(HashMap::new()),
+            stopping: AtomicBool::new(false),
             closed_tx,
             closed_rx,
         }
@@ -72,7 +78,7 @@ impl Sessions {
 
     /// Forgets a connection (call on `Event::Closed`).
     pub fn closed(&self, id: ConnId) {
-        if self.open.lock().remove(&id).is_some() {
+        if self.open.lock().remove(&id).is_some() && self.stopping.load(Ordering::Acquire) {
             let _ = self.closed_tx.send(());
         }
     }
@@ -82,6 +88,9 @@ impl Sessions {
     /// no connection is added meanwhile.
     pub fn stop_all(&self, limit: Duration) {
         let end = Instant::now() + limit;
+        // From here every close is announced; one removed before is no
+        // longer in the map, which the loop below checks before each wait.
+        self.stopping.store(true, Ordering::Release);
         let open: Vec<Connection> = self.open.lock().values().cloned().collect();
         for c in open {
             // An already-closed connection refuses the call; it is (or is
