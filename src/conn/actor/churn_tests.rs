@@ -20,9 +20,16 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// The echo example's shape: echo frames, half-close after the client's
 /// EOF (the connection then closes: both directions are done).
-fn echo_reactor(opts: Options, closed: Arc<AtomicUsize>) -> (Reactor, crate::Listener) {
+fn echo_reactor(
+    opts: Options,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    closed: Arc<AtomicUsize>,
+) -> (Reactor, crate::Listener) {
     let reactor = Reactor::builder().workers(1).build().expect("reactor");
-    let lo = ListenOptions::new().options(opts);
+    let mut lo = ListenOptions::new().options(opts);
+    if let Some(cfg) = tls {
+        lo = lo.tls(cfg);
+    }
     let listener = reactor
         .listen_with("127.0.0.1:0".parse().unwrap(), lo, move |ctx| {
             ctx.set_streaming(Some(Raw));
@@ -79,7 +86,7 @@ fn an_accepted_connection_makes_no_setup_or_teardown_calls_a_hand_written_loop_d
     // low-water mark as the echo example has (its shutdown used to copy
     // the options).
     let opts = Options::new().low_water_mark(Some(1 << 10));
-    let (reactor, listener) = echo_reactor(opts, closed.clone());
+    let (reactor, listener) = echo_reactor(opts, None, closed.clone());
     let addr = listener.local_addr();
     for _ in 0..N {
         one_connection(addr);
@@ -168,4 +175,61 @@ fn accepted_sockets_have_the_listeners_socket_options() {
         options_of_accepted(Options::new().keepalive(false)),
         (true, false, true)
     );
+}
+
+/// One TLS client connection: a full handshake, 64 bytes echoed, then the
+/// client's close_notify and FIN; it reads the server's close_notify and
+/// FIN before it goes.
+fn one_tls_connection(addr: std::net::SocketAddr, cfg: &Arc<rustls::ClientConfig>) {
+    let sock = TcpStream::connect(addr).expect("connect");
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    let conn = rustls::ClientConnection::new(cfg.clone(), "localhost".try_into().unwrap())
+        .expect("client");
+    let mut s = rustls::StreamOwned::new(conn, sock);
+    let msg = [9u8; 64];
+    s.write_all(&msg).unwrap();
+    let mut back = [0u8; 64];
+    s.read_exact(&mut back).unwrap();
+    assert_eq!(back, msg);
+    s.conn.send_close_notify();
+    s.flush().unwrap();
+    s.sock.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    // The server's close_notify (a clean end: no error) and its FIN.
+    s.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+}
+
+#[test]
+fn a_tls_connection_closed_by_its_client_makes_no_shutdown_or_discarding_recv() {
+    const N: usize = 4;
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let server = crate::tls::ServerBuilder::from_pem(
+        ck.cert.pem().as_bytes(),
+        ck.signing_key.serialize_pem().as_bytes(),
+    )
+    .and_then(|b| b.build())
+    .expect("server config");
+    let client = crate::tls::ClientBuilder::new()
+        .ca_pem(ck.cert.pem().as_bytes())
+        .and_then(|b| b.build())
+        .expect("client config");
+    let closed = Arc::new(AtomicUsize::new(0));
+    let (reactor, listener) = echo_reactor(Options::new(), Some(server), closed.clone());
+    let addr = listener.local_addr();
+    for _ in 0..N {
+        one_tls_connection(addr, &client);
+    }
+    wait_for("every connection closed", || {
+        closed.load(Ordering::SeqCst) == N
+    });
+    let t = &reactor.shared.poller.tally;
+    let n = |a: &AtomicUsize| a.load(Ordering::SeqCst);
+    // The close_notify went out before; closing the socket sends the FIN.
+    assert_eq!(n(&t.shutdown), 0, "shutdown calls");
+    // Nothing may follow the peer's close_notify and FIN.
+    assert_eq!(n(&t.discard_recv), 0, "discarding recv calls");
+    assert_eq!(n(&t.nonblocking), 0, "set_nonblocking calls");
+    drop(listener);
+    reactor.shutdown();
 }

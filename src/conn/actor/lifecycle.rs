@@ -356,9 +356,9 @@ impl Core {
                 sock.deregister(&w.poller);
             }
             self.registered = false;
-            // After the peer's EOF (plain TCP) nothing can be unread: the
-            // `recv` would only say so.
-            if !self.rd.eof || self.tls.is_some() {
+            // After the peer's EOF (or its close_notify) nothing can be
+            // unread: the `recv` would only say so.
+            if !self.rd.eof {
                 discard_unread(&sock, w);
             }
             drop(sock);

@@ -201,8 +201,9 @@ impl Core {
                 // turn closes the socket when it ends (`end_of_turn`), and
                 // closing sends the FIN — a `shutdown` first would cost a
                 // system call per connection and change nothing on the wire.
-                let closing_anyway =
-                    self.phase == Phase::Open && self.rd.eof_reported && self.tls.is_none();
+                // (Under TLS the close_notify has gone out: it is sent
+                // before this point, `tls_close_ready`.)
+                let closing_anyway = self.phase == Phase::Open && self.rd.eof_reported;
                 if let Some(sock) = self.sock.as_mut().filter(|_| !closing_anyway) {
                     crate::sys::tally!(w.poller, shutdown);
                     let _ = sock.shutdown_write(&w.poller);
