@@ -26,6 +26,7 @@ use netactor::framing::{DecodeError, Decoder, Frame};
 use netactor::{ConnId, Connection, Ctx, Inactivity};
 use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -47,9 +48,31 @@ pub fn termination_signals(
 /// (counted from its last successful write).
 pub const GRACE: Duration = Duration::from_secs(4);
 
+/// Hashes a [`ConnId`] as itself: ids are distinct counters, so SipHash
+/// (resistant to chosen keys, which nobody chooses here) would only cost
+/// every accepted and closed connection time in its registry.
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        // Spread sequential ids over the table's high bits (hashbrown
+        // takes the top 7 bits as a tag).
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 /// The open connections of a server.
 pub struct Sessions {
-    open: Mutex<HashMap<ConnId, Connection>>,
+    open: Mutex<HashMap<ConnId, Connection, BuildHasherDefault<IdHasher>>>,
     /// [`Sessions::stop_all`] is waiting: closes are announced on the
     /// channel from then on. (Before, each close would leave a message
     /// nobody reads: memory growing with every connection ever closed.)
@@ -62,7 +85,7 @@ impl Default for Sessions {
     fn default() -> Self {
         let (closed_tx, closed_rx) = crossbeam_channel::unbounded();
         Sessions {
-            open: Mutex::new(HashMap::new()),
+            open: Mutex::new(HashMap::default()),
             stopping: AtomicBool::new(false),
             closed_tx,
             closed_rx,
