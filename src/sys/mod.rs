@@ -97,6 +97,8 @@ macro_rules! tally {
             .tally
             .$field
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        #[cfg(not(test))]
+        let _ = &$poller;
     }};
 }
 pub(crate) use tally;

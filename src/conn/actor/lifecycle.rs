@@ -54,7 +54,7 @@ impl Core {
         self.idle.any = w.now;
         self.idle.read = w.now;
         self.idle.write = w.now;
-        self.wr_max_only();
+        self.apply_local_options();
         if !(self.accepted && crate::sys::socket::ACCEPT_INHERITS_OPTIONS) {
             self.apply_socket_options(w);
         }
@@ -67,13 +67,13 @@ impl Core {
     }
 
     pub(super) fn apply_options(&mut self, w: &mut WorkerCtx) {
-        self.wr_max_only();
+        self.apply_local_options();
         self.apply_socket_options(w);
     }
 
     /// The options that live outside the socket: the write limit handles
     /// check, the read size.
-    fn wr_max_only(&mut self) {
+    fn apply_local_options(&mut self) {
         self.shared
             .wbuf_max
             .store(self.opts.wbuf_max, Ordering::Relaxed);
@@ -86,15 +86,13 @@ impl Core {
     /// (three `setsockopt`; an accepted socket on Linux inherits them from
     /// its listener instead, see `open`).
     fn apply_socket_options(&mut self, w: &mut WorkerCtx) {
-        #[cfg(not(test))]
-        let _ = &w;
         if let Some(sock) = self.sock.as_ref().and_then(Stream::as_tcp) {
             let s = SockRef::from(sock);
-            for _ in 0..3 {
-                crate::sys::tally!(w.poller, sockopt);
-            }
+            crate::sys::tally!(w.poller, sockopt);
             let _ = s.set_tcp_nodelay(self.opts.no_delay);
+            crate::sys::tally!(w.poller, sockopt);
             let _ = s.set_keepalive(self.opts.keepalive);
+            crate::sys::tally!(w.poller, sockopt);
             let _ = s.set_out_of_band_inline(self.opts.oobinline);
         }
     }
@@ -404,8 +402,6 @@ impl Core {
 /// lingering close) and shows the peer a reset instead of EOF. Bounded: a
 /// peer that keeps sending more than this gets the reset.
 pub(super) fn discard_unread(sock: &Stream, w: &WorkerCtx) {
-    #[cfg(not(test))]
-    let _ = w;
     // The actor's sockets are always non-blocking: this stops at WouldBlock.
     let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
     for _ in 0..64 {
