@@ -28,7 +28,7 @@ use host::{
     build_examples, examples_dir, loadavg, machine, raise_nofile, snapshot_binaries, source_state,
     TempDir,
 };
-use loadgen::{Flow, Idle, Latency, Measured, Window};
+use loadgen::{Churn, Flow, Idle, Latency, Measured, Window};
 use report::{ratio, si, stats, Table};
 use server::{Kind, Server, TlsFiles};
 use std::collections::BTreeMap;
@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: cargo bench -p netactor-compare --bench echo_compare -- [--quick] [--only SCENARIOS] \
 [--servers SERVERS] [--rounds N] [--secs S] [--lg-threads N] [--idle-conns N] [--no-build]
-  SCENARIOS: latency,many,bulk,tls,idle,idle-tls,scale (or one point: scale-10, scale-100, scale-1000, scale-10000)
+  SCENARIOS: latency,many,bulk,tls,idle,idle-tls,scale,churn,tls-churn (or one scale point: scale-10, scale-100, scale-1000, scale-10000)
   SERVERS: netactor,tokio,mio,thread,may";
 
 /// A scenario (scale points are separate scenarios internally).
@@ -54,6 +54,9 @@ enum Scen {
     /// Idle connections, each after a TLS handshake.
     IdleTls,
     Scale(usize),
+    /// Connect → 64 B echo → close, 64 at a time (plain and TLS).
+    Churn,
+    TlsChurn,
 }
 
 const MANY: Flow = Flow {
@@ -73,6 +76,9 @@ const TLS_SIZE: usize = 1024;
 const TLS_INFLIGHT: usize = 4;
 const LATENCY_SIZE: usize = 64;
 const IDLE_MSG: usize = 16;
+/// Churn: connections open at once per server, and the one message each echoes.
+const CHURN_SLOTS: usize = 64;
+const CHURN_SIZE: usize = 64;
 
 impl Scen {
     fn title(self) -> String {
@@ -89,6 +95,12 @@ impl Scen {
                     .into()
             }
             Scen::Scale(n) => format!("6. scale: {n} connections × 64 B × 16 in flight"),
+            Scen::Churn => format!(
+                "7. churn: {CHURN_SLOTS} slots × (connect, {CHURN_SIZE} B echo, close) — connections"
+            ),
+            Scen::TlsChurn => format!(
+                "8. TLS churn: {CHURN_SLOTS} slots × (connect, full TLS 1.3 handshake, {CHURN_SIZE} B echo, close) — connections"
+            ),
         }
     }
     fn short(self) -> String {
@@ -100,6 +112,8 @@ impl Scen {
             Scen::Idle => "idle".into(),
             Scen::IdleTls => "idle-tls".into(),
             Scen::Scale(n) => format!("scale-{n}"),
+            Scen::Churn => "churn".into(),
+            Scen::TlsChurn => "tls-churn".into(),
         }
     }
 }
@@ -167,7 +181,15 @@ fn parse_args() -> Result<Config, String> {
     };
     let names: Vec<String> = match only {
         None => [
-            "latency", "many", "bulk", "tls", "idle", "idle-tls", "scale",
+            "latency",
+            "many",
+            "bulk",
+            "tls",
+            "idle",
+            "idle-tls",
+            "scale",
+            "churn",
+            "tls-churn",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -183,6 +205,8 @@ fn parse_args() -> Result<Config, String> {
             "tls" => scens.push(Scen::Tls),
             "idle" => scens.push(Scen::Idle),
             "idle-tls" => scens.push(Scen::IdleTls),
+            "churn" => scens.push(Scen::Churn),
+            "tls-churn" => scens.push(Scen::TlsChurn),
             "scale" => {
                 // Its own 100-connection point (the same load as "many"),
                 // measured beside the 10- and 1 000-connection points.
@@ -255,7 +279,7 @@ fn measure(
     scen: Scen,
     tls: Option<&(TlsFiles, Arc<rustls::ClientConfig>)>,
 ) -> std::io::Result<Sample> {
-    let files = if matches!(scen, Scen::Tls | Scen::IdleTls) {
+    let files = if uses_tls(scen) {
         tls.map(|t| &t.0)
     } else {
         None
@@ -281,6 +305,23 @@ fn measure(
         Scen::Latency => unreachable!("latency runs all servers at once"),
         Scen::Many | Scen::Bulk | Scen::Tls | Scen::Scale(_) => {
             flow(flow_of(scen, tls).expect("a throughput scenario"))?
+        }
+        Scen::Churn | Scen::TlsChurn => {
+            let c = churn_of(scen, tls).expect("a churn scenario");
+            let m = loadgen::run_churn(
+                &[&server],
+                &c,
+                cfg.window,
+                cfg.lg_threads,
+                cfg.window.measure,
+            )
+            .pop()
+            .unwrap_or_else(|| Err(std::io::Error::other("no result")))?;
+            Sample {
+                m,
+                size: c.size,
+                ..Sample::default()
+            }
         }
         Scen::Idle => {
             let i = loadgen::run_idle(&server, cfg.idle_conns, IDLE_MSG, Duration::from_secs(60))?;
@@ -329,8 +370,37 @@ fn flow_of(scen: Scen, tls: Option<&(TlsFiles, Arc<rustls::ClientConfig>)>) -> O
             tls: tls.map(|t| t.1.clone()),
         }),
         Scen::Scale(n) => Some(Flow { conns: n, ..MANY }),
-        Scen::Latency | Scen::Idle | Scen::IdleTls => None,
+        Scen::Latency | Scen::Idle | Scen::IdleTls | Scen::Churn | Scen::TlsChurn => None,
     }
+}
+
+/// Whether a scenario's servers serve TLS.
+fn uses_tls(scen: Scen) -> bool {
+    matches!(scen, Scen::Tls | Scen::IdleTls | Scen::TlsChurn)
+}
+
+/// The load of a churn scenario (TLS: the churn client's own configuration,
+/// made once from the driver's certificate).
+fn churn_of(scen: Scen, tls: Option<&(TlsFiles, Arc<rustls::ClientConfig>)>) -> Option<Churn> {
+    static CLIENT: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>> =
+        std::sync::OnceLock::new();
+    let tls = match scen {
+        Scen::Churn => None,
+        Scen::TlsChurn => {
+            let files = &tls?.0;
+            let c = CLIENT.get_or_init(|| {
+                let pem = std::fs::read(&files.cert).map_err(|e| e.to_string())?;
+                loadgen::churn_client_config(&pem)
+            });
+            Some(c.as_ref().ok()?.clone())
+        }
+        _ => return None,
+    };
+    Some(Churn {
+        slots: CHURN_SLOTS,
+        size: CHURN_SIZE,
+        tls,
+    })
 }
 
 /// Whether a scenario runs every server at once, the load taking turns:
@@ -340,6 +410,9 @@ fn grouped(cfg: &Config, scen: Scen) -> bool {
     match scen {
         Scen::Latency => true,
         Scen::Idle | Scen::IdleTls => false,
+        Scen::Churn | Scen::TlsChurn => {
+            (CHURN_SLOTS * cfg.servers.len() + 256) as u64 <= cfg.nofile && cfg.servers.len() > 1
+        }
         _ => flow_of(scen, None).is_some_and(|f| {
             (f.conns * cfg.servers.len() + 256) as u64 <= cfg.nofile && cfg.servers.len() > 1
         }),
@@ -356,7 +429,7 @@ fn group_round(
     scen: Scen,
     tls: Option<&(TlsFiles, Arc<rustls::ClientConfig>)>,
 ) -> Vec<(Kind, Result<Sample, String>)> {
-    let files = if scen == Scen::Tls {
+    let files = if uses_tls(scen) {
         tls.map(|t| &t.0)
     } else {
         None
@@ -375,7 +448,24 @@ fn group_round(
         .iter()
         .filter_map(|(_, s)| s.as_ref().ok())
         .collect();
+    let churn = churn_of(scen, tls);
     let measured: Vec<std::io::Result<Sample>> = match flow_of(scen, tls) {
+        None if matches!(scen, Scen::Churn | Scen::TlsChurn) => match churn {
+            Some(c) => loadgen::run_churn(&live, &c, cfg.window, cfg.lg_threads, FLOW_TURN)
+                .into_iter()
+                .map(|r| {
+                    r.map(|m| Sample {
+                        m,
+                        size: c.size,
+                        ..Sample::default()
+                    })
+                })
+                .collect(),
+            None => live
+                .iter()
+                .map(|_| Err(std::io::Error::other("no TLS client configuration")))
+                .collect(),
+        },
         None => loadgen::run_latency(&live, LATENCY_SIZE, cfg.window, LATENCY_TURN)
             .into_iter()
             .map(|r| {
@@ -437,6 +527,13 @@ fn describe(scen: Scen, s: &Sample, n_idle: usize) -> String {
                 s.lg_cores()
             )
         }
+        Scen::Churn | Scen::TlsChurn => format!(
+            "{} conns/s, {} conns/server-CPU-s, server {:.2} cores, LG {:.2} cores",
+            si(s.msgs_per_sec()),
+            si(s.msgs_per_cpu()),
+            s.server_cores(),
+            s.lg_cores()
+        ),
         _ => format!(
             "{} msgs/s ({:.0} MB/s), {} msgs/server-CPU-s, server {:.2} cores, LG {:.2} cores",
             si(s.msgs_per_sec()),
@@ -638,6 +735,53 @@ fn idle_table(results: &Results, servers: &[Kind], scen: Scen, n: usize) -> Stri
     t.render()
 }
 
+/// Churn: connections per second and per server CPU-second, with ratios
+/// against tokio, the mio loop and may.
+fn churn_table(results: &Results, servers: &[Kind], scen: Scen) -> String {
+    let rate: fn(&Sample) -> f64 = Sample::msgs_per_sec;
+    let per_cpu: fn(&Sample) -> f64 = Sample::msgs_per_cpu;
+    let mut t = Table::new(&[
+        "server",
+        "conns/s",
+        "min–max",
+        "server cores",
+        "conns / server CPU-s",
+        "min–max",
+        "LG cores",
+        "× tokio",
+        "× mio",
+        "× may",
+        "× tokio /CPU",
+        "× mio /CPU",
+        "× may /CPU",
+    ]);
+    for &k in servers {
+        let (m, mm) = cell(results, scen, k, rate, si);
+        let (c, _) = cell(results, scen, k, Sample::server_cores, f2);
+        let (p, pmm) = cell(results, scen, k, per_cpu, si);
+        let (l, _) = cell(results, scen, k, Sample::lg_cores, f2);
+        let r = |b: Kind, f: fn(&Sample) -> f64| {
+            ratio(med(results, scen, k, f), med(results, scen, b, f))
+        };
+        t.row(vec![
+            k.name().into(),
+            m,
+            mm,
+            c,
+            p,
+            pmm,
+            l,
+            r(Kind::Tokio, rate),
+            r(Kind::Mio, rate),
+            r(Kind::May, rate),
+            r(Kind::Tokio, per_cpu),
+            r(Kind::Mio, per_cpu),
+            r(Kind::May, per_cpu),
+        ]);
+    }
+    t.render()
+}
+
 /// The scale points that ran, with the scenario that holds each.
 fn scale_points(results: &Results) -> Vec<(usize, Scen)> {
     let mut pts: Vec<(usize, Scen)> = results
@@ -764,6 +908,27 @@ fn targets(results: &Results) -> Vec<Target> {
         Sample::msgs_per_cpu,
         1.0,
     );
+    ratio_target(
+        "TLS ≥ 0.97× mio+rustls (per server CPU-s)",
+        Scen::Tls,
+        Kind::Mio,
+        Sample::msgs_per_cpu,
+        0.97,
+    );
+    ratio_target(
+        "churn ≥ 0.97× mio (connections per server CPU-s)",
+        Scen::Churn,
+        Kind::Mio,
+        Sample::msgs_per_cpu,
+        0.97,
+    );
+    ratio_target(
+        "TLS churn ≥ 0.97× mio (connections per server CPU-s)",
+        Scen::TlsChurn,
+        Kind::Mio,
+        Sample::msgs_per_cpu,
+        0.97,
+    );
     // Latency: lower is better.
     let p50 = |s: &Sample| s.lat.map_or(0.0, |l| l.p50);
     let r = match (
@@ -872,6 +1037,7 @@ fn scen_section(results: &Results, cfg: &Config, scen: Scen) -> String {
     s.push_str(&match scen {
         Scen::Latency => latency_table(results, &cfg.servers),
         Scen::Idle | Scen::IdleTls => idle_table(results, &cfg.servers, scen, cfg.idle_conns),
+        Scen::Churn | Scen::TlsChurn => churn_table(results, &cfg.servers, scen),
         _ => throughput_table(results, &cfg.servers, scen),
     });
     s
@@ -1019,7 +1185,7 @@ fn main() -> ExitCode {
         eprintln!("echo_compare: copying the server binaries: {e}");
         return ExitCode::FAILURE;
     }
-    let tls = if cfg.scens.contains(&Scen::Tls) || cfg.scens.contains(&Scen::IdleTls) {
+    let tls = if cfg.scens.iter().any(|&s| uses_tls(s)) {
         match tls_setup(&tmp.0) {
             Ok(t) => Some(t),
             Err(e) => {

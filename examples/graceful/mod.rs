@@ -26,6 +26,8 @@ use netactor::framing::{DecodeError, Decoder, Frame};
 use netactor::{ConnId, Connection, Ctx, Inactivity};
 use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// SIGINT and SIGTERM, registered for `server` (its name, for the error
@@ -46,9 +48,35 @@ pub fn termination_signals(
 /// (counted from its last successful write).
 pub const GRACE: Duration = Duration::from_secs(4);
 
+/// Hashes a [`ConnId`] as itself: ids are distinct counters, so SipHash
+/// (resistant to chosen keys, which nobody chooses here) would only cost
+/// every accepted and closed connection time in its registry.
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        // Spread sequential ids over the table's high bits (hashbrown
+        // takes the top 7 bits as a tag).
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 /// The open connections of a server.
 pub struct Sessions {
-    open: Mutex<HashMap<ConnId, Connection>>,
+    open: Mutex<HashMap<ConnId, Connection, BuildHasherDefault<IdHasher>>>,
+    /// [`Sessions::stop_all`] is waiting: closes are announced on the
+    /// channel from then on. (Before, each close would leave a message
+    /// nobody reads: memory growing with every connection ever closed.)
+    stopping: AtomicBool,
     closed_tx: Sender<()>,
     closed_rx: Receiver<()>,
 }
@@ -57,7 +85,8 @@ impl Default for Sessions {
     fn default() -> Self {
         let (closed_tx, closed_rx) = crossbeam_channel::unbounded();
         Sessions {
-            open: Mutex::new(HashMap::new()),
+            open: Mutex::new(HashMap::default()),
+            stopping: AtomicBool::new(false),
             closed_tx,
             closed_rx,
         }
@@ -72,7 +101,7 @@ impl Sessions {
 
     /// Forgets a connection (call on `Event::Closed`).
     pub fn closed(&self, id: ConnId) {
-        if self.open.lock().remove(&id).is_some() {
+        if self.open.lock().remove(&id).is_some() && self.stopping.load(Ordering::Acquire) {
             let _ = self.closed_tx.send(());
         }
     }
@@ -82,6 +111,9 @@ impl Sessions {
     /// no connection is added meanwhile.
     pub fn stop_all(&self, limit: Duration) {
         let end = Instant::now() + limit;
+        // From here every close is announced; one removed before is no
+        // longer in the map, which the loop below checks before each wait.
+        self.stopping.store(true, Ordering::Release);
         let open: Vec<Connection> = self.open.lock().values().cloned().collect();
         for c in open {
             // An already-closed connection refuses the call; it is (or is

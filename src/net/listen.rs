@@ -233,10 +233,15 @@ impl ListenerShared {
         else {
             return AcceptOutcome::AtLimit;
         };
+        // Non-blocking from the accept itself (one system call on Linux).
         let accepted = match &self.sock {
-            ListenSock::Tcp(l) => l.accept().map(|(s, peer)| (Stream::Tcp(s), Some(peer))),
+            ListenSock::Tcp(l) => {
+                crate::sys::socket::accept_tcp(l).map(|(s, peer)| (Stream::Tcp(s), peer))
+            }
             #[cfg(unix)]
-            ListenSock::Unix(l, _) => l.accept().map(|(s, _)| (Stream::Unix(s), None)),
+            ListenSock::Unix(l, _) => {
+                crate::sys::socket::accept_unix(l).map(|s| (Stream::Unix(s), None))
+            }
         };
         let (stream, peer) = match accepted {
             Ok(s) => s,
@@ -285,7 +290,7 @@ impl ListenerShared {
             shared,
             opts: self.opts.clone(),
             sink,
-            start: Start::Stream(stream),
+            start: Start::Accepted(stream),
             tls: self.tls.clone().map(TlsSetup::Server),
             limit,
         };
@@ -309,11 +314,24 @@ pub(crate) struct ListenerState {
     /// Not re-armed because a connection limit is reached: resumed when a
     /// slot frees (`Limits::freed`).
     at_limit: bool,
+    /// Its interest is off (`Poller::quiet_listener`) while accepting
+    /// pauses: re-armed when an accept loop next runs dry.
+    quiet: bool,
 }
 
 impl ListenerState {
-    fn rearm(&self, poller: &crate::sys::Poller, token: Token) {
+    fn rearm(&mut self, poller: &crate::sys::Poller, token: Token) {
+        self.quiet = false;
         let _ = poller.rearm_listener(&self.shared.sock, token.0);
+    }
+
+    /// Accepting pauses: no readiness reports until [`rearm`](Self::rearm).
+    /// (A oneshot registration is silent already: nothing to do.)
+    fn quiet(&mut self, poller: &crate::sys::Poller, token: Token) {
+        if !crate::sys::LISTENER_ONESHOT && !self.quiet {
+            self.quiet = true;
+            let _ = poller.quiet_listener(&self.shared.sock, token.0);
+        }
     }
 }
 
@@ -350,7 +368,11 @@ impl Acceptor<Actor> for ListenerState {
                     self.backoff = BACKOFF_MIN;
                 }
                 AcceptOutcome::WouldBlock => {
-                    self.rearm(poller, cx.token);
+                    // Edge-triggered: drained, the next connection raises a
+                    // new edge — unless the interest was turned off.
+                    if crate::sys::LISTENER_ONESHOT || self.quiet {
+                        self.rearm(poller, cx.token);
+                    }
                     return;
                 }
                 AcceptOutcome::Pause(why) => {
@@ -361,6 +383,7 @@ impl Acceptor<Actor> for ListenerState {
                     );
                     self.paused_until = Some(Instant::now() + self.backoff);
                     self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                    self.quiet(poller, cx.token);
                     return;
                 }
                 AcceptOutcome::AtLimit => {
@@ -377,12 +400,14 @@ impl Acceptor<Actor> for ListenerState {
                         );
                     }
                     self.at_limit = true;
+                    self.quiet(poller, cx.token);
                     return;
                 }
                 AcceptOutcome::Skip => {}
             }
         }
-        // Budget used up: re-arm; a still-pending backlog fires again at once.
+        // Budget used up: re-arm; a still-pending backlog fires again at once
+        // (edge-triggered too: re-arming reports readiness that is there).
         self.rearm(poller, cx.token);
     }
 }
@@ -471,6 +496,21 @@ pub(crate) fn bind(addr: SocketAddr, lo: &ListenOptions) -> io::Result<TcpListen
     }
     socket.bind(&addr.into())?;
     socket.listen(lo.backlog)?;
+    if crate::sys::socket::ACCEPT_INHERITS_OPTIONS {
+        // Every accepted connection inherits these (see the constant): set
+        // once here, they cost nothing per connection. Off is the kernel's
+        // default. Errors are ignored as they are per connection elsewhere.
+        let o = &lo.conn;
+        if o.no_delay {
+            let _ = socket.set_tcp_nodelay(true);
+        }
+        if o.keepalive {
+            let _ = socket.set_keepalive(true);
+        }
+        if o.oobinline {
+            let _ = socket.set_out_of_band_inline(true);
+        }
+    }
     Ok(socket.into())
 }
 
@@ -544,6 +584,7 @@ pub(crate) fn start(
         paused_until: None,
         backoff: BACKOFF_MIN,
         at_limit: false,
+        quiet: false,
     };
     reactor.command(PollerCmd::AddListener(shared.idx, Box::new(state)));
     Ok(Listener {

@@ -19,8 +19,19 @@ use std::time::Duration;
 /// in their upper bits and a slot below; all-ones is neither).
 const WAKER_KEY: u64 = u64::MAX;
 
-/// A listener's interest: readable, reported once until re-armed.
-const LISTENER: EventFlags = EventFlags::IN.union(EventFlags::ONESHOT);
+/// A listener's interest: readable, edge-triggered. The accept loop takes
+/// connections until `EAGAIN` (a new connection then raises a new edge), so
+/// a burst costs no `epoll_ctl` — a oneshot registration cost one re-arm
+/// per wake-up (mio's listeners are edge-triggered too). While accepting
+/// pauses (a limit, out of descriptors), [`Poller::quiet_listener`] turns
+/// the interest off, so a paused listener wakes nobody.
+const LISTENER: EventFlags = EventFlags::IN.union(EventFlags::ET);
+
+/// Whether a listener must be re-armed after every burst (oneshot).
+pub(crate) const LISTENER_ONESHOT: bool = false;
+/// Whether closing a connection's (never duplicated) descriptor also takes
+/// it out of the poller, so the explicit delete can be skipped.
+pub(crate) const CLOSE_DEREGISTERS: bool = true;
 
 pub(crate) struct Poller {
     epoll: OwnedFd,
@@ -32,6 +43,8 @@ pub(crate) struct Poller {
     /// A wake-up is written and not yet seen by a wait: later `notify` calls
     /// are free (`sys/notify.rs` has the rule and why it is safe).
     pending: NotifyFlag,
+    #[cfg(test)]
+    pub(crate) tally: super::Tally,
 }
 
 impl Poller {
@@ -48,6 +61,8 @@ impl Poller {
             epoll,
             waker,
             pending: NotifyFlag::default(),
+            #[cfg(test)]
+            tally: Default::default(),
         })
     }
 
@@ -57,6 +72,7 @@ impl Poller {
     /// descriptor also removes it, so a forgotten `delete` cannot leave a
     /// stale registration behind.
     pub(crate) fn add_stream(&self, src: &impl AsSource, key: usize) -> io::Result<()> {
+        super::tally!(self, ctl_add);
         epoll::add(
             &self.epoll,
             src.as_fd(),
@@ -66,11 +82,9 @@ impl Poller {
         Ok(())
     }
 
-    /// Registers a listener: readable, reported once until [`rearm_listener`]
-    /// (the accept loop re-arms after each burst).
-    ///
-    /// [`rearm_listener`]: Self::rearm_listener
+    /// Registers a listener: readable, edge-triggered (see [`LISTENER`]).
     pub(crate) fn add_listener(&self, src: &impl AsSource, key: usize) -> io::Result<()> {
+        super::tally!(self, ctl_add);
         epoll::add(
             &self.epoll,
             src.as_fd(),
@@ -80,7 +94,10 @@ impl Poller {
         Ok(())
     }
 
+    /// Turns a listener's interest back on; readiness already there (a
+    /// backlog left behind) is reported at once.
     pub(crate) fn rearm_listener(&self, src: &impl AsSource, key: usize) -> io::Result<()> {
+        super::tally!(self, ctl_mod);
         epoll::modify(
             &self.epoll,
             src.as_fd(),
@@ -90,7 +107,21 @@ impl Poller {
         Ok(())
     }
 
+    /// Turns a listener's interest off while accepting pauses (until
+    /// [`rearm_listener`](Self::rearm_listener)).
+    pub(crate) fn quiet_listener(&self, src: &impl AsSource, key: usize) -> io::Result<()> {
+        super::tally!(self, ctl_mod);
+        epoll::modify(
+            &self.epoll,
+            src.as_fd(),
+            EventData::new_u64(key as u64),
+            EventFlags::empty(),
+        )?;
+        Ok(())
+    }
+
     pub(crate) fn delete(&self, src: &impl AsSource) -> io::Result<()> {
+        super::tally!(self, ctl_del);
         epoll::delete(&self.epoll, src.as_fd())?;
         Ok(())
     }

@@ -22,7 +22,14 @@ pub(crate) struct Poller {
     notified: AtomicBool,
     /// Reused by every wait; only the holder of the poller role waits.
     events: parking_lot::Mutex<Events>,
+    #[cfg(test)]
+    pub(crate) tally: super::Tally,
 }
+
+/// Listeners are registered oneshot here: re-armed after every burst.
+pub(crate) const LISTENER_ONESHOT: bool = true;
+/// `polling` requires a source to be deleted before it is closed.
+pub(crate) const CLOSE_DEREGISTERS: bool = false;
 
 impl Poller {
     pub(crate) fn new() -> io::Result<Self> {
@@ -40,11 +47,14 @@ impl Poller {
             events: parking_lot::Mutex::new(Events::with_capacity(
                 std::num::NonZeroUsize::new(super::WAIT_BATCH).expect("non-zero"),
             )),
+            #[cfg(test)]
+            tally: Default::default(),
         })
     }
 
     /// Registers a connection: edge-triggered, both directions.
     pub(crate) fn add_stream(&self, src: &impl AsSource, key: usize) -> io::Result<()> {
+        super::tally!(self, ctl_add);
         // SAFETY: `polling` requires the source to be deleted before it is
         // closed. A connection deletes its descriptors when it finishes
         // (`Stream::deregister`); on the only backends `new` accepts (epoll
@@ -59,16 +69,24 @@ impl Poller {
 
     /// Registers a listener: readable, reported once until re-armed.
     pub(crate) fn add_listener(&self, src: &impl AsSource, key: usize) -> io::Result<()> {
+        super::tally!(self, ctl_add);
         // SAFETY: as above; a listener is also deleted explicitly
         // (RemoveListener, StopAccepting, Shutdown) before it is dropped.
         unsafe { self.inner.add(borrow(src), Event::readable(key)) }
     }
 
     pub(crate) fn rearm_listener(&self, src: &impl AsSource, key: usize) -> io::Result<()> {
+        super::tally!(self, ctl_mod);
         self.inner.modify(src, Event::readable(key))
     }
 
+    /// Nothing to do: a oneshot listener reports nothing until re-armed.
+    pub(crate) fn quiet_listener(&self, _src: &impl AsSource, _key: usize) -> io::Result<()> {
+        Ok(())
+    }
+
     pub(crate) fn delete(&self, src: &impl AsSource) -> io::Result<()> {
+        super::tally!(self, ctl_del);
         self.inner.delete(src)
     }
 

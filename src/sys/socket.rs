@@ -155,3 +155,54 @@ pub(crate) fn stream_socket(
 ) -> io::Result<socket2::Socket> {
     imp::stream_socket(domain, protocol)
 }
+
+/// Accepts one TCP connection, already non-blocking and close-on-exec.
+/// Linux and Android: one `accept4(SOCK_NONBLOCK | SOCK_CLOEXEC)`, where
+/// `TcpListener::accept` and then `set_nonblocking` take two system calls
+/// (the second one per connection, which a hand-written loop never pays).
+pub(crate) fn accept_tcp(
+    l: &std::net::TcpListener,
+) -> io::Result<(std::net::TcpStream, Option<std::net::SocketAddr>)> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use rustix::net::{acceptfrom_with, SocketFlags};
+        let (fd, peer) = acceptfrom_with(l, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC)?;
+        let peer = peer.and_then(|a| std::net::SocketAddr::try_from(a).ok());
+        Ok((std::net::TcpStream::from(fd), peer))
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let (s, peer) = l.accept()?;
+        s.set_nonblocking(true)?;
+        Ok((s, Some(peer)))
+    }
+}
+
+/// Accepts one Unix-domain connection, already non-blocking and
+/// close-on-exec (one `accept4` on Linux and Android, as [`accept_tcp`]).
+#[cfg(unix)]
+pub(crate) fn accept_unix(
+    l: &std::os::unix::net::UnixListener,
+) -> io::Result<std::os::unix::net::UnixStream> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use rustix::net::{accept_with, SocketFlags};
+        let fd = accept_with(l, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC)?;
+        Ok(std::os::unix::net::UnixStream::from(fd))
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let (s, _) = l.accept()?;
+        s.set_nonblocking(true)?;
+        Ok(s)
+    }
+}
+
+/// Whether a socket accepted from a listener inherits the listener's
+/// `TCP_NODELAY`, `SO_KEEPALIVE` and `SO_OOBINLINE`. Linux copies the
+/// listening socket's state into every connection it accepts (and starts
+/// the keepalive timer of one that inherits `SO_KEEPALIVE`), so options
+/// set once on the listener cost no `setsockopt` per connection; elsewhere
+/// every accepted connection sets them itself.
+pub(crate) const ACCEPT_INHERITS_OPTIONS: bool =
+    cfg!(any(target_os = "linux", target_os = "android"));

@@ -15,6 +15,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[path = "churn.rs"]
+mod churn;
+pub use churn::{client_config as churn_client_config, run_churn, Churn};
+
 /// Connects in flight at once per load-generator thread: well under every
 /// server's accept backlog (1024), so a burst of 10 000 never drops a SYN.
 const CONNECTS_IN_FLIGHT: usize = 128;
@@ -595,7 +599,7 @@ pub fn run_flows(
                 }
             }
         }
-        let r = coordinate(servers, flow, w, turn, deadline, &shared, &counters);
+        let r = coordinate(servers, flow.conns, w, turn, deadline, &shared, &counters);
         shared.stop.store(true, Ordering::Relaxed);
         shared.set_active(NONE);
         r
@@ -610,9 +614,13 @@ pub fn run_flows(
         .collect()
 }
 
+/// Drives the turns of an interleaved run and measures each server:
+/// first every server must report `need` units ready (`Shared::ready`:
+/// connections that echoed once, or churn cycles done), then warm-up and
+/// measured turns as [`run_flows`] describes.
 fn coordinate(
     servers: &[&Server],
-    flow: &Flow,
+    need: usize,
     w: Window,
     turn: Duration,
     deadline: Instant,
@@ -623,7 +631,7 @@ fn coordinate(
     // Every connection active (echoed at least once) before anything counts.
     loop {
         let pending: Vec<usize> = (0..k)
-            .filter(|&s| !shared.is_dead(s) && shared.ready[s].load(Ordering::Relaxed) < flow.conns)
+            .filter(|&s| !shared.is_dead(s) && shared.ready[s].load(Ordering::Relaxed) < need)
             .collect();
         if pending.is_empty() {
             break;
@@ -634,8 +642,8 @@ fn coordinate(
                 shared.fail(
                     s,
                     format!(
-                        "only {ready} of {} connections echoed within {:?}",
-                        flow.conns, w.setup_timeout
+                        "only {ready} of {need} connections echoed within {:?}",
+                        w.setup_timeout
                     ),
                 );
             }

@@ -40,8 +40,13 @@ use std::time::Instant;
 
 /// How a new actor gets its socket.
 pub(crate) enum Start {
-    /// Accepted or adopted: already connected.
+    /// Adopted: already connected; the application's socket.
     Stream(Stream),
+    /// Accepted from a netactor listener: non-blocking from the accept,
+    /// the listener's socket options inherited where the OS does that
+    /// (`sys::socket::ACCEPT_INHERITS_OPTIONS`), and the only descriptor
+    /// of its socket.
+    Accepted(Stream),
     /// Connect to these addresses in turn.
     Connect {
         addrs: Vec<SocketAddr>,
@@ -104,6 +109,7 @@ impl Source for Actor {
             failure: None,
             sock: None,
             registered: false,
+            accepted: false,
             rd: ReadHalf::new(opts.read_size),
             wr: WriteHalf::new(),
             opts,
@@ -126,6 +132,10 @@ impl Source for Actor {
         };
         match start {
             Start::Stream(stream) => core.open(stream, w),
+            Start::Accepted(stream) => {
+                core.accepted = true;
+                core.open(stream, w)
+            }
             Start::Connect { addrs, prepare } => {
                 core.connect_handshake = core.pending_tls.is_some();
                 core.connect = Some(Box::new(ConnectState {

@@ -15,16 +15,19 @@ use crate::conn::Options;
 use crate::error::Error;
 use crate::error::TimeoutKind;
 use crate::net::stream::Stream;
-use bytes::BytesMut;
 use socket2::SockRef;
 use std::io;
 use std::sync::atomic::Ordering;
 
 impl Core {
     pub(super) fn open(&mut self, stream: Stream, w: &mut WorkerCtx) {
-        if let Err(e) = stream.set_nonblocking(true) {
-            self.fail(Error::from_io(e), w);
-            return;
+        // An accepted socket is non-blocking from `accept` already.
+        if !self.accepted {
+            crate::sys::tally!(w.poller, nonblocking);
+            if let Err(e) = stream.set_nonblocking(true) {
+                self.fail(Error::from_io(e), w);
+                return;
+            }
         }
         if !self.registered {
             let r = stream.register(&w.poller, self.token);
@@ -51,7 +54,10 @@ impl Core {
         self.idle.any = w.now;
         self.idle.read = w.now;
         self.idle.write = w.now;
-        self.apply_options();
+        self.apply_local_options();
+        if !(self.accepted && crate::sys::socket::ACCEPT_INHERITS_OPTIONS) {
+            self.apply_socket_options(w);
+        }
         for kind in [TimeoutKind::Activity, TimeoutKind::Read, TimeoutKind::Write] {
             self.check_inactivity(timer_of(kind), w);
         }
@@ -60,18 +66,34 @@ impl Core {
         }
     }
 
-    pub(super) fn apply_options(&mut self) {
+    pub(super) fn apply_options(&mut self, w: &mut WorkerCtx) {
+        self.apply_local_options();
+        self.apply_socket_options(w);
+    }
+
+    /// The options that live outside the socket: the write limit handles
+    /// check, the read size.
+    fn apply_local_options(&mut self) {
         self.shared
             .wbuf_max
             .store(self.opts.wbuf_max, Ordering::Relaxed);
-        if let Some(sock) = self.sock.as_ref().and_then(Stream::as_tcp) {
-            let s = SockRef::from(sock);
-            let _ = s.set_tcp_nodelay(self.opts.no_delay);
-            let _ = s.set_keepalive(self.opts.keepalive);
-            let _ = s.set_out_of_band_inline(self.opts.oobinline);
-        }
         if self.rd.size.get() > self.opts.max_read_size {
             self.rd.size.set(self.opts.max_read_size);
+        }
+    }
+
+    /// `TCP_NODELAY`, `SO_KEEPALIVE`, `SO_OOBINLINE` as the options say
+    /// (three `setsockopt`; an accepted socket on Linux inherits them from
+    /// its listener instead, see `open`).
+    fn apply_socket_options(&mut self, w: &mut WorkerCtx) {
+        if let Some(sock) = self.sock.as_ref().and_then(Stream::as_tcp) {
+            let s = SockRef::from(sock);
+            crate::sys::tally!(w.poller, sockopt);
+            let _ = s.set_tcp_nodelay(self.opts.no_delay);
+            crate::sys::tally!(w.poller, sockopt);
+            let _ = s.set_keepalive(self.opts.keepalive);
+            crate::sys::tally!(w.poller, sockopt);
+            let _ = s.set_out_of_band_inline(self.opts.oobinline);
         }
     }
 
@@ -79,7 +101,7 @@ impl Core {
     /// reference's `on_drain` setter — `Drain` at once if the queue is
     /// already at or below it.
     pub(super) fn configured(&mut self, before: &Options, w: &mut WorkerCtx) {
-        self.apply_options();
+        self.apply_options(w);
         // Changed inactivity timeouts take effect at once, as with `set_timeout`.
         let timers = [
             (before.timeout, self.opts.timeout, TimerKind::Activity),
@@ -95,8 +117,9 @@ impl Core {
                 self.check_inactivity(kind, w);
             }
         }
-        let lwm = self.opts.low_water_mark;
-        if lwm != before.low_water_mark {
+        // `lwm`: none once the write side is shut (Drain stopped with it).
+        let lwm = self.lwm();
+        if self.opts.low_water_mark != before.low_water_mark {
             self.wr.above_lwm = false;
             if let Some(m) = lwm {
                 if self.wr.len > m {
@@ -325,11 +348,17 @@ impl Core {
         self.phase = Phase::Closed;
         self.record_close(w);
         if let Some(sock) = self.sock.take() {
-            if self.registered {
+            // Closing the only descriptor of an accepted socket takes it
+            // out of the poller too: one `epoll_ctl` saved.
+            if self.registered && !(self.accepted && crate::sys::CLOSE_DEREGISTERS) {
                 sock.deregister(&w.poller);
-                self.registered = false;
             }
-            discard_unread(&sock);
+            self.registered = false;
+            // After the peer's EOF (or its close_notify) nothing can be
+            // unread: the `recv` would only say so.
+            if !self.rd.eof {
+                discard_unread(&sock, w);
+            }
             drop(sock);
         }
         self.tls = None;
@@ -353,7 +382,14 @@ impl Core {
         self.discard_mail(left, &why);
         self.fail_reads(why);
         self.rd.stream = None;
-        self.rd.buf = BytesMut::new();
+        // Back to the worker's pool, not to the allocator: the next
+        // connection reads into it (a short-lived connection would
+        // otherwise cost a buffer allocation, and another for the shared
+        // header its first frame split adds).
+        let buf = std::mem::take(&mut self.rd.buf);
+        if buf.capacity() > 0 {
+            w.local.recycle(buf);
+        }
         self.armed.clear_all();
         self.publish(w);
         self.outbox.events.push(Event::Closed);
@@ -365,10 +401,11 @@ impl Core {
 /// which throws away output the kernel has not sent yet (the tail of a
 /// lingering close) and shows the peer a reset instead of EOF. Bounded: a
 /// peer that keeps sending more than this gets the reset.
-pub(super) fn discard_unread(sock: &Stream) {
+pub(super) fn discard_unread(sock: &Stream, w: &WorkerCtx) {
     // The actor's sockets are always non-blocking: this stops at WouldBlock.
     let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
     for _ in 0..64 {
+        crate::sys::tally!(w.poller, discard_recv);
         match sock.recv(&mut scratch) {
             Ok(got) if !got.is_empty() => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

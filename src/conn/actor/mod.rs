@@ -7,6 +7,8 @@
 //! socket is registered edge-triggered, so the actor remembers readiness
 //! itself (`readable`/`writable`) and only forgets it on `WouldBlock`.
 
+#[cfg(test)]
+mod churn_tests;
 mod connect;
 mod ctx;
 mod deliver;
@@ -88,6 +90,12 @@ pub(crate) struct Core {
     failure: Option<Box<Error>>,
     sock: Option<Stream>,
     registered: bool,
+    /// The socket came from a netactor listener (`Start::Accepted`): it is
+    /// non-blocking already, has the listener's options where accepted
+    /// sockets inherit them, and its descriptor is the only one — so
+    /// closing it also takes it out of the poller. Each saves a system
+    /// call per connection that a hand-written loop does not make.
+    accepted: bool,
     /// The read half: buffer, readiness, requests, streaming decoder.
     rd: ReadHalf,
     /// The write half: queue, readiness, half-close, `Drain`.

@@ -18,7 +18,6 @@ use std::collections::VecDeque;
 use std::io;
 use std::io::IoSlice;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Instant;
 
 /// Queued bytes up to this total, in buffers of at most [`COALESCE_AVG`]
@@ -198,7 +197,15 @@ impl Core {
         {
             if self.wr.side == WriteSide::ShutdownPending {
                 self.wr.side = WriteSide::Shut;
-                if let Some(sock) = self.sock.as_mut() {
+                // Both directions done (the application has seen EOF): the
+                // turn closes the socket when it ends (`end_of_turn`), and
+                // closing sends the FIN — a `shutdown` first would cost a
+                // system call per connection and change nothing on the wire.
+                // (Under TLS the close_notify has gone out: it is sent
+                // before this point, `tls_close_ready`.)
+                let closing_anyway = self.phase == Phase::Open && self.rd.eof_reported;
+                if let Some(sock) = self.sock.as_mut().filter(|_| !closing_anyway) {
+                    crate::sys::tally!(w.poller, shutdown);
                     let _ = sock.shutdown_write(&w.poller);
                 }
             }
@@ -270,12 +277,22 @@ impl Core {
         self.shared.release_write(n);
     }
 
+    /// The low-water mark in force: none once the write side is shut.
+    #[inline]
+    pub(super) fn lwm(&self) -> Option<usize> {
+        if self.wr.side == WriteSide::Open {
+            self.opts.low_water_mark
+        } else {
+            None
+        }
+    }
+
     /// `Drain`, defined once for every write path: the queue is at or below
     /// the low-water mark after having been above it, or a drain was asked
     /// for ([`Ctx::request_drain`], or setting the mark) and the queue is
     /// at or below the mark (empty, without one).
     pub(super) fn check_drain(&mut self) {
-        if self.wr.drain_waiters.is_some() && self.wr.len <= self.opts.low_water_mark.unwrap_or(0) {
+        if self.wr.drain_waiters.is_some() && self.wr.len <= self.lwm().unwrap_or(0) {
             for tx in self.wr.drain_waiters.take().into_iter().flat_map(|v| *v) {
                 let _ = tx.try_send(Ok(()));
             }
@@ -283,7 +300,7 @@ impl Core {
         if !(self.wr.above_lwm || self.wr.drain_requested) {
             return;
         }
-        if self.wr.len <= self.opts.low_water_mark.unwrap_or(0) {
+        if self.wr.len <= self.lwm().unwrap_or(0) {
             self.wr.above_lwm = false;
             self.wr.drain_requested = false;
             self.outbox.events.push(Event::Drain);
@@ -297,7 +314,7 @@ impl Core {
             Phase::Closing | Phase::Closed => {
                 let _ = tx.try_send(Err(self.end_error()));
             }
-            Phase::Open if self.wr.len <= self.opts.low_water_mark.unwrap_or(0) => {
+            Phase::Open if self.wr.len <= self.lwm().unwrap_or(0) => {
                 let _ = tx.try_send(Ok(()));
             }
             _ => self
@@ -323,8 +340,10 @@ impl Core {
         self.shared.write_shut.store(true, Ordering::Release);
         if self.wr.side == WriteSide::Open {
             self.wr.side = WriteSide::ShutdownPending;
-            // Drain events stop with the shutdown (the reference removes on_drain).
-            Arc::make_mut(&mut self.opts).low_water_mark = None;
+            // Drain events stop with the shutdown (the reference removes
+            // on_drain): `lwm` says no mark from now on. (Not by clearing
+            // it in the options: that copied the shared options, an
+            // allocation per connection that half-closes.)
             self.wr.drain_requested = false;
             self.flush(w);
         }

@@ -1,0 +1,235 @@
+//! What a short-lived accepted connection costs beyond its data path
+//! (issue 15: setting up an actor must cost no more than registering a
+//! socket in a hand-written loop), counted with the poller's test-only
+//! tally of system calls — and that the options the calls used to set
+//! still hold.
+
+use crate::conn::{Event, Options};
+use crate::framing::Raw;
+use crate::net::ListenOptions;
+use crate::Reactor;
+use crossbeam_channel::{bounded, Sender};
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Generous: a loaded 2-core machine runs these next to other tests.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The echo example's shape: echo frames, half-close after the client's
+/// EOF (the connection then closes: both directions are done).
+fn echo_reactor(
+    opts: Options,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    closed: Arc<AtomicUsize>,
+) -> (Reactor, crate::Listener) {
+    let reactor = Reactor::builder().workers(1).build().expect("reactor");
+    let mut lo = ListenOptions::new().options(opts);
+    if let Some(cfg) = tls {
+        lo = lo.tls(cfg);
+    }
+    let listener = reactor
+        .listen_with("127.0.0.1:0".parse().unwrap(), lo, move |ctx| {
+            ctx.set_streaming(Some(Raw));
+            let closed = closed.clone();
+            move |ctx: &mut crate::Ctx<'_>, ev: Event| match ev {
+                Event::Read(f) => {
+                    if let Some(b) = f.into_bytes() {
+                        let _ = ctx.write(b);
+                    }
+                }
+                Event::Eof => {
+                    let _ = ctx.shutdown();
+                }
+                Event::Closed => {
+                    closed.fetch_add(1, Ordering::SeqCst);
+                }
+                _ => {}
+            }
+        })
+        .expect("listen");
+    (reactor, listener)
+}
+
+/// One client connection: 64 bytes echoed, then the client's FIN and the
+/// server's, as the churn benchmark's client does (it closes first).
+fn one_connection(addr: std::net::SocketAddr) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let msg = [7u8; 64];
+    s.write_all(&msg).unwrap();
+    let mut back = [0u8; 64];
+    s.read_exact(&mut back).unwrap();
+    assert_eq!(back, msg);
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    // The server's FIN: it has finished with the connection.
+    s.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+}
+
+fn wait_for(what: &str, f: impl Fn() -> bool) {
+    let end = Instant::now() + WAIT;
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn an_accepted_connection_makes_no_setup_or_teardown_calls_a_hand_written_loop_does_not() {
+    const N: usize = 16;
+    let closed = Arc::new(AtomicUsize::new(0));
+    // Default options: TCP_NODELAY, SO_KEEPALIVE and SO_OOBINLINE on; a
+    // low-water mark as the echo example has (its shutdown used to copy
+    // the options).
+    let opts = Options::new().low_water_mark(Some(1 << 10));
+    let (reactor, listener) = echo_reactor(opts, None, closed.clone());
+    let addr = listener.local_addr();
+    for _ in 0..N {
+        one_connection(addr);
+    }
+    wait_for("every connection closed", || {
+        closed.load(Ordering::SeqCst) == N
+    });
+    let t = &reactor.shared.poller.tally;
+    let n = |a: &AtomicUsize| a.load(Ordering::SeqCst);
+    // Non-blocking from accept4: no fcntl/ioctl per connection.
+    assert_eq!(n(&t.nonblocking), 0, "set_nonblocking calls");
+    // The shutdown after the peer's EOF: the close sends the FIN.
+    assert_eq!(n(&t.shutdown), 0, "shutdown calls");
+    // No unread input can follow the peer's EOF: no discarding recv.
+    assert_eq!(n(&t.discard_recv), 0, "discarding recv calls");
+    // One registration per connection (and the listener's).
+    assert_eq!(n(&t.ctl_add), N + 1, "epoll_ctl ADD calls");
+    if crate::sys::socket::ACCEPT_INHERITS_OPTIONS {
+        // Set once on the listener, inherited by every accepted socket.
+        assert_eq!(n(&t.sockopt), 0, "setsockopt calls");
+    }
+    if crate::sys::CLOSE_DEREGISTERS {
+        // Closing the socket takes it out of the epoll set.
+        assert_eq!(n(&t.ctl_del), 0, "epoll_ctl DEL calls");
+    }
+    if !crate::sys::LISTENER_ONESHOT {
+        // Edge-triggered listener: no re-arm per accept burst.
+        assert_eq!(n(&t.ctl_mod), 0, "epoll_ctl MOD calls");
+    }
+    drop(listener);
+    reactor.shutdown();
+}
+
+/// The socket options of the server's end of each accepted connection,
+/// reported by the handler on the first frame.
+type Seen = (bool, bool, bool);
+
+fn options_of_accepted(opts: Options) -> Seen {
+    let (tx, rx) = bounded::<Seen>(1);
+    let reactor = Reactor::builder().workers(1).build().expect("reactor");
+    let tx: Sender<Seen> = tx;
+    let listener = reactor
+        .listen_with(
+            "127.0.0.1:0".parse().unwrap(),
+            ListenOptions::new().options(opts),
+            move |ctx| {
+                ctx.set_streaming(Some(Raw));
+                let tx = tx.clone();
+                move |ctx: &mut crate::Ctx<'_>, ev: Event| {
+                    if let Event::Read(_) = ev {
+                        let tcp = ctx.core.sock.as_ref().and_then(|s| s.as_tcp()).unwrap();
+                        let s = socket2::SockRef::from(tcp);
+                        let _ = tx.try_send((
+                            s.tcp_nodelay().unwrap(),
+                            s.keepalive().unwrap(),
+                            s.out_of_band_inline().unwrap(),
+                        ));
+                    }
+                }
+            },
+        )
+        .expect("listen");
+    let mut c = TcpStream::connect(listener.local_addr()).unwrap();
+    c.write_all(b"x").unwrap();
+    let seen = rx.recv_timeout(WAIT).expect("the handler's report");
+    drop(c);
+    drop(listener);
+    reactor.shutdown();
+    seen
+}
+
+#[test]
+fn accepted_sockets_have_the_listeners_socket_options() {
+    // The defaults: all three on.
+    assert_eq!(options_of_accepted(Options::new()), (true, true, true));
+    assert_eq!(
+        options_of_accepted(
+            Options::new()
+                .no_delay(false)
+                .keepalive(false)
+                .oobinline(false)
+        ),
+        (false, false, false)
+    );
+    assert_eq!(
+        options_of_accepted(Options::new().keepalive(false)),
+        (true, false, true)
+    );
+}
+
+/// One TLS client connection: a full handshake, 64 bytes echoed, then the
+/// client's close_notify and FIN; it reads the server's close_notify and
+/// FIN before it goes.
+fn one_tls_connection(addr: std::net::SocketAddr, cfg: &Arc<rustls::ClientConfig>) {
+    let sock = TcpStream::connect(addr).expect("connect");
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    let conn = rustls::ClientConnection::new(cfg.clone(), "localhost".try_into().unwrap())
+        .expect("client");
+    let mut s = rustls::StreamOwned::new(conn, sock);
+    let msg = [9u8; 64];
+    s.write_all(&msg).unwrap();
+    let mut back = [0u8; 64];
+    s.read_exact(&mut back).unwrap();
+    assert_eq!(back, msg);
+    s.conn.send_close_notify();
+    s.flush().unwrap();
+    s.sock.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    // The server's close_notify (a clean end: no error) and its FIN.
+    s.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+}
+
+#[test]
+fn a_tls_connection_closed_by_its_client_makes_no_shutdown_or_discarding_recv() {
+    const N: usize = 4;
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let server = crate::tls::ServerBuilder::from_pem(
+        ck.cert.pem().as_bytes(),
+        ck.signing_key.serialize_pem().as_bytes(),
+    )
+    .and_then(|b| b.build())
+    .expect("server config");
+    let client = crate::tls::ClientBuilder::new()
+        .ca_pem(ck.cert.pem().as_bytes())
+        .and_then(|b| b.build())
+        .expect("client config");
+    let closed = Arc::new(AtomicUsize::new(0));
+    let (reactor, listener) = echo_reactor(Options::new(), Some(server), closed.clone());
+    let addr = listener.local_addr();
+    for _ in 0..N {
+        one_tls_connection(addr, &client);
+    }
+    wait_for("every connection closed", || {
+        closed.load(Ordering::SeqCst) == N
+    });
+    let t = &reactor.shared.poller.tally;
+    let n = |a: &AtomicUsize| a.load(Ordering::SeqCst);
+    // The close_notify went out before; closing the socket sends the FIN.
+    assert_eq!(n(&t.shutdown), 0, "shutdown calls");
+    // Nothing may follow the peer's close_notify and FIN.
+    assert_eq!(n(&t.discard_recv), 0, "discarding recv calls");
+    assert_eq!(n(&t.nonblocking), 0, "set_nonblocking calls");
+    drop(listener);
+    reactor.shutdown();
+}
