@@ -186,6 +186,10 @@ pub(crate) struct ConnCounters {
     pub(crate) closes: [Counter; CAUSES],
     pub(crate) frames: Counter,
     pub(crate) events: Counter,
+    /// Streaming frames handed straight to a handler: each is one frame
+    /// decoded *and* one event delivered, counted once (one increment per
+    /// echoed message instead of two; the snapshot adds it to both).
+    pub(crate) direct_frames: Counter,
     pub(crate) mail: Counter,
     pub(crate) tls_done: [Counter; 3],
     pub(crate) tls_failed: [Counter; 3],
@@ -320,8 +324,8 @@ pub struct WorkerMetrics {
     pub handed_off: u64,
     /// Tasks it found for a parked worker and ran itself, in its place.
     pub borrowed: u64,
-    /// The longest round of turns among those timed (one round in 16 is
-    /// timed, so the clock is not read on every round).
+    /// The longest round of turns among those timed (the first round of
+    /// every 10 ms is timed, so the clock is not read after every round).
     pub longest_round: Duration,
     /// The most consecutive rounds it ran without polling or parking.
     pub max_rounds_unpolled: u64,
@@ -357,8 +361,9 @@ impl Metrics {
             for (dst, src) in m.closes.iter_mut().zip(&c.closes) {
                 *dst += src.get();
             }
-            m.frames_decoded += c.frames.get();
-            m.events_delivered += c.events.get();
+            let direct = c.direct_frames.get();
+            m.frames_decoded += c.frames.get() + direct;
+            m.events_delivered += c.events.get() + direct;
             m.mailbox_messages += c.mail.get();
             for i in 0..3 {
                 m.tls_handshakes[i] += c.tls_done[i].get();
@@ -579,7 +584,7 @@ impl Metrics {
         p.head(
             "worker_longest_round_seconds",
             "gauge",
-            "The longest round of turns among those timed (one in 16), in seconds.",
+            "The longest round of turns among those timed (the first of every 10 ms), in seconds.",
         );
         for (i, w) in self.workers.iter().enumerate() {
             let _ = writeln!(

@@ -442,3 +442,34 @@ fn counts_events_run_for_a_parked_worker() {
     assert!(m.workers[1].turns > m0.workers[1].turns, "{m:#?}");
     assert_eq!(m.workers[1].wakeups, m0.workers[1].wakeups, "{m:#?}");
 }
+
+/// Streaming frames handed straight to a handler are counted once for
+/// both totals (frames decoded, events delivered); the handler's other
+/// events are counted as delivered. Exact.
+#[test]
+fn counts_frames_and_events_delivered_to_a_handler() {
+    let r = reactor(1);
+    let l = r
+        .listen_with(any_port(), ListenOptions::new(), |ctx| {
+            ctx.set_streaming(Some(Line::new()));
+            |ctx: &mut netactor::Ctx<'_>, ev: Event| {
+                if let Event::Eof = ev {
+                    ctx.close();
+                }
+            }
+        })
+        .unwrap();
+    let mut p = peer(l.local_addr());
+    p.write_all(b"a\nb\nc\n").unwrap();
+    let m = metrics_until(&r, "three frames", |m| m.frames_decoded >= 3);
+    assert_eq!(m.frames_decoded, 3, "{m:#?}");
+    assert_eq!(m.events_delivered, 3, "{m:#?}");
+    // The peer's FIN: `Eof`, then `Closed` once the handler closed.
+    drop(p);
+    // (`Closed` is counted as delivered just after the close is.)
+    let m = metrics_until(&r, "closed", |m| {
+        m.connections_closed == 1 && m.events_delivered >= 5
+    });
+    assert_eq!(m.frames_decoded, 3, "{m:#?}");
+    assert_eq!(m.events_delivered, 5, "{m:#?}");
+}
