@@ -255,10 +255,11 @@ pub(crate) struct PollCounters {
 /// Counters only grow (until the process restarts); gauges are current
 /// values. A snapshot costs relaxed loads of every worker's counters and,
 /// under one short lock per worker (which that worker takes only when a
-/// connection starts or ends), six loads per open connection (not
-/// measured at scale: a scrape a second is the intended rate). It can be
-/// taken from any thread at any time; see "Operating a netactor server" in
-/// the README for what each value means and what to alert on.
+/// connection starts or ends), six loads per open connection: 30–60 µs
+/// with 10 000 connections open (`tests/metrics_scale.rs`), so a scrape a
+/// second costs nothing measurable. It can be taken from any thread at any
+/// time; see "Operating a netactor server" in the README for what each
+/// value means and what to alert on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Metrics {
