@@ -313,7 +313,8 @@ pub struct Metrics {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WorkerMetrics {
-    /// Connection turns run (readiness, mail, timers, fairness re-runs).
+    /// Connection turns run (readiness, mail, timers, fairness re-runs),
+    /// counted as each round of them ends.
     pub turns: u64,
     /// Times this worker waited on the poller (held the poller role).
     pub polls: u64,
