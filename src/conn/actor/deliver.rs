@@ -116,6 +116,7 @@ impl Actor {
     /// is queued ahead of it (no trip through the event vector), else in
     /// order. Counted here as a decoded frame — and, on the direct path,
     /// as the event too, with one increment (`direct_frames`).
+    ///
     /// The event is built in each branch, not once ahead of the test: the
     /// direct call then gets it built in place (one 64-byte copy fewer).
     pub(super) fn deliver_frame(&mut self, frame: Frame, w: &mut WorkerCtx) {
