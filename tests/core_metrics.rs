@@ -308,3 +308,172 @@ fn counts_accept_pauses_when_the_application_does_not_accept() {
         assert!(l.accept_timeout(WAIT).is_some());
     }
 }
+
+/// Two workers, no spinning, and a channel-mode listener whose first two
+/// connections land on worker 0 and worker 1 (round robin from a fresh
+/// reactor; checked below by each worker's open connections).
+struct TwoWorkers {
+    r: Reactor,
+    _l: netactor::Listener,
+    /// Peer and connection on worker 0, then on worker 1.
+    c0: netactor::Connection,
+    p1: TcpStream,
+    c1: netactor::Connection,
+    _p0: TcpStream,
+}
+
+fn two_workers() -> TwoWorkers {
+    let r = Reactor::builder()
+        .workers(2)
+        .spin(Duration::ZERO)
+        .adaptive_spin(false)
+        .shutdown_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let l = r.listen(any_port(), ListenOptions::new()).unwrap();
+    let p0 = peer(l.local_addr());
+    let c0 = l.accept_timeout(WAIT).unwrap();
+    metrics_until(&r, "the first on worker 0", |m| {
+        m.workers[0].connections_open == 1
+    });
+    let p1 = peer(l.local_addr());
+    let c1 = l.accept_timeout(WAIT).unwrap();
+    metrics_until(&r, "the second on worker 1", |m| {
+        m.workers[1].connections_open == 1
+    });
+    TwoWorkers {
+        r,
+        _l: l,
+        c0,
+        p1,
+        c1,
+        _p0: p0,
+    }
+}
+
+/// Blocks the worker that owns `c`, worker 1, in a turn: a `call` that
+/// waits on a channel (bounded) until the returned sender is dropped or
+/// sent to. Mail is run by the connection's next turn, which is normally
+/// its owner's — but a readiness event a borrower runs (left from the
+/// connection's start, while the owner was parked) takes the mail with it;
+/// then the call ran on the wrong thread and is posted again.
+fn block_worker(c: &netactor::Connection) -> crossbeam_channel::Sender<()> {
+    let end = Instant::now() + WAIT;
+    loop {
+        let (started_tx, started) = crossbeam_channel::bounded(1);
+        let (release, released) = crossbeam_channel::bounded::<()>(1);
+        c.call(move |_| {
+            let on = std::thread::current().name().unwrap_or("").to_string();
+            let _ = started_tx.send(on);
+            let _ = released.recv_timeout(Duration::from_secs(30));
+        })
+        .unwrap();
+        if started.recv_timeout(WAIT).unwrap() == "netactor-worker-1" {
+            return release;
+        }
+        drop(release);
+        assert!(Instant::now() < end, "the call never ran on worker 1");
+    }
+}
+
+/// Makes worker 0 take the poller role: mail for its connection wakes it
+/// (or interrupts its wait), it runs the turn, and being idle polls again.
+/// Returns once it has started that wait (`polls` counted).
+fn worker0_polls(t: &TwoWorkers) {
+    let before = t.r.metrics().workers[0].polls;
+    t.c0.call(|_| {}).unwrap();
+    metrics_until(&t.r, "worker 0 polling", |m| m.workers[0].polls > before);
+}
+
+/// Readiness found by the poller-role holder for a connection whose worker
+/// is busy in a turn is queued for that worker: one hand-off, exactly.
+#[test]
+fn counts_events_handed_to_a_busy_worker() {
+    let mut t = two_workers();
+    // Worker 1 is busy (a long turn on c1); only worker 0 can poll.
+    // The read is queued first, so the data completes it.
+    let reply = t.c1.push_read(Chunk::new(1)).unwrap();
+    let release = block_worker(&t.c1);
+    worker0_polls(&t);
+    let m0 = t.r.metrics();
+    // Data for c1: worker 0's wait finds it, nothing of its own, and cannot
+    // take worker 1's state (held by its busy thread): handed over.
+    t.p1.write_all(b"x").unwrap();
+    let m = metrics_until(&t.r, "a hand-off", |m| {
+        m.workers[0].handed_off > m0.workers[0].handed_off
+    });
+    assert_eq!(
+        m.workers[0].handed_off,
+        m0.workers[0].handed_off + 1,
+        "{m:#?}"
+    );
+    assert_eq!(m.workers[0].borrowed, m0.workers[0].borrowed, "{m:#?}");
+    // Worker 1 runs the readiness once free, and the read completes.
+    drop(release);
+    assert_eq!(&reply.recv_timeout(WAIT).unwrap()[..], b"x");
+    let m = t.r.metrics();
+    assert_eq!(m.workers[1].handed_off, m0.workers[1].handed_off);
+    assert_eq!(m.workers[1].borrowed, m0.workers[1].borrowed);
+}
+
+/// Readiness found by the poller-role holder, with nothing of its own,
+/// for a parked worker's connection is run by the holder itself under the
+/// parked worker's state lock: one borrowed task, exactly, and the turn is
+/// counted on the connection's worker.
+#[test]
+fn counts_events_run_for_a_parked_worker() {
+    let mut t = two_workers();
+    // Worker 0 must hold the role while worker 1 parks: keep worker 1 busy
+    // until worker 0 waits on the poller, then let it finish; finding the
+    // role taken, it parks.
+    // The read is queued first, so the data completes it.
+    let reply = t.c1.push_read(Chunk::new(1)).unwrap();
+    let release = block_worker(&t.c1);
+    worker0_polls(&t);
+    let parks = t.r.metrics().workers[1].parks;
+    drop(release);
+    metrics_until(&t.r, "worker 1 parked", |m| m.workers[1].parks > parks);
+    let m0 = t.r.metrics();
+    t.p1.write_all(b"y").unwrap();
+    assert_eq!(&reply.recv_timeout(WAIT).unwrap()[..], b"y");
+    // The turn is counted on worker 1 (its connection's), not worker 0,
+    // once the round ends: just after the read was answered.
+    let m = metrics_until(&t.r, "a borrowed task", |m| {
+        m.workers[0].borrowed > m0.workers[0].borrowed && m.workers[1].turns > m0.workers[1].turns
+    });
+    assert_eq!(m.workers[0].borrowed, m0.workers[0].borrowed + 1, "{m:#?}");
+    assert_eq!(m.workers[0].handed_off, m0.workers[0].handed_off, "{m:#?}");
+    assert_eq!(m.workers[0].turns, m0.workers[0].turns, "{m:#?}");
+    assert_eq!(m.workers[1].wakeups, m0.workers[1].wakeups, "{m:#?}");
+}
+
+/// Streaming frames handed straight to a handler are counted once for
+/// both totals (frames decoded, events delivered); the handler's other
+/// events are counted as delivered. Exact.
+#[test]
+fn counts_frames_and_events_delivered_to_a_handler() {
+    let r = reactor(1);
+    let l = r
+        .listen_with(any_port(), ListenOptions::new(), |ctx| {
+            ctx.set_streaming(Some(Line::new()));
+            |ctx: &mut netactor::Ctx<'_>, ev: Event| {
+                if let Event::Eof = ev {
+                    ctx.close();
+                }
+            }
+        })
+        .unwrap();
+    let mut p = peer(l.local_addr());
+    p.write_all(b"a\nb\nc\n").unwrap();
+    let m = metrics_until(&r, "three frames", |m| m.frames_decoded >= 3);
+    assert_eq!(m.frames_decoded, 3, "{m:#?}");
+    assert_eq!(m.events_delivered, 3, "{m:#?}");
+    // The peer's FIN: `Eof`, then `Closed` once the handler closed.
+    drop(p);
+    // (`Closed` is counted as delivered just after the close is.)
+    let m = metrics_until(&r, "closed", |m| {
+        m.connections_closed == 1 && m.events_delivered >= 5
+    });
+    assert_eq!(m.frames_decoded, 3, "{m:#?}");
+    assert_eq!(m.events_delivered, 5, "{m:#?}");
+}

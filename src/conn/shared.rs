@@ -67,9 +67,10 @@ pub(crate) struct Counters {
     pub(crate) bytes_written: AtomicU64,
     pub(crate) read_calls: AtomicU64,
     pub(crate) write_calls: AtomicU64,
-    /// As of the actor's last turn (`Core::publish`): bytes in the read
-    /// buffer (saturating at 4 GiB: four bytes in every connection), and
-    /// when it last read and wrote (`reactor::timers::stamp`s; 0 = never).
+    /// Bytes in the read buffer as of the actor's last turn
+    /// (`Core::publish`; saturating at 4 GiB: four bytes in every
+    /// connection), and when it last read and wrote (`reactor::timers::
+    /// stamp`s, stored by each read and write; 0 = never).
     pub(crate) read_buffered: AtomicU32,
     pub(crate) last_read: AtomicU32,
     pub(crate) last_write: AtomicU32,
@@ -141,9 +142,9 @@ pub enum TlsState {
 }
 
 /// A snapshot of a connection's counters and state, readable from any
-/// thread without a round trip to its worker. The values the actor keeps
-/// to itself (`read_buffered`, `last_read`, `last_write`) are as of the end
-/// of its last turn.
+/// thread without a round trip to its worker. `read_buffered` is as of the
+/// end of the actor's last turn; `last_read` and `last_write` as of its
+/// last read and write.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {

@@ -42,9 +42,12 @@ impl TimerHeap {
 /// The unit of a [`stamp`]: 10 ms.
 pub(crate) const STAMP_UNIT: std::time::Duration = std::time::Duration::from_millis(10);
 
-/// 10 ms units after [`epoch`].
+/// 10 ms units after [`epoch`], in 64-bit arithmetic (`as_millis` is
+/// 128-bit: a TLS connection converts on every socket read and write).
 fn units(at: Instant) -> u64 {
-    (at.saturating_duration_since(epoch()).as_millis() / STAMP_UNIT.as_millis()) as u64
+    const PER_SEC: u64 = 1_000_000_000 / STAMP_UNIT.as_nanos() as u64;
+    let d = at.saturating_duration_since(epoch());
+    d.as_secs() * PER_SEC + (d.subsec_nanos() / STAMP_UNIT.subsec_nanos()) as u64
 }
 
 /// `at` as 10 ms units after [`epoch`] in 32 bits, plus one, never 0 (0

@@ -240,7 +240,7 @@ impl<S: Source> WorkerState<S> {
         if ctx.now >= ctx.stamp_until {
             ctx.refresh_stamp();
         }
-        ctx.metrics.conn.turns.add(tasks.len() as u64);
+        let n = tasks.len();
         for task in tasks.drain(..) {
             match task {
                 Task::Io(token, ready) => with_source(slab, token, ctx, |a, c| a.on_io(ready, c)),
@@ -273,11 +273,10 @@ impl<S: Source> WorkerState<S> {
                 }
             }
         }
-        // Connections that yielded for fairness run again after everyone else.
+        // Connections that yielded for fairness run again after everyone
+        // else. Turns are counted once a round, these included.
         std::mem::swap(again, &mut ctx.again);
-        if !again.is_empty() {
-            ctx.metrics.conn.turns.add(again.len() as u64);
-        }
+        ctx.metrics.conn.turns.add((n + again.len()) as u64);
         for token in again.drain(..) {
             with_source(slab, token, ctx, |a, c| a.on_io(Readiness::default(), c));
         }

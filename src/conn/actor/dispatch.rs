@@ -113,8 +113,7 @@ impl Actor {
                         } else {
                             None
                         };
-                        w.metrics.conn.frames.inc();
-                        self.deliver_one(Event::Read(frame), w);
+                        self.deliver_frame(frame, w);
                         if let Some(a) = action {
                             self.core.frame_action(a, w);
                         }

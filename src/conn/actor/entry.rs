@@ -124,7 +124,6 @@ impl Source for Actor {
             connect_handshake: false,
             deferred: None,
             _limit: limit.map(Box::new),
-            activity: 0,
         };
         let (sink, factory) = match sink {
             SinkSetup::Ready(s) => (Some(s), None),

@@ -134,14 +134,7 @@ pub(crate) struct Core {
     /// worker drops the actor, after `Closed` was handed over (boxed: only
     /// with a limit configured).
     _limit: Option<Box<crate::reactor::limit::LimitGuard>>,
-    /// Read (`ACTIVE_READ`) or wrote (`ACTIVE_WRITE`) since the last
-    /// [`Core::publish`]: the activity stamps handles see are published
-    /// once a turn, not on every system call.
-    activity: u8,
 }
-
-const ACTIVE_READ: u8 = 1;
-const ACTIVE_WRITE: u8 = 2;
 
 struct ConnectState {
     addrs: Vec<SocketAddr>,

@@ -1,10 +1,9 @@
-//! What the actor tells the outside about itself: the values handles read
-//! in `Stats` and the worker's gauges (published once a turn), and how a
-//! close is counted and logged.
+//! What the actor tells the outside about itself: the read buffer's size
+//! handles read in `Stats` and snapshots sum (published once a turn), and
+//! how a close is counted and logged.
 
 use super::Core;
 use super::WorkerCtx;
-use super::{ACTIVE_READ, ACTIVE_WRITE};
 use crate::conn::shared::TlsState;
 use crate::error::{Error, TimeoutKind};
 use crate::metrics::{tls_version_idx, CloseCause};
@@ -12,29 +11,20 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
 impl Core {
-    /// Publishes what handles and snapshots read of this turn: the read
-    /// buffer's size (a plain store; snapshots sum it over the live
-    /// connections, `live.rs`, as they sum the write reservations) and the
-    /// activity stamps. Called at
-    /// the end of every turn and on close.
+    /// Publishes the read buffer's size for handles (`Stats`) and
+    /// snapshots (which sum it over the live connections, `live.rs`, as
+    /// they sum the write reservations): a plain store at the end of every
+    /// turn and on close (cheaper than a test for whether it changed). The
+    /// activity stamps are stored as reads and writes happen
+    /// (`note_read_at`, `note_write_at`); `_w` keeps the callers' shape.
     #[inline]
-    pub(super) fn publish(&mut self, w: &WorkerCtx) {
-        let c = &self.shared.counters;
-        let rb = self.rd.buf.len().min(u32::MAX as usize) as u32;
-        c.read_buffered.store(rb, Ordering::Relaxed);
-        let a = self.activity;
-        if a != 0 {
-            // Reads and writes of a turn happen at its `now`, published as
-            // a stamp at most 10 ms old (`WorkerCtx::stamp`).
-            let t = w.stamp();
-            if a & ACTIVE_READ != 0 {
-                c.last_read.store(t, Ordering::Relaxed);
-            }
-            if a & ACTIVE_WRITE != 0 {
-                c.last_write.store(t, Ordering::Relaxed);
-            }
-            self.activity = 0;
-        }
+    pub(super) fn publish(&mut self, _w: &WorkerCtx) {
+        let len = self.rd.buf.len();
+        let rb = len.min(u32::MAX as usize) as u32;
+        self.shared
+            .counters
+            .read_buffered
+            .store(rb, Ordering::Relaxed);
     }
 
     /// Counts (and logs) the close `finish` is making: its cause, and a TLS

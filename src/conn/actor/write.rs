@@ -6,7 +6,6 @@ use super::Core;
 use super::Phase;
 use super::WorkerCtx;
 use super::WriteSide;
-use super::ACTIVE_WRITE;
 use super::MAX_IOV;
 use crate::conn::Event;
 use crate::error::Error;
@@ -72,10 +71,20 @@ impl WriteHalf {
 }
 
 impl Core {
+    /// Counts a write of `n` bytes at `now` (the TLS pump's entry: see
+    /// `note_read`).
     pub(super) fn note_write(&mut self, n: usize, now: Instant) {
+        self.note_write_at(n, now, crate::reactor::timers::stamp(now));
+    }
+
+    /// Counts a write of `n` bytes at `now` and publishes `stamp` for
+    /// `Stats::last_write` (see `note_read_at`).
+    #[inline]
+    pub(super) fn note_write_at(&mut self, n: usize, now: Instant, stamp: u32) {
         let c = &self.shared.counters;
         c.add_write(n);
-        self.activity |= ACTIVE_WRITE;
+        c.last_write
+            .store(stamp, std::sync::atomic::Ordering::Relaxed);
         self.idle.touch_write(now);
     }
 
@@ -123,7 +132,7 @@ impl Core {
         self.shared.check_room(data.len())?;
         match sock.send(&data) {
             Ok(n) => {
-                self.note_write(n, w.now);
+                self.note_write_at(n, w.now, w.stamp());
                 if n < data.len() {
                     self.wr.writable = false;
                     self.shared.add_queued(data.len() - n);
@@ -255,7 +264,7 @@ impl Core {
             match sent {
                 Ok(n) => {
                     self.consume_written(n);
-                    self.note_write(n, w.now);
+                    self.note_write_at(n, w.now, w.stamp());
                     if n < offered {
                         // The send buffer is full; the next edge says when it has room.
                         self.wr.writable = false;
