@@ -283,6 +283,9 @@ pub enum Frame {
 
 impl Frame {
     /// The payload bytes, for byte-like frames (raw, chunk, line without its EOL).
+    // Inlined (here and below): a handler in another crate calls these per
+    // frame, and out of line each costs a call and a copy of the frame.
+    #[inline]
     pub fn bytes(&self) -> Option<&Bytes> {
         match self {
             Frame::Bytes(b) => Some(b),
@@ -292,6 +295,7 @@ impl Frame {
     }
 
     /// Consumes the frame and returns its payload bytes, if byte-like.
+    #[inline]
     pub fn into_bytes(self) -> Option<Bytes> {
         match self {
             Frame::Bytes(b) => Some(b),
@@ -302,12 +306,14 @@ impl Frame {
 }
 
 impl From<Bytes> for Frame {
+    #[inline]
     fn from(b: Bytes) -> Self {
         Frame::Bytes(b)
     }
 }
 
 impl From<LineFrame> for Frame {
+    #[inline]
     fn from(l: LineFrame) -> Self {
         Frame::Line(l)
     }

@@ -88,8 +88,15 @@ impl Ctx<'_> {
     /// [`low_water_mark`](Options::low_water_mark) set, a write larger than
     /// the mark is followed by [`Event::Drain`](crate::Event::Drain) once the queue is back at or
     /// below it — also when the kernel took it all at once.
+    #[inline]
     pub fn write(&mut self, data: impl Into<Bytes>) -> Result<()> {
-        let data = data.into();
+        // Only the conversion is generic: the rest is compiled once, here,
+        // with `write_through` inlined into it, rather than in each
+        // application crate as a second call on the way to `send`.
+        self.write_bytes(data.into())
+    }
+
+    fn write_bytes(&mut self, data: Bytes) -> Result<()> {
         if data.is_empty() {
             return Ok(());
         }

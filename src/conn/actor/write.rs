@@ -117,6 +117,9 @@ impl Core {
     /// atomic read-modify-writes per message saved on the hot path. (A
     /// concurrent reservation from another thread may then find the limit
     /// passed by at most this one write's remainder.)
+    // Its only caller is `Ctx::write_bytes` (another codegen unit): inlined
+    // there, a handler's write is one call down to `send`.
+    #[inline]
     pub(super) fn write_through(&mut self, data: Bytes, w: &mut WorkerCtx) -> Result<()> {
         let direct = self.tls.is_none()
             && self.phase == Phase::Open
