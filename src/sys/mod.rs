@@ -87,6 +87,11 @@ pub(crate) struct Tally {
     pub(crate) shutdown: std::sync::atomic::AtomicUsize,
     /// `recv` calls that drop unread input before a close.
     pub(crate) discard_recv: std::sync::atomic::AtomicUsize,
+    /// Ciphertext `send` calls (records handed to the kernel).
+    pub(crate) tls_send: std::sync::atomic::AtomicUsize,
+    /// Ciphertext `recv` calls that found nothing (`EAGAIN`), after the
+    /// connection's first read.
+    pub(crate) tls_recv_again: std::sync::atomic::AtomicUsize,
 }
 
 /// Counts one call in the poller's [`Tally`] (test builds; nothing otherwise).

@@ -17,7 +17,9 @@
 //!
 //! Plaintext for the peer is encrypted from the actor's write queue at
 //! most [`WRITE_CHUNK`] bytes at a time, and only while `outgoing` is
-//! empty, so the session never holds more than one chunk of ciphertext.
+//! empty — or holds only a few records rustls queued on its own (session
+//! tickets), which then leave with it in one `send` — so the session never
+//! holds much more than one chunk of ciphertext.
 //! The write reservation of those bytes is held (counted in `in_engine`)
 //! until their records have been handed to the kernel.
 
@@ -570,6 +572,11 @@ impl TlsSession {
         };
         self.in_engine += taken;
         Ok(taken)
+    }
+
+    /// Bytes of ciphertext waiting for the socket.
+    pub(crate) fn pending_records(&self) -> usize {
+        self.outgoing.len()
     }
 
     /// Writes queued records to the socket.

@@ -24,6 +24,11 @@ use std::io;
 use std::io::IoSlice;
 use std::sync::Arc;
 
+/// Most ciphertext the engine queued on its own (session tickets: a few
+/// hundred bytes) that queued plaintext is encrypted behind, to share its
+/// `send`.
+const PIGGYBACK_MAX: usize = 4 << 10;
+
 impl Core {
     /// Whether nothing TLS-specific remains to be written before FIN or the
     /// end of a close. Called with an empty write queue; sends close_notify
@@ -206,6 +211,12 @@ impl Core {
         self.release_in_engine(t.in_engine);
         // What followed the peer's close_notify is the plaintext stream.
         self.rd.buf.extend_from_slice(&t.leftover);
+        if !t.leftover.is_empty() {
+            // It came with a read that was likely short (no more reads
+            // then), and the pump dispatches again only around a read:
+            // one more read (once per `stoptls`) gets it delivered now.
+            self.rd.readable = true;
+        }
         self.armed.clear(TimerKind::Handshake);
         self.shared.set_tls_info(None);
         self.shared.counters.set_tls(TlsState::None, None);
@@ -325,7 +336,15 @@ impl Core {
                 self.rd.readable = false;
                 self.tls_eof().map(|()| 0)
             }
-            Ok(Recv::Data { n, .. }) => {
+            Ok(Recv::Data { n, short }) => {
+                // As on the plain path: a short read emptied the kernel
+                // buffer, and the edge-triggered registration raises a new
+                // edge for later data, so the `recv` that would only say
+                // EAGAIN is skipped — unless the poller reported RDHUP/HUP
+                // (a FIN after the data is only seen by the next recv).
+                if short && !self.rd.peer_hup {
+                    self.rd.readable = false;
+                }
                 self.note_read(n, w.now);
                 let r = self.tls_input(n).map(|()| n);
                 if self.phase == Phase::Closing {
@@ -335,6 +354,18 @@ impl Core {
                 r
             }
             Ok(Recv::WouldBlock) => {
+                // Not the read a new connection makes on spec (its hello
+                // may not be there yet): the ones that follow reads.
+                #[cfg(test)]
+                if self
+                    .shared
+                    .counters
+                    .read_calls
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    > 0
+                {
+                    crate::sys::tally!(w.poller, tls_recv_again);
+                }
                 self.rd.readable = false;
                 Ok(0)
             }
@@ -387,7 +418,36 @@ impl Core {
             let (Some(t), Some(sock)) = (self.tls.as_mut(), self.sock.as_ref()) else {
                 return;
             };
+            // Records the engine queued on its own — the session tickets a
+            // server sends after the handshake — go out with the reply the
+            // same turn queued: it is encrypted behind them first, so one
+            // `send` carries both instead of one each. Only behind a few
+            // such bytes, none of them queued plaintext (`in_engine`).
+            if self.wr.writable
+                && t.wants_write()
+                && t.in_engine == 0
+                && t.pending_records() <= PIGGYBACK_MAX
+                && t.accepts_plaintext()
+                && !self.wr.queue.is_empty()
+            {
+                let pool = &mut w.local.bufs;
+                t.lend_outgoing(|| pool.pop());
+                let r = t.write_plain(
+                    &self.wr.queue,
+                    None,
+                    &mut w.local.coalesce,
+                    &mut self.rd.buf,
+                );
+                match r {
+                    Ok(n) => pop_front_bytes(&mut self.wr.queue, n),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
             while self.wr.writable && t.wants_write() {
+                crate::sys::tally!(w.poller, tls_send);
                 match t.send_to(sock) {
                     Ok(n) => {
                         let c = &self.shared.counters;
