@@ -292,8 +292,16 @@ fn a_tls_echo_shares_its_send_with_the_session_tickets_and_reads_stop_at_a_short
     // connection); a short read now ends it, and the next edge brings the
     // next flight. (Epoll polls the mask when it reports an event: an edge
     // for bytes a read already took is not reported.) Bound loosely all the
-    // same: the suite shares the machine.
-    assert!(again < N / 2, "{again} EAGAIN reads for {N} connections");
+    // same: the suite shares the machine. Only with the epoll backend: the
+    // portable one (`polling`'s oneshot interest, re-armed each turn) can
+    // report readiness for bytes a read already took, as CI's
+    // portable-poller run showed (24 for 16 connections).
+    if cfg!(all(
+        any(target_os = "linux", target_os = "android"),
+        not(feature = "portable-poller")
+    )) {
+        assert!(again < N / 2, "{again} EAGAIN reads for {N} connections");
+    }
     drop(listener);
     reactor.shutdown();
 }
