@@ -43,6 +43,17 @@ pub fn crypto_provider() -> Result<Arc<CryptoProvider>> {
     }
 }
 
+/// [`crypto_provider`], where netactor chooses it with TLS 1.3 record keys
+/// that idle connections give back (tls/idle_keys.rs).
+fn default_provider() -> Result<Arc<CryptoProvider>> {
+    if CryptoProvider::get_default().is_none() {
+        if let Some(p) = super::idle_keys::own_provider() {
+            return Ok(p);
+        }
+    }
+    crypto_provider()
+}
+
 fn read_file(p: &Path) -> Result<Vec<u8>> {
     std::fs::read(p).map_err(|e| {
         // An I/O error, with the path (which `io::Error` itself lacks).
@@ -203,7 +214,7 @@ impl ClientBuilder {
     pub fn build(self) -> Result<Arc<ClientConfig>> {
         let provider = match self.provider {
             Some(p) => p,
-            None => crypto_provider()?,
+            None => default_provider()?,
         };
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -322,7 +333,7 @@ impl ServerBuilder {
     pub fn build(self) -> Result<Arc<ServerConfig>> {
         let provider = match self.provider {
             Some(p) => p,
-            None => crypto_provider()?,
+            None => default_provider()?,
         };
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()

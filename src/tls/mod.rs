@@ -122,6 +122,7 @@
 
 mod config;
 mod hello;
+pub(crate) mod idle_keys;
 mod session;
 
 pub use config::{certs_from_pem, crypto_provider, key_from_pem, ClientBuilder, ServerBuilder};

@@ -361,7 +361,8 @@ pub(crate) struct TlsSession {
     /// Bytes queued in clear before `starttls`: they go out before any record.
     pub(crate) plain_prefix: usize,
     /// Socket bytes that followed the peer's close_notify (plaintext after `stoptls`).
-    pub(crate) leftover: BytesMut,
+    /// (Boxed: rare, and the session sits in every TLS connection.)
+    pub(crate) leftover: Option<Box<BytesMut>>,
     /// Server side: the start of the stream until the ClientHello could be
     /// read (rustls's unbuffered server does not tell the SNI name).
     hello: Option<Box<hello::HelloScan>>,
@@ -370,6 +371,8 @@ pub(crate) struct TlsSession {
     compacted: bool,
     /// The SNI name the client asked for (server side).
     sni: Option<Box<str>>,
+    /// The engine's TLS 1.3 record keys, to release while idle.
+    keys: super::idle_keys::Collector,
 }
 
 impl TlsSession {
@@ -409,10 +412,11 @@ impl TlsSession {
             answer_pending: false,
             in_engine: 0,
             plain_prefix: 0,
-            leftover: BytesMut::new(),
+            leftover: None,
             hello,
             compacted: false,
             sni: None,
+            keys: Default::default(),
         })
     }
 
@@ -430,10 +434,11 @@ impl TlsSession {
             rbuf,
             peer_closed: &mut self.peer_closed,
         };
-        let r = match &mut self.engine {
+        let engine = &mut self.engine;
+        let r = self.keys.run(|| match engine {
             Engine::Client(c) => drive(c, b, write),
             Engine::Server(s) => drive(s, b, write),
-        };
+        });
         if r.is_err() {
             match &mut self.engine {
                 Engine::Client(c) => collect_alert(c, &mut self.incoming, &mut self.outgoing),
@@ -461,6 +466,27 @@ impl TlsSession {
             return true;
         }
         false
+    }
+
+    /// Whether the engine holds TLS 1.3 record keys that can be released.
+    pub(crate) fn has_lazy_keys(&self) -> bool {
+        self.keys.has_keys()
+    }
+
+    /// Releases the record keys' AEAD contexts (built again by the next
+    /// record); true if any was held.
+    pub(crate) fn release_keys(&mut self) -> bool {
+        self.keys.release()
+    }
+
+    /// Whether the engine ran since the keys were released (once).
+    pub(crate) fn take_keys_woke(&mut self) -> bool {
+        self.keys.take_woke()
+    }
+
+    /// The keys were released and no record has been through since.
+    pub(crate) fn keys_released(&self) -> bool {
+        self.keys.is_released()
     }
 
     /// Records are waiting to be sent.
@@ -523,7 +549,9 @@ impl TlsSession {
         if self.peer_closed {
             let data = self.incoming.split();
             if self.stopping || self.answer_pending {
-                self.leftover.extend_from_slice(&data);
+                self.leftover
+                    .get_or_insert_with(Default::default)
+                    .extend_from_slice(&data);
             }
             return Ok(());
         }
@@ -539,7 +567,8 @@ impl TlsSession {
         }
         self.run(rbuf, &mut Write::Nothing)?;
         if self.peer_closed {
-            self.leftover = self.incoming.split();
+            let rest = self.incoming.split();
+            self.leftover = (!rest.is_empty()).then(|| Box::new(rest));
         } else if self.incoming.len() > INCOMING_MAX {
             return Err(tls_error(rustls::Error::InvalidMessage(
                 rustls::InvalidMessage::MessageTooLarge,

@@ -253,6 +253,8 @@ impl Source for Actor {
             TimerKind::Handshake => {
                 if self.core.tls.as_ref().is_some_and(|t| t.is_handshaking()) {
                     self.core.fail(Error::TimedOut(TimeoutKind::Handshake), w);
+                } else {
+                    self.core.tls_keys_idle(w);
                 }
             }
             TimerKind::Retry => {}

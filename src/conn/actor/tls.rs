@@ -19,9 +19,16 @@ use crate::error::Result;
 use crate::metrics::tls_version_idx;
 use crate::tls::TlsSession;
 use crate::tls::TlsSetup;
-use bytes::BytesMut;
 use std::io;
 use std::io::IoSlice;
+use std::time::Duration;
+
+/// How long an established TLS 1.3 connection goes without reading or
+/// writing before its record keys' AEAD contexts are released (~1.2 KiB
+/// with aws-lc-rs; rebuilt by the next record in well under a
+/// microsecond). Short, so that connections that went quiet give the
+/// memory back soon; an active connection pays one timer entry per period.
+pub(super) const KEY_IDLE: Duration = Duration::from_millis(250);
 use std::sync::Arc;
 
 /// Most ciphertext the engine queued on its own (session tickets: a few
@@ -210,8 +217,8 @@ impl Core {
         };
         self.release_in_engine(t.in_engine);
         // What followed the peer's close_notify is the plaintext stream.
-        self.rd.buf.extend_from_slice(&t.leftover);
-        if !t.leftover.is_empty() {
+        if let Some(rest) = &t.leftover {
+            self.rd.buf.extend_from_slice(rest);
             // It came with a read that was likely short (no more reads
             // then), and the pump dispatches again only around a read:
             // one more read (once per `stoptls`) gets it delivered now.
@@ -258,7 +265,7 @@ impl Core {
         if t.peer_closed {
             let answer = !t.stopping && !t.close_sent() && self.opts.follow_stoptls;
             if !(t.stopping || answer) {
-                t.leftover = BytesMut::new();
+                t.leftover = None;
             }
             // Otherwise close_notify is a clean EOF (bytes after it are
             // ignored, RFC 8446 §6.1), applied by `tls_after_dispatch`.
@@ -382,6 +389,50 @@ impl Core {
     pub(super) fn tls_release_buffers(&mut self, end_of_turn: bool, w: &mut WorkerCtx) {
         if let Some(t) = self.tls.as_mut() {
             t.take_idle_buffers(end_of_turn, |b| w.local.recycle(b));
+            if end_of_turn && t.has_lazy_keys() && !t.is_handshaking() {
+                self.tls_watch_keys(w);
+            }
+        }
+    }
+
+    /// End of a turn of an established session with lazy keys. A
+    /// connection that woke from idle (its keys had been released) for one
+    /// exchange gives the keys back at once, unless it already woke less
+    /// than [`KEY_IDLE`] ago (the handshake timer, armed at each such wake,
+    /// tells): a server whose idle connections each speak now and then
+    /// never holds many contexts at a time. Keys in use are watched with
+    /// the handshake timer (free once established) and released after
+    /// [`KEY_IDLE`] without reads or writes.
+    fn tls_watch_keys(&mut self, w: &mut WorkerCtx) {
+        let nothing_queued = self.wr.len == 0;
+        let watched = self.armed.get(TimerKind::Handshake).is_some();
+        let Some(t) = self.tls.as_mut() else {
+            return;
+        };
+        if t.take_keys_woke() && !watched && nothing_queued && t.pending_records() == 0 {
+            t.release_keys();
+        } else if t.keys_released() || watched {
+            return;
+        }
+        let at = w.now + KEY_IDLE;
+        self.arm(TimerKind::Handshake, at, w);
+    }
+
+    /// The handshake timer of an established session: releases the record
+    /// keys' AEAD contexts once the connection has been idle for
+    /// [`KEY_IDLE`] (tls/idle_keys.rs), or watches again.
+    pub(super) fn tls_keys_idle(&mut self, w: &mut WorkerCtx) {
+        let Some(t) = self.tls.as_mut() else {
+            return;
+        };
+        if t.keys_released() {
+            return;
+        }
+        let due = self.idle.any + KEY_IDLE;
+        if w.now >= due {
+            t.release_keys();
+        } else {
+            self.arm(TimerKind::Handshake, due, w);
         }
     }
 
