@@ -235,7 +235,7 @@ fn seal<D>(wt: &mut WriteTraffic<'_, D>, out: &mut BytesMut, plain: &[u8]) -> Re
         encrypt_needs,
     )
     .map(|_| ())
-    .map_err(|e| tls_error(rustls::Error::General(e.to_string())))
+    .map_err(|e| Error::Tls(e.into()))
 }
 
 /// Runs the engine until it needs more input or the peer closed: input is
@@ -273,7 +273,7 @@ fn drive<S: Side>(conn: &mut S, b: Bufs<'_>, write: &mut Write<'_>) -> Result<()
             ConnectionState::ReadEarlyData(r) => S::skip_early_data(r),
             ConnectionState::EncodeTlsData(mut e) => {
                 if let Err(e) = append_with(b.outgoing, 4096, |buf| e.encode(buf), encode_needs) {
-                    failed = Some(tls_error(rustls::Error::General(e.to_string())));
+                    failed = Some(Error::Tls(e.into()));
                 }
             }
             // Encoded records are in `outgoing`, sent in order by `send_to`:
@@ -300,7 +300,7 @@ fn drive<S: Side>(conn: &mut S, b: Bufs<'_>, write: &mut Write<'_>) -> Result<()
                             encrypt_needs,
                         );
                         if let Err(e) = r {
-                            failed = Some(tls_error(rustls::Error::General(e.to_string())));
+                            failed = Some(Error::Tls(e.into()));
                         }
                     }
                 }
