@@ -9,8 +9,7 @@ use netactor::framing::Chunk;
 use netactor::tls::rustls;
 use netactor::{Error, Event, ListenOptions, TlsError};
 use rustls::crypto::cipher::{
-    InboundOpaqueMessage, MessageDecrypter, MessageEncrypter, OutboundChunks,
-    OutboundPlainMessage,
+    InboundOpaqueMessage, MessageDecrypter, MessageEncrypter, OutboundChunks, OutboundPlainMessage,
 };
 use rustls::crypto::{CipherSuiteCommon, CryptoProvider};
 use rustls::pki_types::ServerName;
@@ -263,9 +262,11 @@ impl RawTls12 {
     fn connect(pki: &Pki, addr: std::net::SocketAddr) -> RawTls12 {
         let mut cfg = (*pki.client_config()).clone();
         cfg.enable_secret_extraction = true;
-        let c =
-            rustls::ClientConnection::new(Arc::new(cfg), ServerName::try_from("localhost").unwrap())
-                .unwrap();
+        let c = rustls::ClientConnection::new(
+            Arc::new(cfg),
+            ServerName::try_from("localhost").unwrap(),
+        )
+        .unwrap();
         let sock = TcpStream::connect(addr).unwrap();
         sock.set_read_timeout(Some(WAIT)).unwrap();
         let mut tls = rustls::StreamOwned::new(c, sock);
@@ -402,8 +403,13 @@ fn tls12_renegotiation_is_refused_with_a_warning_then_a_typed_error() {
         Err(netactor::ReplyTimeoutError::Failed(Error::Tls(_)))
     ));
     assert!(
-        !evs.iter()
-            .any(|e| matches!(e, Event::Error { error: Error::Panicked(_), .. })),
+        !evs.iter().any(|e| matches!(
+            e,
+            Event::Error {
+                error: Error::Panicked(_),
+                ..
+            }
+        )),
         "{evs:?}"
     );
     // The server closed its side (after an alert, if rustls sent one).
@@ -411,10 +417,8 @@ fn tls12_renegotiation_is_refused_with_a_warning_then_a_typed_error() {
         assert_eq!(typ, ContentType::Alert);
     }
     // The reactor still serves.
-    let mut tls = rustls::StreamOwned::new(
-        client(&pki),
-        TcpStream::connect(l.local_addr()).unwrap(),
-    );
+    let mut tls =
+        rustls::StreamOwned::new(client(&pki), TcpStream::connect(l.local_addr()).unwrap());
     tls.sock.set_read_timeout(Some(WAIT)).unwrap();
     let c2 = l.accept_timeout(WAIT).unwrap();
     let got = c2.push_read(Chunk::new(2)).unwrap();
