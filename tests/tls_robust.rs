@@ -215,9 +215,9 @@ fn an_endless_run_of_handshake_fragments_is_refused_with_bounded_buffering() {
     // it before then, not buffer them all.
     const CLAIMED: usize = 0xffff;
     let msg_header = [1u8, 0, 0xff, 0xff];
+    let body = std::iter::repeat_n(0u8, CLAIMED);
     let mut data = Vec::with_capacity((CLAIMED + 4) * 6);
-    for i in 0..CLAIMED + 4 {
-        let b = if i < 4 { msg_header[i] } else { 0 };
+    for b in msg_header.into_iter().chain(body) {
         data.extend_from_slice(&[22, 3, 1, 0, 1, b]);
     }
     let sent_all = data.len() as u64;
