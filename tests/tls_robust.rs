@@ -7,7 +7,7 @@ mod tls_support;
 
 use netactor::framing::Chunk;
 use netactor::tls::rustls;
-use netactor::{Error, Event, ListenOptions, TlsError};
+use netactor::{Error, Event, ListenOptions, Options, TlsError};
 use rustls::crypto::cipher::{
     InboundOpaqueMessage, MessageDecrypter, MessageEncrypter, OutboundChunks, OutboundPlainMessage,
 };
@@ -96,10 +96,14 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 fn a_client_hello_dribbled_one_byte_per_read_completes_and_reports_sni() {
     let pki = Pki::new();
     let r = reactor(1);
+    // A round trip per byte of a hello of ~1.5 KiB: far from the default
+    // 10 s handshake timeout, unless the machine is very busy.
     let l = r
         .listen(
             any_port(),
-            ListenOptions::new().tls(pki.server().server_config()),
+            ListenOptions::new()
+                .options(Options::new().handshake_timeout(Duration::from_secs(300)))
+                .tls(pki.server().server_config()),
         )
         .unwrap();
     let mut sock = TcpStream::connect(l.local_addr()).unwrap();
@@ -233,8 +237,9 @@ fn an_endless_run_of_handshake_fragments_is_refused_with_bounded_buffering() {
         )))) => {}
         other => panic!("{other:?} in {evs:?}"),
     }
-    // Refused once ~114 KiB of unprocessed records were held: well before
-    // the message could have been complete.
+    // Refused once more than ~114 KiB of unprocessed records were held
+    // (at most one read, 128 KiB, more were read): well before the message
+    // could have been complete.
     assert!(
         read < 256 << 10,
         "read {read} of {sent_all} bytes before refusing"
@@ -450,6 +455,13 @@ fn keys_exhausted_while_writing_send_rustls_close_notify_and_report_encrypt_exha
     let conn = l.accept_timeout(WAIT).unwrap();
     wait_event(l.events(), |e| matches!(e, Event::TlsEstablished));
     let data = random_bytes(256 << 10, 7);
+    // The client reads all along (the test does not depend on how much
+    // the kernel's buffers hold).
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let end = tls.read_to_end(&mut got);
+        (end, got)
+    });
     conn.write(data.clone()).unwrap();
     let evs = until_closed(l.events());
     match fatal_error(&evs) {
@@ -461,8 +473,7 @@ fn keys_exhausted_while_writing_send_rustls_close_notify_and_report_encrypt_exha
     }
     // What was encrypted before arrives, then rustls's close_notify: a
     // clean end, not a truncation.
-    let mut got = Vec::new();
-    let end = tls.read_to_end(&mut got);
+    let (end, got) = reader.join().unwrap();
     assert!(
         end.is_ok(),
         "the client saw no close_notify: {end:?} after {} bytes",

@@ -90,7 +90,8 @@ fn a_stalled_tls_reader_holds_the_servers_memory_to_the_write_limit() {
     conn.write(Bytes::from_static(&CHUNK)).unwrap();
     let mut first = vec![0u8; CHUNK.len()];
     tls.read_exact(&mut first).unwrap();
-    let before = settle(|| resident().unwrap());
+    settle(|| conn.stats());
+    let before = resident().unwrap();
 
     // The client stops reading; the server writes until refused, and
     // again once the socket has taken what it can (the refusal then stays).
@@ -117,7 +118,7 @@ fn a_stalled_tls_reader_holds_the_servers_memory_to_the_write_limit() {
     let accepted = fill();
     assert!(accepted + CHUNK.len() > WBUF, "refused after {accepted}");
     let st = settle(|| conn.stats());
-    let after = settle(|| resident().unwrap());
+    let after = resident().unwrap();
     let growth = after.saturating_sub(before);
     eprintln!(
         "accepted {accepted} B, queued {} B, {} B to the kernel; resident +{growth} B",
