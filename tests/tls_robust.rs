@@ -278,14 +278,38 @@ impl RawTls12 {
         while tls.conn.is_handshaking() {
             tls.conn.complete_io(&mut tls.sock).unwrap();
         }
-        assert_eq!(tls.conn.protocol_version(), Some(ProtocolVersion::TLSv1_2));
-        let Some(SupportedCipherSuite::Tls12(suite)) = tls.conn.negotiated_cipher_suite() else {
+        let suite = tls.conn.negotiated_cipher_suite();
+        let rustls::StreamOwned { conn, sock } = tls;
+        Self::take_over(sock, suite, conn.dangerous_extract_secrets().unwrap())
+    }
+
+    /// The server side: accepts one connection on `listener` and completes
+    /// a TLS 1.2 handshake with `cfg`.
+    fn accept(listener: &std::net::TcpListener, cfg: &rustls::ServerConfig) -> RawTls12 {
+        let mut cfg = cfg.clone();
+        cfg.enable_secret_extraction = true;
+        let (sock, _) = listener.accept().unwrap();
+        sock.set_read_timeout(Some(WAIT)).unwrap();
+        let c = rustls::ServerConnection::new(Arc::new(cfg)).unwrap();
+        let mut tls = rustls::StreamOwned::new(c, sock);
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock).unwrap();
+        }
+        let suite = tls.conn.negotiated_cipher_suite();
+        let rustls::StreamOwned { conn, sock } = tls;
+        Self::take_over(sock, suite, conn.dangerous_extract_secrets().unwrap())
+    }
+
+    fn take_over(
+        sock: TcpStream,
+        suite: Option<SupportedCipherSuite>,
+        secrets: rustls::ExtractedSecrets,
+    ) -> RawTls12 {
+        let Some(SupportedCipherSuite::Tls12(suite)) = suite else {
             panic!("not TLS 1.2")
         };
         let aead = suite.aead_alg;
         let fixed = aead.key_block_shape().fixed_iv_len;
-        let rustls::StreamOwned { conn, sock } = tls;
-        let secrets = conn.dangerous_extract_secrets().unwrap();
         let keys = |s: ConnectionTrafficSecrets| match s {
             ConnectionTrafficSecrets::Aes128Gcm { key, iv }
             | ConnectionTrafficSecrets::Aes256Gcm { key, iv }
@@ -344,6 +368,17 @@ impl RawTls12 {
     }
 }
 
+/// A TLS 1.2 server configuration with ChaCha20-Poly1305 only: with
+/// aws-lc-rs, a TLS 1.2 AES-GCM key taken over by `RawTls12` refused to
+/// seal (its TLS 1.2 mode checks the nonces).
+fn tls12_chacha_server_config(pki: &Pki) -> Arc<rustls::ServerConfig> {
+    let mut provider = (*tls12_provider(None)).clone();
+    provider
+        .cipher_suites
+        .retain(|s| format!("{:?}", s.suite()).contains("CHACHA20"));
+    tls12_server_config_with(&pki.server(), Arc::new(provider))
+}
+
 /// A fresh ClientHello handshake message (no record header).
 fn client_hello(pki: &Pki) -> Vec<u8> {
     let mut c = client(pki);
@@ -361,16 +396,10 @@ fn client_hello(pki: &Pki) -> Vec<u8> {
 fn tls12_renegotiation_is_refused_with_a_warning_then_a_typed_error() {
     let pki = Pki::new();
     let r = reactor(1);
-    // ChaCha20-Poly1305: with aws-lc-rs, a TLS 1.2 AES-GCM key taken over
-    // this way refused to seal (its TLS 1.2 mode checks the nonces).
-    let mut provider = (*tls12_provider(None)).clone();
-    provider
-        .cipher_suites
-        .retain(|s| format!("{:?}", s.suite()).contains("CHACHA20"));
     let l = r
         .listen(
             any_port(),
-            ListenOptions::new().tls(tls12_server_config_with(&pki.server(), Arc::new(provider))),
+            ListenOptions::new().tls(tls12_chacha_server_config(&pki)),
         )
         .unwrap();
     let mut raw = RawTls12::connect(&pki, l.local_addr());
@@ -481,4 +510,59 @@ fn keys_exhausted_while_writing_send_rustls_close_notify_and_report_encrypt_exha
     );
     assert!(!got.is_empty() && got.len() < data.len(), "{}", got.len());
     assert_eq!(got[..], data[..got.len()]);
+}
+
+#[test]
+fn a_tls12_hello_request_to_a_client_is_refused_with_a_warning_then_a_typed_error() {
+    let pki = Pki::new();
+    let cfg = tls12_chacha_server_config(&pki);
+    let listener = std::net::TcpListener::bind(any_port()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let r = reactor(1);
+    let (tx, rx) = netactor::event_channel(16);
+    let conn = r
+        .connect(
+            addr,
+            netactor::ConnectOptions::new().tls(
+                pki.client_config(),
+                Some(ServerName::try_from("localhost").unwrap()),
+            ),
+            tx,
+        )
+        .unwrap();
+    let mut raw = RawTls12::accept(&listener, &cfg);
+    wait_event(&rx, |e| matches!(e, Event::TlsEstablished));
+    const HELLO_REQUEST: [u8; 4] = [0, 0, 0, 0];
+
+    // First: a warning no_renegotiation alert, and the connection goes on.
+    let got = conn.push_read(Chunk::new(5)).unwrap();
+    raw.send(ContentType::Handshake, &HELLO_REQUEST);
+    let (typ, alert) = raw.recv().expect("an answer to the HelloRequest");
+    assert_eq!(typ, ContentType::Alert);
+    assert_eq!(alert, [1, 100], "warning no_renegotiation");
+    raw.send(ContentType::ApplicationData, b"still");
+    assert_eq!(&got.recv_timeout(WAIT).unwrap()[..], b"still");
+    conn.write(&b"here"[..]).unwrap();
+    assert_eq!(
+        raw.recv(),
+        Some((ContentType::ApplicationData, b"here".to_vec()))
+    );
+
+    // Second: a typed error ends the connection.
+    let never = conn.push_read(Chunk::new(1)).unwrap();
+    raw.send(ContentType::Handshake, &HELLO_REQUEST);
+    let evs = until_closed(&rx);
+    match fatal_error(&evs) {
+        Some(Error::Tls(TlsError::Rustls(rustls::Error::PeerMisbehaved(
+            rustls::PeerMisbehaved::TooManyRenegotiationRequests,
+        )))) => {}
+        other => panic!("{other:?} in {evs:?}"),
+    }
+    assert!(matches!(
+        never.recv_timeout(WAIT),
+        Err(netactor::ReplyTimeoutError::Failed(Error::Tls(_)))
+    ));
+    while let Some((typ, _)) = raw.recv() {
+        assert_eq!(typ, ContentType::Alert);
+    }
 }
