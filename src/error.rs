@@ -422,6 +422,83 @@ pub enum TlsError {
     Rustls(rustls::Error),
     /// The peer closed the connection in the middle of the handshake.
     HandshakeEof,
+    /// rustls refused to encrypt another record with the session's keys
+    /// (its `unbuffered::EncryptError::EncryptExhausted`): a TLS 1.2 key
+    /// reached its cipher suite's confidentiality limit (rustls then queues
+    /// close_notify, which netactor sends before the connection ends;
+    /// TLS 1.3 updates its keys instead), or the record sequence numbers
+    /// are used up. The connection cannot send any more.
+    EncryptExhausted,
+    /// rustls could not write a record into the buffer it was given (its
+    /// `unbuffered::EncodeError`, or an `EncryptError::InsufficientSize`
+    /// that survived a retry with the room rustls asked for): a bug in
+    /// netactor or rustls, not the peer's doing.
+    Encode(EncodeFailure),
+}
+
+/// Why rustls could not write a TLS record (see [`TlsError::Encode`]):
+/// rustls's `unbuffered::EncodeError`, kept as data.
+///
+/// ```
+/// use netactor::{EncodeFailure, TlsError};
+/// let e = TlsError::Encode(EncodeFailure::InsufficientSize { required_size: 517 });
+/// assert_eq!(
+///     e.to_string(),
+///     "cannot encode a TLS record: the buffer is too small (517 bytes are required)"
+/// );
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EncodeFailure {
+    /// The buffer was too small: rustls needed `required_size` bytes.
+    InsufficientSize {
+        /// How many bytes rustls asked for.
+        required_size: usize,
+    },
+    /// The handshake record had already been encoded.
+    AlreadyEncoded,
+}
+
+impl From<rustls::unbuffered::EncodeError> for EncodeFailure {
+    fn from(e: rustls::unbuffered::EncodeError) -> Self {
+        use rustls::unbuffered::EncodeError as E;
+        match e {
+            E::InsufficientSize(s) => EncodeFailure::InsufficientSize {
+                required_size: s.required_size,
+            },
+            E::AlreadyEncoded => EncodeFailure::AlreadyEncoded,
+        }
+    }
+}
+
+impl From<rustls::unbuffered::EncodeError> for TlsError {
+    fn from(e: rustls::unbuffered::EncodeError) -> Self {
+        TlsError::Encode(e.into())
+    }
+}
+
+impl From<rustls::unbuffered::EncryptError> for TlsError {
+    fn from(e: rustls::unbuffered::EncryptError) -> Self {
+        use rustls::unbuffered::EncryptError as E;
+        match e {
+            E::EncryptExhausted => TlsError::EncryptExhausted,
+            E::InsufficientSize(s) => TlsError::Encode(EncodeFailure::InsufficientSize {
+                required_size: s.required_size,
+            }),
+        }
+    }
+}
+
+impl fmt::Display for EncodeFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EncodeFailure::InsufficientSize { required_size } => write!(
+                f,
+                "the buffer is too small ({required_size} bytes are required)"
+            ),
+            EncodeFailure::AlreadyEncoded => f.write_str("the record was already encoded"),
+        }
+    }
 }
 
 impl TlsError {
@@ -452,7 +529,7 @@ impl TlsError {
     pub fn rustls(&self) -> Option<&rustls::Error> {
         match self {
             TlsError::Rustls(e) => Some(e),
-            TlsError::HandshakeEof => None,
+            _ => None,
         }
     }
 }
@@ -477,6 +554,11 @@ impl fmt::Display for TlsError {
             TlsError::HandshakeEof => {
                 f.write_str("the peer closed the connection during the TLS handshake")
             }
+            TlsError::EncryptExhausted => f.write_str(
+                "the TLS session's keys are exhausted: rustls refuses to encrypt more records \
+                 (confidentiality limit reached or sequence numbers used up)",
+            ),
+            TlsError::Encode(e) => write!(f, "cannot encode a TLS record: {e}"),
         }
     }
 }
@@ -485,7 +567,7 @@ impl std::error::Error for TlsError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             TlsError::Rustls(e) => Some(e),
-            TlsError::HandshakeEof => None,
+            _ => None,
         }
     }
 }

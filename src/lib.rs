@@ -90,7 +90,9 @@ pub use conn::{
     Options, Reply, ReplyTimeoutError, Sink, Stats, TlsState, TryReplyError,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_LINGER, DEFAULT_RBUF_MAX, DEFAULT_WBUF_MAX,
 };
-pub use error::{ConfigError, Error, Inactivity, Limit, PemItem, Result, TimeoutKind, TlsError};
+pub use error::{
+    ConfigError, EncodeFailure, Error, Inactivity, Limit, PemItem, Result, TimeoutKind, TlsError,
+};
 pub use metrics::{CloseCause, Metrics, WorkerMetrics};
 #[cfg(unix)]
 pub use net::PeerCredentials;

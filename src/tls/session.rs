@@ -235,7 +235,7 @@ fn seal<D>(wt: &mut WriteTraffic<'_, D>, out: &mut BytesMut, plain: &[u8]) -> Re
         encrypt_needs,
     )
     .map(|_| ())
-    .map_err(|e| tls_error(rustls::Error::General(e.to_string())))
+    .map_err(|e| Error::Tls(e.into()))
 }
 
 /// Runs the engine until it needs more input or the peer closed: input is
@@ -273,7 +273,7 @@ fn drive<S: Side>(conn: &mut S, b: Bufs<'_>, write: &mut Write<'_>) -> Result<()
             ConnectionState::ReadEarlyData(r) => S::skip_early_data(r),
             ConnectionState::EncodeTlsData(mut e) => {
                 if let Err(e) = append_with(b.outgoing, 4096, |buf| e.encode(buf), encode_needs) {
-                    failed = Some(tls_error(rustls::Error::General(e.to_string())));
+                    failed = Some(Error::Tls(e.into()));
                 }
             }
             // Encoded records are in `outgoing`, sent in order by `send_to`:
@@ -300,7 +300,7 @@ fn drive<S: Side>(conn: &mut S, b: Bufs<'_>, write: &mut Write<'_>) -> Result<()
                             encrypt_needs,
                         );
                         if let Err(e) = r {
-                            failed = Some(tls_error(rustls::Error::General(e.to_string())));
+                            failed = Some(Error::Tls(e.into()));
                         }
                     }
                 }
@@ -702,5 +702,71 @@ mod size_tests {
         let server = std::mem::size_of::<rustls::server::UnbufferedServerConnection>();
         eprintln!("TlsSession {session} B, of which rustls's server connection {server} B");
         assert!(session <= server + 160, "TlsSession is {session} bytes");
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+    use crate::error::{EncodeFailure, TlsError};
+    use rustls::unbuffered::InsufficientSizeError;
+
+    /// rustls's unbuffered errors become typed `TlsError`s, not strings.
+    #[test]
+    fn unbuffered_api_errors_keep_their_kind() {
+        // Real `EncodeError`s, from a client's first record (its hello).
+        let cfg = crate::tls::ClientBuilder::new()
+            .dangerous_accept_any_certificate()
+            .build()
+            .unwrap();
+        let mut c = UnbufferedClientConnection::new(cfg, "localhost".try_into().unwrap()).unwrap();
+        let mut none: [u8; 0] = [];
+        let status = c.process_tls_records(&mut none);
+        let Ok(ConnectionState::EncodeTlsData(mut e)) = status.state else {
+            panic!("no hello to encode");
+        };
+        let mut small = [0u8; 8];
+        let need = match e.encode(&mut small) {
+            Err(EncodeError::InsufficientSize(s)) => s.required_size,
+            other => panic!("{other:?}"),
+        };
+        let mut big = vec![0u8; need];
+        let err = e.encode(&mut small).unwrap_err();
+        assert_eq!(
+            TlsError::from(err),
+            TlsError::Encode(EncodeFailure::InsufficientSize {
+                required_size: need
+            })
+        );
+        assert_eq!(e.encode(&mut big).unwrap(), need);
+        let again = Error::Tls(e.encode(&mut big).unwrap_err().into());
+        assert!(
+            matches!(
+                &again,
+                Error::Tls(TlsError::Encode(EncodeFailure::AlreadyEncoded))
+            ),
+            "{again:?}"
+        );
+        assert_eq!(
+            again.to_string(),
+            "TLS error: cannot encode a TLS record: the record was already encoded"
+        );
+        assert_eq!(again.errno(), libc::EPROTO);
+
+        // `EncryptError`s (made by hand: exhausting a key takes a custom
+        // cipher suite, as in tests/tls_robust.rs).
+        let exhausted = Error::Tls(EncryptError::EncryptExhausted.into());
+        assert!(matches!(exhausted, Error::Tls(TlsError::EncryptExhausted)));
+        assert!(exhausted.to_string().contains("keys are exhausted"));
+        assert_eq!(exhausted.kind(), io::ErrorKind::InvalidData);
+        let Error::Tls(tls) = &exhausted else {
+            unreachable!()
+        };
+        assert!(tls.rustls().is_none() && !tls.is_certificate());
+        let room = EncryptError::InsufficientSize(InsufficientSizeError { required_size: 9 });
+        assert_eq!(
+            TlsError::from(room),
+            TlsError::Encode(EncodeFailure::InsufficientSize { required_size: 9 })
+        );
     }
 }

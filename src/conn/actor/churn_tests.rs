@@ -177,17 +177,41 @@ fn accepted_sockets_have_the_listeners_socket_options() {
     );
 }
 
+/// When a TLS client writes its 64 bytes.
+#[derive(Clone, Copy)]
+enum ClientWrites {
+    /// Once the handshake is done.
+    AfterHandshake,
+    /// Before the handshake, as the churn benchmark's client does: they
+    /// leave with the client's Finished.
+    Eager,
+}
+
 /// One TLS client connection: a full handshake, 64 bytes echoed, then the
 /// client's close_notify and FIN; it reads the server's close_notify and
 /// FIN before it goes.
-fn one_tls_connection(addr: std::net::SocketAddr, cfg: &Arc<rustls::ClientConfig>) {
+fn one_tls_connection(
+    addr: std::net::SocketAddr,
+    cfg: &Arc<rustls::ClientConfig>,
+    writes: ClientWrites,
+) {
     let sock = TcpStream::connect(addr).expect("connect");
     sock.set_read_timeout(Some(WAIT)).unwrap();
     let conn = rustls::ClientConnection::new(cfg.clone(), "localhost".try_into().unwrap())
         .expect("client");
     let mut s = rustls::StreamOwned::new(conn, sock);
-    let msg = [9u8; 64];
-    s.write_all(&msg).unwrap();
+    let msg = match writes {
+        ClientWrites::AfterHandshake => {
+            let msg = [9u8; 64];
+            s.write_all(&msg).unwrap();
+            msg
+        }
+        ClientWrites::Eager => {
+            let msg = [5u8; 64];
+            s.conn.writer().write_all(&msg).unwrap();
+            msg
+        }
+    };
     let mut back = [0u8; 64];
     s.read_exact(&mut back).unwrap();
     assert_eq!(back, msg);
@@ -218,7 +242,7 @@ fn a_tls_connection_closed_by_its_client_makes_no_shutdown_or_discarding_recv() 
     let (reactor, listener) = echo_reactor(Options::new(), Some(server), closed.clone());
     let addr = listener.local_addr();
     for _ in 0..N {
-        one_tls_connection(addr, &client);
+        one_tls_connection(addr, &client, ClientWrites::AfterHandshake);
     }
     wait_for("every connection closed", || {
         closed.load(Ordering::SeqCst) == N
@@ -232,28 +256,6 @@ fn a_tls_connection_closed_by_its_client_makes_no_shutdown_or_discarding_recv() 
     assert_eq!(n(&t.nonblocking), 0, "set_nonblocking calls");
     drop(listener);
     reactor.shutdown();
-}
-
-/// One TLS client connection as the churn benchmark's client makes it: the
-/// 64 bytes are written before the handshake, so they leave with the
-/// client's Finished; then close_notify and FIN after the echo.
-fn one_eager_tls_connection(addr: std::net::SocketAddr, cfg: &Arc<rustls::ClientConfig>) {
-    let sock = TcpStream::connect(addr).expect("connect");
-    sock.set_read_timeout(Some(WAIT)).unwrap();
-    let mut conn = rustls::ClientConnection::new(cfg.clone(), "localhost".try_into().unwrap())
-        .expect("client");
-    let msg = [5u8; 64];
-    conn.writer().write_all(&msg).unwrap();
-    let mut s = rustls::StreamOwned::new(conn, sock);
-    let mut back = [0u8; 64];
-    s.read_exact(&mut back).unwrap();
-    assert_eq!(back, msg);
-    s.conn.send_close_notify();
-    s.flush().unwrap();
-    s.sock.shutdown(Shutdown::Write).unwrap();
-    let mut rest = Vec::new();
-    s.read_to_end(&mut rest).unwrap();
-    assert!(rest.is_empty());
 }
 
 #[test]
@@ -274,7 +276,7 @@ fn a_tls_echo_shares_its_send_with_the_session_tickets_and_reads_stop_at_a_short
     let (reactor, listener) = echo_reactor(Options::new(), Some(server), closed.clone());
     let addr = listener.local_addr();
     for _ in 0..N {
-        one_eager_tls_connection(addr, &client);
+        one_tls_connection(addr, &client, ClientWrites::Eager);
     }
     wait_for("every connection closed", || {
         closed.load(Ordering::SeqCst) == N

@@ -19,8 +19,12 @@ use crate::error::Result;
 use crate::metrics::tls_version_idx;
 use crate::tls::TlsSession;
 use crate::tls::TlsSetup;
+use bytes::Bytes;
+use bytes::BytesMut;
+use std::collections::VecDeque;
 use std::io;
 use std::io::IoSlice;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long an established TLS 1.3 connection goes without reading or
@@ -29,7 +33,22 @@ use std::time::Duration;
 /// microsecond). Short, so that connections that went quiet give the
 /// memory back soon; an active connection pays one timer entry per period.
 pub(super) const KEY_IDLE: Duration = Duration::from_millis(250);
-use std::sync::Arc;
+
+/// Moves one chunk of queued plaintext into the engine (its records go to
+/// the session's outgoing buffer, lent from the worker's pool and given
+/// back once sent) and takes it off the queue; returns how much it took.
+fn encrypt_queued(
+    t: &mut TlsSession,
+    queue: &mut VecDeque<Bytes>,
+    w: &mut WorkerCtx,
+    rbuf: &mut BytesMut,
+) -> Result<usize> {
+    let pool = &mut w.local.bufs;
+    t.lend_outgoing(|| pool.pop());
+    let n = t.write_plain(queue, None, &mut w.local.coalesce, rbuf)?;
+    pop_front_bytes(queue, n);
+    Ok(n)
+}
 
 /// Most ciphertext the engine queued on its own (session tickets: a few
 /// hundred bytes) that queued plaintext is encrypted behind, to share its
@@ -52,7 +71,7 @@ impl Core {
         }
         if !t.close_sent() {
             if let Err(e) = t.close_notify(&mut self.rd.buf) {
-                self.fail(e, w);
+                self.tls_fail_sending(e, w);
                 return false;
             }
             self.tls_flush(w);
@@ -173,7 +192,7 @@ impl Core {
             Some(t) if t.stopping || t.close_sent() => return,
             Some(_) => {
                 if let Err(e) = self.tls_begin_stop(&mut w.local.coalesce) {
-                    self.fail(e, w);
+                    self.tls_fail_sending(e, w);
                     return;
                 }
                 self.tls_flush(w);
@@ -292,7 +311,7 @@ impl Core {
         };
         if std::mem::take(&mut t.answer_pending) {
             if let Err(e) = self.tls_begin_stop(&mut w.local.coalesce) {
-                self.fail(e, w);
+                self.tls_fail_sending(e, w);
             }
             return false;
         }
@@ -321,6 +340,17 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// The engine failed while encrypting (plaintext, close_notify): as on
+    /// the read path, what rustls queued for the peer — the fatal alert,
+    /// or the close_notify it sends when the keys are exhausted — goes out
+    /// first, best effort (never waiting for the socket), then the
+    /// connection fails. (When rustls queued nothing, as when the record
+    /// sequence numbers are used up, nothing can be encrypted any more.)
+    pub(super) fn tls_fail_sending(&mut self, e: Error, w: &mut WorkerCtx) {
+        self.tls_send_alert();
+        self.fail(e, w);
     }
 
     /// One socket read, through TLS.
@@ -465,6 +495,9 @@ impl Core {
             }
         }
         let mut failed = None;
+        // The engine failed (not the socket): rustls may have queued the
+        // alert that tells the peer why.
+        let mut engine_failed = false;
         loop {
             let (Some(t), Some(sock)) = (self.tls.as_mut(), self.sock.as_ref()) else {
                 return;
@@ -481,20 +514,10 @@ impl Core {
                 && t.accepts_plaintext()
                 && !self.wr.queue.is_empty()
             {
-                let pool = &mut w.local.bufs;
-                t.lend_outgoing(|| pool.pop());
-                let r = t.write_plain(
-                    &self.wr.queue,
-                    None,
-                    &mut w.local.coalesce,
-                    &mut self.rd.buf,
-                );
-                match r {
-                    Ok(n) => pop_front_bytes(&mut self.wr.queue, n),
-                    Err(e) => {
-                        failed = Some(e);
-                        break;
-                    }
+                if let Err(e) = encrypt_queued(t, &mut self.wr.queue, w, &mut self.rd.buf) {
+                    failed = Some(e);
+                    engine_failed = true;
+                    break;
                 }
             }
             while self.wr.writable && t.wants_write() {
@@ -522,30 +545,25 @@ impl Core {
                 self.release_in_engine(sent);
                 break;
             }
-            // Records are written into a pooled buffer, given back once sent.
-            let pool = &mut w.local.bufs;
-            t.lend_outgoing(|| pool.pop());
-            let r = t.write_plain(
-                &self.wr.queue,
-                None,
-                &mut w.local.coalesce,
-                &mut self.rd.buf,
-            );
-            let n = match r {
+            let n = match encrypt_queued(t, &mut self.wr.queue, w, &mut self.rd.buf) {
                 Ok(n) => n,
                 Err(e) => {
                     failed = Some(e);
+                    engine_failed = true;
                     break;
                 }
             };
-            pop_front_bytes(&mut self.wr.queue, n);
             self.release_in_engine(sent);
             if n == 0 {
                 break;
             }
         }
         if let Some(e) = failed {
-            self.fail(e, w);
+            if engine_failed {
+                self.tls_fail_sending(e, w);
+            } else {
+                self.fail(e, w);
+            }
             return;
         }
         self.tls_check_stop();
