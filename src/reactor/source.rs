@@ -37,7 +37,7 @@ pub(crate) trait Source: Sized + Send + 'static {
 
     /// Builds and starts the source in slot `token`. It may already be
     /// closed when this returns (then it is dropped at once).
-    fn start(new: Self::New, token: Token, w: &mut WorkerCtx<Self>) -> Box<Self>;
+    fn start(new: Self::New, token: Token, w: &mut WorkerCtx<Self>) -> Self;
     /// A `Task::Spawn` that will never run (its worker exited first).
     fn abandon(new: Self::New);
     /// Readiness from the poller; `Readiness::default()` for a fairness re-run.

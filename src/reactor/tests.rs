@@ -31,15 +31,15 @@ impl Source for Toy {
     type Shared = ();
     type New = ToyNew;
 
-    fn start(new: ToyNew, token: Token, w: &mut WorkerCtx<Self>) -> Box<Self> {
+    fn start(new: ToyNew, token: Token, w: &mut WorkerCtx<Self>) -> Self {
         // Due at once: fires right after this batch.
         w.arm(w.now, token, 7);
         let _ = new.0.send(Seen::Started(token));
-        Box::new(Toy {
+        Toy {
             token,
             log: new.0,
             closed: false,
-        })
+        }
     }
     fn abandon(_: ToyNew) {}
     fn on_io(&mut self, _: Readiness, _: &mut WorkerCtx<Self>) {}

@@ -83,16 +83,25 @@ impl<S: Source> WorkerCtx<S> {
 }
 
 /// Sources are boxed so the slab stays 16 bytes a slot: growing it never
-/// moves them, and spare capacity costs no source-sized holes.
+/// moves them, and spare capacity costs no source-sized holes. A vacant
+/// slot may keep its emptied box (`Some(None)`) for the next source: a
+/// short-lived connection then costs no allocation for its actor (issue
+/// 15's churn: a hand-written loop allocates nothing per connection).
 struct Slot<S> {
     gen: u32,
-    source: Option<Box<S>>,
+    source: Option<Box<Option<S>>>,
 }
+
+/// Vacant slots that keep their emptied box, at most (per worker): enough
+/// for a burst of short connections, little memory after a peak.
+const SPARE_BOXES: usize = 64;
 
 struct Slab<S> {
     slots: Vec<Slot<S>>,
     free: Vec<usize>,
     len: usize,
+    /// Vacant slots holding an emptied box (at most `SPARE_BOXES`).
+    spare: usize,
 }
 
 impl<S: Source> Slab<S> {
@@ -101,11 +110,15 @@ impl<S: Source> Slab<S> {
             slots: Vec::new(),
             free: Vec::new(),
             len: 0,
+            spare: 0,
         }
     }
 
     fn vacant(&mut self) -> (usize, u32) {
         if let Some(i) = self.free.pop() {
+            if self.slots[i].source.is_some() {
+                self.spare -= 1;
+            }
             (i, self.slots[i].gen)
         } else {
             self.slots.push(Slot {
@@ -116,14 +129,28 @@ impl<S: Source> Slab<S> {
         }
     }
 
-    fn fill(&mut self, slot: usize, source: Box<S>) {
-        self.slots[slot].source = Some(source);
+    /// Puts `source` into `slot` (from `vacant`), in its kept box if it
+    /// has one.
+    fn fill(&mut self, slot: usize, source: S) {
+        match &mut self.slots[slot].source {
+            Some(cell) => **cell = Some(source),
+            empty => *empty = Some(Box::new(Some(source))),
+        }
         self.len += 1;
     }
 
+    /// `slot` is vacant again; it keeps its emptied box while fewer than
+    /// `SPARE_BOXES` others do.
     fn release(&mut self, slot: usize) {
         let s = &mut self.slots[slot];
         s.gen = (s.gen + 1) & 0x00ff_ffff;
+        if s.source.is_some() {
+            if self.spare < SPARE_BOXES {
+                self.spare += 1;
+            } else {
+                s.source = None;
+            }
+        }
         self.free.push(slot);
     }
 
@@ -132,24 +159,30 @@ impl<S: Source> Slab<S> {
         if s.gen != token.gen() {
             return None;
         }
-        s.source.as_deref_mut()
+        s.source.as_deref_mut()?.as_mut()
     }
 
-    fn remove(&mut self, token: Token) -> Option<Box<S>> {
-        let s = self.slots.get_mut(token.slot())?;
+    /// Drops the source behind `token` (in place: its box may stay with
+    /// the slot).
+    fn remove(&mut self, token: Token) {
+        let Some(s) = self.slots.get_mut(token.slot()) else {
+            return;
+        };
         if s.gen != token.gen() {
-            return None;
+            return;
         }
-        let a = s.source.take()?;
+        let Some(cell) = s.source.as_deref_mut().filter(|c| c.is_some()) else {
+            return;
+        };
+        *cell = None;
         self.len -= 1;
         self.release(token.slot());
-        Some(a)
     }
 
     fn tokens(&self) -> Vec<Token> {
         self.slots
             .iter()
-            .filter_map(|s| s.source.as_ref().map(|a| a.token()))
+            .filter_map(|s| s.source.as_deref()?.as_ref().map(|a| a.token()))
             .collect()
     }
 }

@@ -94,7 +94,7 @@ impl Source for Actor {
     type New = NewConn;
 
     /// Builds the actor for `new` in slot `token` and starts it.
-    fn start(new: NewConn, token: Token, w: &mut WorkerCtx) -> Box<Actor> {
+    fn start(new: NewConn, token: Token, w: &mut WorkerCtx) -> Actor {
         let NewConn {
             shared,
             opts,
@@ -173,7 +173,7 @@ impl Source for Actor {
                 connect::resolve(core.shared.clone(), target, resolver);
             }
         }
-        let mut actor = Box::new(Actor { core, sink });
+        let mut actor = Actor { core, sink };
         if let Some(factory) = factory {
             let built = {
                 let mut ctx = Ctx {
