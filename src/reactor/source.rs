@@ -35,9 +35,10 @@ pub(crate) trait Source: Sized + Send + 'static {
     /// What a new source is made from (carried by `Task::Spawn`).
     type New: Send + 'static;
 
-    /// Builds and starts the source in slot `token`. It may already be
+    /// Builds and starts the source in slot `token`, in `into` (the slot's
+    /// place: built there, a source is not moved again). It may already be
     /// closed when this returns (then it is dropped at once).
-    fn start(new: Self::New, token: Token, w: &mut WorkerCtx<Self>) -> Self;
+    fn start(new: Self::New, token: Token, w: &mut WorkerCtx<Self>, into: &mut Option<Self>);
     /// A `Task::Spawn` that will never run (its worker exited first).
     fn abandon(new: Self::New);
     /// Readiness from the poller; `Readiness::default()` for a fairness re-run.

@@ -31,15 +31,15 @@ impl Source for Toy {
     type Shared = ();
     type New = ToyNew;
 
-    fn start(new: ToyNew, token: Token, w: &mut WorkerCtx<Self>) -> Self {
+    fn start(new: ToyNew, token: Token, w: &mut WorkerCtx<Self>, into: &mut Option<Self>) {
         // Due at once: fires right after this batch.
         w.arm(w.now, token, 7);
         let _ = new.0.send(Seen::Started(token));
-        Toy {
+        *into = Some(Toy {
             token,
             log: new.0,
             closed: false,
-        }
+        });
     }
     fn abandon(_: ToyNew) {}
     fn on_io(&mut self, _: Readiness, _: &mut WorkerCtx<Self>) {}

@@ -129,13 +129,15 @@ impl<S: Source> Slab<S> {
         }
     }
 
-    /// Puts `source` into `slot` (from `vacant`), in its kept box if it
-    /// has one.
-    fn fill(&mut self, slot: usize, source: S) {
-        match &mut self.slots[slot].source {
-            Some(cell) => **cell = Some(source),
-            empty => *empty = Some(Box::new(Some(source))),
-        }
+    /// Where a new source for `slot` (from `vacant`) is built: its kept
+    /// box, or a new one. `filled` once it holds a source to keep.
+    fn place(&mut self, slot: usize) -> &mut Option<S> {
+        self.slots[slot]
+            .source
+            .get_or_insert_with(|| Box::new(None))
+    }
+
+    fn filled(&mut self) {
         self.len += 1;
     }
 
@@ -281,21 +283,26 @@ impl<S: Source> WorkerState<S> {
                 Task::Spawn(new) => {
                     let (slot, gen) = slab.vacant();
                     let token = Token::conn(worker, gen, slot as u32);
-                    match catch_unwind(AssertUnwindSafe(|| S::start(new, token, ctx))) {
-                        Ok(mut source) => {
-                            if let Some(deadline) = *shutdown {
-                                source.on_shutdown(deadline, ctx);
-                            }
-                            if source.is_closed() {
-                                slab.release(slot);
-                            } else {
-                                slab.fill(slot, source);
-                            }
+                    let place = slab.place(slot);
+                    let started = catch_unwind(AssertUnwindSafe(|| {
+                        S::start(new, token, ctx, place);
+                    }));
+                    if let Err(p) = started {
+                        log::error!("starting a connection panicked: {}", panic_message(&p));
+                        *place = None;
+                    }
+                    if let Some(source) = place.as_mut() {
+                        if let Some(deadline) = *shutdown {
+                            source.on_shutdown(deadline, ctx);
                         }
-                        Err(p) => {
-                            log::error!("starting a connection panicked: {}", panic_message(&p));
-                            slab.release(slot);
+                        if source.is_closed() {
+                            *place = None;
                         }
+                    }
+                    if place.is_some() {
+                        slab.filled();
+                    } else {
+                        slab.release(slot);
                     }
                 }
                 Task::Shutdown(deadline) => {
