@@ -49,8 +49,10 @@ pub(crate) type WorkerShared = crate::reactor::WorkerShared<Actor>;
 
 /// What a connection's handles can learn about it without a round trip to
 /// its worker: addresses once known, TLS facts once the handshake is done.
-/// Boxed behind one lock: set a few times in a connection's life, read
-/// rarely, and an idle connection pays one pointer for it.
+/// Behind one lock: set a few times in a connection's life, read rarely.
+/// Inline in [`ConnShared`], not boxed: almost every connection has
+/// addresses, and a box would be one more allocation (and free) per
+/// accepted connection than a hand-written loop makes.
 #[derive(Default)]
 pub(crate) struct ConnInfo {
     pub(crate) local: Option<SocketAddr>,
@@ -195,7 +197,7 @@ pub(crate) struct ConnShared {
     /// Where the worker's registry of live connections keeps it
     /// (`actor/live.rs`).
     pub(crate) live_idx: AtomicU32,
-    info: Mutex<Option<Box<ConnInfo>>>,
+    info: Mutex<ConnInfo>,
 }
 
 impl ConnShared {
@@ -218,51 +220,43 @@ impl ConnShared {
             close_on_drop,
             counters: Counters::default(),
             live_idx: AtomicU32::new(u32::MAX),
-            info: Mutex::new(None),
+            info: Mutex::new(ConnInfo::default()),
         })
     }
 
     /// Records the connection's addresses (once connected or accepted).
     pub(crate) fn set_addrs(&self, local: Option<SocketAddr>, peer: Option<SocketAddr>) {
         let mut info = self.info.lock();
-        let info = info.get_or_insert_with(Default::default);
         info.local = local;
         info.peer = peer;
     }
 
     /// Records (or with `None` forgets) the TLS session's facts.
     pub(crate) fn set_tls_info(&self, tls: Option<Arc<crate::tls::TlsInfo>>) {
-        let mut info = self.info.lock();
-        if tls.is_none() && info.is_none() {
-            return;
-        }
-        info.get_or_insert_with(Default::default).tls = tls;
+        self.info.lock().tls = tls;
     }
 
     /// Records the peer's credentials (Unix-domain sockets).
     #[cfg(unix)]
     pub(crate) fn set_peer_credentials(&self, c: Option<crate::net::PeerCredentials>) {
-        self.info
-            .lock()
-            .get_or_insert_with(Default::default)
-            .peer_cred = c;
+        self.info.lock().peer_cred = c;
     }
 
     #[cfg(unix)]
     pub(crate) fn peer_credentials(&self) -> Option<crate::net::PeerCredentials> {
-        self.info.lock().as_ref().and_then(|i| i.peer_cred)
+        self.info.lock().peer_cred
     }
 
     pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
-        self.info.lock().as_ref().and_then(|i| i.local)
+        self.info.lock().local
     }
 
     pub(crate) fn peer_addr(&self) -> Option<SocketAddr> {
-        self.info.lock().as_ref().and_then(|i| i.peer)
+        self.info.lock().peer
     }
 
     pub(crate) fn tls_info(&self) -> Option<Arc<crate::tls::TlsInfo>> {
-        self.info.lock().as_ref().and_then(|i| i.tls.clone())
+        self.info.lock().tls.clone()
     }
 
     /// Posts a message; schedules the actor if its mailbox was idle.

@@ -291,13 +291,13 @@ impl ListenerShared {
             opts: self.opts.clone(),
             sink,
             start: Start::Accepted(stream),
-            tls: self.tls.clone().map(TlsSetup::Server),
-            limit,
+            tls: self.tls.clone().map(|c| Box::new(TlsSetup::Server(c))),
+            limit: limit.map(Box::new),
         };
         // The poller role's holder (this thread) is the only writer.
         reactor.poll_metrics.accepted.inc();
         log::trace!("{}: accepted on {} from {:?}", id, self.label, peer);
-        cx.spawn(worker.idx, Box::new(new));
+        cx.spawn(worker.idx, new);
         if let (Some(handle), AcceptMode::Channel { incoming, .. }) = (handle, &self.mode) {
             // Cannot be full: checked above, and the poller is the only sender.
             let _ = incoming.try_send(handle);

@@ -18,7 +18,7 @@ pub use reactor::{MetricsHandle, Reactor};
 #[cfg(unix)]
 pub use unix::PeerCredentials;
 
-use crate::conn::actor::{NewConn, SinkSetup, Start};
+use crate::conn::actor::{Dial, NewConn, Resolve, SinkSetup, Start};
 use crate::conn::shared::ConnShared;
 use crate::conn::{ConnId, Connection, Ctx, Handler, Options, Sink};
 use crate::error::{Error, Result};
@@ -414,20 +414,20 @@ impl Reactor {
             }
         };
         let start = match target {
-            Target::Addrs(addrs) => Start::Connect {
+            Target::Addrs(addrs) => Start::Connect(Box::new(Dial {
                 addrs,
                 prepare: opts.prepare.clone(),
-            },
+            })),
             Target::HostPort(s) => match s.parse::<SocketAddr>() {
-                Ok(a) => Start::Connect {
+                Ok(a) => Start::Connect(Box::new(Dial {
                     addrs: vec![a],
                     prepare: opts.prepare.clone(),
-                },
-                Err(_) => Start::Resolve {
+                })),
+                Err(_) => Start::Resolve(Box::new(Resolve {
                     target: s,
                     prepare: opts.prepare.clone(),
                     resolver: opts.resolver.clone(),
-                },
+                })),
             },
         };
         self.spawn_conn(start, opts.conn, sink.into(), tls)
@@ -493,14 +493,14 @@ impl Reactor {
             shared.set_addrs(s.local_addr().ok(), s.peer_addr().ok());
         }
         let handle = Connection::from_shared(shared.clone());
-        worker.push(Task::Spawn(Box::new(NewConn {
+        worker.push(Task::Spawn(NewConn {
             shared,
             opts: Arc::new(opts),
             sink: SinkSetup::Ready(sink),
             start,
-            tls,
-            limit,
-        })));
+            tls: tls.map(Box::new),
+            limit: limit.map(Box::new),
+        }));
         Ok(handle)
     }
 }

@@ -104,7 +104,9 @@ pub(crate) enum Task<S: Source> {
     /// reused) is stale and dropped — the source's start takes that mail.
     Mail(Token),
     /// A new source (an accepted, adopted or connecting connection) to host.
-    Spawn(Box<S::New>),
+    /// Carried unboxed (no allocation per connection on the way to its
+    /// worker): keep `S::New` small, it sets the size of every task.
+    Spawn(S::New),
     /// Close every source, flushing until the deadline, then exit.
     Shutdown(Instant),
 }

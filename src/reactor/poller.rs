@@ -16,17 +16,40 @@
 use super::{AcceptCx, Acceptor, PollerCmd, ReactorShared, Readiness, Source, Task, Token};
 use crate::sys::Ready;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Hashes a listener index as itself.
+#[derive(Default)]
+pub(crate) struct IdxHasher(u64);
+
+impl Hasher for IdxHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `usize` keys are hashed (`write_usize`); fold anything else.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.0 = i as u64;
+    }
+}
 
 /// Everything the holder of the poller role owns.
 pub(crate) struct PollState<S: Source> {
     /// What one wait found.
     ready: Vec<Ready>,
     batches: Vec<Vec<Task<S>>>,
-    /// Listeners by index (their tokens are `Token::listener(idx)`).
-    listeners: HashMap<usize, Box<dyn Acceptor<S>>>,
+    /// Listeners by index (their tokens are `Token::listener(idx)`),
+    /// looked up on every listener event: hashed as themselves (indices are
+    /// small and distinct; SipHash cost an accepted connection ~60
+    /// instructions).
+    listeners: HashMap<usize, Box<dyn Acceptor<S>>, BuildHasherDefault<IdxHasher>>,
     accepting: bool,
     /// Some listener may be paused (set on every pause, cleared by the scan
     /// that finds none): the common poll skips the listener map and clock.
@@ -40,7 +63,7 @@ impl<S: Source> PollState<S> {
         PollState {
             ready: Vec::with_capacity(crate::sys::WAIT_BATCH),
             batches: (0..workers).map(|_| Vec::new()).collect(),
-            listeners: HashMap::new(),
+            listeners: HashMap::default(),
             accepting: true,
             maybe_paused: false,
             finished: false,

@@ -35,11 +35,12 @@ pub(crate) trait Source: Sized + Send + 'static {
     /// What a new source is made from (carried by `Task::Spawn`).
     type New: Send + 'static;
 
-    /// Builds and starts the source in slot `token`. It may already be
+    /// Builds and starts the source in slot `token`, in `into` (the slot's
+    /// place: built there, a source is not moved again). It may already be
     /// closed when this returns (then it is dropped at once).
-    fn start(new: Box<Self::New>, token: Token, w: &mut WorkerCtx<Self>) -> Box<Self>;
+    fn start(new: Self::New, token: Token, w: &mut WorkerCtx<Self>, into: &mut Option<Self>);
     /// A `Task::Spawn` that will never run (its worker exited first).
-    fn abandon(new: Box<Self::New>);
+    fn abandon(new: Self::New);
     /// Readiness from the poller; `Readiness::default()` for a fairness re-run.
     fn on_io(&mut self, ready: Readiness, w: &mut WorkerCtx<Self>);
     /// Its mailbox has messages (`Task::Mail`).
@@ -92,7 +93,7 @@ pub(crate) struct AcceptCx<'a, S: Source> {
 
 impl<S: Source> AcceptCx<'_, S> {
     /// Queues a new source for worker `worker` (delivered with this wait's batch).
-    pub(crate) fn spawn(&mut self, worker: usize, new: Box<S::New>) {
+    pub(crate) fn spawn(&mut self, worker: usize, new: S::New) {
         self.batches[worker].push(Task::Spawn(new));
     }
 }

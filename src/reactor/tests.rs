@@ -31,17 +31,17 @@ impl Source for Toy {
     type Shared = ();
     type New = ToyNew;
 
-    fn start(new: Box<ToyNew>, token: Token, w: &mut WorkerCtx<Self>) -> Box<Self> {
+    fn start(new: ToyNew, token: Token, w: &mut WorkerCtx<Self>, into: &mut Option<Self>) {
         // Due at once: fires right after this batch.
         w.arm(w.now, token, 7);
         let _ = new.0.send(Seen::Started(token));
-        Box::new(Toy {
+        *into = Some(Toy {
             token,
             log: new.0,
             closed: false,
-        })
+        });
     }
-    fn abandon(_: Box<ToyNew>) {}
+    fn abandon(_: ToyNew) {}
     fn on_io(&mut self, _: Readiness, _: &mut WorkerCtx<Self>) {}
     fn on_mail(&mut self, w: &mut WorkerCtx<Self>) {
         w.local.mail_turns += 1;
@@ -82,7 +82,7 @@ fn a_toy_source_gets_its_timer_tag_its_mail_by_token_and_shutdown() {
     let engine = ReactorBuilder::default().workers(2).start::<Toy>().unwrap();
     let (tx, rx) = crossbeam_channel::unbounded();
     let worker = engine.shared.pick_worker().clone();
-    worker.push(Task::Spawn(Box::new(ToyNew(tx))));
+    worker.push(Task::Spawn(ToyNew(tx)));
     let Seen::Started(token) = next(&rx) else {
         panic!("not started first");
     };

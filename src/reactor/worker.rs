@@ -83,16 +83,25 @@ impl<S: Source> WorkerCtx<S> {
 }
 
 /// Sources are boxed so the slab stays 16 bytes a slot: growing it never
-/// moves them, and spare capacity costs no source-sized holes.
+/// moves them, and spare capacity costs no source-sized holes. A vacant
+/// slot may keep its emptied box (`Some(None)`) for the next source: a
+/// short-lived connection then costs no allocation for its actor (issue
+/// 15's churn: a hand-written loop allocates nothing per connection).
 struct Slot<S> {
     gen: u32,
-    source: Option<Box<S>>,
+    source: Option<Box<Option<S>>>,
 }
+
+/// Vacant slots that keep their emptied box, at most (per worker): enough
+/// for a burst of short connections, little memory after a peak.
+const SPARE_BOXES: usize = 64;
 
 struct Slab<S> {
     slots: Vec<Slot<S>>,
     free: Vec<usize>,
     len: usize,
+    /// Vacant slots holding an emptied box (at most `SPARE_BOXES`).
+    spare: usize,
 }
 
 impl<S: Source> Slab<S> {
@@ -101,11 +110,15 @@ impl<S: Source> Slab<S> {
             slots: Vec::new(),
             free: Vec::new(),
             len: 0,
+            spare: 0,
         }
     }
 
     fn vacant(&mut self) -> (usize, u32) {
         if let Some(i) = self.free.pop() {
+            if self.slots[i].source.is_some() {
+                self.spare -= 1;
+            }
             (i, self.slots[i].gen)
         } else {
             self.slots.push(Slot {
@@ -116,14 +129,30 @@ impl<S: Source> Slab<S> {
         }
     }
 
-    fn fill(&mut self, slot: usize, source: Box<S>) {
-        self.slots[slot].source = Some(source);
+    /// Where a new source for `slot` (from `vacant`) is built: its kept
+    /// box, or a new one. `filled` once it holds a source to keep.
+    fn place(&mut self, slot: usize) -> &mut Option<S> {
+        self.slots[slot]
+            .source
+            .get_or_insert_with(|| Box::new(None))
+    }
+
+    fn filled(&mut self) {
         self.len += 1;
     }
 
+    /// `slot` is vacant again; it keeps its emptied box while fewer than
+    /// `SPARE_BOXES` others do.
     fn release(&mut self, slot: usize) {
         let s = &mut self.slots[slot];
         s.gen = (s.gen + 1) & 0x00ff_ffff;
+        if s.source.is_some() {
+            if self.spare < SPARE_BOXES {
+                self.spare += 1;
+            } else {
+                s.source = None;
+            }
+        }
         self.free.push(slot);
     }
 
@@ -132,24 +161,30 @@ impl<S: Source> Slab<S> {
         if s.gen != token.gen() {
             return None;
         }
-        s.source.as_deref_mut()
+        s.source.as_deref_mut()?.as_mut()
     }
 
-    fn remove(&mut self, token: Token) -> Option<Box<S>> {
-        let s = self.slots.get_mut(token.slot())?;
+    /// Drops the source behind `token` (in place: its box may stay with
+    /// the slot).
+    fn remove(&mut self, token: Token) {
+        let Some(s) = self.slots.get_mut(token.slot()) else {
+            return;
+        };
         if s.gen != token.gen() {
-            return None;
+            return;
         }
-        let a = s.source.take()?;
+        let Some(cell) = s.source.as_deref_mut().filter(|c| c.is_some()) else {
+            return;
+        };
+        *cell = None;
         self.len -= 1;
         self.release(token.slot());
-        Some(a)
     }
 
     fn tokens(&self) -> Vec<Token> {
         self.slots
             .iter()
-            .filter_map(|s| s.source.as_ref().map(|a| a.token()))
+            .filter_map(|s| s.source.as_deref()?.as_ref().map(|a| a.token()))
             .collect()
     }
 }
@@ -248,21 +283,26 @@ impl<S: Source> WorkerState<S> {
                 Task::Spawn(new) => {
                     let (slot, gen) = slab.vacant();
                     let token = Token::conn(worker, gen, slot as u32);
-                    match catch_unwind(AssertUnwindSafe(|| S::start(new, token, ctx))) {
-                        Ok(mut source) => {
-                            if let Some(deadline) = *shutdown {
-                                source.on_shutdown(deadline, ctx);
-                            }
-                            if source.is_closed() {
-                                slab.release(slot);
-                            } else {
-                                slab.fill(slot, source);
-                            }
+                    let place = slab.place(slot);
+                    let started = catch_unwind(AssertUnwindSafe(|| {
+                        S::start(new, token, ctx, place);
+                    }));
+                    if let Err(p) = started {
+                        log::error!("starting a connection panicked: {}", panic_message(&p));
+                        *place = None;
+                    }
+                    if let Some(source) = place.as_mut() {
+                        if let Some(deadline) = *shutdown {
+                            source.on_shutdown(deadline, ctx);
                         }
-                        Err(p) => {
-                            log::error!("starting a connection panicked: {}", panic_message(&p));
-                            slab.release(slot);
+                        if source.is_closed() {
+                            *place = None;
                         }
+                    }
+                    if place.is_some() {
+                        slab.filled();
+                    } else {
+                        slab.release(slot);
                     }
                 }
                 Task::Shutdown(deadline) => {

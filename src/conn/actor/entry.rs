@@ -48,16 +48,23 @@ pub(crate) enum Start {
     /// of its socket.
     Accepted(Stream),
     /// Connect to these addresses in turn.
-    Connect {
-        addrs: Vec<SocketAddr>,
-        prepare: Option<Arc<PrepareFn>>,
-    },
+    Connect(Box<Dial>),
     /// Resolve `host:port` off-worker, then connect.
-    Resolve {
-        target: String,
-        prepare: Option<Arc<PrepareFn>>,
-        resolver: Option<Arc<ResolveFn>>,
-    },
+    Resolve(Box<Resolve>),
+}
+
+/// An outgoing connection's addresses (boxed in [`Start`]: the accepted
+/// connection's hand-off stays small).
+pub(crate) struct Dial {
+    pub(crate) addrs: Vec<SocketAddr>,
+    pub(crate) prepare: Option<Arc<PrepareFn>>,
+}
+
+/// A `host:port` to resolve off-worker, then connect to.
+pub(crate) struct Resolve {
+    pub(crate) target: String,
+    pub(crate) prepare: Option<Arc<PrepareFn>>,
+    pub(crate) resolver: Option<Arc<ResolveFn>>,
 }
 
 /// Where events go once the actor starts.
@@ -66,14 +73,17 @@ pub(crate) enum SinkSetup {
     Factory(Arc<HandlerFactory>),
 }
 
+/// A new connection on its way to its worker, carried unboxed in
+/// `Task::Spawn` (the accepted connection's hand-off allocates nothing):
+/// small, since it sets the size of every task — the rare parts are boxed.
 pub(crate) struct NewConn {
     pub(crate) shared: Arc<ConnShared>,
     pub(crate) opts: Arc<Options>,
     pub(crate) sink: SinkSetup,
     pub(crate) start: Start,
-    pub(crate) tls: Option<TlsSetup>,
+    pub(crate) tls: Option<Box<TlsSetup>>,
     /// The connection-limit slots it holds, given back when it is dropped.
-    pub(crate) limit: Option<crate::reactor::limit::LimitGuard>,
+    pub(crate) limit: Option<Box<crate::reactor::limit::LimitGuard>>,
 }
 
 /// What the reactor runs: the actor's entry points (readiness, mail,
@@ -83,8 +93,8 @@ impl Source for Actor {
     type Shared = super::live::Live;
     type New = NewConn;
 
-    /// Builds the actor for `new` in slot `token` and starts it.
-    fn start(new: Box<NewConn>, token: Token, w: &mut WorkerCtx) -> Box<Actor> {
+    /// Builds the actor for `new` in slot `token`, in `into`, and starts it.
+    fn start(new: NewConn, token: Token, w: &mut WorkerCtx, into: &mut Option<Actor>) {
         let NewConn {
             shared,
             opts,
@@ -92,7 +102,7 @@ impl Source for Actor {
             start,
             tls,
             limit,
-        } = *new;
+        } = new;
         // Mail posted from now on is scheduled under this token; mail
         // posted before (its `Task::Mail` is stale) is in the mailbox and
         // runs in this first turn. `token_set` orders the two (see it).
@@ -118,12 +128,12 @@ impl Source for Actor {
             outbox: Outbox::new(),
             connect: None,
             tls: None,
-            pending_tls: tls.map(|t| (t, 0)),
+            pending_tls: tls.map(|t| (*t, 0)),
             tls_truncated: false,
             close_pending: false,
             connect_handshake: false,
             deferred: None,
-            _limit: limit.map(Box::new),
+            _limit: limit,
         };
         let (sink, factory) = match sink {
             SinkSetup::Ready(s) => (Some(s), None),
@@ -135,7 +145,8 @@ impl Source for Actor {
                 core.accepted = true;
                 core.open(stream, w)
             }
-            Start::Connect { addrs, prepare } => {
+            Start::Connect(dial) => {
+                let Dial { addrs, prepare } = *dial;
                 core.connect_handshake = core.pending_tls.is_some();
                 core.connect = Some(Box::new(ConnectState {
                     addrs,
@@ -146,11 +157,12 @@ impl Source for Actor {
                 core.phase = Phase::Connecting;
                 core.try_next_address(w);
             }
-            Start::Resolve {
-                target,
-                prepare,
-                resolver,
-            } => {
+            Start::Resolve(r) => {
+                let Resolve {
+                    target,
+                    prepare,
+                    resolver,
+                } = *r;
                 core.connect_handshake = core.pending_tls.is_some();
                 core.connect = Some(Box::new(ConnectState {
                     addrs: Vec::new(),
@@ -161,7 +173,8 @@ impl Source for Actor {
                 connect::resolve(core.shared.clone(), target, resolver);
             }
         }
-        let mut actor = Box::new(Actor { core, sink });
+        // Into its place at once: the actor (~0.5 KiB) is not moved again.
+        let actor = into.insert(Actor { core, sink });
         if let Some(factory) = factory {
             let built = {
                 let mut ctx = Ctx {
@@ -180,10 +193,9 @@ impl Source for Actor {
         if let Err(p) = catch_unwind(AssertUnwindSafe(|| actor.run(w))) {
             actor.abort_panicked(panic_message(&p), w);
         }
-        actor
     }
 
-    fn abandon(new: Box<NewConn>) {
+    fn abandon(new: NewConn) {
         drop(new.shared.close_mailbox());
     }
 

@@ -58,8 +58,11 @@ impl Core {
         if !(self.accepted && crate::sys::socket::ACCEPT_INHERITS_OPTIONS) {
             self.apply_socket_options(w);
         }
-        for kind in [TimeoutKind::Activity, TimeoutKind::Read, TimeoutKind::Write] {
-            self.check_inactivity(timer_of(kind), w);
+        let o = &self.opts;
+        if o.timeout.is_some() || o.read_timeout.is_some() || o.write_timeout.is_some() {
+            for kind in [TimeoutKind::Activity, TimeoutKind::Read, TimeoutKind::Write] {
+                self.check_inactivity(timer_of(kind), w);
+            }
         }
         if let Some((setup, prefix)) = self.pending_tls.take() {
             self.start_tls_session(setup, prefix, w);
@@ -331,6 +334,9 @@ impl Core {
     }
 
     pub(super) fn fail_reads(&mut self, e: Error) {
+        if self.rd.reads.is_empty() {
+            return;
+        }
         let Core { rd, outbox, .. } = self;
         for mut r in rd.reads.drain(..) {
             r.fail(e.clone());

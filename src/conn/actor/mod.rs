@@ -28,7 +28,7 @@ mod write;
 
 pub use ctx::Ctx;
 use deliver::Outbox;
-pub(crate) use entry::{NewConn, SinkSetup, Start};
+pub(crate) use entry::{Dial, NewConn, Resolve, SinkSetup, Start};
 pub use handler::{Handler, HandlerFactory, PrepareFn, ResolveFn};
 use read::ReadHalf;
 pub(crate) use requests::{QueuedRead, ReadRequest, StreamAdapter, StreamDecode};
@@ -159,10 +159,17 @@ mod size_tests {
         let actor = std::mem::size_of::<super::Actor>();
         let shared = std::mem::size_of::<super::ConnShared>();
         eprintln!("Actor {actor} B, ConnShared {shared} B");
+        // The addresses (`ConnInfo`, 88 B) are inline in `ConnShared` since
+        // issue 15's churn work: they were a box of their own in every TCP
+        // connection (its pointer and malloc header besides), uncounted
+        // here. The bounds grew by that much; the memory per connection
+        // did not.
+        let info = std::mem::size_of::<crate::conn::shared::ConnInfo>();
+        assert!(info <= 88, "ConnInfo is {info} bytes");
         assert!(actor <= 512, "Actor is {actor} bytes");
-        assert!(shared <= 192, "ConnShared is {shared} bytes");
+        assert!(shared <= 192 + info, "ConnShared is {shared} bytes");
         // 640 until the per-connection stats (read-buffer size, activity
         // stamps, TLS state, the metrics registry index) came.
-        assert!(actor + shared <= 664);
+        assert!(actor + shared <= 664 + info);
     }
 }
