@@ -24,7 +24,6 @@ use bytes::BytesMut;
 use std::collections::VecDeque;
 use std::io;
 use std::io::IoSlice;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// How long an established TLS 1.3 connection goes without reading or
@@ -278,7 +277,7 @@ impl Core {
             self.shared.counters.set_tls(TlsState::Established, v);
             self.shared.worker.metrics.conn.tls_done[tls_version_idx(v)].inc();
             log::debug!("{}: TLS established ({v:?})", self.shared.id);
-            self.shared.set_tls_info(Some(Arc::new(t.info())));
+            self.shared.set_tls_info(Some(t.info().into_shared()));
             self.outbox.events.push(Event::TlsEstablished);
         }
         if t.peer_closed {
