@@ -48,6 +48,7 @@ trait Backend: Send + Sync + 'static {
 }
 
 /// One provider crate's AEAD: aws-lc-rs and ring share ring's API.
+#[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
 macro_rules! backend {
     ($name:ident, $krate:ident) => {
         struct $name;
@@ -374,6 +375,7 @@ fn wrap<B: Backend>(
 /// the application chose no provider (none passed to a builder, no process
 /// default): a provider the application chose is used as it is.
 pub(crate) fn own_provider() -> Option<Arc<CryptoProvider>> {
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
     use rustls::CipherSuite as Cs;
     static OWN: std::sync::OnceLock<Option<Arc<CryptoProvider>>> = std::sync::OnceLock::new();
     OWN.get_or_init(|| {
