@@ -19,9 +19,12 @@
 //! The record protection itself is the one rustls's providers implement
 //! (RFC 8446 §5.2: nonce = IV ⊕ sequence number, the record header as
 //! additional data, the content type inside), done with the same provider
-//! crate's AEAD. Only rustls's public provider interface is used. Not
-//! wrapped: TLS 1.2 suites, FIPS providers (their TLS key type enforces
-//! nonce rules), and any provider the application brings itself.
+//! crate's AEAD (`LessSafeKey`; rustls's aws-lc-rs provider uses aws-lc's
+//! TLS key type, which also refuses a nonce that does not increase — a
+//! check a key rebuilt mid-stream could not keep; rustls's record layer
+//! numbers the records either way). Only rustls's public provider
+//! interface is used. Not wrapped: TLS 1.2 suites, FIPS providers, and any
+//! provider the application brings itself.
 
 use parking_lot::Mutex;
 use rustls::crypto::cipher::{
@@ -165,12 +168,19 @@ pub(crate) struct Collector {
 impl Collector {
     /// Runs `f` (a call into the engine), keeping the key slots it makes.
     pub(crate) fn run<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        // Also on a panic inside rustls (an application's verifier or key
+        // log runs there; the worker survives it): nothing is left for the
+        // next session on this thread to take.
         struct Reset;
         impl Drop for Reset {
             fn drop(&mut self) {
                 COLLECTING.with(|c| c.set(false));
+                if std::thread::panicking() {
+                    MADE.with(|m| m.borrow_mut().clear());
+                }
             }
         }
+        MADE.with(|m| m.borrow_mut().clear());
         COLLECTING.with(|c| c.set(true));
         let r = {
             let _reset = Reset;
@@ -226,15 +236,17 @@ struct Lazy<B: Backend> {
 
 impl<B: Backend> Lazy<B> {
     fn slot<const SENDS: bool>(&self, key: &AeadKey) -> Arc<Slot<B, SENDS>> {
-        // rustls hands over exactly `key_len()` bytes (32 at most).
+        // rustls hands over exactly `key_len()` bytes (32 at most); they are
+        // copied straight into the slot (no copy left on the stack).
         let k = key.as_ref();
-        let mut raw = [0u8; 32];
-        raw[..k.len()].copy_from_slice(k);
-        let slot = Arc::new(Slot {
+        let mut slot = Arc::new(Slot {
             alg: self.alg,
-            raw,
+            raw: [0u8; 32],
             key: Mutex::new(None),
         });
+        if let Some(s) = Arc::get_mut(&mut slot) {
+            s.raw[..k.len()].copy_from_slice(k);
+        }
         made(slot.clone());
         slot
     }
@@ -445,5 +457,46 @@ mod tests {
             }
         }
         assert!(tls13 >= 3, "{tls13} TLS 1.3 suites");
+    }
+
+    /// Key slots made by an engine call that panicked (an application's
+    /// verifier runs inside rustls) are not handed to the next session on
+    /// the thread; those of a call that returns are.
+    #[test]
+    fn a_panicking_engine_call_leaves_no_slots_behind() {
+        let p = own_provider().unwrap();
+        let aead = p
+            .cipher_suites
+            .iter()
+            .find_map(|s| match s {
+                SupportedCipherSuite::Tls13(t) => Some(t.aead_alg),
+                _ => None,
+            })
+            .unwrap();
+        let make = || {
+            let enc = aead.encrypter(AeadKey::from([7u8; 32]), Iv::from([1u8; 12]));
+            let dec = aead.decrypter(AeadKey::from([7u8; 32]), Iv::from([1u8; 12]));
+            (enc, dec)
+        };
+        let mut dead = Collector::default();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            dead.run(|| {
+                let _keys = make();
+                panic!("a verifier panicked");
+            })
+        }));
+        assert!(r.is_err());
+        let mut next = Collector::default();
+        next.run(|| ());
+        assert!(
+            !next.has_keys(),
+            "the next session took a dead engine's keys"
+        );
+        // Outside a session's call nothing is collected; inside, both are.
+        let _outside = make();
+        next.run(|| ());
+        assert!(!next.has_keys());
+        let _kept = next.run(make);
+        assert!(next.send.is_some() && next.recv.is_some());
     }
 }
