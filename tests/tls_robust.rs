@@ -392,6 +392,24 @@ fn client_hello(pki: &Pki) -> Vec<u8> {
     rec[5..].to_vec()
 }
 
+/// A renegotiation request (`message`, a handshake message) is answered
+/// with a warning no_renegotiation alert, and data still flows both ways
+/// afterwards. (A pending read, so the netactor side reads.)
+fn refused_with_a_warning(raw: &mut RawTls12, conn: &netactor::Connection, message: &[u8]) {
+    let got = conn.push_read(Chunk::new(5)).unwrap();
+    raw.send(ContentType::Handshake, message);
+    let (typ, alert) = raw.recv().expect("an answer to the renegotiation");
+    assert_eq!(typ, ContentType::Alert);
+    assert_eq!(alert, [1, 100], "warning no_renegotiation");
+    raw.send(ContentType::ApplicationData, b"still");
+    assert_eq!(&got.recv_timeout(WAIT).unwrap()[..], b"still");
+    conn.write(&b"here"[..]).unwrap();
+    assert_eq!(
+        raw.recv(),
+        Some((ContentType::ApplicationData, b"here".to_vec()))
+    );
+}
+
 #[test]
 fn tls12_renegotiation_is_refused_with_a_warning_then_a_typed_error() {
     let pki = Pki::new();
@@ -408,19 +426,8 @@ fn tls12_renegotiation_is_refused_with_a_warning_then_a_typed_error() {
     let hello = client_hello(&pki);
 
     // First attempt: rustls answers with a warning no_renegotiation alert
-    // and the connection goes on. (A pending read, so the server reads.)
-    let got = conn.push_read(Chunk::new(5)).unwrap();
-    raw.send(ContentType::Handshake, &hello);
-    let (typ, alert) = raw.recv().expect("an answer to the renegotiation");
-    assert_eq!(typ, ContentType::Alert);
-    assert_eq!(alert, [1, 100], "warning no_renegotiation");
-    raw.send(ContentType::ApplicationData, b"still");
-    assert_eq!(&got.recv_timeout(WAIT).unwrap()[..], b"still");
-    conn.write(&b"here"[..]).unwrap();
-    assert_eq!(
-        raw.recv(),
-        Some((ContentType::ApplicationData, b"here".to_vec()))
-    );
+    // and the connection goes on.
+    refused_with_a_warning(&mut raw, &conn, &hello);
 
     // Second attempt: rustls gives up on the peer.
     let never = conn.push_read(Chunk::new(1)).unwrap();
@@ -535,18 +542,7 @@ fn a_tls12_hello_request_to_a_client_is_refused_with_a_warning_then_a_typed_erro
     const HELLO_REQUEST: [u8; 4] = [0, 0, 0, 0];
 
     // First: a warning no_renegotiation alert, and the connection goes on.
-    let got = conn.push_read(Chunk::new(5)).unwrap();
-    raw.send(ContentType::Handshake, &HELLO_REQUEST);
-    let (typ, alert) = raw.recv().expect("an answer to the HelloRequest");
-    assert_eq!(typ, ContentType::Alert);
-    assert_eq!(alert, [1, 100], "warning no_renegotiation");
-    raw.send(ContentType::ApplicationData, b"still");
-    assert_eq!(&got.recv_timeout(WAIT).unwrap()[..], b"still");
-    conn.write(&b"here"[..]).unwrap();
-    assert_eq!(
-        raw.recv(),
-        Some((ContentType::ApplicationData, b"here".to_vec()))
-    );
+    refused_with_a_warning(&mut raw, &conn, &HELLO_REQUEST);
 
     // Second: a typed error ends the connection.
     let never = conn.push_read(Chunk::new(1)).unwrap();

@@ -224,9 +224,9 @@ fn one_tls_connection(
     assert!(rest.is_empty());
 }
 
-#[test]
-fn a_tls_connection_closed_by_its_client_makes_no_shutdown_or_discarding_recv() {
-    const N: usize = 4;
+/// `n` TLS echo connections, one after another, through an echo reactor
+/// with a fresh certificate; returns once the server closed them all.
+fn tls_echo_connections(n: usize, writes: ClientWrites) -> (Reactor, crate::Listener) {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let server = crate::tls::ServerBuilder::from_pem(
         ck.cert.pem().as_bytes(),
@@ -241,12 +241,19 @@ fn a_tls_connection_closed_by_its_client_makes_no_shutdown_or_discarding_recv() 
     let closed = Arc::new(AtomicUsize::new(0));
     let (reactor, listener) = echo_reactor(Options::new(), Some(server), closed.clone());
     let addr = listener.local_addr();
-    for _ in 0..N {
-        one_tls_connection(addr, &client, ClientWrites::AfterHandshake);
+    for _ in 0..n {
+        one_tls_connection(addr, &client, writes);
     }
     wait_for("every connection closed", || {
-        closed.load(Ordering::SeqCst) == N
+        closed.load(Ordering::SeqCst) == n
     });
+    (reactor, listener)
+}
+
+#[test]
+fn a_tls_connection_closed_by_its_client_makes_no_shutdown_or_discarding_recv() {
+    const N: usize = 4;
+    let (reactor, listener) = tls_echo_connections(N, ClientWrites::AfterHandshake);
     let t = &reactor.shared.poller.tally;
     let n = |a: &AtomicUsize| a.load(Ordering::SeqCst);
     // The close_notify went out before; closing the socket sends the FIN.
@@ -261,26 +268,7 @@ fn a_tls_connection_closed_by_its_client_makes_no_shutdown_or_discarding_recv() 
 #[test]
 fn a_tls_echo_shares_its_send_with_the_session_tickets_and_reads_stop_at_a_short_read() {
     const N: usize = 16;
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let server = crate::tls::ServerBuilder::from_pem(
-        ck.cert.pem().as_bytes(),
-        ck.signing_key.serialize_pem().as_bytes(),
-    )
-    .and_then(|b| b.build())
-    .expect("server config");
-    let client = crate::tls::ClientBuilder::new()
-        .ca_pem(ck.cert.pem().as_bytes())
-        .and_then(|b| b.build())
-        .expect("client config");
-    let closed = Arc::new(AtomicUsize::new(0));
-    let (reactor, listener) = echo_reactor(Options::new(), Some(server), closed.clone());
-    let addr = listener.local_addr();
-    for _ in 0..N {
-        one_tls_connection(addr, &client, ClientWrites::Eager);
-    }
-    wait_for("every connection closed", || {
-        closed.load(Ordering::SeqCst) == N
-    });
+    let (reactor, listener) = tls_echo_connections(N, ClientWrites::Eager);
     let t = &reactor.shared.poller.tally;
     let n = |a: &AtomicUsize| a.load(Ordering::SeqCst);
     let (sends, again) = (n(&t.tls_send), n(&t.tls_recv_again));
