@@ -31,7 +31,6 @@ use netactor::{Ctx, Event, Handler, ListenOptions, Options, Reactor};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Stop reading while more than this is queued for the client.
@@ -42,7 +41,6 @@ const LOW_WATER: usize = 256 << 10;
 struct Echo {
     /// A frame the write queue refused; sent before anything else is read.
     held: Option<bytes::Bytes>,
-    sessions: Arc<graceful::Sessions>,
 }
 
 impl Handler for Echo {
@@ -69,7 +67,6 @@ impl Handler for Echo {
             // Idle for --idle-timeout, or stopped on SIGTERM and the client
             // did not close within the grace period.
             Event::Timeout(_) => ctx.close(),
-            Event::Closed => self.sessions.closed(ctx.id()),
             _ => {}
         }
     }
@@ -242,15 +239,9 @@ fn main() -> ExitCode {
             }
         }
     }
-    let sessions = Arc::new(graceful::Sessions::default());
-    let s2 = sessions.clone();
-    let factory = move |ctx: &mut netactor::Ctx<'_>| {
-        s2.opened(ctx);
+    let factory = |ctx: &mut netactor::Ctx<'_>| {
         ctx.set_streaming(Some(Raw));
-        Echo {
-            held: None,
-            sessions: s2.clone(),
-        }
+        Echo { held: None }
     };
     let listening = match &args.listen {
         ListenAt::Tcp(addr) => reactor.listen_with(*addr, lo, factory),
@@ -277,7 +268,7 @@ fn main() -> ExitCode {
     drop(listener);
     // Within the contract's 10 s: up to 6 s for connections to finish, then
     // at most the reactor's 2 s shutdown timeout for any left.
-    sessions.stop_all(Duration::from_secs(6));
+    graceful::stop_all(&reactor, Duration::from_secs(6));
     reactor.shutdown();
     if let Some(e) = endpoint {
         e.shutdown();

@@ -49,7 +49,7 @@ use std::cell::RefCell;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Longest request head accepted (request line and headers).
@@ -347,7 +347,6 @@ fn imf_fixdate(unix_secs: u64) -> String {
 // ---- the connection -------------------------------------------------------------
 
 struct Http {
-    sessions: Arc<graceful::Sessions>,
     /// Parses the requests in place, on the connection's read buffer.
     codec: HttpCodec,
 }
@@ -407,7 +406,6 @@ impl Handler for Http {
             // Idle for --idle-timeout, or a stopped connection whose client
             // did not close within the grace period.
             Event::Timeout(_) => ctx.close(),
-            Event::Closed => self.sessions.closed(ctx.id()),
             _ => {}
         }
     }
@@ -483,33 +481,26 @@ fn main() -> ExitCode {
         .pause_reading_above(Some(1 << 20))
         .timeout(Some(args.idle))
         .linger(Duration::from_secs(5));
-    let sessions = Arc::new(graceful::Sessions::default());
-    let s2 = sessions.clone();
-    let listener = match reactor.listen_with(
-        args.listen,
-        ListenOptions::new().options(opts),
-        move |ctx| {
-            s2.opened(ctx);
+    let listener =
+        match reactor.listen_with(args.listen, ListenOptions::new().options(opts), |ctx| {
             ctx.set_read_in_place(true);
             Http {
-                sessions: s2.clone(),
                 codec: HttpCodec::default(),
             }
-        },
-    ) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("http: cannot listen on {}: {e}", args.listen);
-            return ExitCode::from(1);
-        }
-    };
+        }) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("http: cannot listen on {}: {e}", args.listen);
+                return ExitCode::from(1);
+            }
+        };
     println!("listening on {}", listener.local_addr());
     let _ = std::io::stdout().flush();
     if let Some(sig) = signals.forever().next() {
         log::info!("signal {sig}: shutting down");
     }
     drop(listener);
-    sessions.stop_all(Duration::from_secs(7));
+    graceful::stop_all(&reactor, Duration::from_secs(7));
     reactor.shutdown();
     ExitCode::SUCCESS
 }

@@ -402,3 +402,71 @@ fn listeners_set_so_reuseaddr() {
     let again = r.listen(addr, ListenOptions::new());
     assert!(again.is_ok(), "rebinding failed: {:?}", again.err());
 }
+
+#[test]
+fn connections_lists_every_running_connection_of_every_kind_until_it_closes() {
+    // A reactor of its own: the snapshot is reactor-wide.
+    let r = reactor(2);
+    let chan = r.listen(any_port(), ListenOptions::new()).unwrap();
+    let handled = r
+        .listen_with(any_port(), ListenOptions::new(), |ctx: &mut Ctx<'_>| {
+            // Reading, so the peer's EOF is seen.
+            ctx.set_streaming(Some(Raw));
+            |ctx: &mut Ctx<'_>, ev: Event| {
+                if let Event::Eof = ev {
+                    ctx.close();
+                }
+            }
+        })
+        .unwrap();
+    assert!(r.connections().is_empty());
+    // Three accepted in channel mode, three in handler mode, one connected.
+    let mut clients: Vec<TcpStream> = Vec::new();
+    for _ in 0..3 {
+        clients.push(TcpStream::connect(chan.local_addr()).unwrap());
+        clients.push(TcpStream::connect(handled.local_addr()).unwrap());
+    }
+    let accepted: Vec<Connection> = (0..3)
+        .map(|_| chan.accept_timeout(WAIT).expect("accepted"))
+        .collect();
+    let (etx, _erx) = crossbeam_channel::unbounded();
+    let out = r
+        .connect(chan.local_addr(), ConnectOptions::new(), etx)
+        .expect("connect");
+    let ids = |r: &Reactor| -> HashSet<netactor::ConnId> {
+        r.connections().iter().map(|c| c.id()).collect()
+    };
+    assert!(
+        wait_until(WAIT, || ids(&r).len() == 8),
+        "7 connections and the accepted side of the outgoing one: {:?}",
+        ids(&r)
+    );
+    let now = ids(&r);
+    for c in accepted.iter().chain([&out]) {
+        assert!(now.contains(&c.id()), "{:?} missing from {now:?}", c.id());
+    }
+    // A handle from the snapshot works like any other: close one through it.
+    let victim = accepted[1].id();
+    let snap = r.connections();
+    let h = snap.iter().find(|c| c.id() == victim).unwrap();
+    h.close().unwrap();
+    drop(snap);
+    assert!(wait_until(WAIT, || !ids(&r).contains(&victim)));
+    assert!(accepted[1].is_closed());
+    // The snapshot's handles do not keep channel-mode connections open:
+    // dropping the application's last handle still closes it.
+    let other = accepted[2].id();
+    let held = r.connections();
+    drop(accepted);
+    drop(held);
+    assert!(wait_until(WAIT, || !ids(&r).contains(&other)));
+    // Handler-mode connections leave when their peer goes.
+    drop(clients);
+    assert!(
+        wait_until(WAIT, || ids(&r).len() == 2),
+        "left: {:?} (the outgoing connection and its accepted side)",
+        ids(&r)
+    );
+    r.shutdown();
+    assert!(r.connections().is_empty());
+}

@@ -8,9 +8,8 @@
 //! throws away what the kernel had not yet sent and shows the client
 //! `ECONNRESET` instead of the tail of its data and a FIN.
 //!
-//! How: each connection is registered when accepted ([`Sessions::opened`])
-//! and removed when it closes ([`Sessions::closed`]). [`Sessions::stop_all`]
-//! runs [`stop`] on every connection's own worker (`Connection::call`):
+//! How: [`stop_all`] runs [`stop`] on every open connection's own worker
+//! (`Reactor::connections`, then `Connection::call`):
 //! input is read and dropped from then on (so the client's sends never meet
 //! a closed socket), the write queue is flushed and followed by a FIN, and
 //! the connection closes when the client closes its side too (the actor
@@ -21,13 +20,9 @@
 #![allow(dead_code)] // each example uses a different subset
 
 use bytes::BytesMut;
-use crossbeam_channel::{Receiver, Sender};
 use netactor::framing::{DecodeError, Decoder, Frame};
-use netactor::{ConnId, Connection, Ctx, Inactivity};
-use parking_lot::Mutex;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicBool, Ordering};
+use netactor::{ConnId, Ctx, Inactivity, Reactor};
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 /// SIGINT and SIGTERM, registered for `server` (its name, for the error
@@ -48,84 +43,39 @@ pub fn termination_signals(
 /// (counted from its last successful write).
 pub const GRACE: Duration = Duration::from_secs(4);
 
-/// Hashes a [`ConnId`] as itself: ids are distinct counters, so SipHash
-/// (resistant to chosen keys, which nobody chooses here) would only cost
-/// every accepted and closed connection time in its registry.
-#[derive(Default)]
-pub struct IdHasher(u64);
+/// How often [`stop_all`] looks again for connections still open.
+const POLL: Duration = Duration::from_millis(10);
 
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        // Spread sequential ids over the table's high bits (hashbrown
-        // takes the top 7 bits as a tag).
-        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-/// The open connections of a server.
-pub struct Sessions {
-    open: Mutex<HashMap<ConnId, Connection, BuildHasherDefault<IdHasher>>>,
-    /// [`Sessions::stop_all`] is waiting: closes are announced on the
-    /// channel from then on. (Before, each close would leave a message
-    /// nobody reads: memory growing with every connection ever closed.)
-    stopping: AtomicBool,
-    closed_tx: Sender<()>,
-    closed_rx: Receiver<()>,
-}
-
-impl Default for Sessions {
-    fn default() -> Self {
-        let (closed_tx, closed_rx) = crossbeam_channel::unbounded();
-        Sessions {
-            open: Mutex::new(HashMap::default()),
-            stopping: AtomicBool::new(false),
-            closed_tx,
-            closed_rx,
-        }
-    }
-}
-
-impl Sessions {
-    /// Registers a connection just accepted (call from the handler factory).
-    pub fn opened(&self, ctx: &mut Ctx<'_>) {
-        self.open.lock().insert(ctx.id(), ctx.connection());
-    }
-
-    /// Forgets a connection (call on `Event::Closed`).
-    pub fn closed(&self, id: ConnId) {
-        if self.open.lock().remove(&id).is_some() && self.stopping.load(Ordering::Acquire) {
-            let _ = self.closed_tx.send(());
-        }
-    }
-
-    /// Stops every open connection with [`stop`] and waits until all have
-    /// closed or `limit` has passed. Call after the listener is dropped, so
-    /// no connection is added meanwhile.
-    pub fn stop_all(&self, limit: Duration) {
-        let end = Instant::now() + limit;
-        // From here every close is announced; one removed before is no
-        // longer in the map, which the loop below checks before each wait.
-        self.stopping.store(true, Ordering::Release);
-        let open: Vec<Connection> = self.open.lock().values().cloned().collect();
-        for c in open {
-            // An already-closed connection refuses the call; it is (or is
-            // about to be) removed by its `Closed` event.
-            let _ = c.call(stop);
-        }
-        while !self.open.lock().is_empty() {
-            let left = end.saturating_duration_since(Instant::now());
-            if left.is_zero() || self.closed_rx.recv_timeout(left).is_err() {
-                return;
+/// Stops every open connection of `reactor` with [`stop`] and waits until
+/// all have closed or `limit` has passed. Call after the listener is
+/// dropped, so no connection is accepted meanwhile.
+///
+/// The reactor's own list of running connections
+/// ([`Reactor::connections`]) says which are open: a registry of the
+/// server's own would cost every connection a shared lock when it opens
+/// and again when it closes. Each look takes a fresh snapshot, so a
+/// connection accepted just before the listener went (its actor starting
+/// after the first look) is stopped by the next one.
+pub fn stop_all(reactor: &Reactor, limit: Duration) {
+    let end = Instant::now() + limit;
+    let mut stopped: HashSet<ConnId> = HashSet::new();
+    loop {
+        let mut open = 0;
+        for c in reactor.connections() {
+            if c.is_closed() {
+                continue;
+            }
+            open += 1;
+            // A connection that closed meanwhile refuses the call.
+            if !stopped.contains(&c.id()) && c.call(stop).is_ok() {
+                stopped.insert(c.id());
             }
         }
+        let left = end.saturating_duration_since(Instant::now());
+        if open == 0 || left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(POLL));
     }
 }
 

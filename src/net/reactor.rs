@@ -2,6 +2,7 @@
 //! connection actors. Connecting, listening and adopting are in `net/mod.rs`.
 
 use crate::conn::actor::Actor;
+use crate::conn::Connection;
 use crate::reactor::{Engine, ReactorBuilder, ReactorShared};
 use std::io;
 use std::sync::Arc;
@@ -70,6 +71,47 @@ impl Reactor {
     /// a reporting thread. Snapshots after shutdown keep the final counts.
     pub fn metrics_handle(&self) -> MetricsHandle {
         MetricsHandle(self.shared.clone())
+    }
+
+    /// A handle to every connection whose actor is running now — accepted,
+    /// connected or adopted, in handler or channel mode: a snapshot, in no
+    /// particular order. What it is for: acting on all of them at once
+    /// without keeping a registry of one's own, e.g. a graceful stop that
+    /// [`call`](Connection::call)s each connection's own shutdown on its
+    /// worker (the `echo` and `http` examples do). A registry kept by the
+    /// application costs every connection a shared lock when it opens and
+    /// again when it closes; this one is the reactor's own per-worker list
+    /// (kept for [`metrics`](Self::metrics)), so it costs them nothing more.
+    ///
+    /// A connection accepted but not yet started on its worker is not in
+    /// the snapshot yet, and one in the snapshot may close at any moment
+    /// ([`Connection::is_closed`]; calls on it then fail with
+    /// [`Error::Closed`](crate::Error::Closed)). A handle taken here
+    /// counts like any other: the last handle of a channel-mode connection
+    /// closes it when dropped.
+    ///
+    /// ```
+    /// use netactor::{ListenOptions, Reactor};
+    /// use std::time::{Duration, Instant};
+    /// let reactor = Reactor::builder().workers(1).build().unwrap();
+    /// let listener = reactor.listen("127.0.0.1:0".parse().unwrap(), ListenOptions::new()).unwrap();
+    /// let _client = std::net::TcpStream::connect(listener.local_addr()).unwrap();
+    /// let accepted = listener.accept_timeout(Duration::from_secs(10)).unwrap();
+    /// // Started on its worker (as good as at once): in the snapshot.
+    /// let deadline = Instant::now() + Duration::from_secs(10);
+    /// while reactor.connections().is_empty() && Instant::now() < deadline {
+    ///     std::thread::sleep(Duration::from_millis(1));
+    /// }
+    /// let all = reactor.connections();
+    /// assert_eq!(all.len(), 1);
+    /// assert_eq!(all[0].id(), accepted.id());
+    /// ```
+    pub fn connections(&self) -> Vec<Connection> {
+        let mut out = Vec::new();
+        for w in &self.shared.workers {
+            w.source_shared.handles(&mut out);
+        }
+        out
     }
 
     /// Stops accepting, flushes and closes every connection, joins all threads.

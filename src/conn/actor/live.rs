@@ -62,6 +62,16 @@ impl Live {
         }
     }
 
+    /// Appends a handle to each live connection to `out` (`Reactor::connections`).
+    pub(crate) fn handles(&self, out: &mut Vec<crate::conn::Connection>) {
+        let g = self.inner.lock();
+        out.extend(
+            g.conns
+                .iter()
+                .map(|c| crate::conn::Connection::from_shared(c.clone())),
+        );
+    }
+
     pub(crate) fn collect(&self, m: &mut crate::metrics::Metrics) {
         let g = self.inner.lock();
         let mut sum = g.gone;
