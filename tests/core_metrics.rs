@@ -309,9 +309,11 @@ fn counts_accept_pauses_when_the_application_does_not_accept() {
     }
 }
 
-/// Two workers, no spinning, and a channel-mode listener whose first two
-/// connections land on worker 0 and worker 1 (round robin from a fresh
-/// reactor; checked below by each worker's open connections).
+/// Two workers, no spinning, and a channel-mode listener with one
+/// connection on worker 0 and one on worker 1 (an accepted connection
+/// stays on the accepting thread's worker while the counts are near each
+/// other, so connections are accepted one at a time until each worker has
+/// one; each is attributed by the worker whose open count rose).
 struct TwoWorkers {
     r: Reactor,
     _l: netactor::Listener,
@@ -320,6 +322,8 @@ struct TwoWorkers {
     p1: TcpStream,
     c1: netactor::Connection,
     _p0: TcpStream,
+    /// Connections accepted on the way, kept open (idle: no events).
+    _extra: Vec<(TcpStream, netactor::Connection)>,
 }
 
 fn two_workers() -> TwoWorkers {
@@ -331,16 +335,33 @@ fn two_workers() -> TwoWorkers {
         .build()
         .unwrap();
     let l = r.listen(any_port(), ListenOptions::new()).unwrap();
-    let p0 = peer(l.local_addr());
-    let c0 = l.accept_timeout(WAIT).unwrap();
-    metrics_until(&r, "the first on worker 0", |m| {
-        m.workers[0].connections_open == 1
-    });
-    let p1 = peer(l.local_addr());
-    let c1 = l.accept_timeout(WAIT).unwrap();
-    metrics_until(&r, "the second on worker 1", |m| {
-        m.workers[1].connections_open == 1
-    });
+    let mut on: [Option<(TcpStream, netactor::Connection)>; 2] = [None, None];
+    let mut extra = Vec::new();
+    for n in 1..=64u64 {
+        let before: Vec<u64> = r
+            .metrics()
+            .workers
+            .iter()
+            .map(|w| w.connections_open)
+            .collect();
+        let p = peer(l.local_addr());
+        let c = l.accept_timeout(WAIT).unwrap();
+        let m = metrics_until(&r, "the connection started", |m| m.connections_open == n);
+        let w = (0..2)
+            .find(|&i| m.workers[i].connections_open > before[i])
+            .expect("one worker's count rose");
+        if on[w].is_none() {
+            on[w] = Some((p, c));
+        } else {
+            extra.push((p, c));
+        }
+        if on.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    let [Some((p0, c0)), Some((p1, c1))] = on else {
+        panic!("64 connections and still not one on each worker");
+    };
     TwoWorkers {
         r,
         _l: l,
@@ -348,6 +369,7 @@ fn two_workers() -> TwoWorkers {
         p1,
         c1,
         _p0: p0,
+        _extra: extra,
     }
 }
 

@@ -260,7 +260,7 @@ impl ListenerShared {
                 }
             }
         };
-        let worker = reactor.pick_worker().clone();
+        let worker = reactor.pick_worker_near(cx.near).clone();
         let id = ConnId(reactor.next_conn_id());
         let channel = matches!(self.mode, AcceptMode::Channel { .. });
         let shared = ConnShared::new(id, worker.clone(), self.opts.wbuf_max, channel);

@@ -158,7 +158,7 @@ pub(crate) fn poll_once<S: Source>(
         let token = Token(key);
         if token.is_listener() {
             if let Some(l) = listeners.get_mut(&token.listener_idx()) {
-                accept(shared, token, l.as_mut(), batches);
+                accept(shared, token, l.as_mut(), batches, own);
                 *maybe_paused |= l.paused_until().is_some();
             }
             continue;
@@ -181,7 +181,7 @@ pub(crate) fn poll_once<S: Source>(
         for (&idx, l) in listeners.iter_mut() {
             if l.waiting_for_slot() {
                 l.slot_freed();
-                accept(shared, Token::listener(idx), l.as_mut(), batches);
+                accept(shared, Token::listener(idx), l.as_mut(), batches, own);
             }
         }
     }
@@ -189,7 +189,7 @@ pub(crate) fn poll_once<S: Source>(
         let now = Instant::now();
         for (&idx, l) in listeners.iter_mut() {
             if l.paused_until().is_some_and(|t| t <= now) {
-                accept(shared, Token::listener(idx), l.as_mut(), batches);
+                accept(shared, Token::listener(idx), l.as_mut(), batches, own);
                 *maybe_paused |= l.paused_until().is_some();
             }
         }
@@ -260,10 +260,12 @@ fn accept<S: Source>(
     token: Token,
     l: &mut dyn Acceptor<S>,
     batches: &mut [Vec<Task<S>>],
+    near: Option<usize>,
 ) {
     l.accept(&mut AcceptCx {
         reactor: shared,
         token,
+        near,
         batches,
     });
 }

@@ -88,6 +88,9 @@ pub(crate) trait Acceptor<S: Source>: Send {
 pub(crate) struct AcceptCx<'a, S: Source> {
     pub(crate) reactor: &'a ReactorShared<S>,
     pub(crate) token: Token,
+    /// The worker whose thread is accepting (`None`: the dedicated poller
+    /// thread): see `ReactorShared::pick_worker_near`.
+    pub(crate) near: Option<usize>,
     pub(super) batches: &'a mut [Vec<Task<S>>],
 }
 

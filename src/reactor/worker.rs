@@ -102,15 +102,19 @@ struct Slab<S> {
     len: usize,
     /// Vacant slots holding an emptied box (at most `SPARE_BOXES`).
     spare: usize,
+    /// The worker's load as the accept path sees it: lowered here, once
+    /// per source assigned to this worker that is gone.
+    load: Arc<super::Load>,
 }
 
 impl<S: Source> Slab<S> {
-    fn new() -> Self {
+    fn new(load: Arc<super::Load>) -> Self {
         Slab {
             slots: Vec::new(),
             free: Vec::new(),
             len: 0,
             spare: 0,
+            load,
         }
     }
 
@@ -178,6 +182,7 @@ impl<S: Source> Slab<S> {
         };
         *cell = None;
         self.len -= 1;
+        self.load.sub();
         self.release(token.slot());
     }
 
@@ -243,7 +248,7 @@ pub(crate) struct WorkerState<S: Source> {
 impl<S: Source> WorkerState<S> {
     fn new(shared: &ReactorShared<S>, me: &WorkerShared<S>) -> Self {
         WorkerState {
-            slab: Slab::new(),
+            slab: Slab::new(me.load.clone()),
             ctx: WorkerCtx {
                 now: Instant::now(),
                 poller: shared.poller.clone(),
@@ -303,6 +308,7 @@ impl<S: Source> WorkerState<S> {
                         slab.filled();
                     } else {
                         slab.release(slot);
+                        slab.load.sub();
                     }
                 }
                 Task::Shutdown(deadline) => {
@@ -585,6 +591,7 @@ pub(crate) fn run<S: Source>(shared: Arc<ReactorShared<S>>, me: Arc<WorkerShared
     me.take(&mut tasks);
     for task in tasks.drain(..) {
         if let Task::Spawn(new) = task {
+            me.load.sub();
             S::abandon(new);
         }
     }
