@@ -109,7 +109,7 @@ impl Source for Actor {
         shared.set_token(token);
         w.metrics.conn.opened.inc();
         // Counted in snapshots from now on (until the actor is dropped).
-        shared.worker.source_shared.add(&shared);
+        shared.worker.source_shared.add(&shared, token.slot());
         log::trace!("{}: started on worker {}", shared.id, token.worker());
         let now = w.now;
         let mut core = Core {

@@ -22,8 +22,12 @@ pub(crate) struct Live {
 
 #[derive(Default)]
 struct Inner {
-    /// Each connection knows its index here (`ConnShared::live_idx`).
-    conns: Vec<Arc<ConnShared>>,
+    /// Indexed by the actor's slot in its worker's slab (which the
+    /// connection notes in `ConnShared::live_idx`): adding and removing
+    /// touch only that entry — a swap-remove would write the index of the
+    /// connection moved into the hole, a cache miss on another
+    /// connection's state at every close.
+    conns: Vec<Option<Arc<ConnShared>>>,
     gone: [u64; 4],
 }
 
@@ -38,11 +42,15 @@ fn counts(c: &ConnShared) -> [u64; 4] {
 }
 
 impl Live {
-    /// The actor for `c` started.
-    pub(crate) fn add(&self, c: &Arc<ConnShared>) {
+    /// The actor for `c` started, in slab slot `slot` (vacant until it is
+    /// removed).
+    pub(crate) fn add(&self, c: &Arc<ConnShared>, slot: usize) {
         let mut g = self.inner.lock();
-        c.live_idx.store(g.conns.len() as u32, Ordering::Relaxed);
-        g.conns.push(c.clone());
+        if g.conns.len() <= slot {
+            g.conns.resize(slot + 1, None);
+        }
+        c.live_idx.store(slot as u32, Ordering::Relaxed);
+        g.conns[slot] = Some(c.clone());
     }
 
     /// The actor for `c` is gone: its counts move to the totals (under
@@ -50,13 +58,14 @@ impl Live {
     pub(crate) fn remove(&self, c: &ConnShared) {
         let mut g = self.inner.lock();
         let i = c.live_idx.load(Ordering::Relaxed) as usize;
-        if g.conns.get(i).is_none_or(|x| !std::ptr::eq(&**x, c)) {
+        let Some(entry) = g
+            .conns
+            .get_mut(i)
+            .filter(|x| x.as_deref().is_some_and(|x| std::ptr::eq(x, c)))
+        else {
             return; // never added
-        }
-        g.conns.swap_remove(i);
-        if let Some(moved) = g.conns.get(i) {
-            moved.live_idx.store(i as u32, Ordering::Relaxed);
-        }
+        };
+        *entry = None;
         for (t, n) in g.gone.iter_mut().zip(counts(c)) {
             *t += n;
         }
@@ -68,6 +77,7 @@ impl Live {
         out.extend(
             g.conns
                 .iter()
+                .flatten()
                 .map(|c| crate::conn::Connection::from_shared(c.clone())),
         );
     }
@@ -76,7 +86,7 @@ impl Live {
         let g = self.inner.lock();
         let mut sum = g.gone;
         let (mut rb, mut wq) = (0u64, 0u64);
-        for c in &g.conns {
+        for c in g.conns.iter().flatten() {
             for (t, n) in sum.iter_mut().zip(counts(c)) {
                 *t += n;
             }
