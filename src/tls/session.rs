@@ -368,8 +368,11 @@ pub(crate) struct TlsSession {
     /// Socket bytes that followed the peer's close_notify (plaintext after `stoptls`).
     /// (Boxed: rare, and the session sits in every TLS connection.)
     pub(crate) leftover: Option<Box<BytesMut>>,
-    /// Server side: the start of the stream until the ClientHello could be
-    /// read (rustls's unbuffered server does not tell the SNI name).
+    /// Server side: the SNI name is still to be read from the ClientHello
+    /// (rustls's unbuffered server does not tell it).
+    scan_hello: bool,
+    /// The start of the stream while the ClientHello is incomplete (only
+    /// then: a hello that arrives whole is read where it is).
     hello: Option<Box<hello::HelloScan>>,
     /// `incoming` holds a partial record moved out of a pooled buffer at
     /// the end of a turn (the next read takes a pool buffer again).
@@ -382,7 +385,7 @@ pub(crate) struct TlsSession {
 
 impl TlsSession {
     pub(crate) fn new(setup: TlsSetup) -> Result<TlsSession> {
-        let (engine, hello) = match setup {
+        let (engine, scan_hello) = match setup {
             TlsSetup::Client {
                 config,
                 server_name,
@@ -390,7 +393,7 @@ impl TlsSession {
                 Engine::Client(
                     UnbufferedClientConnection::new(config, server_name).map_err(tls_error)?,
                 ),
-                None,
+                false,
             ),
             TlsSetup::Server(config) => (
                 {
@@ -403,7 +406,7 @@ impl TlsSession {
                     }
                     Engine::Server(UnbufferedServerConnection::new(config).map_err(tls_error)?)
                 },
-                Some(Box::default()),
+                true,
             ),
         };
         Ok(TlsSession {
@@ -418,7 +421,8 @@ impl TlsSession {
             in_engine: 0,
             plain_prefix: 0,
             leftover: None,
-            hello,
+            scan_hello,
+            hello: None,
             compacted: false,
             sni: None,
             keys: Default::default(),
@@ -467,6 +471,7 @@ impl TlsSession {
     pub(crate) fn take_established(&mut self) -> bool {
         if !self.established && !self.is_handshaking() {
             self.established = true;
+            self.scan_hello = false;
             self.hello = None;
             return true;
         }
@@ -552,28 +557,37 @@ impl TlsSession {
     /// after a close_notify: the bytes after it move to `leftover`.
     pub(crate) fn input(&mut self, new: usize, rbuf: &mut BytesMut) -> Result<()> {
         if self.peer_closed {
-            let data = self.incoming.split();
-            if self.stopping || self.answer_pending {
+            if (self.stopping || self.answer_pending) && !self.incoming.is_empty() {
                 self.leftover
                     .get_or_insert_with(Default::default)
-                    .extend_from_slice(&data);
+                    .extend_from_slice(&self.incoming);
             }
+            self.incoming.clear();
             return Ok(());
         }
-        if let Some(scan) = self.hello.as_mut() {
+        if self.scan_hello {
             let tail = &self.incoming[self.incoming.len() - new.min(self.incoming.len())..];
-            match scan.feed(tail) {
-                hello::Scan::More => {}
-                hello::Scan::Done(name) => {
-                    self.sni = name.map(String::into_boxed_str);
-                    self.hello = None;
-                }
+            let scan = match self.hello.as_mut() {
+                Some(scan) => scan.feed(tail),
+                // The first bytes: read in place if they hold the hello.
+                None => hello::whole(tail).unwrap_or_else(|| {
+                    let mut scan = Box::<hello::HelloScan>::default();
+                    let r = scan.feed(tail);
+                    self.hello = Some(scan);
+                    r
+                }),
+            };
+            if let hello::Scan::Done(name) = scan {
+                self.sni = name.map(String::into_boxed_str);
+                self.scan_hello = false;
+                self.hello = None;
             }
         }
         self.run(rbuf, &mut Write::Nothing)?;
         if self.peer_closed {
-            let rest = self.incoming.split();
-            self.leftover = (!rest.is_empty()).then(|| Box::new(rest));
+            // (Nothing split off when nothing followed: splitting a buffer
+            // not yet shared allocates the header that shares it.)
+            self.leftover = (!self.incoming.is_empty()).then(|| Box::new(self.incoming.split()));
         } else if self.incoming.len() > INCOMING_MAX {
             return Err(tls_error(rustls::Error::InvalidMessage(
                 rustls::InvalidMessage::MessageTooLarge,
@@ -682,18 +696,30 @@ impl TlsSession {
         self.common().negotiated_cipher_suite().map(|s| s.suite())
     }
 
-    /// Everything the handshake established, for the connection's handles.
-    pub(crate) fn info(&self) -> super::TlsInfo {
-        super::TlsInfo {
-            protocol_version: self.protocol_version(),
-            cipher_suite: self.cipher_suite(),
-            alpn_protocol: self.alpn().map(<[u8]>::to_vec),
-            server_name: self.sni().map(str::to_string),
-            peer_certificates: self
-                .peer_certificates()
-                .map(<[_]>::to_vec)
-                .unwrap_or_default(),
-        }
+    /// Everything the handshake established, for the connection's handles
+    /// (shared with the worker's other connections that have the same:
+    /// [`super::TlsInfo::shared`]; compared field by field first, so a
+    /// connection like the last one copies nothing).
+    pub(crate) fn info(&self) -> std::sync::Arc<super::TlsInfo> {
+        let (version, suite) = (self.protocol_version(), self.cipher_suite());
+        let (alpn, sni) = (self.alpn(), self.sni());
+        let certs = self.peer_certificates().unwrap_or_default();
+        super::TlsInfo::shared(
+            |l| {
+                l.protocol_version == version
+                    && l.cipher_suite == suite
+                    && l.alpn_protocol.as_deref() == alpn
+                    && l.server_name.as_deref() == sni
+                    && l.peer_certificates[..] == *certs
+            },
+            || super::TlsInfo {
+                protocol_version: version,
+                cipher_suite: suite,
+                alpn_protocol: alpn.map(<[u8]>::to_vec),
+                server_name: sni.map(str::to_string),
+                peer_certificates: certs.to_vec(),
+            },
+        )
     }
 }
 
