@@ -384,7 +384,9 @@ pub(crate) struct TlsSession {
 }
 
 impl TlsSession {
-    pub(crate) fn new(setup: TlsSetup) -> Result<TlsSession> {
+    /// A session, boxed as the connection keeps it (built in its box: the
+    /// engine is over 1 KiB, and every move of it is a copy).
+    pub(crate) fn new(setup: TlsSetup) -> Result<Box<TlsSession>> {
         let (engine, scan_hello) = match setup {
             TlsSetup::Client {
                 config,
@@ -409,7 +411,7 @@ impl TlsSession {
                 true,
             ),
         };
-        Ok(TlsSession {
+        Ok(Box::new(TlsSession {
             engine,
             incoming: BytesMut::new(),
             outgoing: BytesMut::new(),
@@ -426,7 +428,7 @@ impl TlsSession {
             compacted: false,
             sni: None,
             keys: Default::default(),
-        })
+        }))
     }
 
     fn common(&self) -> &rustls::CommonState {

@@ -151,16 +151,20 @@ impl Core {
             });
             return;
         }
-        let mut session = match TlsSession::new(setup).and_then(|mut s| s.start().map(|()| s)) {
+        let mut session = match TlsSession::new(setup) {
             Ok(s) => s,
             Err(e) => {
                 self.fail(e, w);
                 return;
             }
         };
+        if let Err(e) = session.start() {
+            self.fail(e, w);
+            return;
+        }
         // Writes queued before starttls go out in clear, before any record.
         session.plain_prefix = plain_prefix.min(self.wr.len);
-        self.tls = Some(Box::new(session));
+        self.tls = Some(session);
         self.shared.counters.set_tls(TlsState::Handshaking, None);
         self.tls_truncated = false;
         self.armed.clear(TimerKind::Handshake);
