@@ -86,6 +86,33 @@ impl HelloScan {
     }
 }
 
+/// What [`HelloScan::feed`] would say of `data`, the first bytes a client
+/// sent, when its first record holds the whole hello (as a client's
+/// single write does) or is no handshake record at all — read where it
+/// is, with nothing copied or kept; `None` otherwise (the hello spans
+/// records or has not all arrived, or an alert came first: feed it).
+pub(crate) fn whole(data: &[u8]) -> Option<Scan> {
+    // A record header first, as `feed` wants.
+    let head = data.get(..5)?;
+    if head[0] == 21 {
+        return None;
+    }
+    if head[0] != 22 {
+        return Some(Scan::Done(None));
+    }
+    let len = u16::from_be_bytes([head[3], head[4]]) as usize;
+    let m = data.get(5..5 + len)?;
+    if m.len() < 4 {
+        return None;
+    }
+    if m[0] != 1 {
+        return Some(Scan::Done(None));
+    }
+    let need = 4 + ((m[1] as usize) << 16 | (m[2] as usize) << 8 | m[3] as usize);
+    let body = m.get(4..need)?;
+    Some(Scan::Done(client_hello_sni(body)))
+}
+
 /// Reads the SNI name from `stream`, the first bytes a client sent.
 #[cfg(test)]
 pub(crate) fn sni(stream: &[u8]) -> Scan {
@@ -142,7 +169,8 @@ fn client_hello_sni(body: &[u8]) -> Option<String> {
         }
         let name = list.vec16()?;
         return match ServerName::try_from(name).ok()? {
-            ServerName::DnsName(d) => Some(d.to_lowercase_owned().as_ref().to_string()),
+            // What `to_lowercase_owned` makes, in one allocation.
+            ServerName::DnsName(d) => Some(d.as_ref().to_ascii_lowercase()),
             _ => None,
         };
     }
@@ -234,6 +262,42 @@ mod tests {
             // they complete.
             assert!(scan.pending.len() < 5 + split);
         }
+    }
+
+    /// The one-record fast path says what feeding the bytes says, for
+    /// every cut and record split of a hello (and for garbage), or leaves
+    /// it to the feed.
+    #[test]
+    fn a_whole_hello_is_read_in_place_as_feeding_it_would() {
+        let mut streams = Vec::new();
+        for name in [&b"Mail.Example.COM"[..], b"127.0.0.1", b"x"] {
+            let m = hello(&sni_ext(name));
+            for split in [m.len(), 40, 3] {
+                streams.push(records(&m, split));
+            }
+        }
+        streams.push(records(&hello(&[]), 4096));
+        streams.push(b"GET / HTTP/1.1\r\n".to_vec());
+        streams.push(vec![22, 3, 1, 0, 4, 2, 0, 0, 0]); // a ServerHello
+        let mut warned = vec![21, 3, 1, 0, 2, 1, 0];
+        warned.extend_from_slice(&records(&hello(&sni_ext(b"b.example")), 4096));
+        streams.push(warned);
+        let mut quick = 0;
+        for s in &streams {
+            for cut in 0..=s.len() {
+                if let Some(r) = super::whole(&s[..cut]) {
+                    assert_eq!(r, sni(&s[..cut]), "{s:?} cut {cut}");
+                    quick += 1;
+                }
+            }
+        }
+        // The common case takes it: a hello in one record, whole.
+        let one = records(&hello(&sni_ext(b"A.example")), 4096);
+        assert_eq!(
+            super::whole(&one),
+            Some(Scan::Done(Some("a.example".into())))
+        );
+        assert!(quick > 0);
     }
 
     #[test]

@@ -144,6 +144,9 @@ impl<B: Backend, const SENDS: bool> Drop for Slot<B, SENDS> {
 thread_local! {
     /// Set while a session calls into its engine.
     static COLLECTING: Cell<bool> = const { Cell::new(false) };
+    /// `MADE` holds slots (most engine calls make none: only those that
+    /// derive traffic keys do, and the list is then left alone).
+    static ANY_MADE: Cell<bool> = const { Cell::new(false) };
     /// Key slots made while collecting, for the session to take.
     static MADE: RefCell<Vec<Arc<dyn KeySlot>>> = const { RefCell::new(Vec::new()) };
 }
@@ -151,6 +154,7 @@ thread_local! {
 fn made(slot: Arc<dyn KeySlot>) {
     if COLLECTING.with(Cell::get) {
         MADE.with(|m| m.borrow_mut().push(slot));
+        ANY_MADE.with(|a| a.set(true));
     }
 }
 
@@ -171,31 +175,34 @@ impl Collector {
         // Also on a panic inside rustls (an application's verifier or key
         // log runs there; the worker survives it): nothing is left for the
         // next session on this thread to take.
+        // The list is empty here: every call takes what it made, and one
+        // that panicked leaves nothing.
         struct Reset;
         impl Drop for Reset {
             fn drop(&mut self) {
                 COLLECTING.with(|c| c.set(false));
-                if std::thread::panicking() {
+                if std::thread::panicking() && ANY_MADE.with(|a| a.replace(false)) {
                     MADE.with(|m| m.borrow_mut().clear());
                 }
             }
         }
-        MADE.with(|m| m.borrow_mut().clear());
         COLLECTING.with(|c| c.set(true));
         let r = {
             let _reset = Reset;
             f()
         };
-        MADE.with(|m| {
-            let mut m = m.borrow_mut();
-            for s in m.drain(..) {
-                if s.sends() {
-                    self.send = Some(s);
-                } else {
-                    self.recv = Some(s);
+        if ANY_MADE.with(|a| a.replace(false)) {
+            MADE.with(|m| {
+                let mut m = m.borrow_mut();
+                for s in m.drain(..) {
+                    if s.sends() {
+                        self.send = Some(s);
+                    } else {
+                        self.recv = Some(s);
+                    }
                 }
-            }
-        });
+            });
+        }
         self.woke |= self.released;
         self.released = false;
         r

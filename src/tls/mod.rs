@@ -219,20 +219,26 @@ pub struct TlsInfo {
 }
 
 impl TlsInfo {
-    /// `self`, shared: connections established with the same parameters
-    /// (typically every connection of a listener: same version, suite, ALPN
-    /// and SNI name, no client certificate) share one allocation per worker
-    /// thread instead of holding ~150 bytes each.
-    pub(crate) fn into_shared(self) -> Arc<TlsInfo> {
+    /// The connection's `TlsInfo`, shared: connections established with
+    /// the same parameters (typically every connection of a listener: same
+    /// version, suite, ALPN and SNI name, no client certificate) share one
+    /// allocation per worker thread instead of holding ~150 bytes each.
+    /// `same` says whether the last one shared on this thread is this
+    /// connection's (then nothing is built or allocated); `make` builds it
+    /// otherwise.
+    pub(crate) fn shared(
+        same: impl FnOnce(&TlsInfo) -> bool,
+        make: impl FnOnce() -> TlsInfo,
+    ) -> Arc<TlsInfo> {
         thread_local! {
             static LAST: std::cell::RefCell<Option<Arc<TlsInfo>>> = const { std::cell::RefCell::new(None) };
         }
         LAST.with(|last| {
             let mut last = last.borrow_mut();
             match &*last {
-                Some(l) if **l == self => l.clone(),
+                Some(l) if same(l) => l.clone(),
                 _ => {
-                    let a = Arc::new(self);
+                    let a = Arc::new(make());
                     *last = Some(a.clone());
                     a
                 }

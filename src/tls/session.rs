@@ -132,6 +132,8 @@ fn append_with<E>(
 ) -> std::result::Result<usize, E> {
     let len = out.len();
     loop {
+        #[cfg(test)]
+        zeroed_tests::ZEROED.with(|z| z.set(z.get() + room));
         out.resize(len + room, 0);
         let r = f(&mut out[len..]);
         match r {
@@ -272,7 +274,10 @@ fn drive<S: Side>(conn: &mut S, b: Bufs<'_>, write: &mut Write<'_>) -> Result<()
             }
             ConnectionState::ReadEarlyData(r) => S::skip_early_data(r),
             ConnectionState::EncodeTlsData(mut e) => {
-                if let Err(e) = append_with(b.outgoing, 4096, |buf| e.encode(buf), encode_needs) {
+                // No room offered: rustls answers with the record's exact
+                // size (a cheap check), so only the bytes it then copies
+                // in are zeroed first, not a guess's worth per record.
+                if let Err(e) = append_with(b.outgoing, 0, |buf| e.encode(buf), encode_needs) {
                     failed = Some(Error::Tls(e.into()));
                 }
             }
@@ -363,8 +368,11 @@ pub(crate) struct TlsSession {
     /// Socket bytes that followed the peer's close_notify (plaintext after `stoptls`).
     /// (Boxed: rare, and the session sits in every TLS connection.)
     pub(crate) leftover: Option<Box<BytesMut>>,
-    /// Server side: the start of the stream until the ClientHello could be
-    /// read (rustls's unbuffered server does not tell the SNI name).
+    /// Server side: the SNI name is still to be read from the ClientHello
+    /// (rustls's unbuffered server does not tell it).
+    scan_hello: bool,
+    /// The start of the stream while the ClientHello is incomplete (only
+    /// then: a hello that arrives whole is read where it is).
     hello: Option<Box<hello::HelloScan>>,
     /// `incoming` holds a partial record moved out of a pooled buffer at
     /// the end of a turn (the next read takes a pool buffer again).
@@ -376,8 +384,10 @@ pub(crate) struct TlsSession {
 }
 
 impl TlsSession {
-    pub(crate) fn new(setup: TlsSetup) -> Result<TlsSession> {
-        let (engine, hello) = match setup {
+    /// A session, boxed as the connection keeps it (built in its box: the
+    /// engine is over 1 KiB, and every move of it is a copy).
+    pub(crate) fn new(setup: TlsSetup) -> Result<Box<TlsSession>> {
+        let (engine, scan_hello) = match setup {
             TlsSetup::Client {
                 config,
                 server_name,
@@ -385,7 +395,7 @@ impl TlsSession {
                 Engine::Client(
                     UnbufferedClientConnection::new(config, server_name).map_err(tls_error)?,
                 ),
-                None,
+                false,
             ),
             TlsSetup::Server(config) => (
                 {
@@ -398,10 +408,10 @@ impl TlsSession {
                     }
                     Engine::Server(UnbufferedServerConnection::new(config).map_err(tls_error)?)
                 },
-                Some(Box::default()),
+                true,
             ),
         };
-        Ok(TlsSession {
+        Ok(Box::new(TlsSession {
             engine,
             incoming: BytesMut::new(),
             outgoing: BytesMut::new(),
@@ -413,11 +423,12 @@ impl TlsSession {
             in_engine: 0,
             plain_prefix: 0,
             leftover: None,
-            hello,
+            scan_hello,
+            hello: None,
             compacted: false,
             sni: None,
             keys: Default::default(),
-        })
+        }))
     }
 
     fn common(&self) -> &rustls::CommonState {
@@ -462,6 +473,7 @@ impl TlsSession {
     pub(crate) fn take_established(&mut self) -> bool {
         if !self.established && !self.is_handshaking() {
             self.established = true;
+            self.scan_hello = false;
             self.hello = None;
             return true;
         }
@@ -547,28 +559,37 @@ impl TlsSession {
     /// after a close_notify: the bytes after it move to `leftover`.
     pub(crate) fn input(&mut self, new: usize, rbuf: &mut BytesMut) -> Result<()> {
         if self.peer_closed {
-            let data = self.incoming.split();
-            if self.stopping || self.answer_pending {
+            if (self.stopping || self.answer_pending) && !self.incoming.is_empty() {
                 self.leftover
                     .get_or_insert_with(Default::default)
-                    .extend_from_slice(&data);
+                    .extend_from_slice(&self.incoming);
             }
+            self.incoming.clear();
             return Ok(());
         }
-        if let Some(scan) = self.hello.as_mut() {
+        if self.scan_hello {
             let tail = &self.incoming[self.incoming.len() - new.min(self.incoming.len())..];
-            match scan.feed(tail) {
-                hello::Scan::More => {}
-                hello::Scan::Done(name) => {
-                    self.sni = name.map(String::into_boxed_str);
-                    self.hello = None;
-                }
+            let scan = match self.hello.as_mut() {
+                Some(scan) => scan.feed(tail),
+                // The first bytes: read in place if they hold the hello.
+                None => hello::whole(tail).unwrap_or_else(|| {
+                    let mut scan = Box::<hello::HelloScan>::default();
+                    let r = scan.feed(tail);
+                    self.hello = Some(scan);
+                    r
+                }),
+            };
+            if let hello::Scan::Done(name) = scan {
+                self.sni = name.map(String::into_boxed_str);
+                self.scan_hello = false;
+                self.hello = None;
             }
         }
         self.run(rbuf, &mut Write::Nothing)?;
         if self.peer_closed {
-            let rest = self.incoming.split();
-            self.leftover = (!rest.is_empty()).then(|| Box::new(rest));
+            // (Nothing split off when nothing followed: splitting a buffer
+            // not yet shared allocates the header that shares it.)
+            self.leftover = (!self.incoming.is_empty()).then(|| Box::new(self.incoming.split()));
         } else if self.incoming.len() > INCOMING_MAX {
             return Err(tls_error(rustls::Error::InvalidMessage(
                 rustls::InvalidMessage::MessageTooLarge,
@@ -677,18 +698,30 @@ impl TlsSession {
         self.common().negotiated_cipher_suite().map(|s| s.suite())
     }
 
-    /// Everything the handshake established, for the connection's handles.
-    pub(crate) fn info(&self) -> super::TlsInfo {
-        super::TlsInfo {
-            protocol_version: self.protocol_version(),
-            cipher_suite: self.cipher_suite(),
-            alpn_protocol: self.alpn().map(<[u8]>::to_vec),
-            server_name: self.sni().map(str::to_string),
-            peer_certificates: self
-                .peer_certificates()
-                .map(<[_]>::to_vec)
-                .unwrap_or_default(),
-        }
+    /// Everything the handshake established, for the connection's handles
+    /// (shared with the worker's other connections that have the same:
+    /// [`super::TlsInfo::shared`]; compared field by field first, so a
+    /// connection like the last one copies nothing).
+    pub(crate) fn info(&self) -> std::sync::Arc<super::TlsInfo> {
+        let (version, suite) = (self.protocol_version(), self.cipher_suite());
+        let (alpn, sni) = (self.alpn(), self.sni());
+        let certs = self.peer_certificates().unwrap_or_default();
+        super::TlsInfo::shared(
+            |l| {
+                l.protocol_version == version
+                    && l.cipher_suite == suite
+                    && l.alpn_protocol.as_deref() == alpn
+                    && l.server_name.as_deref() == sni
+                    && l.peer_certificates[..] == *certs
+            },
+            || super::TlsInfo {
+                protocol_version: version,
+                cipher_suite: suite,
+                alpn_protocol: alpn.map(<[u8]>::to_vec),
+                server_name: sni.map(str::to_string),
+                peer_certificates: certs.to_vec(),
+            },
+        )
     }
 }
 
@@ -768,5 +801,69 @@ mod error_tests {
             TlsError::from(room),
             TlsError::Encode(EncodeFailure::InsufficientSize { required_size: 9 })
         );
+    }
+}
+
+#[cfg(test)]
+mod zeroed_tests {
+    use super::*;
+    use std::cell::Cell;
+    use std::io::{Read, Write};
+
+    thread_local! {
+        /// Bytes `append_with` zeroed for the engine to write into.
+        pub(super) static ZEROED: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// The server's records are written into room of their own size: a
+    /// handshake zeroes about the bytes it sends, not a guess's worth per
+    /// record (4 KiB each, over 20 KiB a handshake, before).
+    #[test]
+    fn a_handshake_zeroes_only_the_room_its_records_take() {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let server = crate::tls::ServerBuilder::from_pem(
+            ck.cert.pem().as_bytes(),
+            ck.signing_key.serialize_pem().as_bytes(),
+        )
+        .and_then(|b| b.build())
+        .unwrap();
+        let client = crate::tls::ClientBuilder::new()
+            .dangerous_accept_any_certificate()
+            .build()
+            .unwrap();
+        let mut c = rustls::ClientConnection::new(client, "localhost".try_into().unwrap()).unwrap();
+        c.writer().write_all(&[3u8; 64]).unwrap();
+        let mut s = TlsSession::new(TlsSetup::Server(server)).unwrap();
+        s.start().unwrap();
+        ZEROED.with(|z| z.set(0));
+        let (mut sent, mut rbuf) = (0, BytesMut::new());
+        for _ in 0..8 {
+            let mut to_server = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut to_server).unwrap();
+            }
+            let incoming = s.incoming(|| BytesMut::with_capacity(16 << 10));
+            incoming.extend_from_slice(&to_server);
+            s.input(to_server.len(), &mut rbuf).unwrap();
+            let out = s.outgoing.split();
+            sent += out.len();
+            if !out.is_empty() {
+                c.read_tls(&mut &out[..]).unwrap();
+                c.process_new_packets().unwrap();
+            }
+            if !rbuf.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(&rbuf[..], &[3u8; 64][..], "the client's data arrived");
+        let zeroed = ZEROED.with(Cell::get);
+        eprintln!("handshake: {sent} bytes of records, {zeroed} bytes zeroed");
+        assert!(sent > 0);
+        assert!(
+            zeroed <= sent + 256,
+            "{zeroed} bytes zeroed for {sent} bytes of records"
+        );
+        let mut rest = Vec::new();
+        let _ = c.reader().read_to_end(&mut rest);
     }
 }

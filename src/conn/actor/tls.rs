@@ -49,6 +49,10 @@ fn encrypt_queued(
     Ok(n)
 }
 
+/// Room a new buffer for a handshake's records starts with: a server's
+/// flight with a certificate or two, with its session tickets.
+const FLIGHT: usize = 4 << 10;
+
 /// Most ciphertext the engine queued on its own (session tickets: a few
 /// hundred bytes) that queued plaintext is encrypted behind, to share its
 /// `send`.
@@ -69,6 +73,9 @@ impl Core {
             return closing;
         }
         if !t.close_sent() {
+            // The alert's record goes to a pooled buffer, not one of its own.
+            let pool = &mut w.local.bufs;
+            t.lend_outgoing(|| pool.pop());
             if let Err(e) = t.close_notify(&mut self.rd.buf) {
                 self.tls_fail_sending(e, w);
                 return false;
@@ -144,16 +151,20 @@ impl Core {
             });
             return;
         }
-        let mut session = match TlsSession::new(setup).and_then(|mut s| s.start().map(|()| s)) {
+        let mut session = match TlsSession::new(setup) {
             Ok(s) => s,
             Err(e) => {
                 self.fail(e, w);
                 return;
             }
         };
+        if let Err(e) = session.start() {
+            self.fail(e, w);
+            return;
+        }
         // Writes queued before starttls go out in clear, before any record.
         session.plain_prefix = plain_prefix.min(self.wr.len);
-        self.tls = Some(Box::new(session));
+        self.tls = Some(session);
         self.shared.counters.set_tls(TlsState::Handshaking, None);
         self.tls_truncated = false;
         self.armed.clear(TimerKind::Handshake);
@@ -161,7 +172,13 @@ impl Core {
         self.arm(TimerKind::Handshake, at, w);
         // Bytes already buffered are ciphertext (the ClientHello behind a
         // STARTTLS command, or injected commands): never plaintext for the app.
-        let buffered = self.rd.buf.split();
+        // (Nothing split off an empty buffer: splitting one not yet shared
+        // allocates the header that shares it.)
+        let buffered = if self.rd.buf.is_empty() {
+            BytesMut::new()
+        } else {
+            self.rd.buf.split()
+        };
         self.rbuf_front_changed();
         if !buffered.is_empty() {
             let n = buffered.len();
@@ -277,7 +294,7 @@ impl Core {
             self.shared.counters.set_tls(TlsState::Established, v);
             self.shared.worker.metrics.conn.tls_done[tls_version_idx(v)].inc();
             log::debug!("{}: TLS established ({v:?})", self.shared.id);
-            self.shared.set_tls_info(Some(t.info().into_shared()));
+            self.shared.set_tls_info(Some(t.info()));
             self.outbox.events.push(Event::TlsEstablished);
         }
         if t.peer_closed {
@@ -382,6 +399,28 @@ impl Core {
                     self.rd.readable = false;
                 }
                 self.note_read(n, w.now);
+                // Decrypted bytes go to the read buffer: one from the pool,
+                // as on the plain path (given back at the end of the turn
+                // if nothing came), rather than one of their own (and the
+                // shared header their first frame's split adds).
+                if self.rd.buf.capacity() == 0 {
+                    if let Some(b) = w.local.bufs.pop() {
+                        self.rd.buf = b;
+                    }
+                }
+                // Likewise the records a handshake answers with (the
+                // server's flight): written into a pooled buffer (a new
+                // one of a flight's size if the pool has none, pooled
+                // afterwards), not one grown record by record.
+                if let Some(t) = self.tls.as_mut().filter(|t| t.is_handshaking()) {
+                    let pool = &mut w.local.bufs;
+                    t.lend_outgoing(|| {
+                        Some(
+                            pool.pop()
+                                .unwrap_or_else(|| BytesMut::with_capacity(FLIGHT)),
+                        )
+                    });
+                }
                 let r = self.tls_input(n).map(|()| n);
                 if self.phase == Phase::Closing {
                     // Closing reads only to finish the handshake; data is dropped.
