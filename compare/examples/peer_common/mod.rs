@@ -3,10 +3,14 @@
 //! TLS configuration, so every peer starts from the same settings as
 //! `examples/echo.rs`.
 //!
+//! The mio peers' event loops are in [`mio_loop`].
+//!
 //! Command line: `--listen ADDR [--workers N] [--cert PEM --key PEM] [--stack KIB]`
 //! (`peer_hyper_http` also takes `--pipeline-flush`).
 
 #![allow(dead_code)] // each peer uses a different subset
+
+pub mod mio_loop;
 
 use rustls::ServerConfig;
 use std::io::Write;
