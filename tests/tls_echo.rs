@@ -130,11 +130,7 @@ fn rustls_pump_echo(addr: std::net::SocketAddr, pki: &Pki, data: &[u8]) -> Vec<u
     use std::io::ErrorKind::WouldBlock;
     let mut sock = TcpStream::connect(addr).unwrap();
     sock.set_nonblocking(true).unwrap();
-    let mut tls = rustls::ClientConnection::new(
-        pki.client_config(),
-        ServerName::try_from("localhost").unwrap(),
-    )
-    .unwrap();
+    let mut tls = rustls_session(pki);
     let mut sent = 0;
     let mut back = Vec::with_capacity(data.len());
     let mut buf = vec![0u8; 64 << 10];

@@ -8,7 +8,6 @@ use crossbeam_channel::{Receiver, Sender};
 use netactor::framing::{Line, Raw};
 use netactor::tls::{ServerConfig, TlsSetup};
 use netactor::{ConnectOptions, Ctx, Event, ListenOptions, Options};
-use rustls::pki_types::ServerName;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
@@ -112,14 +111,19 @@ fn std_client(addr: std::net::SocketAddr) -> TcpStream {
     s
 }
 
-fn read_line(s: &mut impl Read) -> String {
-    let mut out = Vec::new();
-    let mut b = [0u8; 1];
-    while !out.ends_with(b"\r\n") {
-        assert_eq!(s.read(&mut b).unwrap(), 1, "EOF after {out:?}");
-        out.push(b[0]);
-    }
-    String::from_utf8(out).unwrap()
+/// Reads the next line on `conn` and checks it is `want`.
+fn expect_line(conn: &netactor::Connection, want: &[u8]) {
+    let line = conn.push_read(Line::new()).unwrap();
+    assert_eq!(&line.recv_timeout(WAIT).unwrap().line[..], want);
+}
+
+/// The client's STARTTLS: the command, the server's `220 go`, then TLS
+/// (verifying the server as `localhost`).
+fn client_starttls(conn: &netactor::Connection, pki: &Pki) {
+    conn.write(&b"STARTTLS\r\n"[..]).unwrap();
+    expect_line(conn, b"220 go");
+    conn.starttls(TlsSetup::client_for(pki.client_config(), "localhost").unwrap())
+        .unwrap();
 }
 
 #[test]
@@ -140,12 +144,7 @@ fn server_side_starttls_with_an_independent_rustls_client() {
     assert_eq!(read_line(&mut s), "echo: HELLO\r\n");
     s.write_all(b"STARTTLS\r\n").unwrap();
     assert_eq!(read_line(&mut s), "220 go\r\n");
-    let conn = rustls::ClientConnection::new(
-        pki.client_config(),
-        ServerName::try_from("localhost").unwrap(),
-    )
-    .unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, s);
+    let mut tls = rustls_stream(&pki, s);
     tls.write_all(b"SECRET\r\n").unwrap();
     assert_eq!(read_line(&mut tls), "echo: SECRET\r\n");
     tls.conn.send_close_notify();
@@ -173,15 +172,10 @@ fn client_side_starttls_between_two_netactor_ends() {
     let conn = r
         .connect(l.local_addr(), ConnectOptions::new(), tx)
         .unwrap();
-    conn.write(&b"STARTTLS\r\n"[..]).unwrap();
-    let go = conn.push_read(Line::new()).unwrap();
-    assert_eq!(&go.recv_timeout(WAIT).unwrap().line[..], b"220 go");
-    conn.starttls(TlsSetup::client_for(pki.client_config(), "localhost").unwrap())
-        .unwrap();
+    client_starttls(&conn, &pki);
     // Queued after starttls: encrypted, sent once the server is verified.
     conn.write(&b"SECRET\r\n"[..]).unwrap();
-    let echo = conn.push_read(Line::new()).unwrap();
-    assert_eq!(&echo.recv_timeout(WAIT).unwrap().line[..], b"echo: SECRET");
+    expect_line(&conn, b"echo: SECRET");
     let (_, skipped) = wait_event(&rx, |e| matches!(e, Event::TlsEstablished));
     assert!(
         skipped.iter().all(|e| matches!(e, Event::Connected { .. })),
@@ -231,8 +225,7 @@ fn writes_before_starttls_are_clear_and_precede_the_client_hello() {
     conn.starttls(TlsSetup::client_for(pki.client_config(), "localhost").unwrap())
         .unwrap();
     conn.write(&b"AFTER\r\n"[..]).unwrap();
-    let echo = conn.push_read(Line::new()).unwrap();
-    assert_eq!(&echo.recv_timeout(WAIT).unwrap().line[..], b"echo: AFTER");
+    expect_line(&conn, b"echo: AFTER");
     conn.close().unwrap();
     let seen = seen_until_closed(&srx);
     assert_eq!(
@@ -291,11 +284,7 @@ fn injected_bytes_after_the_servers_220_fail_the_clients_handshake() {
     });
     let (tx, rx) = netactor::event_channel(64);
     let conn = r.connect(addr, ConnectOptions::new(), tx).unwrap();
-    conn.write(&b"STARTTLS\r\n"[..]).unwrap();
-    let go = conn.push_read(Line::new()).unwrap();
-    assert_eq!(&go.recv_timeout(WAIT).unwrap().line[..], b"220 go");
-    conn.starttls(TlsSetup::client_for(pki.client_config(), "localhost").unwrap())
-        .unwrap();
+    client_starttls(&conn, &pki);
     // May already fail with Closed: the handshake fails on the buffered bytes.
     let _ = conn.write(&b"SECRET\r\n"[..]);
     let next = conn.push_read(Line::new());
@@ -330,16 +319,9 @@ fn stoptls_returns_both_netactor_ends_to_plaintext() {
         true,
     );
     let (tx, rx) = netactor::event_channel(64);
-    let conn = r
-        .connect(
-            l.local_addr(),
-            ConnectOptions::new().tls(pki.client_config(), None),
-            tx,
-        )
-        .unwrap();
+    let conn = tls_connect(&r, &pki, l.local_addr(), tx);
     conn.write(&b"ONE\r\n"[..]).unwrap();
-    let one = conn.push_read(Line::new()).unwrap();
-    assert_eq!(&one.recv_timeout(WAIT).unwrap().line[..], b"echo: ONE");
+    expect_line(&conn, b"echo: ONE");
     // Written while TLS is on: encrypted. Then stoptls. Then a plaintext write.
     conn.write(&b"TWO\r\n"[..]).unwrap();
     conn.stoptls().unwrap();
@@ -360,14 +342,9 @@ fn stoptls_returns_both_netactor_ends_to_plaintext() {
     .unwrap();
     assert!(!is_tls.recv_timeout(WAIT).unwrap());
     // Plaintext both ways now; a later STARTTLS works again.
-    conn.write(&b"STARTTLS\r\n"[..]).unwrap();
-    let go = conn.push_read(Line::new()).unwrap();
-    assert_eq!(&go.recv_timeout(WAIT).unwrap().line[..], b"220 go");
-    conn.starttls(TlsSetup::client_for(pki.client_config(), "localhost").unwrap())
-        .unwrap();
+    client_starttls(&conn, &pki);
     conn.write(&b"FOUR\r\n"[..]).unwrap();
-    let four = conn.push_read(Line::new()).unwrap();
-    assert_eq!(&four.recv_timeout(WAIT).unwrap().line[..], b"echo: FOUR");
+    expect_line(&conn, b"echo: FOUR");
     conn.close().unwrap();
     let seen = seen_until_closed(&srx);
     // The server's answering close_notify may meet the client's closed
@@ -444,13 +421,7 @@ fn bytes_behind_the_peers_close_notify_are_kept_as_plaintext() {
         stx,
         true,
     );
-    let s = std_client(l.local_addr());
-    let conn = rustls::ClientConnection::new(
-        pki.client_config(),
-        ServerName::try_from("localhost").unwrap(),
-    )
-    .unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, s);
+    let mut tls = rustls_client(&pki, l.local_addr());
     tls.write_all(b"ONE\r\n").unwrap();
     assert_eq!(read_line(&mut tls), "echo: ONE\r\n");
     let mut wire = Vec::new();
@@ -493,19 +464,8 @@ fn bytes_behind_the_peers_close_notify_are_kept_as_plaintext() {
 fn close_notify_without_follow_stoptls_is_a_clean_eof() {
     let pki = Pki::new();
     let r = reactor(2);
-    let l = r
-        .listen(
-            any_port(),
-            ListenOptions::new().tls(pki.server().server_config()),
-        )
-        .unwrap();
-    let s = std_client(l.local_addr());
-    let conn = rustls::ClientConnection::new(
-        pki.client_config(),
-        ServerName::try_from("localhost").unwrap(),
-    )
-    .unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, s);
+    let l = tls_listener(&r, &pki, Options::new());
+    let mut tls = rustls_client(&pki, l.local_addr());
     tls.write_all(b"data").unwrap();
     tls.conn.send_close_notify();
     tls.flush().unwrap();

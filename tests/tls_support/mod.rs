@@ -8,13 +8,16 @@
 
 use crossbeam_channel::Receiver;
 use netactor::tls::{ClientBuilder, ClientConfig, ServerBuilder, ServerConfig};
-use netactor::{ConnId, Event, Reactor};
+use netactor::{
+    ConnId, Connection, Event, ListenOptions, Listener, Options, Reactor, Sink, Target,
+};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
+use rustls::pki_types::ServerName;
 use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -128,6 +131,85 @@ impl Pki {
             .build()
             .unwrap()
     }
+}
+
+/// A netactor TLS server on any port with `opts` and a certificate from `pki`.
+pub fn tls_listener(r: &Reactor, pki: &Pki, opts: Options) -> Listener {
+    r.listen(
+        any_port(),
+        ListenOptions::new()
+            .options(opts)
+            .tls(pki.server().server_config()),
+    )
+    .unwrap()
+}
+
+/// A netactor TLS client of `target`, verifying the server's certificate
+/// against `pki` for the host of `target`.
+pub fn tls_connect(
+    r: &Reactor,
+    pki: &Pki,
+    target: impl Into<Target>,
+    sink: impl Into<Sink>,
+) -> Connection {
+    r.connect(
+        target,
+        netactor::ConnectOptions::new().tls(pki.client_config(), None),
+        sink,
+    )
+    .unwrap()
+}
+
+/// An independent client session: rustls, for `localhost`, trusting `pki`.
+pub fn rustls_session(pki: &Pki) -> rustls::ClientConnection {
+    rustls::ClientConnection::new(
+        pki.client_config(),
+        ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap()
+}
+
+/// [`rustls_session`] over `sock`, as a blocking stream.
+pub fn rustls_stream(
+    pki: &Pki,
+    sock: TcpStream,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    rustls::StreamOwned::new(rustls_session(pki), sock)
+}
+
+/// [`rustls_stream`] over a new connection to `addr` whose reads and writes
+/// time out after [`WAIT`].
+pub fn rustls_client(
+    pki: &Pki,
+    addr: SocketAddr,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.set_write_timeout(Some(WAIT)).unwrap();
+    rustls_stream(pki, s)
+}
+
+/// Drives the handshake of a blocking rustls stream (either side) to its end.
+pub fn finish_handshake<C, S>(tls: &mut rustls::StreamOwned<C, TcpStream>)
+where
+    C: std::ops::DerefMut<Target = rustls::ConnectionCommon<S>>,
+    S: rustls::SideData,
+{
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).unwrap();
+    }
+}
+
+/// One `\r\n`-terminated line (with its `\r\n`), read a byte at a time so
+/// nothing after it is consumed; panics on EOF before it.
+pub fn read_line(s: &mut impl Read) -> String {
+    let mut out = Vec::new();
+    let mut b = [0u8; 1];
+    while !out.ends_with(b"\r\n") {
+        assert_eq!(s.read(&mut b).unwrap(), 1, "EOF after {out:?}");
+        out.push(b[0]);
+    }
+    String::from_utf8(out).unwrap()
 }
 
 /// A self-signed certificate for localhost (trusted by nobody).
