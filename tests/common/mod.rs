@@ -46,6 +46,40 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Polls the reactor's metrics until `cond` holds, for at most `timeout`
+/// (then fails, saying `what`); returns the snapshot that held.
+pub fn metrics_until(
+    r: &Reactor,
+    timeout: Duration,
+    what: &str,
+    cond: impl Fn(&netactor::Metrics) -> bool,
+) -> netactor::Metrics {
+    let end = Instant::now() + timeout;
+    loop {
+        let m = r.metrics();
+        if cond(&m) {
+            return m;
+        }
+        assert!(Instant::now() < end, "{what}: {m:#?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A listener whose connections echo what they read (raw) and close at EOF.
+pub fn echo_listener(r: &Reactor, opts: ListenOptions) -> Listener {
+    r.listen_with(any_port(), opts, |ctx| {
+        ctx.set_streaming(Some(netactor::framing::Raw));
+        |ctx: &mut netactor::Ctx<'_>, ev: Event| match ev {
+            Event::Read(f) => {
+                let _ = ctx.write(f.into_bytes().unwrap());
+            }
+            Event::Eof => ctx.close(),
+            _ => {}
+        }
+    })
+    .unwrap()
+}
+
 /// A server-side connection (channel mode) and the std client connected to it.
 pub struct Pair {
     /// Keeps the listener (and its event channel) alive.
