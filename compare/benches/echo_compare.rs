@@ -25,8 +25,8 @@ mod report;
 mod server;
 
 use host::{
-    build_examples, examples_dir, loadavg, machine, raise_nofile, snapshot_binaries, source_state,
-    TempDir,
+    build_examples, examples_dir, loadavg, output_paths, publish, raise_nofile, report_header,
+    snapshot_binaries, TempDir,
 };
 use loadgen::{Churn, Flow, Idle, Latency, Measured, Window};
 use report::{ratio, si, stats, Table};
@@ -1161,13 +1161,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let target = built
-        .parent()
-        .and_then(Path::parent)
-        .unwrap_or(Path::new("target"));
-    let log = target.join("echo_compare-servers.log");
-    let _ = std::fs::remove_file(&log);
-    let md_path = target.join("echo_compare.md");
+    let (log, md_path) = output_paths(&built, "echo_compare");
 
     let tmp = TempDir(std::env::temp_dir().join(format!("echo_compare-{}", std::process::id())));
     if let Err(e) = std::fs::create_dir_all(&tmp.0) {
@@ -1197,11 +1191,7 @@ fn main() -> ExitCode {
         None
     };
 
-    let mut header = String::new();
-    let _ = writeln!(header, "## echo_compare results\n");
-    let _ = writeln!(header, "- command: `{}`", cfg.command);
-    let _ = writeln!(header, "- machine: {}", machine());
-    let _ = writeln!(header, "- source: {}", source_state());
+    let mut header = report_header("echo_compare", &cfg.command);
     let _ =
         writeln!(
         header,
@@ -1263,11 +1253,9 @@ fn main() -> ExitCode {
             }
         }
     }
-    let out = report(&results, &cfg, &header, started.elapsed());
-    println!("\n{out}");
-    match std::fs::write(&md_path, &out) {
-        Ok(()) => eprintln!("written to {}", md_path.display()),
-        Err(e) => eprintln!("cannot write {}: {e}", md_path.display()),
-    }
+    publish(
+        &report(&results, &cfg, &header, started.elapsed()),
+        &md_path,
+    );
     ExitCode::SUCCESS
 }
