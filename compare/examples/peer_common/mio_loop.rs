@@ -213,14 +213,7 @@ where
     S::Conn: Send + 'static,
     F: Fn() -> S + Clone + Send + 'static,
 {
-    let std_listener =
-        super::listener(listen, false).unwrap_or_else(|e| super::die(S::NAME, "listen", e));
-    std_listener
-        .set_nonblocking(true)
-        .unwrap_or_else(|e| super::die(S::NAME, "set_nonblocking", e));
-    let addr = std_listener
-        .local_addr()
-        .unwrap_or_else(|e| super::die(S::NAME, "local_addr", e));
+    let (std_listener, addr) = super::nonblocking_listener(S::NAME, listen);
     let mut listener = TcpListener::from_std(std_listener);
 
     let (mut first, _) = Loop::<S>::new();
