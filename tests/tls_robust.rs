@@ -383,6 +383,31 @@ fn refused_with_a_warning(raw: &mut RawTls12, conn: &netactor::Connection, messa
     );
 }
 
+/// The second renegotiation (`message` again): rustls gives up on the peer
+/// with a typed error that ends the connection (its events on `events`,
+/// returned) and fails a pending read.
+fn refused_for_good(
+    raw: &mut RawTls12,
+    conn: &netactor::Connection,
+    message: &[u8],
+    events: &crossbeam_channel::Receiver<(netactor::ConnId, Event)>,
+) -> Vec<Event> {
+    let never = conn.push_read(Chunk::new(1)).unwrap();
+    raw.send(ContentType::Handshake, message);
+    let evs = until_closed(events);
+    match fatal_error(&evs) {
+        Some(Error::Tls(TlsError::Rustls(rustls::Error::PeerMisbehaved(
+            rustls::PeerMisbehaved::TooManyRenegotiationRequests,
+        )))) => {}
+        other => panic!("{other:?} in {evs:?}"),
+    }
+    assert!(matches!(
+        never.recv_timeout(WAIT),
+        Err(netactor::ReplyTimeoutError::Failed(Error::Tls(_)))
+    ));
+    evs
+}
+
 #[test]
 fn tls12_renegotiation_is_refused_with_a_warning_then_a_typed_error() {
     let pki = Pki::new();
@@ -403,19 +428,7 @@ fn tls12_renegotiation_is_refused_with_a_warning_then_a_typed_error() {
     refused_with_a_warning(&mut raw, &conn, &hello);
 
     // Second attempt: rustls gives up on the peer.
-    let never = conn.push_read(Chunk::new(1)).unwrap();
-    raw.send(ContentType::Handshake, &hello);
-    let evs = until_closed(l.events());
-    match fatal_error(&evs) {
-        Some(Error::Tls(TlsError::Rustls(rustls::Error::PeerMisbehaved(
-            rustls::PeerMisbehaved::TooManyRenegotiationRequests,
-        )))) => {}
-        other => panic!("{other:?} in {evs:?}"),
-    }
-    assert!(matches!(
-        never.recv_timeout(WAIT),
-        Err(netactor::ReplyTimeoutError::Failed(Error::Tls(_)))
-    ));
+    let evs = refused_for_good(&mut raw, &conn, &hello, l.events());
     assert!(
         !evs.iter().any(|e| matches!(
             e,
@@ -515,19 +528,7 @@ fn a_tls12_hello_request_to_a_client_is_refused_with_a_warning_then_a_typed_erro
     refused_with_a_warning(&mut raw, &conn, &HELLO_REQUEST);
 
     // Second: a typed error ends the connection.
-    let never = conn.push_read(Chunk::new(1)).unwrap();
-    raw.send(ContentType::Handshake, &HELLO_REQUEST);
-    let evs = until_closed(&rx);
-    match fatal_error(&evs) {
-        Some(Error::Tls(TlsError::Rustls(rustls::Error::PeerMisbehaved(
-            rustls::PeerMisbehaved::TooManyRenegotiationRequests,
-        )))) => {}
-        other => panic!("{other:?} in {evs:?}"),
-    }
-    assert!(matches!(
-        never.recv_timeout(WAIT),
-        Err(netactor::ReplyTimeoutError::Failed(Error::Tls(_)))
-    ));
+    refused_for_good(&mut raw, &conn, &HELLO_REQUEST, &rx);
     while let Some((typ, _)) = raw.recv() {
         assert_eq!(typ, ContentType::Alert);
     }
