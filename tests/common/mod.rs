@@ -5,6 +5,10 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+mod example_bin;
+#[allow(unused_imports)] // not every test binary runs an example
+pub use example_bin::example_bin;
+
 use crossbeam_channel::Receiver;
 use netactor::{ConnId, Connection, Event, ListenOptions, Listener, Options, Reactor};
 use std::io::{Read, Write};

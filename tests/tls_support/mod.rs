@@ -6,6 +6,13 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+// Also loaded by `common`: a test binary with both holds two copies.
+#[allow(clippy::duplicate_mod)]
+#[path = "../common/example_bin.rs"]
+mod example_bin;
+#[allow(unused_imports)] // not every test binary runs an example
+pub use example_bin::example_bin;
+
 use crossbeam_channel::Receiver;
 use netactor::tls::{ClientBuilder, ClientConfig, ServerBuilder, ServerConfig};
 use netactor::{
@@ -307,21 +314,6 @@ pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
     }
     v.truncate(n);
     v
-}
-
-/// Path of a compiled example: `target/<profile>/examples/<name>`, found
-/// next to the running test binary (`target/<profile>/deps/`).
-pub fn example_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
-    let p = dir.join(name);
-    assert!(
-        p.exists(),
-        "example binary {} is missing: build it first with `cargo build --release --example {name}` \
-         (`cargo test --release` builds the examples before running tests)",
-        p.display()
-    );
-    p
 }
 
 /// Whether an external tool is on PATH.
