@@ -1,10 +1,10 @@
 //! The plain-threads `select!` example runs to completion against its own
 //! server and checks every answer itself (it exits non-zero on a mismatch).
 
-#[path = "common/example_bin.rs"]
-mod example_bin;
+#[path = "common/shared.rs"]
+mod shared;
 
-use example_bin::example_bin;
+use shared::example_bin;
 use std::process::Command;
 use std::time::{Duration, Instant};
 

@@ -5,9 +5,9 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
-mod example_bin;
-#[allow(unused_imports)] // not every test binary runs an example
-pub use example_bin::example_bin;
+mod shared;
+#[allow(unused_imports)] // each test binary uses a different subset
+pub use shared::{any_port, example_bin, reactor};
 
 use crossbeam_channel::Receiver;
 use netactor::{ConnId, Connection, Event, ListenOptions, Listener, Options, Reactor};
@@ -19,21 +19,6 @@ use std::time::{Duration, Instant};
 
 /// Upper bound for "this should happen promptly" waits.
 pub const WAIT: Duration = Duration::from_secs(5);
-
-/// The loopback address with port 0 (the kernel picks a port).
-pub fn any_port() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-/// A reactor with `n` workers and a short shutdown timeout, so that a test
-/// whose connections cannot flush fails fast instead of waiting 5 s.
-pub fn reactor(n: usize) -> Reactor {
-    Reactor::builder()
-        .workers(n)
-        .shutdown_timeout(Duration::from_secs(2))
-        .build()
-        .expect("reactor")
-}
 
 /// Polls `cond` until it holds or `timeout` passes; returns whether it held.
 /// Used only where there is no channel to wait on (counters, kernel state).

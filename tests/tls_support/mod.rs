@@ -8,10 +8,10 @@
 
 // Also loaded by `common`: a test binary with both holds two copies.
 #[allow(clippy::duplicate_mod)]
-#[path = "../common/example_bin.rs"]
-mod example_bin;
-#[allow(unused_imports)] // not every test binary runs an example
-pub use example_bin::example_bin;
+#[path = "../common/shared.rs"]
+mod shared;
+#[allow(unused_imports)] // each test binary uses a different subset
+pub use shared::{any_port, example_bin, reactor};
 
 use crossbeam_channel::Receiver;
 use netactor::tls::{ClientBuilder, ClientConfig, ServerBuilder, ServerConfig};
@@ -33,18 +33,6 @@ use std::time::{Duration, Instant};
 
 /// Upper bound for "this should happen promptly" waits.
 pub const WAIT: Duration = Duration::from_secs(10);
-
-pub fn any_port() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-pub fn reactor(n: usize) -> Reactor {
-    Reactor::builder()
-        .workers(n)
-        .shutdown_timeout(Duration::from_secs(2))
-        .build()
-        .expect("reactor")
-}
 
 /// A certificate with its key, as PEM.
 #[derive(Clone)]
