@@ -170,20 +170,14 @@ fn counts_accept_pauses_at_the_connection_limit() {
 fn counts_tls_handshakes_by_version_and_failures() {
     let pki = Pki::new();
     let r = reactor(2);
-    let l = r
-        .listen_with(
-            any_port(),
-            ListenOptions::new().tls(pki.server().server_config()),
-            |ctx| {
-                ctx.set_streaming(Some(netactor::framing::Raw));
-                |ctx: &mut netactor::Ctx<'_>, ev: Event| {
-                    if let Event::Read(f) = ev {
-                        let _ = ctx.write(f.into_bytes().unwrap());
-                    }
-                }
-            },
-        )
-        .unwrap();
+    let l = tls_listener_with(&r, &pki, Options::new(), |ctx| {
+        ctx.set_streaming(Some(netactor::framing::Raw));
+        |ctx: &mut netactor::Ctx<'_>, ev: Event| {
+            if let Event::Read(f) = ev {
+                let _ = ctx.write(f.into_bytes().unwrap());
+            }
+        }
+    });
     let (tx, rx) = netactor::event_channel(64);
     let conn = r
         .connect(

@@ -216,16 +216,10 @@ fn sixty_four_rounds_of_chained_reads_over_tls() {
 
     let pki = Pki::new();
     let r = reactor(2);
-    let l = r
-        .listen_with(
-            any_port(),
-            ListenOptions::new().tls(pki.server().server_config()),
-            |ctx| {
-                serve(ctx);
-                |_: &mut Ctx<'_>, _: Event| {}
-            },
-        )
-        .unwrap();
+    let l = tls_listener_with(&r, &pki, Options::new(), |ctx| {
+        serve(ctx);
+        |_: &mut Ctx<'_>, _: Event| {}
+    });
     let (done_tx, done) = crossbeam_channel::bounded(1);
     let sink = Sink::handler(move |ctx: &mut Ctx<'_>, ev: Event| match ev {
         Event::TlsEstablished => ask(ctx, 0, done_tx.clone()),

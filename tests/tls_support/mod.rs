@@ -139,6 +139,22 @@ pub fn tls_listener(r: &Reactor, pki: &Pki, opts: Options) -> Listener {
     .unwrap()
 }
 
+/// [`tls_listener`] whose connections get their handlers from `factory`.
+pub fn tls_listener_with<F, H>(r: &Reactor, pki: &Pki, opts: Options, factory: F) -> Listener
+where
+    F: Fn(&mut netactor::Ctx<'_>) -> H + Send + Sync + 'static,
+    H: netactor::Handler,
+{
+    r.listen_with(
+        any_port(),
+        ListenOptions::new()
+            .options(opts)
+            .tls(pki.server().server_config()),
+        factory,
+    )
+    .unwrap()
+}
+
 /// A netactor TLS client of `target`, verifying the server's certificate
 /// against `pki` for the host of `target`.
 pub fn tls_connect(
