@@ -56,21 +56,14 @@ fn main() {
         let listener = TcpListener::from_std(std_listener)
             .unwrap_or_else(|e| common::die(NAME, "listener", e));
         common::announce(addr);
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    let conn = builder.serve_connection(TokioIo::new(stream), service_fn(handle));
-                    tokio::spawn(async move {
-                        // Errors (resets when wrk stops) just end the task.
-                        let _ = conn.await;
-                    });
-                }
-                Err(e) => {
-                    eprintln!("{NAME}: accept: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                }
-            }
-        }
+        common::tokio_accept_loop(NAME, listener, |stream| {
+            let _ = stream.set_nodelay(true);
+            let conn = builder.serve_connection(TokioIo::new(stream), service_fn(handle));
+            tokio::spawn(async move {
+                // Errors (resets when wrk stops) just end the task.
+                let _ = conn.await;
+            });
+        })
+        .await;
     });
 }

@@ -61,19 +61,12 @@ fn main() {
         let listener = TcpListener::from_std(std_listener)
             .unwrap_or_else(|e| common::die(NAME, "listener", e));
         common::announce(addr);
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    match &tls {
-                        Some(a) => tokio::spawn(serve_tls(stream, a.clone())),
-                        None => tokio::spawn(serve_plain(stream)),
-                    };
-                }
-                Err(e) => {
-                    eprintln!("{NAME}: accept: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                }
-            }
-        }
+        common::tokio_accept_loop(NAME, listener, |stream| {
+            match &tls {
+                Some(a) => tokio::spawn(serve_tls(stream, a.clone())),
+                None => tokio::spawn(serve_plain(stream)),
+            };
+        })
+        .await;
     });
 }

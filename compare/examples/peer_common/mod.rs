@@ -150,6 +150,25 @@ pub fn tokio_runtime(name: &str, workers: usize) -> tokio::runtime::Runtime {
         .unwrap_or_else(|e| die(name, "runtime", e))
 }
 
+/// Accepts on `listener` forever, handing each connection to `serve`; an
+/// accept error (EMFILE and friends) is reported and retried after 10 ms,
+/// the connections already open keep being served.
+pub async fn tokio_accept_loop(
+    name: &str,
+    listener: tokio::net::TcpListener,
+    mut serve: impl FnMut(tokio::net::TcpStream),
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => serve(stream),
+            Err(e) => {
+                eprintln!("{name}: accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
 /// Prints the readiness line the driver waits for.
 pub fn announce(addr: SocketAddr) {
     println!("listening on {addr}");
