@@ -9,8 +9,7 @@
 mod common;
 
 use common::*;
-use netactor::framing::Raw;
-use netactor::{Ctx, Event, ListenOptions, Reactor};
+use netactor::{ListenOptions, Reactor};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -41,18 +40,7 @@ fn emfile_child_server() {
     };
     assert_eq!(rc, 0, "setrlimit failed");
     let r = Reactor::builder().workers(1).build().unwrap();
-    let listener = r
-        .listen_with(any_port(), ListenOptions::new(), |ctx| {
-            ctx.set_streaming(Some(Raw));
-            |ctx: &mut Ctx<'_>, ev: Event| match ev {
-                Event::Read(f) => {
-                    let _ = ctx.write(f.into_bytes().unwrap());
-                }
-                Event::Eof => ctx.close(),
-                _ => {}
-            }
-        })
-        .unwrap();
+    let listener = echo_listener(&r, ListenOptions::new());
     println!("listening on {}", listener.local_addr());
     std::io::stdout().flush().unwrap();
     // Serve until the parent closes our stdin.

@@ -1,8 +1,10 @@
 //! `Reactor::metrics` and the extended `Stats`, over real loopback sockets:
 //! known traffic and known failures in, exact counts out.
 
+mod common;
 mod tls_support;
 
+use common::metrics_until;
 use netactor::framing::{Chunk, Line};
 use netactor::{CloseCause, ConnectOptions, Event, ListenOptions, Options, Reactor, TlsState};
 use rustls::pki_types::ServerName;
@@ -10,23 +12,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 use tls_support::*;
-
-/// Polls the snapshot until `cond` holds (bounded); returns the last one.
-fn metrics_until(
-    r: &Reactor,
-    what: &str,
-    cond: impl Fn(&netactor::Metrics) -> bool,
-) -> netactor::Metrics {
-    let end = Instant::now() + WAIT;
-    loop {
-        let m = r.metrics();
-        if cond(&m) {
-            return m;
-        }
-        assert!(Instant::now() < end, "{what}: {m:#?}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
 
 fn peer(addr: std::net::SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).unwrap();
@@ -88,7 +73,7 @@ fn counts_connections_bytes_and_stats() {
     drop(p);
     wait_event(l.events(), |e| matches!(e, Event::Eof));
     conn.close().unwrap();
-    let m = metrics_until(&r, "closed", |m| m.connections_closed == 1);
+    let m = metrics_until(&r, WAIT, "closed", |m| m.connections_closed == 1);
     assert_eq!(m.closed_by(CloseCause::Eof), 1, "{m:#?}");
     assert_eq!(m.connections_open, 0);
     assert_eq!(m.bytes_read, 6);
@@ -121,7 +106,7 @@ fn counts_close_causes_and_queued_bytes() {
     let conn = l.accept_timeout(WAIT).unwrap();
     let _reply = conn.push_read(Line::new()).unwrap();
     p.write_all(&[b'x'; 200]).unwrap();
-    let m = metrics_until(&r, "no_space close", |m| m.connections_closed == 1);
+    let m = metrics_until(&r, WAIT, "no_space close", |m| m.connections_closed == 1);
     assert_eq!(m.closed_by(CloseCause::NoSpace), 1, "{m:#?}");
     drop(p);
 
@@ -133,14 +118,14 @@ fn counts_close_causes_and_queued_bytes() {
         .set_linger(Some(Duration::ZERO))
         .unwrap();
     drop(p);
-    let m = metrics_until(&r, "reset close", |m| m.connections_closed == 2);
+    let m = metrics_until(&r, WAIT, "reset close", |m| m.connections_closed == 2);
     assert_eq!(m.closed_by(CloseCause::Reset), 1, "{m:#?}");
 
     // Closed by the application.
     let _p = peer(l.local_addr());
     let conn3 = l.accept_timeout(WAIT).unwrap();
     conn3.close().unwrap();
-    let m = metrics_until(&r, "local close", |m| m.connections_closed == 3);
+    let m = metrics_until(&r, WAIT, "local close", |m| m.connections_closed == 3);
     assert_eq!(m.closed_by(CloseCause::Local), 1, "{m:#?}");
 
     // Queued write bytes: a peer that does not read, sent more than the
@@ -155,14 +140,14 @@ fn counts_close_causes_and_queued_bytes() {
     for _ in 0..32 {
         conn4.write(chunk.clone()).unwrap();
     }
-    let m = metrics_until(&r, "queued bytes", |m| m.write_queued_bytes > 0);
+    let m = metrics_until(&r, WAIT, "queued bytes", |m| m.write_queued_bytes > 0);
     assert!(m.write_queued_bytes <= 32 << 20);
     assert!(conn4.stats().write_queued > 0);
     drop(p4);
     drop(conn);
     // The gauge is released as the connection finishes, which the snapshot
     // may see a moment after the open count drops: both must reach zero.
-    metrics_until(&r, "gauges back to zero", |m| {
+    metrics_until(&r, WAIT, "gauges back to zero", |m| {
         m.connections_open == 0 && m.write_queued_bytes == 0
     });
 }
@@ -176,7 +161,7 @@ fn counts_accept_pauses_at_the_connection_limit() {
     let _a = peer(l.local_addr());
     let _c = l.accept_timeout(WAIT).unwrap();
     let _b = peer(l.local_addr());
-    let m = metrics_until(&r, "a pause", |m| m.accept_pauses[2] == 1);
+    let m = metrics_until(&r, WAIT, "a pause", |m| m.accept_pauses[2] == 1);
     assert_eq!(m.accept_pauses, [0, 0, 1]);
     assert_eq!(m.connections_accepted, 1);
 }
@@ -185,20 +170,14 @@ fn counts_accept_pauses_at_the_connection_limit() {
 fn counts_tls_handshakes_by_version_and_failures() {
     let pki = Pki::new();
     let r = reactor(2);
-    let l = r
-        .listen_with(
-            any_port(),
-            ListenOptions::new().tls(pki.server().server_config()),
-            |ctx| {
-                ctx.set_streaming(Some(netactor::framing::Raw));
-                |ctx: &mut netactor::Ctx<'_>, ev: Event| {
-                    if let Event::Read(f) = ev {
-                        let _ = ctx.write(f.into_bytes().unwrap());
-                    }
-                }
-            },
-        )
-        .unwrap();
+    let l = tls_listener_with(&r, &pki, Options::new(), |ctx| {
+        ctx.set_streaming(Some(netactor::framing::Raw));
+        |ctx: &mut netactor::Ctx<'_>, ev: Event| {
+            if let Event::Read(f) = ev {
+                let _ = ctx.write(f.into_bytes().unwrap());
+            }
+        }
+    });
     let (tx, rx) = netactor::event_channel(64);
     let conn = r
         .connect(
@@ -215,7 +194,7 @@ fn counts_tls_handshakes_by_version_and_failures() {
     assert_eq!(s.tls, TlsState::Established);
     assert_eq!(s.tls_version, Some(rustls::ProtocolVersion::TLSv1_3));
     // Both ends of the handshake are on this reactor.
-    let m = metrics_until(&r, "two handshakes", |m| m.tls_handshakes[1] == 2);
+    let m = metrics_until(&r, WAIT, "two handshakes", |m| m.tls_handshakes[1] == 2);
     assert_eq!(m.tls_handshakes, [0, 2, 0]);
     assert_eq!(m.connections_connected, 1);
     assert_eq!(m.connections_accepted, 1);
@@ -225,7 +204,7 @@ fn counts_tls_handshakes_by_version_and_failures() {
     p.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
     let mut sink = Vec::new();
     let _ = p.read_to_end(&mut sink);
-    let m = metrics_until(&r, "a failed handshake", |m| {
+    let m = metrics_until(&r, WAIT, "a failed handshake", |m| {
         m.tls_handshake_failures.iter().sum::<u64>() == 1
     });
     assert_eq!(m.closed_by(CloseCause::Tls), 1, "{m:#?}");
@@ -255,7 +234,7 @@ fn counts_worker_turns_parks_wakeups_mail_and_timers() {
         .recv_timeout(WAIT)
         .unwrap();
     assert_eq!(&first[..], b"0");
-    let m0 = metrics_until(&r, "idle", |m| m.workers[0].parks > 0);
+    let m0 = metrics_until(&r, WAIT, "idle", |m| m.workers[0].parks > 0);
     const N: u64 = 20;
     for i in 0..N {
         // A spaced-out exchange: the worker is (almost always) parked when
@@ -269,7 +248,7 @@ fn counts_worker_turns_parks_wakeups_mail_and_timers() {
     conn.set_timeout(netactor::Inactivity::Read, Some(Duration::from_secs(60)))
         .unwrap();
     // N writes and one set_timeout: N + 1 mailbox messages, exactly.
-    let m = metrics_until(&r, "mail", |m| {
+    let m = metrics_until(&r, WAIT, "mail", |m| {
         m.mailbox_messages > m0.mailbox_messages + N
             && m.workers[0].timers_armed > m0.workers[0].timers_armed
     });
@@ -301,7 +280,7 @@ fn counts_accept_pauses_when_the_application_does_not_accept() {
         .unwrap();
     let clients: Vec<TcpStream> = (0..3).map(|_| peer(l.local_addr())).collect();
     // One queued, the next one finds the queue full.
-    let m = metrics_until(&r, "backlog pause", |m| m.accept_pauses[1] > 0);
+    let m = metrics_until(&r, WAIT, "backlog pause", |m| m.accept_pauses[1] > 0);
     assert_eq!(m.accept_pauses[0], 0, "{m:#?}");
     // Accepting resumes the listener: every client gets its connection.
     for _ in &clients {
@@ -346,7 +325,9 @@ fn two_workers() -> TwoWorkers {
             .collect();
         let p = peer(l.local_addr());
         let c = l.accept_timeout(WAIT).unwrap();
-        let m = metrics_until(&r, "the connection started", |m| m.connections_open == n);
+        let m = metrics_until(&r, WAIT, "the connection started", |m| {
+            m.connections_open == n
+        });
         let w = (0..2)
             .find(|&i| m.workers[i].connections_open > before[i])
             .expect("one worker's count rose");
@@ -404,7 +385,9 @@ fn block_worker(c: &netactor::Connection) -> crossbeam_channel::Sender<()> {
 fn worker0_polls(t: &TwoWorkers) {
     let before = t.r.metrics().workers[0].polls;
     t.c0.call(|_| {}).unwrap();
-    metrics_until(&t.r, "worker 0 polling", |m| m.workers[0].polls > before);
+    metrics_until(&t.r, WAIT, "worker 0 polling", |m| {
+        m.workers[0].polls > before
+    });
 }
 
 /// Readiness found by the poller-role holder for a connection whose worker
@@ -421,7 +404,7 @@ fn counts_events_handed_to_a_busy_worker() {
     // Data for c1: worker 0's wait finds it, nothing of its own, and cannot
     // take worker 1's state (held by its busy thread): handed over.
     t.p1.write_all(b"x").unwrap();
-    let m = metrics_until(&t.r, "a hand-off", |m| {
+    let m = metrics_until(&t.r, WAIT, "a hand-off", |m| {
         m.workers[0].handed_off > m0.workers[0].handed_off
     });
     assert_eq!(
@@ -454,13 +437,15 @@ fn counts_events_run_for_a_parked_worker() {
     worker0_polls(&t);
     let parks = t.r.metrics().workers[1].parks;
     drop(release);
-    metrics_until(&t.r, "worker 1 parked", |m| m.workers[1].parks > parks);
+    metrics_until(&t.r, WAIT, "worker 1 parked", |m| {
+        m.workers[1].parks > parks
+    });
     let m0 = t.r.metrics();
     t.p1.write_all(b"y").unwrap();
     assert_eq!(&reply.recv_timeout(WAIT).unwrap()[..], b"y");
     // The turn is counted on worker 1 (its connection's), not worker 0,
     // once the round ends: just after the read was answered.
-    let m = metrics_until(&t.r, "a borrowed task", |m| {
+    let m = metrics_until(&t.r, WAIT, "a borrowed task", |m| {
         m.workers[0].borrowed > m0.workers[0].borrowed && m.workers[1].turns > m0.workers[1].turns
     });
     assert_eq!(m.workers[0].borrowed, m0.workers[0].borrowed + 1, "{m:#?}");
@@ -487,13 +472,13 @@ fn counts_frames_and_events_delivered_to_a_handler() {
         .unwrap();
     let mut p = peer(l.local_addr());
     p.write_all(b"a\nb\nc\n").unwrap();
-    let m = metrics_until(&r, "three frames", |m| m.frames_decoded >= 3);
+    let m = metrics_until(&r, WAIT, "three frames", |m| m.frames_decoded >= 3);
     assert_eq!(m.frames_decoded, 3, "{m:#?}");
     assert_eq!(m.events_delivered, 3, "{m:#?}");
     // The peer's FIN: `Eof`, then `Closed` once the handler closed.
     drop(p);
     // (`Closed` is counted as delivered just after the close is.)
-    let m = metrics_until(&r, "closed", |m| {
+    let m = metrics_until(&r, WAIT, "closed", |m| {
         m.connections_closed == 1 && m.events_delivered >= 5
     });
     assert_eq!(m.frames_decoded, 3, "{m:#?}");

@@ -1,24 +1,16 @@
 //! The plain-threads `select!` example runs to completion against its own
 //! server and checks every answer itself (it exits non-zero on a mismatch).
 
+#[path = "common/shared.rs"]
+mod shared;
+
+use shared::example_bin;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[test]
 fn select_clients_example_answers_every_request() {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join("select_clients");
-    assert!(
-        bin.exists(),
-        "{} missing: cargo test builds examples first",
-        bin.display()
-    );
+    let bin = example_bin("select_clients");
     let mut child = Command::new(&bin)
         .args(["--connections", "64", "--lines", "10"])
         .stdout(std::process::Stdio::piped())

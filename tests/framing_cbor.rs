@@ -254,7 +254,7 @@ proptest! {
     #[test]
     fn split_invariance_valid(
         vals in proptest::collection::vec(cvalue(), 0..6),
-        points in proptest::collection::vec(0usize..600, 0..10),
+        points in split_points(600),
         max in prop_oneof![Just(1usize << 20), 0usize..60],
     ) {
         let encoded: Vec<Vec<u8>> = vals.iter().map(cbor_of).collect();
@@ -267,7 +267,7 @@ proptest! {
     #[test]
     fn split_invariance_garbage(
         data in proptest::collection::vec(prop_oneof![any::<u8>(), proptest::sample::select(vec![0x9f, 0xbf, 0x5f, 0x7f, 0xff, 0x81, 0xa1, 0xc1, 0x00, 0x61])], 0..80),
-        points in proptest::collection::vec(0usize..100, 0..10),
+        points in split_points(100),
     ) {
         assert_split_invariant(Cbor::new, &data, &points);
         assert_split_invariant(CborAs::<Vec<u32>>::new, &data, &points);

@@ -272,7 +272,7 @@ proptest! {
     #[test]
     fn split_invariance_valid(
         vals in proptest::collection::vec((json_value(), separator(), any::<bool>()), 0..6),
-        points in proptest::collection::vec(0usize..600, 0..10),
+        points in split_points(600),
     ) {
         let mut data = Vec::new();
         for (v, sep, pretty) in &vals {
@@ -290,7 +290,7 @@ proptest! {
     #[test]
     fn split_invariance_garbage(
         data in proptest::collection::vec(proptest::sample::select(b"[]{}\",:0123456789eE.+-tfnrulasx \n\\\xff".to_vec()), 0..80),
-        points in proptest::collection::vec(0usize..100, 0..10),
+        points in split_points(100),
         max in prop_oneof![Just(1usize << 20), 0usize..30],
     ) {
         assert_split_invariant(|| Json::new().max_len(max), &data, &points);
@@ -299,7 +299,7 @@ proptest! {
     #[test]
     fn split_invariance_typed(
         vals in proptest::collection::vec(json_value(), 0..6),
-        points in proptest::collection::vec(0usize..400, 0..10),
+        points in split_points(400),
     ) {
         let data: Vec<u8> = vals.iter().flat_map(|v| { let mut e = encode(v); e.push(b' '); e }).collect();
         let run = assert_split_invariant(Json::<Vec<i64>>::typed, &data, &points);

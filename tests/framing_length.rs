@@ -220,7 +220,7 @@ proptest! {
         payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..256), 0..6),
         tail in proptest::collection::vec(any::<u8>(), 0..12),
         max in prop_oneof![Just(usize::MAX), 0usize..400],
-        points in proptest::collection::vec(0usize..2000, 0..10),
+        points in split_points(2000),
     ) {
         let mut data: Vec<u8> = payloads.iter().flat_map(|x| encode(p, x)).collect();
         data.extend_from_slice(&tail);

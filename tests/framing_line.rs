@@ -164,10 +164,7 @@ const EOLS: [&str; 6] = [
 ];
 
 fn stream() -> impl Strategy<Value = Vec<u8>> {
-    proptest::collection::vec(
-        proptest::sample::select(b"abcx;,.\n\r0123 \xff".to_vec()),
-        0..120,
-    )
+    byte_stream(b"abcx;,.\n\r0123 \xff", 120)
 }
 
 proptest! {
@@ -177,7 +174,7 @@ proptest! {
     fn split_invariance_regex(
         eol in 0usize..6,
         data in stream(),
-        points in proptest::collection::vec(0usize..130, 0..10),
+        points in split_points(130),
         max in prop_oneof![Just(1usize << 16), 0usize..30],
     ) {
         assert_split_invariant(|| rx(EOLS[eol]).max_len(max), &data, &points);
@@ -187,7 +184,7 @@ proptest! {
     fn split_invariance_default_and_literal(
         literal in proptest::sample::select(vec!["\n", ";;", "\r\n", "aba"]),
         data in stream(),
-        points in proptest::collection::vec(0usize..130, 0..10),
+        points in split_points(130),
         max in prop_oneof![Just(1usize << 16), 0usize..30],
     ) {
         assert_split_invariant(|| Line::new().max_len(max), &data, &points);
@@ -198,53 +195,34 @@ proptest! {
     fn same_lines_as_regex_on_the_whole_stream(
         eol in 0usize..6,
         data in stream(),
-        points in proptest::collection::vec(0usize..130, 0..10),
+        points in split_points(130),
     ) {
-        let oracle = regex::bytes::Regex::new(EOLS[eol]).unwrap();
-        let mut expected = Vec::new();
-        let mut rest = &data[..];
-        while let Some(m) = oracle.find(rest) {
-            expected.push((
-                String::from_utf8_lossy(&rest[..m.start()]).into_owned(),
-                String::from_utf8_lossy(m.as_bytes()).into_owned(),
-            ));
-            rest = &rest[m.end()..];
-        }
+        let (found, rest) = find_all(EOLS[eol], &data);
+        let expected: Vec<(String, String)> = found
+            .iter()
+            .map(|(frame, m)| {
+                (
+                    String::from_utf8_lossy(&frame[..frame.len() - m.len()]).into_owned(),
+                    String::from_utf8_lossy(m).into_owned(),
+                )
+            })
+            .collect();
         let run = drive(rx(EOLS[eol]), &split(&data, &points));
         prop_assert_eq!(pairs(&run), expected);
         prop_assert_eq!(run.rest.as_deref(), Some(rest));
     }
 }
 
-const PY_LINES: &str = r#"
-import re, sys
-pat, data = sys.stdin.buffer.read().split(b"\0", 1)
-rx = re.compile(pat)
-out = []
-while True:
-    m = rx.search(data)
-    if not m:
-        break
-    out.append(data[:m.start()].hex() + "/" + m.group(0).hex())
-    data = data[m.end():]
-print(" ".join(out))
-"#;
-
 #[test]
 fn interop_with_python_re() {
     let data = b"c;;,d\r\ne\nf,,;g;\r\n\r\nabbbc.a".to_vec();
     for pat in [r"[;,]+", r"\r?\n", r"\r\n|\n", r"ab*c|a"] {
-        let mut input = pat.as_bytes().to_vec();
-        input.push(0);
-        input.extend_from_slice(&data);
-        let out = String::from_utf8(python(PY_LINES, &input)).unwrap();
-        let py: Vec<&str> = out.split_whitespace().collect();
+        let (py, _) = python_find_all(pat, &data);
         let run = assert_split_invariant(|| rx(pat), &data, &[1, 4, 11]);
-        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-        let ours: Vec<String> = run
+        let ours: Vec<(String, String)> = run
             .frames()
             .iter()
-            .map(|f| format!("{}/{}", hex(&f.line), hex(&f.eol)))
+            .map(|f| (hex(&f.line), hex(&f.eol)))
             .collect();
         assert_eq!(ours, py, "{pat}");
     }

@@ -188,7 +188,7 @@ proptest! {
     fn split_invariance(
         pieces in proptest::collection::vec(piece(), 0..8),
         tail in proptest::collection::vec(any::<u8>(), 0..12),
-        points in proptest::collection::vec(0usize..400, 0..10),
+        points in split_points(400),
     ) {
         let mut data: Vec<u8> = pieces.iter().flat_map(|(p, _)| p.clone()).collect();
         data.extend_from_slice(&tail); // often a malformed or partial header
@@ -204,7 +204,7 @@ proptest! {
     fn limit_split_invariance(
         payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..60), 1..6),
         max in 0usize..50,
-        points in proptest::collection::vec(0usize..400, 0..10),
+        points in split_points(400),
     ) {
         let data: Vec<u8> = payloads.iter().flat_map(|p| encode(p)).collect();
         let run = assert_split_invariant(|| Netstring::new().max_len(max), &data, &points);

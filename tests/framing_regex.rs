@@ -274,10 +274,7 @@ fn build(set: &(&str, Option<&str>, Option<&str>), max: usize) -> Regex {
 }
 
 fn stream() -> impl Strategy<Value = Vec<u8>> {
-    proptest::collection::vec(
-        proptest::sample::select(b"abcdxz;,.\n\r0123ENDBA \xff".to_vec()),
-        0..120,
-    )
+    byte_stream(b"abcdxz;,.\n\r0123ENDBA \xff", 120)
 }
 
 proptest! {
@@ -287,7 +284,7 @@ proptest! {
     fn split_invariance(
         set in 0usize..12,
         data in stream(),
-        points in proptest::collection::vec(0usize..130, 0..10),
+        points in split_points(130),
         max in prop_oneof![Just(1usize << 20), 0usize..40],
     ) {
         let sets = pattern_sets();
@@ -296,38 +293,21 @@ proptest! {
     }
 
     #[test]
-    fn same_frames_as_regex_on_the_whole_stream(set in 0usize..7, data in stream(), points in proptest::collection::vec(0usize..130, 0..10)) {
+    fn same_frames_as_regex_on_the_whole_stream(set in 0usize..7, data in stream(), points in split_points(130)) {
         // Accept-only sets: the frames are what repeated `find` on the whole
         // stream gives (each frame runs to the end of a match).
         let sets = pattern_sets();
         let pat = sets[set].0;
-        let oracle = regex::bytes::Regex::new(pat).unwrap();
-        let mut expected = Vec::new();
-        let mut rest = &data[..];
-        while let Some(m) = oracle.find(rest) {
-            expected.push(String::from_utf8_lossy(&rest[..m.end()]).into_owned());
-            rest = &rest[m.end()..];
-        }
+        let (found, rest) = find_all(pat, &data);
+        let expected: Vec<String> = found
+            .iter()
+            .map(|(frame, _)| String::from_utf8_lossy(frame).into_owned())
+            .collect();
         let run = drive(re(pat), &split(&data, &points));
         prop_assert_eq!(frames(&run), expected);
         prop_assert_eq!(run.rest.as_deref(), Some(rest));
     }
 }
-
-const PY_SPLIT: &str = r#"
-import re, sys
-pat, data = sys.stdin.buffer.read().split(b"\0", 1)
-rx = re.compile(pat)
-out = []
-while True:
-    m = rx.search(data)
-    if not m:
-        break
-    out.append(data[:m.end()].hex())
-    data = data[m.end():]
-print(" ".join(out))
-print(data.hex())
-"#;
 
 #[test]
 fn interop_with_python_re() {
@@ -339,20 +319,10 @@ fn interop_with_python_re() {
         r"[;,]+",
         r"(?:HTTP|X)[^\r]*\r\n",
     ] {
-        let mut input = pat.as_bytes().to_vec();
-        input.push(0);
-        input.extend_from_slice(&data);
-        let out = String::from_utf8(python(PY_SPLIT, &input)).unwrap();
-        let mut lines = out.lines();
-        let py_frames: Vec<String> = lines
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect();
-        let py_rest = lines.next().unwrap_or("").to_owned();
+        let (py_found, py_rest) = python_find_all(pat, &data);
+        // A frame runs through the end of its match.
+        let py_frames: Vec<String> = py_found.into_iter().map(|(b, m)| b + &m).collect();
         let run = assert_split_invariant(|| re(pat), &data, &[2, 9, 30]);
-        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
         let ours: Vec<String> = run.frames().iter().map(|f| hex(f)).collect();
         assert_eq!(ours, py_frames, "{pat}");
         assert_eq!(hex(run.rest.as_deref().unwrap()), py_rest, "{pat}");

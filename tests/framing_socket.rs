@@ -302,6 +302,22 @@ fn non_fatal_errors_leave_the_connection_usable() {
     }
 }
 
+/// Waits for the server side of `p` to close, checking that a fatal
+/// `NoSpace` closed it.
+fn closed_by_no_space(p: &Pair) {
+    let evs = events_until_closed(p.events(), WAIT);
+    assert!(
+        evs.iter().any(|e| matches!(
+            e,
+            Event::Error {
+                error: Error::NoSpace { .. },
+                fatal: true
+            }
+        )),
+        "{evs:?}"
+    );
+}
+
 #[test]
 fn oversized_declared_length_closes_the_connection() {
     let mut p = pair(shared_reactor(), Options::new());
@@ -314,17 +330,7 @@ fn oversized_declared_length_closes_the_connection() {
         r.recv_timeout(WAIT),
         Err(netactor::ReplyTimeoutError::Failed(Error::NoSpace { .. }))
     ));
-    let evs = events_until_closed(p.events(), WAIT);
-    assert!(
-        evs.iter().any(|e| matches!(
-            e,
-            Event::Error {
-                error: Error::NoSpace { .. },
-                fatal: true
-            }
-        )),
-        "{evs:?}"
-    );
+    closed_by_no_space(&p);
     // The peer sees the close.
     let mut rest = Vec::new();
     let _ = p.peer.read_to_end(&mut rest);
@@ -394,17 +400,7 @@ fn a_flood_without_frame_end_costs_at_most_the_limit() {
         // The server closes mid-flood: a write error is expected.
         let _ = std::io::Write::write_all(&mut peer, &flood);
     });
-    let evs = events_until_closed(p.events(), WAIT);
-    assert!(
-        evs.iter().any(|e| matches!(
-            e,
-            Event::Error {
-                error: Error::NoSpace { .. },
-                fatal: true
-            }
-        )),
-        "{evs:?}"
-    );
+    closed_by_no_space(&p);
     assert!(p.conn.stats().bytes_read < 4 << 20, "stopped reading early");
     writer.join().unwrap();
 }

@@ -14,7 +14,7 @@ use netactor::{ListenOptions, Reactor};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -65,22 +65,6 @@ fn fill_descriptors() -> Vec<File> {
     }
 }
 
-fn metrics_until(
-    r: &Reactor,
-    what: &str,
-    cond: impl Fn(&netactor::Metrics) -> bool,
-) -> netactor::Metrics {
-    let end = Instant::now() + WAIT;
-    loop {
-        let m = r.metrics();
-        if cond(&m) {
-            return m;
-        }
-        assert!(Instant::now() < end, "{what}: {m:#?}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 #[test]
 fn counts_descriptor_pauses_and_accepts_again_once_descriptors_are_freed() {
     let _w = Watchdog::new("descriptor pause", Duration::from_secs(60));
@@ -104,12 +88,12 @@ fn counts_descriptor_pauses_and_accepts_again_once_descriptors_are_freed() {
     // One descriptor for the client; then the server's accept has none.
     held.pop();
     let mut client = TcpStream::connect(l.local_addr()).unwrap();
-    let m = metrics_until(&r, "a descriptor pause", |m| m.accept_pauses[0] >= 1);
+    let m = metrics_until(&r, WAIT, "a descriptor pause", |m| m.accept_pauses[0] >= 1);
     assert_eq!(m.connections_accepted, 0, "{m:#?}");
     assert!(l.accept_timeout(Duration::ZERO).is_none());
     // Paused, not spinning: retried after 10, 20, 40 ms …, each retry a
     // pause of its own while nothing is freed.
-    let m = metrics_until(&r, "a second pause", |m| m.accept_pauses[0] >= 2);
+    let m = metrics_until(&r, WAIT, "a second pause", |m| m.accept_pauses[0] >= 2);
     assert_eq!(m.accept_pauses[1..], [0, 0], "{m:#?}");
     // Descriptors freed: the next retry accepts the waiting connection.
     drop(held);

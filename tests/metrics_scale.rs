@@ -13,8 +13,7 @@
 mod common;
 
 use common::*;
-use netactor::framing::Raw;
-use netactor::{Ctx, Event, ListenOptions, Reactor};
+use netactor::{ListenOptions, Reactor};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
@@ -42,18 +41,7 @@ fn snapshot_cost_at_10000_connections() {
     );
     let _w = Watchdog::new("snapshot cost", Duration::from_secs(300));
     let r = reactor(2);
-    let l = r
-        .listen_with(any_port(), ListenOptions::new().backlog(4096), |ctx| {
-            ctx.set_streaming(Some(Raw));
-            |ctx: &mut Ctx<'_>, ev: Event| match ev {
-                Event::Read(f) => {
-                    let _ = ctx.write(f.into_bytes().unwrap());
-                }
-                Event::Eof => ctx.close(),
-                _ => {}
-            }
-        })
-        .unwrap();
+    let l = echo_listener(&r, ListenOptions::new().backlog(4096));
     let addr = l.local_addr();
 
     // First with no other connection open.

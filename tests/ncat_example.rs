@@ -159,6 +159,14 @@ fn tls_echo(
     (r, l, rx)
 }
 
+/// Runs ncat with `--connect` to `l`, `--tls` and then `extra`.
+fn ncat_tls(l: &netactor::Listener, extra: &[&str], input: &[u8], close_stdin: bool) -> Run {
+    let addr = l.local_addr().to_string();
+    let mut args = vec!["--connect", addr.as_str(), "--tls"];
+    args.extend_from_slice(extra);
+    ncat(&args, input, close_stdin)
+}
+
 #[test]
 fn tls_with_ca_round_trips_binary_data() {
     let pki = Pki::new();
@@ -167,17 +175,7 @@ fn tls_with_ca_round_trips_binary_data() {
     let (_r, l, got) = tls_echo(&pki.server());
     let data = random_bytes(1 << 20, 12);
     // Host part of --connect is an IP literal: checked against the IP SAN.
-    let run = ncat(
-        &[
-            "--connect",
-            &l.local_addr().to_string(),
-            "--tls",
-            "--ca",
-            ca.to_str().unwrap(),
-        ],
-        &data,
-        true,
-    );
+    let run = ncat_tls(&l, &["--ca", ca.to_str().unwrap()], &data, true);
     assert!(run.ok, "{:?} {}", run.code, run.stderr);
     assert!(run.stdout == data);
     assert_eq!(got.recv_timeout(WAIT).unwrap(), data.len());
@@ -205,72 +203,26 @@ fn verification_failures_send_nothing() {
     let dir = TempDir::new("ncat-bad");
     let ca = dir.write("ca.pem", &pki.ca_pem);
     let ca = ca.to_str().unwrap();
-    // Untrusted (self-signed) server.
-    let (_r, l, got) = tls_echo(&self_signed());
-    let run = ncat(
-        &[
-            "--connect",
-            &l.local_addr().to_string(),
-            "--tls",
-            "--ca",
-            ca,
-        ],
-        b"secret\n",
-        false,
-    );
-    assert_verification_failure(&run, &got);
-    // Trusted CA, wrong name.
-    let (_r, l, got) = tls_echo(&pki.server());
-    let run = ncat(
-        &[
-            "--connect",
-            &l.local_addr().to_string(),
-            "--tls",
-            "--ca",
-            ca,
-            "--servername",
-            "mail.example.com",
-        ],
-        b"secret\n",
-        false,
-    );
-    assert_verification_failure(&run, &got);
-    // IP literal not among the certificate's IP SANs.
-    let (_r, l, got) = tls_echo(&pki.server_for(&["localhost"]));
-    let run = ncat(
-        &[
-            "--connect",
-            &l.local_addr().to_string(),
-            "--tls",
-            "--ca",
-            ca,
-        ],
-        b"secret\n",
-        false,
-    );
-    assert_verification_failure(&run, &got);
-    // Expired.
-    let (_r, l, got) = tls_echo(&pki.expired_server());
-    let run = ncat(
-        &[
-            "--connect",
-            &l.local_addr().to_string(),
-            "--tls",
-            "--ca",
-            ca,
-        ],
-        b"secret\n",
-        false,
-    );
-    assert_verification_failure(&run, &got);
-    // No --ca: the platform roots do not know our private CA.
-    let (_r, l, got) = tls_echo(&pki.server());
-    let run = ncat(
-        &["--connect", &l.local_addr().to_string(), "--tls"],
-        b"secret\n",
-        false,
-    );
-    assert_verification_failure(&run, &got);
+    let cases: [(Cert, &[&str]); 5] = [
+        // Untrusted (self-signed) server.
+        (self_signed(), &["--ca", ca]),
+        // Trusted CA, wrong name.
+        (
+            pki.server(),
+            &["--ca", ca, "--servername", "mail.example.com"],
+        ),
+        // IP literal not among the certificate's IP SANs.
+        (pki.server_for(&["localhost"]), &["--ca", ca]),
+        // Expired.
+        (pki.expired_server(), &["--ca", ca]),
+        // No --ca: the platform roots do not know our private CA.
+        (pki.server(), &[]),
+    ];
+    for (cert, extra) in cases {
+        let (_r, l, got) = tls_echo(&cert);
+        let run = ncat_tls(&l, extra, b"secret\n", false);
+        assert_verification_failure(&run, &got);
+    }
 }
 
 #[test]
@@ -278,18 +230,12 @@ fn servername_and_insecure() {
     let pki = Pki::new();
     let dir = TempDir::new("ncat-name");
     let ca = dir.write("ca.pem", &pki.ca_pem);
+    let ca = ca.to_str().unwrap();
     // A DNS-only certificate, reached by IP, verified by --servername.
     let (_r, l, _got) = tls_echo(&pki.server_for(&["localhost"]));
-    let run = ncat(
-        &[
-            "--connect",
-            &l.local_addr().to_string(),
-            "--tls",
-            "--ca",
-            ca.to_str().unwrap(),
-            "--servername",
-            "localhost",
-        ],
+    let run = ncat_tls(
+        &l,
+        &["--ca", ca, "--servername", "localhost"],
         b"named\n",
         true,
     );
@@ -297,16 +243,7 @@ fn servername_and_insecure() {
     assert_eq!(run.stdout, b"named\n");
     // --insecure accepts a self-signed server, loudly.
     let (_r, l, _got) = tls_echo(&self_signed());
-    let run = ncat(
-        &[
-            "--connect",
-            &l.local_addr().to_string(),
-            "--tls",
-            "--insecure",
-        ],
-        b"anyway\n",
-        true,
-    );
+    let run = ncat_tls(&l, &["--insecure"], b"anyway\n", true);
     assert!(run.ok, "{}", run.stderr);
     assert_eq!(run.stdout, b"anyway\n");
     assert!(run.stderr.contains("NOT verified"), "{}", run.stderr);
@@ -321,7 +258,7 @@ fn servername_and_insecure() {
             &format!("localhost:{port2}"),
             "--tls",
             "--ca",
-            ca.to_str().unwrap(),
+            ca,
         ],
         b"by name\n",
         true,

@@ -129,15 +129,7 @@ fn tempfile_in_target() -> std::path::PathBuf {
 
 #[test]
 fn the_subprocess_example_answers_line_by_line() {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join("subprocess");
-    assert!(bin.exists(), "build the example first: {}", bin.display());
+    let bin = example_bin("subprocess");
     let mut p = Command::new(&bin)
         .args(["--", "cat"])
         .stdin(Stdio::piped())

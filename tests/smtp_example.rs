@@ -5,7 +5,6 @@
 
 mod tls_support;
 
-use rustls::pki_types::ServerName;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -181,13 +180,8 @@ impl Client {
     fn starttls(mut self, pki: &Pki) -> Client {
         self.expect("STARTTLS", "220");
         assert!(self.buf.is_empty(), "data after the 220");
-        let conn = rustls::ClientConnection::new(
-            pki.client_config(),
-            ServerName::try_from("localhost").unwrap(),
-        )
-        .unwrap();
         Client {
-            s: Box::new(rustls::StreamOwned::new(conn, self.s)),
+            s: Box::new(rustls::StreamOwned::new(rustls_session(pki), self.s)),
             buf: Vec::new(),
         }
     }
@@ -653,11 +647,7 @@ fn a_stalled_starttls_handshake_is_closed_at_the_idle_timeout() {
     let srv = Server::start(&["--idle-timeout", "1"]);
     // A whole ClientHello too: the server answers with its flight and then
     // waits for the client's.
-    let mut tls = rustls::ClientConnection::new(
-        srv.pki.client_config(),
-        ServerName::try_from("localhost").unwrap(),
-    )
-    .unwrap();
+    let mut tls = rustls_session(&srv.pki);
     let mut hello = Vec::new();
     tls.write_tls(&mut hello).unwrap();
     for sent in [&b""[..], b"\x16\x03\x01\x02\x00\x01", &hello] {

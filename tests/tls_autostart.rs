@@ -5,8 +5,7 @@
 mod tls_support;
 
 use netactor::framing::{Frame, Line, TlsAutostart, TlsDetect, TlsDetection};
-use netactor::{ConnectOptions, Ctx, Event, ListenOptions};
-use rustls::pki_types::ServerName;
+use netactor::{Ctx, Event, ListenOptions};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use tls_support::*;
@@ -35,16 +34,6 @@ fn mixed_server(r: &netactor::Reactor, pki: &Pki) -> netactor::Listener {
     .unwrap()
 }
 
-fn read_line(s: &mut impl Read) -> String {
-    let mut out = Vec::new();
-    let mut b = [0u8; 1];
-    while !out.ends_with(b"\r\n") {
-        assert_eq!(s.read(&mut b).unwrap(), 1, "EOF after {out:?}");
-        out.push(b[0]);
-    }
-    String::from_utf8(out).unwrap()
-}
-
 #[test]
 fn one_port_serves_tls_and_plaintext_clients() {
     let pki = Pki::new();
@@ -59,23 +48,12 @@ fn one_port_serves_tls_and_plaintext_clients() {
     // A TLS client (an independent implementation) on the same port.
     let s = TcpStream::connect(l.local_addr()).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
-    let c = rustls::ClientConnection::new(
-        pki.client_config(),
-        ServerName::try_from("localhost").unwrap(),
-    )
-    .unwrap();
-    let mut tls = rustls::StreamOwned::new(c, s);
+    let mut tls = rustls_stream(&pki, s);
     tls.write_all(b"secret\r\n").unwrap();
     assert_eq!(read_line(&mut tls), "tls: secret\r\n");
     // And a netactor TLS client, verifying the server.
     let (tx, _rx) = netactor::event_channel(16);
-    let conn = r
-        .connect(
-            l.local_addr(),
-            ConnectOptions::new().tls(pki.client_config(), None),
-            tx,
-        )
-        .unwrap();
+    let conn = tls_connect(&r, &pki, l.local_addr(), tx);
     conn.write(&b"third\r\n"[..]).unwrap();
     let line = conn.push_read(Line::new()).unwrap();
     assert_eq!(&line.recv_timeout(WAIT).unwrap().line[..], b"tls: third");
@@ -94,12 +72,7 @@ fn channel_mode_autostart_with_queued_reads() {
         let detected = conn.push_read(TlsAutostart::new(cfg.clone())).unwrap();
         let first = conn.push_read(Line::new()).unwrap();
         let mut stream: Box<dyn ReadWrite> = if use_tls {
-            let c = rustls::ClientConnection::new(
-                pki.client_config(),
-                ServerName::try_from("localhost").unwrap(),
-            )
-            .unwrap();
-            Box::new(rustls::StreamOwned::new(c, s))
+            Box::new(rustls_stream(&pki, s))
         } else {
             Box::new(s)
         };
@@ -133,11 +106,7 @@ fn tls_detect_reports_without_consuming() {
     let conn2 = l.accept_timeout(WAIT).unwrap();
     let d2 = conn2.push_read(TlsDetect).unwrap();
     let mut hello = Vec::new();
-    let mut c = rustls::ClientConnection::new(
-        Pki::new().client_config(),
-        ServerName::try_from("localhost").unwrap(),
-    )
-    .unwrap();
+    let mut c = rustls_session(&Pki::new());
     c.write_tls(&mut hello).unwrap();
     s2.write_all(&hello).unwrap();
     match d2.recv_timeout(WAIT).unwrap() {

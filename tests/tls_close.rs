@@ -5,37 +5,11 @@
 mod tls_support;
 
 use netactor::framing::{Chunk, Raw};
-use netactor::{ConnectOptions, Error, Event, ListenOptions, Options, TimeoutKind};
-use rustls::pki_types::ServerName;
+use netactor::{ConnectOptions, Error, Event, Options, TimeoutKind};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 use tls_support::*;
-
-fn rustls_client(
-    pki: &Pki,
-    addr: std::net::SocketAddr,
-) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    s.set_write_timeout(Some(WAIT)).unwrap();
-    let c = rustls::ClientConnection::new(
-        pki.client_config(),
-        ServerName::try_from("localhost").unwrap(),
-    )
-    .unwrap();
-    rustls::StreamOwned::new(c, s)
-}
-
-fn tls_listener(r: &netactor::Reactor, pki: &Pki, opts: Options) -> netactor::Listener {
-    r.listen(
-        any_port(),
-        ListenOptions::new()
-            .options(opts)
-            .tls(pki.server().server_config()),
-    )
-    .unwrap()
-}
 
 /// Server-side events until EOF (inclusive), with the bytes read.
 fn read_until_eof(l: &netactor::Listener) -> (Vec<u8>, Vec<Event>) {
@@ -195,13 +169,7 @@ fn close_right_after_connect_still_delivers_the_data() {
     let r = reactor(2);
     let l = tls_listener(&r, &pki, Options::new());
     let (tx, rx) = netactor::event_channel(16);
-    let conn = r
-        .connect(
-            l.local_addr(),
-            ConnectOptions::new().tls(pki.client_config(), None),
-            tx,
-        )
-        .unwrap();
+    let conn = tls_connect(&r, &pki, l.local_addr(), tx);
     // The handshake of a TLS connect is part of connecting: a close during
     // it waits for it, then flushes (within linger).
     let (ev, _) = wait_event(&rx, |e| {
@@ -311,11 +279,7 @@ fn eof_during_the_handshake_is_a_fatal_protocol_error() {
     let mut s = TcpStream::connect(l.local_addr()).unwrap();
     // Half a ClientHello, then FIN.
     let mut hello = Vec::new();
-    let mut c = rustls::ClientConnection::new(
-        pki.client_config(),
-        ServerName::try_from("localhost").unwrap(),
-    )
-    .unwrap();
+    let mut c = rustls_session(&pki);
     c.write_tls(&mut hello).unwrap();
     s.write_all(&hello[..hello.len() / 2]).unwrap();
     s.shutdown(Shutdown::Write).unwrap();

@@ -88,13 +88,7 @@ fn stoptls_posted_while_connecting_applies_in_order_with_the_writes() {
     let (l, server) = recording_server(&r, &pki);
     let (tx, events) = netactor::event_channel(64);
     let target = format!("localhost:{}", l.local_addr().port());
-    let conn = r
-        .connect(
-            target.as_str(),
-            ConnectOptions::new().tls(pki.client_config(), None),
-            tx,
-        )
-        .unwrap();
+    let conn = tls_connect(&r, &pki, target.as_str(), tx);
     // All three posted before the connection (let alone TLS) is up.
     conn.write(&b"secret."[..]).unwrap();
     conn.stoptls().unwrap();
@@ -122,13 +116,7 @@ fn stoptls_posted_during_the_handshake_waits_for_it() {
     let r = reactor(2);
     let (l, server) = recording_server(&r, &pki);
     let (tx, events) = netactor::event_channel(64);
-    let conn = r
-        .connect(
-            l.local_addr(),
-            ConnectOptions::new().tls(pki.client_config(), None),
-            tx,
-        )
-        .unwrap();
+    let conn = tls_connect(&r, &pki, l.local_addr(), tx);
     let first = events.recv_timeout(WAIT).unwrap().1;
     assert!(matches!(first, Event::Connected { .. }), "{first:?}");
     // Connected, handshake under way (the server has not answered yet).
@@ -146,14 +134,7 @@ fn close_during_a_server_side_handshake_does_not_wait_for_it() {
     let opts = Options::new()
         .handshake_timeout(Duration::from_secs(60))
         .linger(Duration::from_secs(60));
-    let l = r
-        .listen(
-            any_port(),
-            ListenOptions::new()
-                .options(opts)
-                .tls(pki.server().server_config()),
-        )
-        .unwrap();
+    let l = tls_listener(&r, &pki, opts);
     // A client that connects and never says a word: the handshake stalls.
     let mut silent = TcpStream::connect(l.local_addr()).unwrap();
     silent.set_read_timeout(Some(WAIT)).unwrap();
@@ -235,16 +216,10 @@ fn sixty_four_rounds_of_chained_reads_over_tls() {
 
     let pki = Pki::new();
     let r = reactor(2);
-    let l = r
-        .listen_with(
-            any_port(),
-            ListenOptions::new().tls(pki.server().server_config()),
-            |ctx| {
-                serve(ctx);
-                |_: &mut Ctx<'_>, _: Event| {}
-            },
-        )
-        .unwrap();
+    let l = tls_listener_with(&r, &pki, Options::new(), |ctx| {
+        serve(ctx);
+        |_: &mut Ctx<'_>, _: Event| {}
+    });
     let (done_tx, done) = crossbeam_channel::bounded(1);
     let sink = Sink::handler(move |ctx: &mut Ctx<'_>, ev: Event| match ev {
         Event::TlsEstablished => ask(ctx, 0, done_tx.clone()),
@@ -253,13 +228,7 @@ fn sixty_four_rounds_of_chained_reads_over_tls() {
         }
         _ => {}
     });
-    let _conn = r
-        .connect(
-            l.local_addr(),
-            ConnectOptions::new().tls(pki.client_config(), None),
-            sink,
-        )
-        .unwrap();
+    let _conn = tls_connect(&r, &pki, l.local_addr(), sink);
     let got = done
         .recv_timeout(Duration::from_secs(60))
         .expect("the exchange did not finish");
@@ -348,13 +317,7 @@ fn a_tls_connect_written_then_dropped_is_delivered() {
     let (l, server) = recording_server_with(&r, &pki, false);
     let (tx, events) = netactor::event_channel(64);
     let target = format!("localhost:{}", l.local_addr().port());
-    let conn = r
-        .connect(
-            target.as_str(),
-            ConnectOptions::new().tls(pki.client_config(), None),
-            tx,
-        )
-        .unwrap();
+    let conn = tls_connect(&r, &pki, target.as_str(), tx);
     conn.write(&b"fire and forget"[..]).unwrap();
     drop(conn);
     let seen = until(&server, "Eof");

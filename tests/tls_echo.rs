@@ -130,11 +130,7 @@ fn rustls_pump_echo(addr: std::net::SocketAddr, pki: &Pki, data: &[u8]) -> Vec<u
     use std::io::ErrorKind::WouldBlock;
     let mut sock = TcpStream::connect(addr).unwrap();
     sock.set_nonblocking(true).unwrap();
-    let mut tls = rustls::ClientConnection::new(
-        pki.client_config(),
-        ServerName::try_from("localhost").unwrap(),
-    )
-    .unwrap();
+    let mut tls = rustls_session(pki);
     let mut sent = 0;
     let mut back = Vec::with_capacity(data.len());
     let mut buf = vec![0u8; 64 << 10];
@@ -262,25 +258,19 @@ fn tls_bulk_throughput() {
     let r = reactor(2);
     let (done_tx, done_rx) = crossbeam_channel::bounded(1);
     const TOTAL: usize = 512 << 20;
-    let l = r
-        .listen_with(
-            any_port(),
-            ListenOptions::new().tls(pki.server().server_config()),
-            move |ctx| {
-                ctx.set_streaming(Some(Raw));
-                let done = done_tx.clone();
-                let mut got = 0usize;
-                move |_ctx: &mut Ctx<'_>, ev: Event| {
-                    if let Event::Read(f) = ev {
-                        got += f.bytes().unwrap().len();
-                        if got == TOTAL {
-                            let _ = done.send(());
-                        }
-                    }
+    let l = tls_listener_with(&r, &pki, Options::new(), move |ctx| {
+        ctx.set_streaming(Some(Raw));
+        let done = done_tx.clone();
+        let mut got = 0usize;
+        move |_ctx: &mut Ctx<'_>, ev: Event| {
+            if let Event::Read(f) = ev {
+                got += f.bytes().unwrap().len();
+                if got == TOTAL {
+                    let _ = done.send(());
                 }
-            },
-        )
-        .unwrap();
+            }
+        }
+    });
     let (tx, rx) = netactor::event_channel(64);
     let conn = r
         .connect(

@@ -48,10 +48,10 @@ const MAX_PER_CONN: i64 = 4352;
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 mod parent {
-    use super::tls_support::{any_port, reactor, Pki, WAIT};
+    use super::tls_support::{reactor, tls_listener_with, Pki, WAIT};
     use super::{child, MAX_PER_CONN, N, WARM};
     use netactor::framing::Raw;
-    use netactor::{Ctx, Event, ListenOptions};
+    use netactor::{Ctx, Event, Options};
     use std::io::{BufRead, BufReader, Write};
     use std::process::{Command, Stdio};
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -100,31 +100,25 @@ mod parent {
         let established = Arc::new(AtomicUsize::new(0));
         let closed = Arc::new(AtomicUsize::new(0));
         let (e, c) = (established.clone(), closed.clone());
-        let l = r
-            .listen_with(
-                any_port(),
-                ListenOptions::new().tls(pki.server().server_config()),
-                move |ctx| {
-                    ctx.set_streaming(Some(Raw));
-                    let (e, c) = (e.clone(), c.clone());
-                    move |ctx: &mut Ctx<'_>, ev: Event| match ev {
-                        Event::Read(f) => {
-                            let _ = ctx.write(f.into_bytes().unwrap());
-                        }
-                        Event::TlsEstablished => {
-                            e.fetch_add(1, Ordering::SeqCst);
-                        }
-                        Event::Eof => {
-                            let _ = ctx.shutdown();
-                        }
-                        Event::Closed => {
-                            c.fetch_add(1, Ordering::SeqCst);
-                        }
-                        _ => {}
-                    }
-                },
-            )
-            .unwrap();
+        let l = tls_listener_with(&r, &pki, Options::new(), move |ctx| {
+            ctx.set_streaming(Some(Raw));
+            let (e, c) = (e.clone(), c.clone());
+            move |ctx: &mut Ctx<'_>, ev: Event| match ev {
+                Event::Read(f) => {
+                    let _ = ctx.write(f.into_bytes().unwrap());
+                }
+                Event::TlsEstablished => {
+                    e.fetch_add(1, Ordering::SeqCst);
+                }
+                Event::Eof => {
+                    let _ = ctx.shutdown();
+                }
+                Event::Closed => {
+                    c.fetch_add(1, Ordering::SeqCst);
+                }
+                _ => {}
+            }
+        });
 
         let mut kid = Command::new(std::env::current_exe().unwrap())
             .env(child::ADDR_VAR, l.local_addr().to_string())

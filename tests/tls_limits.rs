@@ -5,7 +5,7 @@
 mod tls_support;
 
 use netactor::framing::Line;
-use netactor::{ConnectOptions, Error, Event, Limit, ListenOptions, Options};
+use netactor::{ConnectOptions, Error, Event, Limit, Options};
 use rustls::pki_types::ServerName;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -130,22 +130,10 @@ fn wait_until(mut cond: impl FnMut() -> bool) -> bool {
 fn decrypted_data_counts_toward_rbuf_max() {
     let pki = Pki::new();
     let r = reactor(1);
-    let l = r
-        .listen(
-            any_port(),
-            ListenOptions::new()
-                .options(Options::new().rbuf_max(64 << 10))
-                .tls(pki.server().server_config()),
-        )
-        .unwrap();
+    let l = tls_listener(&r, &pki, Options::new().rbuf_max(64 << 10));
     let s = std::net::TcpStream::connect(l.local_addr()).unwrap();
     s.set_write_timeout(Some(WAIT)).unwrap();
-    let c = rustls::ClientConnection::new(
-        pki.client_config(),
-        ServerName::try_from("localhost").unwrap(),
-    )
-    .unwrap();
-    let mut tls = rustls::StreamOwned::new(c, s);
+    let mut tls = rustls_stream(&pki, s);
     let conn = l.accept_timeout(WAIT).unwrap();
     // A line reader that would accept 1 MiB: the read buffer limit trips first.
     let line = conn.push_read(Line::new().max_len(1 << 20)).unwrap();
@@ -182,24 +170,9 @@ fn stop_read_holds_back_a_tls_sender() {
     // handshake, the actor reads (almost) nothing more.
     let pki = Pki::new();
     let r = reactor(1);
-    let l = r
-        .listen(
-            any_port(),
-            ListenOptions::new().tls(pki.server().server_config()),
-        )
-        .unwrap();
-    let s = std::net::TcpStream::connect(l.local_addr()).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    s.set_write_timeout(Some(WAIT)).unwrap();
-    let c = rustls::ClientConnection::new(
-        pki.client_config(),
-        ServerName::try_from("localhost").unwrap(),
-    )
-    .unwrap();
-    let mut tls = rustls::StreamOwned::new(c, s);
-    while tls.conn.is_handshaking() {
-        tls.conn.complete_io(&mut tls.sock).unwrap();
-    }
+    let l = tls_listener(&r, &pki, Options::new());
+    let mut tls = rustls_client(&pki, l.local_addr());
+    finish_handshake(&mut tls);
     let conn = l.accept_timeout(WAIT).unwrap();
     wait_event(l.events(), |e| matches!(e, Event::TlsEstablished));
     let before = conn.stats().bytes_read;

@@ -73,14 +73,6 @@ fn tls12_server_config_with(
     )
 }
 
-fn client(pki: &Pki) -> rustls::ClientConnection {
-    rustls::ClientConnection::new(
-        pki.client_config(),
-        ServerName::try_from("localhost").unwrap(),
-    )
-    .unwrap()
-}
-
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let end = Instant::now() + WAIT;
     while !cond() {
@@ -98,19 +90,16 @@ fn a_client_hello_dribbled_one_byte_per_read_completes_and_reports_sni() {
     let r = reactor(1);
     // A round trip per byte of a hello of ~1.5 KiB: far from the default
     // 10 s handshake timeout, unless the machine is very busy.
-    let l = r
-        .listen(
-            any_port(),
-            ListenOptions::new()
-                .options(Options::new().handshake_timeout(Duration::from_secs(300)))
-                .tls(pki.server().server_config()),
-        )
-        .unwrap();
+    let l = tls_listener(
+        &r,
+        &pki,
+        Options::new().handshake_timeout(Duration::from_secs(300)),
+    );
     let mut sock = TcpStream::connect(l.local_addr()).unwrap();
     sock.set_nodelay(true).unwrap();
     sock.set_read_timeout(Some(WAIT)).unwrap();
     let conn = l.accept_timeout(WAIT).unwrap();
-    let mut c = client(&pki);
+    let mut c = rustls_session(&pki);
     let mut hello = Vec::new();
     while c.wants_write() {
         c.write_tls(&mut hello).unwrap();
@@ -131,9 +120,7 @@ fn a_client_hello_dribbled_one_byte_per_read_completes_and_reports_sni() {
         hello.len()
     );
     let mut tls = rustls::StreamOwned::new(c, sock);
-    while tls.conn.is_handshaking() {
-        tls.conn.complete_io(&mut tls.sock).unwrap();
-    }
+    finish_handshake(&mut tls);
     wait_event(l.events(), |e| matches!(e, Event::TlsEstablished));
     let info = conn.tls_info().expect("TLS info once established");
     assert_eq!(info.server_name.as_deref(), Some("localhost"));
@@ -171,12 +158,7 @@ fn write_then_read_to_end(sock: &mut TcpStream, data: &[u8]) -> Vec<u8> {
 fn a_client_hello_claiming_more_than_64_kib_is_refused_at_once() {
     let pki = Pki::new();
     let r = reactor(1);
-    let l = r
-        .listen(
-            any_port(),
-            ListenOptions::new().tls(pki.server().server_config()),
-        )
-        .unwrap();
+    let l = tls_listener(&r, &pki, Options::new());
     let mut sock = TcpStream::connect(l.local_addr()).unwrap();
     sock.set_read_timeout(Some(WAIT)).unwrap();
     let conn = l.accept_timeout(WAIT).unwrap();
@@ -203,12 +185,7 @@ fn a_client_hello_claiming_more_than_64_kib_is_refused_at_once() {
 fn an_endless_run_of_handshake_fragments_is_refused_with_bounded_buffering() {
     let pki = Pki::new();
     let r = reactor(1);
-    let l = r
-        .listen(
-            any_port(),
-            ListenOptions::new().tls(pki.server().server_config()),
-        )
-        .unwrap();
+    let l = tls_listener(&r, &pki, Options::new());
     let mut sock = TcpStream::connect(l.local_addr()).unwrap();
     sock.set_read_timeout(Some(WAIT)).unwrap();
     sock.set_write_timeout(Some(WAIT)).unwrap();
@@ -275,9 +252,7 @@ impl RawTls12 {
         let sock = TcpStream::connect(addr).unwrap();
         sock.set_read_timeout(Some(WAIT)).unwrap();
         let mut tls = rustls::StreamOwned::new(c, sock);
-        while tls.conn.is_handshaking() {
-            tls.conn.complete_io(&mut tls.sock).unwrap();
-        }
+        finish_handshake(&mut tls);
         let suite = tls.conn.negotiated_cipher_suite();
         let rustls::StreamOwned { conn, sock } = tls;
         Self::take_over(sock, suite, conn.dangerous_extract_secrets().unwrap())
@@ -292,9 +267,7 @@ impl RawTls12 {
         sock.set_read_timeout(Some(WAIT)).unwrap();
         let c = rustls::ServerConnection::new(Arc::new(cfg)).unwrap();
         let mut tls = rustls::StreamOwned::new(c, sock);
-        while tls.conn.is_handshaking() {
-            tls.conn.complete_io(&mut tls.sock).unwrap();
-        }
+        finish_handshake(&mut tls);
         let suite = tls.conn.negotiated_cipher_suite();
         let rustls::StreamOwned { conn, sock } = tls;
         Self::take_over(sock, suite, conn.dangerous_extract_secrets().unwrap())
@@ -381,7 +354,7 @@ fn tls12_chacha_server_config(pki: &Pki) -> Arc<rustls::ServerConfig> {
 
 /// A fresh ClientHello handshake message (no record header).
 fn client_hello(pki: &Pki) -> Vec<u8> {
-    let mut c = client(pki);
+    let mut c = rustls_session(pki);
     let mut rec = Vec::new();
     while c.wants_write() {
         c.write_tls(&mut rec).unwrap();
@@ -410,6 +383,31 @@ fn refused_with_a_warning(raw: &mut RawTls12, conn: &netactor::Connection, messa
     );
 }
 
+/// The second renegotiation (`message` again): rustls gives up on the peer
+/// with a typed error that ends the connection (its events on `events`,
+/// returned) and fails a pending read.
+fn refused_for_good(
+    raw: &mut RawTls12,
+    conn: &netactor::Connection,
+    message: &[u8],
+    events: &crossbeam_channel::Receiver<(netactor::ConnId, Event)>,
+) -> Vec<Event> {
+    let never = conn.push_read(Chunk::new(1)).unwrap();
+    raw.send(ContentType::Handshake, message);
+    let evs = until_closed(events);
+    match fatal_error(&evs) {
+        Some(Error::Tls(TlsError::Rustls(rustls::Error::PeerMisbehaved(
+            rustls::PeerMisbehaved::TooManyRenegotiationRequests,
+        )))) => {}
+        other => panic!("{other:?} in {evs:?}"),
+    }
+    assert!(matches!(
+        never.recv_timeout(WAIT),
+        Err(netactor::ReplyTimeoutError::Failed(Error::Tls(_)))
+    ));
+    evs
+}
+
 #[test]
 fn tls12_renegotiation_is_refused_with_a_warning_then_a_typed_error() {
     let pki = Pki::new();
@@ -430,19 +428,7 @@ fn tls12_renegotiation_is_refused_with_a_warning_then_a_typed_error() {
     refused_with_a_warning(&mut raw, &conn, &hello);
 
     // Second attempt: rustls gives up on the peer.
-    let never = conn.push_read(Chunk::new(1)).unwrap();
-    raw.send(ContentType::Handshake, &hello);
-    let evs = until_closed(l.events());
-    match fatal_error(&evs) {
-        Some(Error::Tls(TlsError::Rustls(rustls::Error::PeerMisbehaved(
-            rustls::PeerMisbehaved::TooManyRenegotiationRequests,
-        )))) => {}
-        other => panic!("{other:?} in {evs:?}"),
-    }
-    assert!(matches!(
-        never.recv_timeout(WAIT),
-        Err(netactor::ReplyTimeoutError::Failed(Error::Tls(_)))
-    ));
+    let evs = refused_for_good(&mut raw, &conn, &hello, l.events());
     assert!(
         !evs.iter().any(|e| matches!(
             e,
@@ -458,8 +444,7 @@ fn tls12_renegotiation_is_refused_with_a_warning_then_a_typed_error() {
         assert_eq!(typ, ContentType::Alert);
     }
     // The reactor still serves.
-    let mut tls =
-        rustls::StreamOwned::new(client(&pki), TcpStream::connect(l.local_addr()).unwrap());
+    let mut tls = rustls_stream(&pki, TcpStream::connect(l.local_addr()).unwrap());
     tls.sock.set_read_timeout(Some(WAIT)).unwrap();
     let c2 = l.accept_timeout(WAIT).unwrap();
     let got = c2.push_read(Chunk::new(2)).unwrap();
@@ -484,10 +469,8 @@ fn keys_exhausted_while_writing_send_rustls_close_notify_and_report_encrypt_exha
         .unwrap();
     let sock = TcpStream::connect(l.local_addr()).unwrap();
     sock.set_read_timeout(Some(WAIT)).unwrap();
-    let mut tls = rustls::StreamOwned::new(client(&pki), sock);
-    while tls.conn.is_handshaking() {
-        tls.conn.complete_io(&mut tls.sock).unwrap();
-    }
+    let mut tls = rustls_stream(&pki, sock);
+    finish_handshake(&mut tls);
     let conn = l.accept_timeout(WAIT).unwrap();
     wait_event(l.events(), |e| matches!(e, Event::TlsEstablished));
     let data = random_bytes(256 << 10, 7);
@@ -545,19 +528,7 @@ fn a_tls12_hello_request_to_a_client_is_refused_with_a_warning_then_a_typed_erro
     refused_with_a_warning(&mut raw, &conn, &HELLO_REQUEST);
 
     // Second: a typed error ends the connection.
-    let never = conn.push_read(Chunk::new(1)).unwrap();
-    raw.send(ContentType::Handshake, &HELLO_REQUEST);
-    let evs = until_closed(&rx);
-    match fatal_error(&evs) {
-        Some(Error::Tls(TlsError::Rustls(rustls::Error::PeerMisbehaved(
-            rustls::PeerMisbehaved::TooManyRenegotiationRequests,
-        )))) => {}
-        other => panic!("{other:?} in {evs:?}"),
-    }
-    assert!(matches!(
-        never.recv_timeout(WAIT),
-        Err(netactor::ReplyTimeoutError::Failed(Error::Tls(_)))
-    ));
+    refused_for_good(&mut raw, &conn, &HELLO_REQUEST, &rx);
     while let Some((typ, _)) = raw.recv() {
         assert_eq!(typ, ContentType::Alert);
     }

@@ -13,8 +13,7 @@
 mod tls_support;
 
 use bytes::Bytes;
-use netactor::{Error, Event, Limit, ListenOptions, Options};
-use rustls::pki_types::ServerName;
+use netactor::{Error, Event, Limit, Options};
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -60,14 +59,7 @@ fn a_stalled_tls_reader_holds_the_servers_memory_to_the_write_limit() {
     }
     let pki = Pki::new();
     let r = reactor(1);
-    let l = r
-        .listen(
-            any_port(),
-            ListenOptions::new()
-                .options(Options::new().wbuf_max(WBUF))
-                .tls(pki.server().server_config()),
-        )
-        .unwrap();
+    let l = tls_listener(&r, &pki, Options::new().wbuf_max(WBUF));
     // The client: a small receive buffer, the handshake, then no reads.
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     s.set_recv_buffer_size(16 << 10).unwrap();
@@ -75,15 +67,8 @@ fn a_stalled_tls_reader_holds_the_servers_memory_to_the_write_limit() {
     s.connect(&addr.into()).unwrap();
     let sock: TcpStream = s.into();
     sock.set_read_timeout(Some(WAIT)).unwrap();
-    let c = rustls::ClientConnection::new(
-        pki.client_config(),
-        ServerName::try_from("localhost").unwrap(),
-    )
-    .unwrap();
-    let mut tls = rustls::StreamOwned::new(c, sock);
-    while tls.conn.is_handshaking() {
-        tls.conn.complete_io(&mut tls.sock).unwrap();
-    }
+    let mut tls = rustls_stream(&pki, sock);
+    finish_handshake(&mut tls);
     let conn = l.accept_timeout(WAIT).unwrap();
     wait_event(l.events(), |e| matches!(e, Event::TlsEstablished));
     // A first round fills the pools and the kernel's buffers, and is read.

@@ -4,14 +4,12 @@
 
 mod tls_support;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 use netactor::framing::{Line, Raw};
-use netactor::tls::{ServerConfig, TlsSetup};
+use netactor::tls::TlsSetup;
 use netactor::{ConnectOptions, Ctx, Event, ListenOptions, Options};
-use rustls::pki_types::ServerName;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
 use std::time::Duration;
 use tls_support::*;
 
@@ -29,66 +27,70 @@ enum Seen {
 /// `STOPTLS` → `200 stopping` then stoptls, `NOOP` → `250 ok`, anything else
 /// is echoed as `echo: <line>`. `autocork` keeps the `220` queued (not yet
 /// written) when `starttls` runs. `tls_now`: TLS from the first byte.
+/// Returns the listener and what its connections see. The server's
+/// certificate is from `pki`.
 fn line_server(
     r: &netactor::Reactor,
-    cfg: Arc<ServerConfig>,
+    pki: &Pki,
     opts: Options,
-    seen: Sender<Seen>,
-) -> netactor::Listener {
-    line_server_tls(r, cfg, opts, seen, false)
+) -> (netactor::Listener, Receiver<Seen>) {
+    line_server_tls(r, pki, opts, false)
 }
 
 fn line_server_tls(
     r: &netactor::Reactor,
-    cfg: Arc<ServerConfig>,
+    pki: &Pki,
     opts: Options,
-    seen: Sender<Seen>,
     tls_now: bool,
-) -> netactor::Listener {
+) -> (netactor::Listener, Receiver<Seen>) {
+    let cfg = pki.server().server_config();
+    let (seen, seen_rx) = crossbeam_channel::unbounded();
     let mut lo = ListenOptions::new().options(opts);
     if tls_now {
         lo = lo.tls(cfg.clone());
     }
-    r.listen_with(any_port(), lo, move |ctx| {
-        ctx.set_streaming(Some(Line::new()));
-        let cfg = cfg.clone();
-        let seen = seen.clone();
-        move |ctx: &mut Ctx<'_>, ev: Event| match ev {
-            Event::Read(f) => {
-                let line = String::from_utf8_lossy(f.bytes().unwrap()).into_owned();
-                let _ = seen.send(Seen::Line(line.clone()));
-                match line.as_str() {
-                    "STARTTLS" => {
-                        ctx.write(&b"220 go\r\n"[..]).unwrap();
-                        ctx.starttls(TlsSetup::server(cfg.clone()));
+    let l = r
+        .listen_with(any_port(), lo, move |ctx| {
+            ctx.set_streaming(Some(Line::new()));
+            let cfg = cfg.clone();
+            let seen = seen.clone();
+            move |ctx: &mut Ctx<'_>, ev: Event| match ev {
+                Event::Read(f) => {
+                    let line = String::from_utf8_lossy(f.bytes().unwrap()).into_owned();
+                    let _ = seen.send(Seen::Line(line.clone()));
+                    match line.as_str() {
+                        "STARTTLS" => {
+                            ctx.write(&b"220 go\r\n"[..]).unwrap();
+                            ctx.starttls(TlsSetup::server(cfg.clone()));
+                        }
+                        "STOPTLS" => {
+                            ctx.write(&b"200 stopping\r\n"[..]).unwrap();
+                            ctx.stoptls();
+                        }
+                        // STARTTLS without a reply: the client may pipeline its handshake.
+                        "QSTARTTLS" => ctx.starttls(TlsSetup::server(cfg.clone())),
+                        "NOOP" => ctx.write(&b"250 ok\r\n"[..]).unwrap(),
+                        other => ctx.write(format!("echo: {other}\r\n")).unwrap(),
                     }
-                    "STOPTLS" => {
-                        ctx.write(&b"200 stopping\r\n"[..]).unwrap();
-                        ctx.stoptls();
-                    }
-                    // STARTTLS without a reply: the client may pipeline its handshake.
-                    "QSTARTTLS" => ctx.starttls(TlsSetup::server(cfg.clone())),
-                    "NOOP" => ctx.write(&b"250 ok\r\n"[..]).unwrap(),
-                    other => ctx.write(format!("echo: {other}\r\n")).unwrap(),
                 }
+                Event::TlsEstablished => {
+                    let _ = seen.send(Seen::Established);
+                }
+                Event::TlsStopped => {
+                    let _ = seen.send(Seen::Stopped);
+                }
+                Event::Error { error, fatal } => {
+                    let _ = seen.send(Seen::Error(error.to_string(), fatal));
+                }
+                Event::Eof => ctx.close(),
+                Event::Closed => {
+                    let _ = seen.send(Seen::Closed);
+                }
+                _ => {}
             }
-            Event::TlsEstablished => {
-                let _ = seen.send(Seen::Established);
-            }
-            Event::TlsStopped => {
-                let _ = seen.send(Seen::Stopped);
-            }
-            Event::Error { error, fatal } => {
-                let _ = seen.send(Seen::Error(error.to_string(), fatal));
-            }
-            Event::Eof => ctx.close(),
-            Event::Closed => {
-                let _ = seen.send(Seen::Closed);
-            }
-            _ => {}
-        }
-    })
-    .unwrap()
+        })
+        .unwrap();
+    (l, seen_rx)
 }
 
 fn seen_until_closed(rx: &Receiver<Seen>) -> Vec<Seen> {
@@ -112,40 +114,34 @@ fn std_client(addr: std::net::SocketAddr) -> TcpStream {
     s
 }
 
-fn read_line(s: &mut impl Read) -> String {
-    let mut out = Vec::new();
-    let mut b = [0u8; 1];
-    while !out.ends_with(b"\r\n") {
-        assert_eq!(s.read(&mut b).unwrap(), 1, "EOF after {out:?}");
-        out.push(b[0]);
-    }
-    String::from_utf8(out).unwrap()
+/// Reads the next line on `conn` and checks it is `want`.
+fn expect_line(conn: &netactor::Connection, want: &[u8]) {
+    let line = conn.push_read(Line::new()).unwrap();
+    assert_eq!(&line.recv_timeout(WAIT).unwrap().line[..], want);
+}
+
+/// The client's STARTTLS: the command, the server's `220 go`, then TLS
+/// (verifying the server as `localhost`).
+fn client_starttls(conn: &netactor::Connection, pki: &Pki) {
+    conn.write(&b"STARTTLS\r\n"[..]).unwrap();
+    expect_line(conn, b"220 go");
+    conn.starttls(TlsSetup::client_for(pki.client_config(), "localhost").unwrap())
+        .unwrap();
 }
 
 #[test]
 fn server_side_starttls_with_an_independent_rustls_client() {
     let pki = Pki::new();
     let r = reactor(2);
-    let (stx, srx) = crossbeam_channel::unbounded();
     // autocork: the 220 is still queued when starttls runs; it must go out
     // in clear, before the server's first TLS record.
-    let l = line_server(
-        &r,
-        pki.server().server_config(),
-        Options::new().autocork(true),
-        stx,
-    );
+    let (l, srx) = line_server(&r, &pki, Options::new().autocork(true));
     let mut s = std_client(l.local_addr());
     s.write_all(b"HELLO\r\n").unwrap();
     assert_eq!(read_line(&mut s), "echo: HELLO\r\n");
     s.write_all(b"STARTTLS\r\n").unwrap();
     assert_eq!(read_line(&mut s), "220 go\r\n");
-    let conn = rustls::ClientConnection::new(
-        pki.client_config(),
-        ServerName::try_from("localhost").unwrap(),
-    )
-    .unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, s);
+    let mut tls = rustls_stream(&pki, s);
     tls.write_all(b"SECRET\r\n").unwrap();
     assert_eq!(read_line(&mut tls), "echo: SECRET\r\n");
     tls.conn.send_close_notify();
@@ -167,21 +163,15 @@ fn server_side_starttls_with_an_independent_rustls_client() {
 fn client_side_starttls_between_two_netactor_ends() {
     let pki = Pki::new();
     let r = reactor(2);
-    let (stx, srx) = crossbeam_channel::unbounded();
-    let l = line_server(&r, pki.server().server_config(), Options::new(), stx);
+    let (l, srx) = line_server(&r, &pki, Options::new());
     let (tx, rx) = netactor::event_channel(64);
     let conn = r
         .connect(l.local_addr(), ConnectOptions::new(), tx)
         .unwrap();
-    conn.write(&b"STARTTLS\r\n"[..]).unwrap();
-    let go = conn.push_read(Line::new()).unwrap();
-    assert_eq!(&go.recv_timeout(WAIT).unwrap().line[..], b"220 go");
-    conn.starttls(TlsSetup::client_for(pki.client_config(), "localhost").unwrap())
-        .unwrap();
+    client_starttls(&conn, &pki);
     // Queued after starttls: encrypted, sent once the server is verified.
     conn.write(&b"SECRET\r\n"[..]).unwrap();
-    let echo = conn.push_read(Line::new()).unwrap();
-    assert_eq!(&echo.recv_timeout(WAIT).unwrap().line[..], b"echo: SECRET");
+    expect_line(&conn, b"echo: SECRET");
     let (_, skipped) = wait_event(&rx, |e| matches!(e, Event::TlsEstablished));
     assert!(
         skipped.iter().all(|e| matches!(e, Event::Connected { .. })),
@@ -217,8 +207,7 @@ fn writes_before_starttls_are_clear_and_precede_the_client_hello() {
     // the server in clear before the ClientHello; AFTER is encrypted.
     let pki = Pki::new();
     let r = reactor(2);
-    let (stx, srx) = crossbeam_channel::unbounded();
-    let l = line_server(&r, pki.server().server_config(), Options::new(), stx);
+    let (l, srx) = line_server(&r, &pki, Options::new());
     let (tx, _rx) = netactor::event_channel(64);
     let conn = r
         .connect(
@@ -231,8 +220,7 @@ fn writes_before_starttls_are_clear_and_precede_the_client_hello() {
     conn.starttls(TlsSetup::client_for(pki.client_config(), "localhost").unwrap())
         .unwrap();
     conn.write(&b"AFTER\r\n"[..]).unwrap();
-    let echo = conn.push_read(Line::new()).unwrap();
-    assert_eq!(&echo.recv_timeout(WAIT).unwrap().line[..], b"echo: AFTER");
+    expect_line(&conn, b"echo: AFTER");
     conn.close().unwrap();
     let seen = seen_until_closed(&srx);
     assert_eq!(
@@ -250,8 +238,7 @@ fn writes_before_starttls_are_clear_and_precede_the_client_hello() {
 fn pipelined_command_after_starttls_is_never_executed() {
     let pki = Pki::new();
     let r = reactor(2);
-    let (stx, srx) = crossbeam_channel::unbounded();
-    let l = line_server(&r, pki.server().server_config(), Options::new(), stx);
+    let (l, srx) = line_server(&r, &pki, Options::new());
     let mut s = std_client(l.local_addr());
     s.write_all(b"STARTTLS\r\nNOOP\r\n").unwrap();
     let mut got = Vec::new();
@@ -291,11 +278,7 @@ fn injected_bytes_after_the_servers_220_fail_the_clients_handshake() {
     });
     let (tx, rx) = netactor::event_channel(64);
     let conn = r.connect(addr, ConnectOptions::new(), tx).unwrap();
-    conn.write(&b"STARTTLS\r\n"[..]).unwrap();
-    let go = conn.push_read(Line::new()).unwrap();
-    assert_eq!(&go.recv_timeout(WAIT).unwrap().line[..], b"220 go");
-    conn.starttls(TlsSetup::client_for(pki.client_config(), "localhost").unwrap())
-        .unwrap();
+    client_starttls(&conn, &pki);
     // May already fail with Closed: the handshake fails on the buffered bytes.
     let _ = conn.write(&b"SECRET\r\n"[..]);
     let next = conn.push_read(Line::new());
@@ -321,25 +304,11 @@ fn injected_bytes_after_the_servers_220_fail_the_clients_handshake() {
 fn stoptls_returns_both_netactor_ends_to_plaintext() {
     let pki = Pki::new();
     let r = reactor(2);
-    let (stx, srx) = crossbeam_channel::unbounded();
-    let l = line_server_tls(
-        &r,
-        pki.server().server_config(),
-        Options::new().follow_stoptls(true),
-        stx,
-        true,
-    );
+    let (l, srx) = line_server_tls(&r, &pki, Options::new().follow_stoptls(true), true);
     let (tx, rx) = netactor::event_channel(64);
-    let conn = r
-        .connect(
-            l.local_addr(),
-            ConnectOptions::new().tls(pki.client_config(), None),
-            tx,
-        )
-        .unwrap();
+    let conn = tls_connect(&r, &pki, l.local_addr(), tx);
     conn.write(&b"ONE\r\n"[..]).unwrap();
-    let one = conn.push_read(Line::new()).unwrap();
-    assert_eq!(&one.recv_timeout(WAIT).unwrap().line[..], b"echo: ONE");
+    expect_line(&conn, b"echo: ONE");
     // Written while TLS is on: encrypted. Then stoptls. Then a plaintext write.
     conn.write(&b"TWO\r\n"[..]).unwrap();
     conn.stoptls().unwrap();
@@ -360,14 +329,9 @@ fn stoptls_returns_both_netactor_ends_to_plaintext() {
     .unwrap();
     assert!(!is_tls.recv_timeout(WAIT).unwrap());
     // Plaintext both ways now; a later STARTTLS works again.
-    conn.write(&b"STARTTLS\r\n"[..]).unwrap();
-    let go = conn.push_read(Line::new()).unwrap();
-    assert_eq!(&go.recv_timeout(WAIT).unwrap().line[..], b"220 go");
-    conn.starttls(TlsSetup::client_for(pki.client_config(), "localhost").unwrap())
-        .unwrap();
+    client_starttls(&conn, &pki);
     conn.write(&b"FOUR\r\n"[..]).unwrap();
-    let four = conn.push_read(Line::new()).unwrap();
-    assert_eq!(&four.recv_timeout(WAIT).unwrap().line[..], b"echo: FOUR");
+    expect_line(&conn, b"echo: FOUR");
     conn.close().unwrap();
     let seen = seen_until_closed(&srx);
     // The server's answering close_notify may meet the client's closed
@@ -436,21 +400,8 @@ fn bytes_behind_the_peers_close_notify_are_kept_as_plaintext() {
     // ONE write; the server (follow_stoptls) must deliver all three parts.
     let pki = Pki::new();
     let r = reactor(2);
-    let (stx, srx) = crossbeam_channel::unbounded();
-    let l = line_server_tls(
-        &r,
-        pki.server().server_config(),
-        Options::new().follow_stoptls(true),
-        stx,
-        true,
-    );
-    let s = std_client(l.local_addr());
-    let conn = rustls::ClientConnection::new(
-        pki.client_config(),
-        ServerName::try_from("localhost").unwrap(),
-    )
-    .unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, s);
+    let (l, srx) = line_server_tls(&r, &pki, Options::new().follow_stoptls(true), true);
+    let mut tls = rustls_client(&pki, l.local_addr());
     tls.write_all(b"ONE\r\n").unwrap();
     assert_eq!(read_line(&mut tls), "echo: ONE\r\n");
     let mut wire = Vec::new();
@@ -493,19 +444,8 @@ fn bytes_behind_the_peers_close_notify_are_kept_as_plaintext() {
 fn close_notify_without_follow_stoptls_is_a_clean_eof() {
     let pki = Pki::new();
     let r = reactor(2);
-    let l = r
-        .listen(
-            any_port(),
-            ListenOptions::new().tls(pki.server().server_config()),
-        )
-        .unwrap();
-    let s = std_client(l.local_addr());
-    let conn = rustls::ClientConnection::new(
-        pki.client_config(),
-        ServerName::try_from("localhost").unwrap(),
-    )
-    .unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, s);
+    let l = tls_listener(&r, &pki, Options::new());
+    let mut tls = rustls_client(&pki, l.local_addr());
     tls.write_all(b"data").unwrap();
     tls.conn.send_close_notify();
     tls.flush().unwrap();

@@ -220,20 +220,6 @@ fn connecting_to_nothing_is_the_os_error() {
     }
 }
 
-/// `target/<profile>/examples/<name>`, next to the test binary's `deps/`.
-fn example_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let p = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name);
-    assert!(p.exists(), "build the example first: {}", p.display());
-    p
-}
-
 /// The examples' command lines: `echo --listen unix:PATH` prints
 /// `listening on unix:PATH` and echoes; `ncat --connect unix:PATH` talks to
 /// it; SIGTERM exits 0 and the socket file goes with the server.

@@ -25,8 +25,8 @@ mod report;
 mod server;
 
 use host::{
-    build_examples, examples_dir, loadavg, machine, raise_nofile, snapshot_binaries, source_state,
-    TempDir,
+    build_examples, examples_dir, loadavg, output_paths, publish, raise_nofile, report_header,
+    snapshot_binaries, TempDir,
 };
 use loadgen::{Churn, Flow, Idle, Latency, Measured, Window};
 use report::{ratio, si, stats, Table};
@@ -607,39 +607,62 @@ fn throughput_table(results: &Results, servers: &[Kind], scen: Scen) -> String {
     } else {
         Sample::msgs_per_cpu
     };
-    let fmt: fn(f64) -> String = if bulk { f0 } else { si };
-    let mut t = Table::new(&[
-        "server",
+    let cols = RateColumns {
         unit,
-        "min–max",
-        "server cores",
         per,
-        "LG cores",
-        "× tokio",
-        "× mio",
-        "× tokio /CPU",
-        "× mio /CPU",
-    ]);
+        rate,
+        per_cpu,
+        fmt: if bulk { f0 } else { si },
+        per_range: false,
+        bases: &[Kind::Tokio, Kind::Mio],
+    };
+    rate_table(results, servers, scen, &cols)
+}
+
+/// The columns of a [`rate_table`].
+struct RateColumns {
+    /// Headers of the rate and of the rate per server CPU-second.
+    unit: &'static str,
+    per: &'static str,
+    rate: fn(&Sample) -> f64,
+    per_cpu: fn(&Sample) -> f64,
+    fmt: fn(f64) -> String,
+    /// Whether the rate per CPU-second also gets its min–max.
+    per_range: bool,
+    /// The servers every row is compared with (rate, then per CPU).
+    bases: &'static [Kind],
+}
+
+/// A rate (with its min–max), server cores, the rate per server CPU-second,
+/// load-generator cores, then ratios to `cols.bases` of the rate and of the
+/// rate per CPU-second: one row per server.
+fn rate_table(results: &Results, servers: &[Kind], scen: Scen, cols: &RateColumns) -> String {
+    let mut head: Vec<String> = ["server", cols.unit, "min–max", "server cores", cols.per]
+        .map(String::from)
+        .into();
+    if cols.per_range {
+        head.push("min–max".into());
+    }
+    head.push("LG cores".into());
+    head.extend(cols.bases.iter().map(|b| format!("× {}", b.name())));
+    head.extend(cols.bases.iter().map(|b| format!("× {} /CPU", b.name())));
+    let mut t = Table::new(&head.iter().map(String::as_str).collect::<Vec<_>>());
     for &k in servers {
-        let (m, mm) = cell(results, scen, k, rate, fmt);
+        let (m, mm) = cell(results, scen, k, cols.rate, cols.fmt);
         let (c, _) = cell(results, scen, k, Sample::server_cores, f2);
-        let (p, _) = cell(results, scen, k, per_cpu, fmt);
+        let (p, pmm) = cell(results, scen, k, cols.per_cpu, cols.fmt);
         let (l, _) = cell(results, scen, k, Sample::lg_cores, f2);
         let r = |b: Kind, f: fn(&Sample) -> f64| {
             ratio(med(results, scen, k, f), med(results, scen, b, f))
         };
-        t.row(vec![
-            k.name().into(),
-            m,
-            mm,
-            c,
-            p,
-            l,
-            r(Kind::Tokio, rate),
-            r(Kind::Mio, rate),
-            r(Kind::Tokio, per_cpu),
-            r(Kind::Mio, per_cpu),
-        ]);
+        let mut row = vec![k.name().into(), m, mm, c, p];
+        if cols.per_range {
+            row.push(pmm);
+        }
+        row.push(l);
+        row.extend(cols.bases.iter().map(|&b| r(b, cols.rate)));
+        row.extend(cols.bases.iter().map(|&b| r(b, cols.per_cpu)));
+        t.row(row);
     }
     t.render()
 }
@@ -738,48 +761,16 @@ fn idle_table(results: &Results, servers: &[Kind], scen: Scen, n: usize) -> Stri
 /// Churn: connections per second and per server CPU-second, with ratios
 /// against tokio, the mio loop and may.
 fn churn_table(results: &Results, servers: &[Kind], scen: Scen) -> String {
-    let rate: fn(&Sample) -> f64 = Sample::msgs_per_sec;
-    let per_cpu: fn(&Sample) -> f64 = Sample::msgs_per_cpu;
-    let mut t = Table::new(&[
-        "server",
-        "conns/s",
-        "min–max",
-        "server cores",
-        "conns / server CPU-s",
-        "min–max",
-        "LG cores",
-        "× tokio",
-        "× mio",
-        "× may",
-        "× tokio /CPU",
-        "× mio /CPU",
-        "× may /CPU",
-    ]);
-    for &k in servers {
-        let (m, mm) = cell(results, scen, k, rate, si);
-        let (c, _) = cell(results, scen, k, Sample::server_cores, f2);
-        let (p, pmm) = cell(results, scen, k, per_cpu, si);
-        let (l, _) = cell(results, scen, k, Sample::lg_cores, f2);
-        let r = |b: Kind, f: fn(&Sample) -> f64| {
-            ratio(med(results, scen, k, f), med(results, scen, b, f))
-        };
-        t.row(vec![
-            k.name().into(),
-            m,
-            mm,
-            c,
-            p,
-            pmm,
-            l,
-            r(Kind::Tokio, rate),
-            r(Kind::Mio, rate),
-            r(Kind::May, rate),
-            r(Kind::Tokio, per_cpu),
-            r(Kind::Mio, per_cpu),
-            r(Kind::May, per_cpu),
-        ]);
-    }
-    t.render()
+    let cols = RateColumns {
+        unit: "conns/s",
+        per: "conns / server CPU-s",
+        rate: Sample::msgs_per_sec,
+        per_cpu: Sample::msgs_per_cpu,
+        fmt: si,
+        per_range: true,
+        bases: &[Kind::Tokio, Kind::Mio, Kind::May],
+    };
+    rate_table(results, servers, scen, &cols)
 }
 
 /// The scale points that ran, with the scenario that holds each.
@@ -1161,13 +1152,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let target = built
-        .parent()
-        .and_then(Path::parent)
-        .unwrap_or(Path::new("target"));
-    let log = target.join("echo_compare-servers.log");
-    let _ = std::fs::remove_file(&log);
-    let md_path = target.join("echo_compare.md");
+    let (log, md_path) = output_paths(&built, "echo_compare");
 
     let tmp = TempDir(std::env::temp_dir().join(format!("echo_compare-{}", std::process::id())));
     if let Err(e) = std::fs::create_dir_all(&tmp.0) {
@@ -1197,11 +1182,7 @@ fn main() -> ExitCode {
         None
     };
 
-    let mut header = String::new();
-    let _ = writeln!(header, "## echo_compare results\n");
-    let _ = writeln!(header, "- command: `{}`", cfg.command);
-    let _ = writeln!(header, "- machine: {}", machine());
-    let _ = writeln!(header, "- source: {}", source_state());
+    let mut header = report_header("echo_compare", &cfg.command);
     let _ =
         writeln!(
         header,
@@ -1263,11 +1244,9 @@ fn main() -> ExitCode {
             }
         }
     }
-    let out = report(&results, &cfg, &header, started.elapsed());
-    println!("\n{out}");
-    match std::fs::write(&md_path, &out) {
-        Ok(()) => eprintln!("written to {}", md_path.display()),
-        Err(e) => eprintln!("cannot write {}: {e}", md_path.display()),
-    }
+    publish(
+        &report(&results, &cfg, &header, started.elapsed()),
+        &md_path,
+    );
     ExitCode::SUCCESS
 }

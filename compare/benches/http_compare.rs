@@ -29,8 +29,8 @@ mod report;
 mod server;
 
 use host::{
-    build_examples, examples_dir, loadavg, machine, raise_nofile, snapshot_binaries, source_state,
-    TempDir,
+    build_examples, examples_dir, loadavg, output_paths, publish, raise_nofile, report_header,
+    snapshot_binaries, TempDir,
 };
 use report::{ratio, si, stats, Table};
 use server::Server;
@@ -610,13 +610,7 @@ fn main() -> ExitCode {
         }
     }
     let built = examples_dir();
-    let target = built
-        .parent()
-        .and_then(Path::parent)
-        .unwrap_or(Path::new("target"));
-    let log = target.join("http_compare-servers.log");
-    let _ = std::fs::remove_file(&log);
-    let md_path = target.join("http_compare.md");
+    let (log, md_path) = output_paths(&built, "http_compare");
     let tmp = TempDir(std::env::temp_dir().join(format!("http_compare-{}", std::process::id())));
     // Private copies: one run compares one build of each server.
     let dir = tmp.0.join("bin");
@@ -641,11 +635,7 @@ fn main() -> ExitCode {
         })
         .unwrap_or_default();
 
-    let mut header = String::new();
-    let _ = writeln!(header, "## http_compare results\n");
-    let _ = writeln!(header, "- command: `{}`", cfg.command);
-    let _ = writeln!(header, "- machine: {}", machine());
-    let _ = writeln!(header, "- source: {}", source_state());
+    let mut header = report_header("http_compare", &cfg.command);
     let _ = writeln!(
         header,
         "- mode: {}, {} round(s); per server and mode a fresh process, one sanity request, {} s wrk warm-up, {} s measured; \
@@ -706,11 +696,9 @@ fn main() -> ExitCode {
             }
         }
     }
-    let out = report(&results, &cfg, &header, started.elapsed());
-    println!("\n{out}");
-    match std::fs::write(&md_path, &out) {
-        Ok(()) => eprintln!("written to {}", md_path.display()),
-        Err(e) => eprintln!("cannot write {}: {e}", md_path.display()),
-    }
+    publish(
+        &report(&results, &cfg, &header, started.elapsed()),
+        &md_path,
+    );
     ExitCode::SUCCESS
 }

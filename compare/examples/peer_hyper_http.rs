@@ -48,40 +48,22 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
 
 fn main() {
     let args = common::parse_args(NAME);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.workers)
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| common::die(NAME, "runtime", e));
+    let rt = common::tokio_runtime(NAME, args.workers);
     let mut builder = http1::Builder::new();
     builder.pipeline_flush(args.pipeline_flush);
     rt.block_on(async move {
-        let std_listener =
-            common::listener(args.listen, false).unwrap_or_else(|e| common::die(NAME, "listen", e));
-        std_listener
-            .set_nonblocking(true)
-            .unwrap_or_else(|e| common::die(NAME, "set_nonblocking", e));
+        let (std_listener, addr) = common::nonblocking_listener(NAME, args.listen);
         let listener = TcpListener::from_std(std_listener)
             .unwrap_or_else(|e| common::die(NAME, "listener", e));
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|e| common::die(NAME, "local_addr", e));
         common::announce(addr);
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    let conn = builder.serve_connection(TokioIo::new(stream), service_fn(handle));
-                    tokio::spawn(async move {
-                        // Errors (resets when wrk stops) just end the task.
-                        let _ = conn.await;
-                    });
-                }
-                Err(e) => {
-                    eprintln!("{NAME}: accept: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                }
-            }
-        }
+        common::tokio_accept_loop(NAME, listener, |stream| {
+            let _ = stream.set_nodelay(true);
+            let conn = builder.serve_connection(TokioIo::new(stream), service_fn(handle));
+            tokio::spawn(async move {
+                // Errors (resets when wrk stops) just end the task.
+                let _ = conn.await;
+            });
+        })
+        .await;
     });
 }

@@ -13,29 +13,9 @@
 #[path = "peer_common/mod.rs"]
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
-
 const NAME: &str = "peer_may_echo";
-/// Per connection (on the heap), like the thread-per-connection peer.
-const BUF: usize = 16 << 10;
 /// Coroutine stack when TLS is on (see `main`).
 const TLS_STACK: usize = 256 << 10;
-
-fn echo<S: Read + Write>(mut s: S) {
-    let mut buf = vec![0u8; BUF];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return,
-            Ok(n) => {
-                if s.write_all(&buf[..n]).is_err() {
-                    return;
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => return,
-        }
-    }
-}
 
 fn main() {
     let args = common::parse_args(NAME);
@@ -68,20 +48,7 @@ fn main() {
             };
             let _ = stream.set_nodelay(true);
             let tls = tls.clone();
-            may::go!(move || match tls {
-                Some(cfg) => match rustls::ServerConnection::new(cfg) {
-                    Ok(conn) => echo(rustls::StreamOwned::new(conn, stream)),
-                    Err(e) => eprintln!("{NAME}: TLS: {e}"),
-                },
-                None => {
-                    // Allocate the buffer only once data comes: idle
-                    // connections then cost just their stack.
-                    let mut probe = [0u8; 1];
-                    if let Ok(1) = stream.peek(&mut probe) {
-                        echo(stream)
-                    }
-                }
-            });
+            may::go!(move || common::serve_blocking(NAME, stream, tls));
         }
     });
     let _ = acceptor.join();

@@ -5,7 +5,8 @@
 //! cargo run --release --example peer_mio_echo -- --listen 127.0.0.1:0 [--workers N] [--cert PEM --key PEM]
 //! ```
 //!
-//! `--workers N` event loops, each owning its connections outright (no
+//! `--workers N` event loops (`peer_common/mio_loop.rs`, shared with
+//! `peer_mio_http`), each owning its connections outright (no
 //! locks, no hand-off after accept). Loop 0 also accepts (until
 //! `WouldBlock`, `accept4` with `SOCK_NONBLOCK | SOCK_CLOEXEC`) and deals
 //! new connections round-robin to the loops, waking each other loop once
@@ -25,16 +26,13 @@
 #[path = "peer_common/mod.rs"]
 mod common;
 
-use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use common::mio_loop::{self, is_retry, Next, Service};
+use mio::net::TcpStream;
 use rustls::{ServerConfig, ServerConnection};
 use std::io::{ErrorKind, Read, Write};
 use std::sync::Arc;
-use std::time::Duration;
 
 const NAME: &str = "peer_mio_echo";
-const LISTENER: Token = Token(usize::MAX - 1);
-const WAKER: Token = Token(usize::MAX - 2);
 /// Reads per connection per turn (fairness between a loop's connections).
 const READ_BUDGET: usize = 16;
 
@@ -45,19 +43,6 @@ struct Conn {
     pend_off: usize,
     eof: bool,
     tls: Option<Box<ServerConnection>>,
-}
-
-/// What to do with a connection after servicing it.
-#[derive(PartialEq)]
-enum Next {
-    Keep,
-    /// The read budget ran out with the socket possibly not drained.
-    Again,
-    Close,
-}
-
-fn is_retry(e: &std::io::Error) -> bool {
-    e.kind() == ErrorKind::Interrupted
 }
 
 /// Plain echo until the socket has nothing more to give or refuses output.
@@ -165,224 +150,62 @@ fn drive_tls(c: &mut Conn, scratch: &mut [u8]) -> Next {
     }
 }
 
-struct Loop {
-    poll: Poll,
-    conns: Vec<Option<Conn>>,
-    free: Vec<usize>,
+/// One loop's echo: its TLS configuration and its scratch buffer.
+struct Echo {
     tls: Option<Arc<ServerConfig>>,
-    inbox: crossbeam_channel::Receiver<std::net::TcpStream>,
-    /// Loop 0 only: the listener and the other loops' inboxes.
-    acceptor: Option<Acceptor>,
+    /// One scratch buffer per loop, starting on a cache line at `off`.
+    backing: Vec<u8>,
+    off: usize,
 }
 
-struct Acceptor {
-    listener: TcpListener,
-    peers: Vec<(crossbeam_channel::Sender<std::net::TcpStream>, Arc<Waker>)>,
-    next: usize,
+impl Echo {
+    fn new(tls: Option<Arc<ServerConfig>>) -> Self {
+        let backing = vec![0u8; common::READ_SIZE + 64];
+        let off = backing.as_ptr().align_offset(64);
+        Echo { tls, backing, off }
+    }
 }
 
-impl Loop {
-    fn adopt(&mut self, stream: TcpStream) {
-        let _ = stream.set_nodelay(true);
+impl Service for Echo {
+    const NAME: &'static str = NAME;
+    type Conn = Conn;
+
+    fn open(&mut self, stream: TcpStream) -> Option<Conn> {
         let tls = match &self.tls {
             Some(cfg) => match ServerConnection::new(cfg.clone()) {
                 Ok(s) => Some(Box::new(s)),
                 Err(e) => {
                     eprintln!("{NAME}: TLS: {e}");
-                    return;
+                    return None;
                 }
             },
             None => None,
         };
-        let slot = self.free.pop().unwrap_or_else(|| {
-            self.conns.push(None);
-            self.conns.len() - 1
-        });
-        let mut conn = Conn {
+        Some(Conn {
             stream,
             pending: Vec::new(),
             pend_off: 0,
             eof: false,
             tls,
-        };
-        // Registering reports readiness that is already there, so nothing
-        // that arrived before this point is missed.
-        if let Err(e) = self.poll.registry().register(
-            &mut conn.stream,
-            Token(slot),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            eprintln!("{NAME}: register: {e}");
-            self.free.push(slot);
-            return;
-        }
-        self.conns[slot] = Some(conn);
+        })
     }
 
-    /// Accepts until `WouldBlock` (mio's `accept` is one `accept4` with
-    /// `SOCK_NONBLOCK | SOCK_CLOEXEC`), deals the connections round-robin,
-    /// and wakes each other loop at most once per burst.
-    fn accept(&mut self) {
-        let Some(acc) = self.acceptor.as_mut() else {
-            return;
-        };
-        let mut mine = Vec::new();
-        let mut woken = 0u64; // bit i: loop i + 1 has new connections
-        loop {
-            match acc.listener.accept() {
-                Ok((s, _)) => {
-                    let target = acc.next % (acc.peers.len() + 1);
-                    acc.next = acc.next.wrapping_add(1);
-                    if target == 0 {
-                        mine.push(s);
-                    } else {
-                        // Hand over as a std stream; the owning loop registers it.
-                        let std_stream: std::net::TcpStream = s.into();
-                        if acc.peers[target - 1].0.send(std_stream).is_ok() {
-                            woken |= 1 << ((target - 1) % 64);
-                        }
-                    }
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if is_retry(&e) => {}
-                Err(e) => {
-                    // EMFILE etc.: the listener stays registered; the next
-                    // connection attempt retries.
-                    eprintln!("{NAME}: accept: {e}");
-                    break;
-                }
-            }
-        }
-        for (i, (_, waker)) in acc.peers.iter().enumerate() {
-            if woken & (1 << (i % 64)) != 0 {
-                let _ = waker.wake();
-            }
-        }
-        for s in mine {
-            self.adopt(s);
-        }
+    fn stream(conn: &mut Conn) -> &mut TcpStream {
+        &mut conn.stream
     }
 
-    fn run(mut self) {
-        let mut events = Events::with_capacity(1024);
-        // One scratch buffer per loop, starting on a cache line.
-        let mut backing = vec![0u8; common::READ_SIZE + 64];
-        let off = backing.as_ptr().align_offset(64);
-        let scratch = &mut backing[off..off + common::READ_SIZE];
-        // Connections whose read budget ran out, to run again this round
-        // (`again`) and the next (`next_again`).
-        let mut again: Vec<usize> = Vec::new();
-        let mut next_again: Vec<usize> = Vec::new();
-        loop {
-            // With connections waiting for another turn, only look for
-            // readiness (no blocking), so the others get theirs first.
-            let timeout = (!again.is_empty()).then_some(Duration::ZERO);
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if is_retry(&e) {
-                    continue;
-                }
-                common::die(NAME, "poll", e);
-            }
-            for ev in events.iter() {
-                match ev.token() {
-                    LISTENER => self.accept(),
-                    WAKER => {
-                        while let Ok(s) = self.inbox.try_recv() {
-                            self.adopt(TcpStream::from_std(s));
-                        }
-                    }
-                    Token(slot) => self.service(slot, scratch, &mut next_again),
-                }
-            }
-            for slot in again.drain(..) {
-                self.service(slot, scratch, &mut next_again);
-            }
-            std::mem::swap(&mut again, &mut next_again);
-        }
-    }
-
-    /// One turn of the connection in `slot` (a stale slot is harmless: its
-    /// reads only say `WouldBlock`).
-    fn service(&mut self, slot: usize, scratch: &mut [u8], again: &mut Vec<usize>) {
-        let Some(Some(c)) = self.conns.get_mut(slot) else {
-            return;
-        };
-        let next = if c.tls.is_some() {
+    fn drive(&mut self, c: &mut Conn) -> Next {
+        let scratch = &mut self.backing[self.off..self.off + common::READ_SIZE];
+        if c.tls.is_some() {
             drive_tls(c, scratch)
         } else {
             drive_plain(c, scratch)
-        };
-        match next {
-            Next::Keep => {}
-            Next::Again => again.push(slot),
-            Next::Close => {
-                // Dropping the stream closes it and removes it from epoll.
-                self.conns[slot] = None;
-                self.free.push(slot);
-            }
         }
     }
-}
-
-fn new_loop(
-    tls: Option<Arc<ServerConfig>>,
-) -> (
-    Loop,
-    crossbeam_channel::Sender<std::net::TcpStream>,
-    Arc<Waker>,
-) {
-    let poll = Poll::new().unwrap_or_else(|e| common::die(NAME, "poll", e));
-    let waker = Arc::new(
-        Waker::new(poll.registry(), WAKER).unwrap_or_else(|e| common::die(NAME, "waker", e)),
-    );
-    let (tx, rx) = crossbeam_channel::unbounded();
-    (
-        Loop {
-            poll,
-            conns: Vec::new(),
-            free: Vec::new(),
-            tls,
-            inbox: rx,
-            acceptor: None,
-        },
-        tx,
-        waker,
-    )
-}
-
-fn register_listener(reg: &Registry, l: &mut TcpListener) {
-    reg.register(l, LISTENER, Interest::READABLE)
-        .unwrap_or_else(|e| common::die(NAME, "register listener", e));
 }
 
 fn main() {
     let args = common::parse_args(NAME);
-    let std_listener =
-        common::listener(args.listen, false).unwrap_or_else(|e| common::die(NAME, "listen", e));
-    std_listener
-        .set_nonblocking(true)
-        .unwrap_or_else(|e| common::die(NAME, "set_nonblocking", e));
-    let addr = std_listener
-        .local_addr()
-        .unwrap_or_else(|e| common::die(NAME, "local_addr", e));
-    let mut listener = TcpListener::from_std(std_listener);
-
-    let (mut first, _, _) = new_loop(args.tls.clone());
-    let mut peers = Vec::new();
-    for idx in 1..args.workers {
-        let (lp, tx, waker) = new_loop(args.tls.clone());
-        peers.push((tx, waker));
-        std::thread::Builder::new()
-            .name(format!("mio-loop-{idx}"))
-            .spawn(move || lp.run())
-            .unwrap_or_else(|e| common::die(NAME, "spawn", e));
-    }
-    register_listener(first.poll.registry(), &mut listener);
-    first.acceptor = Some(Acceptor {
-        listener,
-        peers,
-        next: 0,
-    });
-    common::announce(addr);
-    first.run();
+    let tls = args.tls;
+    mio_loop::serve(args.listen, args.workers, move || Echo::new(tls.clone()));
 }

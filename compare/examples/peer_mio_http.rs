@@ -6,7 +6,7 @@
 //! cargo run --release -p netactor-compare --example peer_mio_http -- --listen 127.0.0.1:0 [--workers N]
 //! ```
 //!
-//! The event loops of `peer_mio_echo` (each owns its connections, loop 0
+//! The event loops of `peer_mio_echo` (`peer_common/mio_loop.rs`: each owns its connections, loop 0
 //! accepts and deals round-robin, edge-triggered, a short read means the
 //! socket is drained). Each connection has one fixed 16 KiB read buffer and
 //! one output buffer, both reused: every request read is parsed in place
@@ -20,16 +20,13 @@
 #[path = "peer_common/mod.rs"]
 mod common;
 
-use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use common::mio_loop::{self, is_retry, Next, Service};
+use mio::net::TcpStream;
 use std::io::{ErrorKind, Read, Write};
 use std::mem::MaybeUninit;
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const NAME: &str = "peer_mio_http";
-const LISTENER: Token = Token(usize::MAX - 1);
-const WAKER: Token = Token(usize::MAX - 2);
 /// Read buffer per connection; also the longest request head accepted.
 const RBUF: usize = 16 << 10;
 const MAX_HEADERS: usize = 16;
@@ -42,16 +39,6 @@ struct Conn {
     woff: usize,
     /// Stop reading: the peer closed, or the request stream is broken.
     eof: bool,
-}
-
-#[derive(PartialEq)]
-enum Next {
-    Keep,
-    Close,
-}
-
-fn is_retry(e: &std::io::Error) -> bool {
-    e.kind() == ErrorKind::Interrupted
 }
 
 /// `Date: …\r\n`, refreshed when the second changes.
@@ -172,173 +159,41 @@ fn drive(c: &mut Conn, date: &mut DateCache) -> Next {
     }
 }
 
-struct Loop {
-    poll: Poll,
-    conns: Vec<Option<Conn>>,
-    free: Vec<usize>,
-    inbox: crossbeam_channel::Receiver<std::net::TcpStream>,
-    /// Loop 0 only: the listener and the other loops' inboxes.
-    acceptor: Option<Acceptor>,
+/// One loop's HTTP: the `Date` line its connections share.
+struct Http {
+    date: DateCache,
 }
 
-struct Acceptor {
-    listener: TcpListener,
-    peers: Vec<(crossbeam_channel::Sender<std::net::TcpStream>, Arc<Waker>)>,
-    next: usize,
-}
+impl Service for Http {
+    const NAME: &'static str = NAME;
+    type Conn = Conn;
 
-impl Loop {
-    fn adopt(&mut self, stream: TcpStream) {
-        let _ = stream.set_nodelay(true);
-        let slot = self.free.pop().unwrap_or_else(|| {
-            self.conns.push(None);
-            self.conns.len() - 1
-        });
-        let mut conn = Conn {
+    fn open(&mut self, stream: TcpStream) -> Option<Conn> {
+        Some(Conn {
             stream,
             rbuf: vec![0u8; RBUF].into_boxed_slice(),
             rlen: 0,
             wbuf: Vec::with_capacity(RBUF),
             woff: 0,
             eof: false,
-        };
-        if let Err(e) = self.poll.registry().register(
-            &mut conn.stream,
-            Token(slot),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            eprintln!("{NAME}: register: {e}");
-            self.free.push(slot);
-            return;
-        }
-        self.conns[slot] = Some(conn);
+        })
     }
 
-    fn accept(&mut self) {
-        let Some(acc) = self.acceptor.as_mut() else {
-            return;
-        };
-        let mut mine = Vec::new();
-        loop {
-            match acc.listener.accept() {
-                Ok((s, _)) => {
-                    let target = acc.next % (acc.peers.len() + 1);
-                    acc.next = acc.next.wrapping_add(1);
-                    if target == 0 {
-                        mine.push(s);
-                    } else {
-                        let (tx, waker) = &acc.peers[target - 1];
-                        let std_stream: std::net::TcpStream = s.into();
-                        if tx.send(std_stream).is_ok() {
-                            let _ = waker.wake();
-                        }
-                    }
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if is_retry(&e) => {}
-                Err(e) => {
-                    eprintln!("{NAME}: accept: {e}");
-                    break;
-                }
-            }
-        }
-        for s in mine {
-            self.adopt(s);
-        }
+    fn stream(conn: &mut Conn) -> &mut TcpStream {
+        &mut conn.stream
     }
 
-    fn run(mut self) {
-        let mut events = Events::with_capacity(1024);
-        let mut date = DateCache {
-            secs: u64::MAX,
-            line: Vec::new(),
-        };
-        loop {
-            if let Err(e) = self.poll.poll(&mut events, None) {
-                if is_retry(&e) {
-                    continue;
-                }
-                common::die(NAME, "poll", e);
-            }
-            for ev in events.iter() {
-                match ev.token() {
-                    LISTENER => self.accept(),
-                    WAKER => {
-                        while let Ok(s) = self.inbox.try_recv() {
-                            self.adopt(TcpStream::from_std(s));
-                        }
-                    }
-                    Token(slot) => {
-                        let Some(Some(c)) = self.conns.get_mut(slot) else {
-                            continue;
-                        };
-                        if drive(c, &mut date) == Next::Close {
-                            self.conns[slot] = None;
-                            self.free.push(slot);
-                        }
-                    }
-                }
-            }
-        }
+    fn drive(&mut self, c: &mut Conn) -> Next {
+        drive(c, &mut self.date)
     }
-}
-
-fn new_loop() -> (
-    Loop,
-    crossbeam_channel::Sender<std::net::TcpStream>,
-    Arc<Waker>,
-) {
-    let poll = Poll::new().unwrap_or_else(|e| common::die(NAME, "poll", e));
-    let waker = Arc::new(
-        Waker::new(poll.registry(), WAKER).unwrap_or_else(|e| common::die(NAME, "waker", e)),
-    );
-    let (tx, rx) = crossbeam_channel::unbounded();
-    (
-        Loop {
-            poll,
-            conns: Vec::new(),
-            free: Vec::new(),
-            inbox: rx,
-            acceptor: None,
-        },
-        tx,
-        waker,
-    )
-}
-
-fn register_listener(reg: &Registry, l: &mut TcpListener) {
-    reg.register(l, LISTENER, Interest::READABLE)
-        .unwrap_or_else(|e| common::die(NAME, "register listener", e));
 }
 
 fn main() {
     let args = common::parse_args(NAME);
-    let std_listener =
-        common::listener(args.listen, false).unwrap_or_else(|e| common::die(NAME, "listen", e));
-    std_listener
-        .set_nonblocking(true)
-        .unwrap_or_else(|e| common::die(NAME, "set_nonblocking", e));
-    let addr = std_listener
-        .local_addr()
-        .unwrap_or_else(|e| common::die(NAME, "local_addr", e));
-    let mut listener = TcpListener::from_std(std_listener);
-
-    let (mut first, _, _) = new_loop();
-    let mut peers = Vec::new();
-    for idx in 1..args.workers {
-        let (lp, tx, waker) = new_loop();
-        peers.push((tx, waker));
-        std::thread::Builder::new()
-            .name(format!("mio-loop-{idx}"))
-            .spawn(move || lp.run())
-            .unwrap_or_else(|e| common::die(NAME, "spawn", e));
-    }
-    register_listener(first.poll.registry(), &mut listener);
-    first.acceptor = Some(Acceptor {
-        listener,
-        peers,
-        next: 0,
+    mio_loop::serve(args.listen, args.workers, || Http {
+        date: DateCache {
+            secs: u64::MAX,
+            line: Vec::new(),
+        },
     });
-    common::announce(addr);
-    first.run();
 }

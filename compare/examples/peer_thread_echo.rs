@@ -12,32 +12,13 @@
 #[path = "peer_common/mod.rs"]
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::ErrorKind;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 const NAME: &str = "peer_thread_echo";
 const DEFAULT_STACK: usize = 64 << 10;
-/// Smaller than the other peers' 64 KiB: this buffer lives per connection
-/// (on the heap) rather than per worker.
-const BUF: usize = 16 << 10;
-
-fn echo<S: Read + Write>(mut s: S) {
-    let mut buf = vec![0u8; BUF];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return,
-            Ok(n) => {
-                if s.write_all(&buf[..n]).is_err() {
-                    return;
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => return,
-        }
-    }
-}
 
 fn main() {
     let args = common::parse_args(NAME);
@@ -64,20 +45,7 @@ fn main() {
         let tls = args.tls.clone();
         let spawned = std::thread::Builder::new()
             .stack_size(stack)
-            .spawn(move || match tls {
-                Some(cfg) => match rustls::ServerConnection::new(cfg) {
-                    Ok(conn) => echo(rustls::StreamOwned::new(conn, stream)),
-                    Err(e) => eprintln!("{NAME}: TLS: {e}"),
-                },
-                None => {
-                    // Allocate the buffer only once data comes: idle
-                    // connections then cost just their stack.
-                    let mut probe = [0u8; 1];
-                    if let Ok(1) = stream.peek(&mut probe) {
-                        echo(stream)
-                    }
-                }
-            });
+            .spawn(move || common::serve_blocking(NAME, stream, tls));
         if let Err(e) = spawned {
             // The connection is dropped (closed); say so once.
             if !warned.swap(true, Ordering::Relaxed) {

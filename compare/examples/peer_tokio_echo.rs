@@ -54,37 +54,19 @@ async fn serve_tls(stream: TcpStream, acceptor: tokio_rustls::TlsAcceptor) {
 
 fn main() {
     let args = common::parse_args(NAME);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.workers)
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| common::die(NAME, "runtime", e));
+    let rt = common::tokio_runtime(NAME, args.workers);
     let tls = args.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     rt.block_on(async move {
-        let std_listener =
-            common::listener(args.listen, false).unwrap_or_else(|e| common::die(NAME, "listen", e));
-        std_listener
-            .set_nonblocking(true)
-            .unwrap_or_else(|e| common::die(NAME, "set_nonblocking", e));
+        let (std_listener, addr) = common::nonblocking_listener(NAME, args.listen);
         let listener = TcpListener::from_std(std_listener)
             .unwrap_or_else(|e| common::die(NAME, "listener", e));
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|e| common::die(NAME, "local_addr", e));
         common::announce(addr);
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    match &tls {
-                        Some(a) => tokio::spawn(serve_tls(stream, a.clone())),
-                        None => tokio::spawn(serve_plain(stream)),
-                    };
-                }
-                Err(e) => {
-                    eprintln!("{NAME}: accept: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                }
-            }
-        }
+        common::tokio_accept_loop(NAME, listener, |stream| {
+            match &tls {
+                Some(a) => tokio::spawn(serve_tls(stream, a.clone())),
+                None => tokio::spawn(serve_plain(stream)),
+            };
+        })
+        .await;
     });
 }

@@ -5,6 +5,10 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+mod shared;
+#[allow(unused_imports)] // each test binary uses a different subset
+pub use shared::{any_port, example_bin, reactor};
+
 use crossbeam_channel::Receiver;
 use netactor::{ConnId, Connection, Event, ListenOptions, Listener, Options, Reactor};
 use std::io::{Read, Write};
@@ -15,21 +19,6 @@ use std::time::{Duration, Instant};
 
 /// Upper bound for "this should happen promptly" waits.
 pub const WAIT: Duration = Duration::from_secs(5);
-
-/// The loopback address with port 0 (the kernel picks a port).
-pub fn any_port() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-/// A reactor with `n` workers and a short shutdown timeout, so that a test
-/// whose connections cannot flush fails fast instead of waiting 5 s.
-pub fn reactor(n: usize) -> Reactor {
-    Reactor::builder()
-        .workers(n)
-        .shutdown_timeout(Duration::from_secs(2))
-        .build()
-        .expect("reactor")
-}
 
 /// Polls `cond` until it holds or `timeout` passes; returns whether it held.
 /// Used only where there is no channel to wait on (counters, kernel state).
@@ -44,6 +33,40 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// Polls the reactor's metrics until `cond` holds, for at most `timeout`
+/// (then fails, saying `what`); returns the snapshot that held.
+pub fn metrics_until(
+    r: &Reactor,
+    timeout: Duration,
+    what: &str,
+    cond: impl Fn(&netactor::Metrics) -> bool,
+) -> netactor::Metrics {
+    let end = Instant::now() + timeout;
+    loop {
+        let m = r.metrics();
+        if cond(&m) {
+            return m;
+        }
+        assert!(Instant::now() < end, "{what}: {m:#?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A listener whose connections echo what they read (raw) and close at EOF.
+pub fn echo_listener(r: &Reactor, opts: ListenOptions) -> Listener {
+    r.listen_with(any_port(), opts, |ctx| {
+        ctx.set_streaming(Some(netactor::framing::Raw));
+        |ctx: &mut netactor::Ctx<'_>, ev: Event| match ev {
+            Event::Read(f) => {
+                let _ = ctx.write(f.into_bytes().unwrap());
+            }
+            Event::Eof => ctx.close(),
+            _ => {}
+        }
+    })
+    .unwrap()
 }
 
 /// A server-side connection (channel mode) and the std client connected to it.

@@ -6,6 +6,7 @@
 
 use bytes::BytesMut;
 use netactor::framing::Decoder;
+use proptest::prelude::*;
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -201,6 +202,72 @@ pub fn run_peer(program: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
 /// Runs a python3 script (given inline) on `input`.
 pub fn python(script: &str, input: &[u8]) -> Vec<u8> {
     run_peer("python3", &["-c", script], input)
+}
+
+/// Split points for [`split`]: up to ten offsets below `max`.
+pub fn split_points(max: usize) -> impl Strategy<Value = Vec<usize>> {
+    proptest::collection::vec(0usize..max, 0..10)
+}
+
+/// Streams of up to `max_len` bytes drawn from `alphabet`.
+pub fn byte_stream(alphabet: &[u8], max_len: usize) -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(proptest::sample::select(alphabet.to_vec()), 0..max_len)
+}
+
+/// A frame (through the end of its match) and its match.
+pub type Found<'a> = (&'a [u8], &'a [u8]);
+
+/// The oracle on the whole stream: repeated `find` of the regex `pat` on
+/// `data`: what each match ends, and the bytes after the last match.
+pub fn find_all<'a>(pat: &str, data: &'a [u8]) -> (Vec<Found<'a>>, &'a [u8]) {
+    let oracle = regex::bytes::Regex::new(pat).unwrap();
+    let mut found = Vec::new();
+    let mut rest = data;
+    while let Some(m) = oracle.find(rest) {
+        found.push((&rest[..m.end()], m.as_bytes()));
+        rest = &rest[m.end()..];
+    }
+    (found, rest)
+}
+
+const PY_FIND_ALL: &str = r#"
+import re, sys
+pat, data = sys.stdin.buffer.read().split(b"\0", 1)
+rx = re.compile(pat)
+out = []
+while True:
+    m = rx.search(data)
+    if not m:
+        break
+    out.append(data[:m.start()].hex() + "/" + m.group(0).hex())
+    data = data[m.end():]
+print(" ".join(out))
+print(data.hex())
+"#;
+
+/// [`find_all`] by python3's `re`, in hex: (the bytes before each match,
+/// the match), and the bytes after the last match.
+pub fn python_find_all(pat: &str, data: &[u8]) -> (Vec<(String, String)>, String) {
+    let mut input = pat.as_bytes().to_vec();
+    input.push(0);
+    input.extend_from_slice(data);
+    let out = String::from_utf8(python(PY_FIND_ALL, &input)).unwrap();
+    let mut lines = out.lines();
+    let found = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .map(|p| {
+            let (before, m) = p.split_once('/').unwrap();
+            (before.to_owned(), m.to_owned())
+        })
+        .collect();
+    (found, lines.next().unwrap_or("").to_owned())
+}
+
+/// Lower-case hex, as python's `bytes.hex()`.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Runs a perl script (given inline) on `input`.

@@ -6,15 +6,25 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+// Also loaded by `common`: a test binary with both holds two copies.
+#[allow(clippy::duplicate_mod)]
+#[path = "../common/shared.rs"]
+mod shared;
+#[allow(unused_imports)] // each test binary uses a different subset
+pub use shared::{any_port, example_bin, reactor};
+
 use crossbeam_channel::Receiver;
 use netactor::tls::{ClientBuilder, ClientConfig, ServerBuilder, ServerConfig};
-use netactor::{ConnId, Event, Reactor};
+use netactor::{
+    ConnId, Connection, Event, ListenOptions, Listener, Options, Reactor, Sink, Target,
+};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
+use rustls::pki_types::ServerName;
 use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,18 +33,6 @@ use std::time::{Duration, Instant};
 
 /// Upper bound for "this should happen promptly" waits.
 pub const WAIT: Duration = Duration::from_secs(10);
-
-pub fn any_port() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-pub fn reactor(n: usize) -> Reactor {
-    Reactor::builder()
-        .workers(n)
-        .shutdown_timeout(Duration::from_secs(2))
-        .build()
-        .expect("reactor")
-}
 
 /// A certificate with its key, as PEM.
 #[derive(Clone)]
@@ -128,6 +126,101 @@ impl Pki {
             .build()
             .unwrap()
     }
+}
+
+/// A netactor TLS server on any port with `opts` and a certificate from `pki`.
+pub fn tls_listener(r: &Reactor, pki: &Pki, opts: Options) -> Listener {
+    r.listen(
+        any_port(),
+        ListenOptions::new()
+            .options(opts)
+            .tls(pki.server().server_config()),
+    )
+    .unwrap()
+}
+
+/// [`tls_listener`] whose connections get their handlers from `factory`.
+pub fn tls_listener_with<F, H>(r: &Reactor, pki: &Pki, opts: Options, factory: F) -> Listener
+where
+    F: Fn(&mut netactor::Ctx<'_>) -> H + Send + Sync + 'static,
+    H: netactor::Handler,
+{
+    r.listen_with(
+        any_port(),
+        ListenOptions::new()
+            .options(opts)
+            .tls(pki.server().server_config()),
+        factory,
+    )
+    .unwrap()
+}
+
+/// A netactor TLS client of `target`, verifying the server's certificate
+/// against `pki` for the host of `target`.
+pub fn tls_connect(
+    r: &Reactor,
+    pki: &Pki,
+    target: impl Into<Target>,
+    sink: impl Into<Sink>,
+) -> Connection {
+    r.connect(
+        target,
+        netactor::ConnectOptions::new().tls(pki.client_config(), None),
+        sink,
+    )
+    .unwrap()
+}
+
+/// An independent client session: rustls, for `localhost`, trusting `pki`.
+pub fn rustls_session(pki: &Pki) -> rustls::ClientConnection {
+    rustls::ClientConnection::new(
+        pki.client_config(),
+        ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap()
+}
+
+/// [`rustls_session`] over `sock`, as a blocking stream.
+pub fn rustls_stream(
+    pki: &Pki,
+    sock: TcpStream,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    rustls::StreamOwned::new(rustls_session(pki), sock)
+}
+
+/// [`rustls_stream`] over a new connection to `addr` whose reads and writes
+/// time out after [`WAIT`].
+pub fn rustls_client(
+    pki: &Pki,
+    addr: SocketAddr,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.set_write_timeout(Some(WAIT)).unwrap();
+    rustls_stream(pki, s)
+}
+
+/// Drives the handshake of a blocking rustls stream (either side) to its end.
+pub fn finish_handshake<C, S>(tls: &mut rustls::StreamOwned<C, TcpStream>)
+where
+    C: std::ops::DerefMut<Target = rustls::ConnectionCommon<S>>,
+    S: rustls::SideData,
+{
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).unwrap();
+    }
+}
+
+/// One `\r\n`-terminated line (with its `\r\n`), read a byte at a time so
+/// nothing after it is consumed; panics on EOF before it.
+pub fn read_line(s: &mut impl Read) -> String {
+    let mut out = Vec::new();
+    let mut b = [0u8; 1];
+    while !out.ends_with(b"\r\n") {
+        assert_eq!(s.read(&mut b).unwrap(), 1, "EOF after {out:?}");
+        out.push(b[0]);
+    }
+    String::from_utf8(out).unwrap()
 }
 
 /// A self-signed certificate for localhost (trusted by nobody).
@@ -225,21 +318,6 @@ pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
     }
     v.truncate(n);
     v
-}
-
-/// Path of a compiled example: `target/<profile>/examples/<name>`, found
-/// next to the running test binary (`target/<profile>/deps/`).
-pub fn example_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
-    let p = dir.join(name);
-    assert!(
-        p.exists(),
-        "example binary {} is missing: build it first with `cargo build --release --example {name}` \
-         (`cargo test --release` builds the examples before running tests)",
-        p.display()
-    );
-    p
 }
 
 /// Whether an external tool is on PATH.

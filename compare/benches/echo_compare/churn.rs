@@ -19,10 +19,12 @@
 //! handshake signature: the server still makes it, and checking it would
 //! only cost the load generator CPU the server needs.
 
-use super::{other, pattern, Measured, Shared, Window, ALL, NONE, WAKE};
+use super::{
+    flush_tls, other, pattern, thread_poll, tls_read, Measured, Shared, TlsRead, Window, ALL, WAKE,
+};
 use crate::server::Server;
 use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Token};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme};
@@ -30,7 +32,7 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A churn load.
 #[derive(Clone)]
@@ -158,15 +160,7 @@ impl Gen<'_> {
             return Ok(());
         };
         if let Some(tls) = slot.tls.as_mut() {
-            while tls.wants_write() {
-                match tls.write_tls(&mut &*stream) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            return Ok(());
+            return flush_tls(tls, stream);
         }
         while slot.sent < self.pat.len() {
             match (&*stream).write(&self.pat[slot.sent..]) {
@@ -267,38 +261,22 @@ impl Gen<'_> {
         readable: bool,
     ) -> io::Result<bool> {
         if readable {
+            let mut batch = false;
             loop {
-                match tls.read_tls(&mut &*stream) {
-                    Ok(0) => return Err(other("server closed the connection before the echo")),
-                    Ok(_) => {
-                        tls.process_new_packets()
-                            .map_err(|e| other(format!("TLS: {e}")))?;
-                        loop {
-                            match tls.reader().read(&mut self.scratch) {
-                                Ok(0) => return Err(other("server sent close_notify first")),
-                                Ok(n) => self.account(slot, n)?,
-                                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                                Err(e) => return Err(e),
-                            }
-                        }
-                        if slot.got == self.pat.len() {
-                            return Ok(true);
-                        }
+                match tls_read(tls, stream, &mut self.scratch, &mut batch)? {
+                    TlsRead::Plain(n) => self.account(slot, n)?,
+                    // Done once a whole batch of records completes the echo.
+                    TlsRead::Consumed if slot.got == self.pat.len() => return Ok(true),
+                    TlsRead::Consumed => {}
+                    TlsRead::Drained => break,
+                    TlsRead::Eof => {
+                        return Err(other("server closed the connection before the echo"))
                     }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
+                    TlsRead::CloseNotify => return Err(other("server sent close_notify first")),
                 }
             }
         }
-        while tls.wants_write() {
-            match tls.write_tls(&mut &*stream) {
-                Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        flush_tls(tls, stream)?;
         Ok(false)
     }
 }
@@ -312,13 +290,7 @@ fn churn_thread(
     counters: &[AtomicU64],
 ) -> io::Result<()> {
     let k = addrs.len();
-    let mut poll = Poll::new()?;
-    let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
-    shared
-        .wakers
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(waker);
+    let mut poll = thread_poll(shared)?;
     let mut pat = pattern(churn.size, 1);
     pat.truncate(churn.size);
     let mut g = Gen {
@@ -400,45 +372,9 @@ pub fn run_churn(
     threads: usize,
     turn: Duration,
 ) -> Vec<io::Result<Measured>> {
-    let k = servers.len();
-    let threads = threads.clamp(1, churn.slots.max(1));
-    let shared = Shared::new(k);
-    let counters: Vec<Vec<AtomicU64>> = (0..threads)
-        .map(|_| (0..k).map(|_| AtomicU64::new(0)).collect())
-        .collect();
-    let deadline = Instant::now() + w.setup_timeout;
-    let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
-    let measured = std::thread::scope(|scope| {
-        for (t, counter) in counters.iter().enumerate() {
-            let n = churn.slots / threads + usize::from(t < churn.slots % threads);
-            let (shared, addrs) = (&shared, &addrs);
-            let spawned = std::thread::Builder::new()
-                .name(format!("churn-{t}"))
-                .spawn_scoped(scope, move || {
-                    if let Err(e) = churn_thread(addrs, churn, n, shared, counter) {
-                        for s in 0..addrs.len() {
-                            shared.fail(s, &e);
-                        }
-                    }
-                });
-            if let Err(e) = spawned {
-                for s in 0..k {
-                    shared.fail(s, format!("spawn: {e}"));
-                }
-            }
-        }
-        // Ready once every server has completed a connection per slot.
-        let r = super::coordinate(servers, churn.slots, w, turn, deadline, &shared, &counters);
-        shared.stop.store(true, Ordering::Relaxed);
-        shared.set_active(NONE);
-        r
-    });
-    measured
-        .into_iter()
-        .enumerate()
-        .map(|(s, m)| match shared.failure(s) {
-            Some(e) => Err(other(e)),
-            None => m,
-        })
-        .collect()
+    // Ready once every server has completed a connection per slot.
+    let run = |addrs: &[SocketAddr], n, _deadline, shared: &Shared, counter: &[AtomicU64]| {
+        churn_thread(addrs, churn, n, shared, counter)
+    };
+    super::run_threads(servers, churn.slots, w, threads, turn, "churn", run)
 }

@@ -132,6 +132,37 @@ pub fn source_state() -> String {
     }
 }
 
+/// The report's title and its first lines (command, machine, source).
+pub fn report_header(bench: &str, command: &str) -> String {
+    format!(
+        "## {bench} results\n\n- command: `{command}`\n- machine: {}\n- source: {}\n",
+        machine(),
+        source_state()
+    )
+}
+
+/// Where a bench writes, next to the examples in `built`
+/// (`target/<profile>/examples`): the servers' log `{bench}-servers.log`
+/// (emptied) and the report `{bench}.md`.
+pub fn output_paths(built: &Path, bench: &str) -> (PathBuf, PathBuf) {
+    let target = built
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("target"));
+    let log = target.join(format!("{bench}-servers.log"));
+    let _ = std::fs::remove_file(&log);
+    (log, target.join(format!("{bench}.md")))
+}
+
+/// Prints the report and writes it to `path`.
+pub fn publish(report: &str, path: &Path) {
+    println!("\n{report}");
+    match std::fs::write(path, report) {
+        Ok(()) => eprintln!("written to {}", path.display()),
+        Err(e) => eprintln!("cannot write {}: {e}", path.display()),
+    }
+}
+
 /// Removes the temp dir on the way out (also on panic).
 pub struct TempDir(pub PathBuf);
 impl Drop for TempDir {

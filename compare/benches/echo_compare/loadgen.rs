@@ -120,6 +120,83 @@ fn other(msg: impl Into<String>) -> io::Error {
     io::Error::other(msg.into())
 }
 
+/// Writes the records `tls` has queued until the socket refuses more
+/// (`WouldBlock`: the writable edge resumes it).
+fn flush_tls(tls: &mut ClientConnection, stream: &TcpStream) -> io::Result<()> {
+    while tls.wants_write() {
+        match tls.write_tls(&mut &*stream) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// One step of [`tls_read`].
+enum TlsRead {
+    /// `n` bytes of plaintext at the start of the scratch buffer.
+    Plain(usize),
+    /// The plaintext of the records read so far is all delivered; the next
+    /// step reads more records from the socket.
+    Consumed,
+    /// The socket holds no more records for now (`WouldBlock`).
+    Drained,
+    /// The server closed the connection (TCP).
+    Eof,
+    /// The server sent close_notify.
+    CloseNotify,
+}
+
+/// Reads a TLS client connection a step at a time: a batch of records from
+/// `stream` (until `WouldBlock`), then their plaintext into `scratch`, a
+/// buffer-full per step. `batch` (false to begin with) tracks whether a
+/// batch's plaintext is being delivered.
+fn tls_read(
+    tls: &mut ClientConnection,
+    stream: &TcpStream,
+    scratch: &mut [u8],
+    batch: &mut bool,
+) -> io::Result<TlsRead> {
+    loop {
+        if *batch {
+            match tls.reader().read(scratch) {
+                Ok(0) => return Ok(TlsRead::CloseNotify),
+                Ok(n) => return Ok(TlsRead::Plain(n)),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    *batch = false;
+                    return Ok(TlsRead::Consumed);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        match tls.read_tls(&mut &*stream) {
+            Ok(0) => return Ok(TlsRead::Eof),
+            Ok(_) => {
+                tls.process_new_packets()
+                    .map_err(|e| other(format!("TLS: {e}")))?;
+                *batch = true;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(TlsRead::Drained),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A load-generator thread's poll, its waker handed to the coordinator.
+fn thread_poll(shared: &Shared) -> io::Result<Poll> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+    shared
+        .wakers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(waker);
+    Ok(poll)
+}
+
 fn new_socket(addr: SocketAddr) -> io::Result<TcpStream> {
     let s = TcpStream::connect(addr)?;
     let sock = socket2::SockRef::from(&s);
@@ -342,24 +419,14 @@ impl Gen<'_> {
     }
 
     fn drive_tls(&mut self, c: &mut Conn, tls: &mut ClientConnection) -> io::Result<()> {
+        let mut batch = false;
         loop {
-            match tls.read_tls(&mut &c.stream) {
-                Ok(0) => return Err(other("server closed the connection")),
-                Ok(_) => {
-                    tls.process_new_packets()
-                        .map_err(|e| other(format!("TLS: {e}")))?;
-                    loop {
-                        match tls.reader().read(&mut self.scratch) {
-                            Ok(0) => return Err(other("server sent close_notify")),
-                            Ok(n) => self.account(c, n)?,
-                            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                            Err(e) => return Err(e),
-                        }
-                    }
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+            match tls_read(tls, &c.stream, &mut self.scratch, &mut batch)? {
+                TlsRead::Plain(n) => self.account(c, n)?,
+                TlsRead::Consumed => {}
+                TlsRead::Drained => break,
+                TlsRead::Eof => return Err(other("server closed the connection")),
+                TlsRead::CloseNotify => return Err(other("server sent close_notify")),
             }
         }
         if !c.running && !tls.is_handshaking() {
@@ -372,15 +439,7 @@ impl Gen<'_> {
             c.sent += n as u64;
             c.to_write -= n;
         }
-        while tls.wants_write() {
-            match tls.write_tls(&mut &c.stream) {
-                Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        flush_tls(tls, &c.stream)
     }
 }
 
@@ -446,13 +505,7 @@ fn flow_thread(
     shared: &Shared,
     counters: &[AtomicU64],
 ) -> io::Result<()> {
-    let mut poll = Poll::new()?;
-    let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
-    shared
-        .wakers
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(waker);
+    let mut poll = thread_poll(shared)?;
     let pat = pattern(flow.size, flow.inflight);
     let mut g = Gen {
         pat: &pat,
@@ -572,8 +625,31 @@ pub fn run_flows(
     threads: usize,
     turn: Duration,
 ) -> Vec<io::Result<Measured>> {
+    let run = |addrs: &[SocketAddr], n, deadline, shared: &Shared, counter: &[AtomicU64]| {
+        flow_thread(addrs, flow, n, deadline, shared, counter)
+    };
+    run_threads(servers, flow.conns, w, threads, turn, "loadgen", run)
+}
+
+/// The body of [`run_flows`] and [`run_churn`]: `units` (connections or
+/// slots per server) dealt out to `threads` threads named `{name}-{t}`,
+/// each running `thread(addrs, its units, setup deadline, shared, its
+/// counters)` against every server at once while [`coordinate`] drives the
+/// turns; a failed thread fails every server.
+fn run_threads<F>(
+    servers: &[&Server],
+    units: usize,
+    w: Window,
+    threads: usize,
+    turn: Duration,
+    name: &str,
+    thread: F,
+) -> Vec<io::Result<Measured>>
+where
+    F: Fn(&[SocketAddr], usize, Instant, &Shared, &[AtomicU64]) -> io::Result<()> + Sync,
+{
     let k = servers.len();
-    let threads = threads.clamp(1, flow.conns.max(1));
+    let threads = threads.clamp(1, units.max(1));
     let shared = Shared::new(k);
     let counters: Vec<Vec<AtomicU64>> = (0..threads)
         .map(|_| (0..k).map(|_| AtomicU64::new(0)).collect())
@@ -582,12 +658,12 @@ pub fn run_flows(
     let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
     let measured = std::thread::scope(|scope| {
         for (t, counter) in counters.iter().enumerate() {
-            let n = flow.conns / threads + usize::from(t < flow.conns % threads);
-            let (shared, addrs) = (&shared, &addrs);
+            let n = units / threads + usize::from(t < units % threads);
+            let (shared, addrs, thread) = (&shared, &addrs, &thread);
             let spawned = std::thread::Builder::new()
-                .name(format!("loadgen-{t}"))
+                .name(format!("{name}-{t}"))
                 .spawn_scoped(scope, move || {
-                    if let Err(e) = flow_thread(addrs, flow, n, deadline, shared, counter) {
+                    if let Err(e) = thread(addrs, n, deadline, shared, counter) {
                         for s in 0..addrs.len() {
                             shared.fail(s, &e);
                         }
@@ -599,7 +675,8 @@ pub fn run_flows(
                 }
             }
         }
-        let r = coordinate(servers, flow.conns, w, turn, deadline, &shared, &counters);
+        // Ready once every server has had all its units working.
+        let r = coordinate(servers, units, w, turn, deadline, &shared, &counters);
         shared.stop.store(true, Ordering::Relaxed);
         shared.set_active(NONE);
         r

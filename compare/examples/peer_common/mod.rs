@@ -3,13 +3,17 @@
 //! TLS configuration, so every peer starts from the same settings as
 //! `examples/echo.rs`.
 //!
+//! The mio peers' event loops are in [`mio_loop`].
+//!
 //! Command line: `--listen ADDR [--workers N] [--cert PEM --key PEM] [--stack KIB]`
 //! (`peer_hyper_http` also takes `--pipeline-flush`).
 
 #![allow(dead_code)] // each peer uses a different subset
 
+pub mod mio_loop;
+
 use rustls::ServerConfig;
-use std::io::Write;
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::process::exit;
 use std::sync::Arc;
@@ -21,6 +25,11 @@ pub const READ_SIZE: usize = 64 << 10;
 /// Listen backlog, the same as netactor's and tokio's default, so 10 000
 /// connects in a burst never overflow the accept queue of one peer only.
 pub const BACKLOG: i32 = 1024;
+
+/// Read buffer of the blocking peers (thread, may): smaller than
+/// [`READ_SIZE`], as it lives per connection (on the heap) rather than per
+/// worker.
+pub const BLOCKING_BUF: usize = 16 << 10;
 
 /// Parsed command line.
 pub struct Args {
@@ -120,6 +129,46 @@ pub fn listener(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListen
     Ok(s.into())
 }
 
+/// [`listener`] (no `SO_REUSEPORT`) in non-blocking mode, with its address,
+/// for the event-loop peers; dies on an error.
+pub fn nonblocking_listener(name: &str, addr: SocketAddr) -> (TcpListener, SocketAddr) {
+    let l = listener(addr, false).unwrap_or_else(|e| die(name, "listen", e));
+    l.set_nonblocking(true)
+        .unwrap_or_else(|e| die(name, "set_nonblocking", e));
+    let addr = l
+        .local_addr()
+        .unwrap_or_else(|e| die(name, "local_addr", e));
+    (l, addr)
+}
+
+/// A multi-threaded tokio runtime with `workers` workers; dies on an error.
+pub fn tokio_runtime(name: &str, workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| die(name, "runtime", e))
+}
+
+/// Accepts on `listener` forever, handing each connection to `serve`; an
+/// accept error (EMFILE and friends) is reported and retried after 10 ms,
+/// the connections already open keep being served.
+pub async fn tokio_accept_loop(
+    name: &str,
+    listener: tokio::net::TcpListener,
+    mut serve: impl FnMut(tokio::net::TcpStream),
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => serve(stream),
+            Err(e) => {
+                eprintln!("{name}: accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
 /// Prints the readiness line the driver waits for.
 pub fn announce(addr: SocketAddr) {
     println!("listening on {addr}");
@@ -130,4 +179,57 @@ pub fn announce(addr: SocketAddr) {
 pub fn die(name: &str, what: &str, err: impl std::fmt::Display) -> ! {
     eprintln!("{name}: {what}: {err}");
     exit(1);
+}
+
+/// Echoes a blocking stream until EOF or an error.
+pub fn echo_blocking<S: Read + Write>(mut s: S) {
+    let mut buf = vec![0u8; BLOCKING_BUF];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if s.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// A blocking socket whose first byte can be waited for without taking it.
+pub trait Peek: Read + Write {
+    fn peek(&self, buf: &mut [u8]) -> std::io::Result<usize>;
+}
+
+impl Peek for std::net::TcpStream {
+    fn peek(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        std::net::TcpStream::peek(self, buf)
+    }
+}
+
+impl Peek for may::net::TcpStream {
+    fn peek(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        may::net::TcpStream::peek(self, buf)
+    }
+}
+
+/// One connection of a blocking peer: a TLS echo with `tls` (rustls'
+/// blocking `StreamOwned`), else a plain one.
+pub fn serve_blocking<S: Peek>(name: &str, stream: S, tls: Option<Arc<ServerConfig>>) {
+    match tls {
+        Some(cfg) => match rustls::ServerConnection::new(cfg) {
+            Ok(conn) => echo_blocking(rustls::StreamOwned::new(conn, stream)),
+            Err(e) => eprintln!("{name}: TLS: {e}"),
+        },
+        None => {
+            // Allocate the buffer only once data comes: idle
+            // connections then cost just their stack.
+            let mut probe = [0u8; 1];
+            if let Ok(1) = stream.peek(&mut probe) {
+                echo_blocking(stream)
+            }
+        }
+    }
 }
