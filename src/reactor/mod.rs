@@ -111,13 +111,6 @@ pub(crate) enum Task<S: Source> {
     Shutdown(Instant),
 }
 
-/// How many more sources than the worker it is compared with the
-/// accepting thread's own worker may host and still keep a new connection
-/// (plus 1/32 of that worker's count): bounds the imbalance a burst of
-/// long-lived connections accepted on one thread can leave, while
-/// connection churn, whose counts swing by tens, mostly stays local.
-const NEAR_SLACK: usize = 8;
-
 /// How many sources a worker hosts or has on their way to it (a
 /// `Task::Spawn` queued): what [`ReactorShared::pick_worker_near`]
 /// balances. Raised by the thread that assigns a new source, lowered by
@@ -329,23 +322,30 @@ impl<S: Source> ReactorShared<S> {
     }
 
     /// Picks the worker for a connection accepted on worker `near`'s
-    /// thread (`None`: the dedicated poller thread, round robin): `near`
-    /// itself, unless it hosts more than the next worker in round-robin
-    /// order by more than [`NEAR_SLACK`] + 1/32 of that one's count — then
-    /// that one.
+    /// thread (`None`: the dedicated poller thread, round robin): of
+    /// `near` and the next worker in round-robin order, the one hosting
+    /// fewer connections — `near` while it hosts at most one more (plus
+    /// 1/32 of the other's count). The one: a connection whose client has
+    /// gone but whose close this worker has not yet run still counts, and
+    /// without it each of a client's back-to-back connections would go to
+    /// the other worker.
     ///
-    /// Why near: the thread that accepts is the one that was polling, and
-    /// it usually polls again when the client's first bytes and its FIN
-    /// arrive, so a connection it keeps is served with no hand-off at all.
-    /// Dealt round robin, every other connection's accept and readiness
-    /// crossed to the other thread (a queue lock, and its state's cache
-    /// lines moving between cores): with connection churn on 2 workers that
-    /// was 1.3 hand-offs per connection, and ~12 % more server CPU per
-    /// connection than one worker alone needed. Comparing with one other
-    /// worker (round robin) rather than all keeps the choice O(1) however
-    /// many workers there are, and still spreads a burst of long-lived
-    /// connections evenly (to within the slack) — every accept compares
-    /// the counts as they are after the previous one.
+    /// Why near: the thread that accepts is the one that was
+    /// polling, and it often polls again when the client's first bytes and
+    /// its FIN arrive; a connection it keeps is then served with no
+    /// hand-off at all (a hand-off is a queue lock, and cache lines moving
+    /// between cores). Dealt round robin, every other short connection
+    /// crossed threads at its start, its read and its close. Why no more
+    /// slack than that: a burst of long-lived connections accepted on one
+    /// thread (ten bulk transfers, a thousand idle clients) must still end
+    /// up evenly spread — every accept compares the counts as they are
+    /// after the previous one, so a burst alternates as round robin would.
+    /// Measured on 2 workers under connection churn, keeping every
+    /// connection local changed server CPU per connection by less than
+    /// the noise (benches/RESULTS.md, session 8): the gain is the
+    /// hand-offs and wake-ups, not throughput. Comparing with one other
+    /// worker rather than all keeps the choice O(1) however many workers
+    /// there are.
     pub(crate) fn pick_worker_near(&self, near: Option<usize>) -> &Arc<WorkerShared<S>> {
         let n = self.workers.len();
         let Some(own) = near.filter(|&o| o < n && n > 1) else {
@@ -356,7 +356,7 @@ impl<S: Source> ReactorShared<S> {
             other = (other + 1) % n;
         }
         let theirs = self.workers[other].load.get();
-        let pick = if self.workers[own].load.get() <= theirs + NEAR_SLACK + theirs / 32 {
+        let pick = if self.workers[own].load.get() <= theirs + 1 + theirs / 32 {
             own
         } else {
             other
