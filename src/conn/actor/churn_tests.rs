@@ -295,3 +295,29 @@ fn a_tls_echo_shares_its_send_with_the_session_tickets_and_reads_stop_at_a_short
     drop(listener);
     reactor.shutdown();
 }
+
+#[test]
+fn a_short_tls_connection_arms_one_timer_entry() {
+    // The handshake timer's one entry also watches the idle keys once the
+    // handshake is done, and is due within KEY_IDLE. A connection used to
+    // arm three (48 here): the handshake's, due at its timeout (10 s, so
+    // churn left tens of thousands of stale entries in a worker's heap),
+    // the idle keys' and the close's linger; now two (32). Loose all the
+    // same: a connection slower than 250 ms on a loaded machine looks in
+    // once more.
+    const N: usize = 16;
+    let (reactor, listener) = tls_echo_connections(N, ClientWrites::AfterHandshake);
+    let armed: u64 = reactor
+        .metrics()
+        .workers
+        .iter()
+        .map(|w| w.timers_armed)
+        .sum();
+    eprintln!("{N} TLS connections: {armed} timer entries");
+    assert!(
+        armed < 5 * N as u64 / 2,
+        "{armed} timer entries for {N} connections"
+    );
+    drop(listener);
+    reactor.shutdown();
+}

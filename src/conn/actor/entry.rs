@@ -264,7 +264,7 @@ impl Source for Actor {
             }
             TimerKind::Handshake => {
                 if self.core.tls.as_ref().is_some_and(|t| t.is_handshaking()) {
-                    self.core.fail(Error::TimedOut(TimeoutKind::Handshake), w);
+                    self.core.tls_handshake_timer(w);
                 } else {
                     self.core.tls_keys_idle(w);
                 }

@@ -17,6 +17,7 @@ use crate::conn::Event;
 use crate::error::Error;
 use crate::error::Result;
 use crate::metrics::tls_version_idx;
+use crate::reactor::timers::{stamp, STAMP_UNIT};
 use crate::tls::TlsSession;
 use crate::tls::TlsSetup;
 use bytes::Bytes;
@@ -168,8 +169,17 @@ impl Core {
         self.shared.counters.set_tls(TlsState::Handshaking, None);
         self.tls_truncated = false;
         self.armed.clear(TimerKind::Handshake);
-        let at = w.now + self.opts.handshake_timeout;
-        self.arm(TimerKind::Handshake, at, w);
+        let until = w.now + self.opts.handshake_timeout;
+        if let Some(t) = self.tls.as_mut() {
+            // Rounded up to the next 10 ms unit: never earlier than asked.
+            t.handshake_until = stamp(until + STAMP_UNIT);
+        }
+        // One timer entry for the handshake and then for the idle keys
+        // (`tls_watch_keys`): due within KEY_IDLE, so a connection that
+        // ends early leaves its entry in the worker's heap for at most
+        // that long, not the whole handshake timeout (10 s by default:
+        // under churn, tens of thousands of stale entries per worker).
+        self.arm(TimerKind::Handshake, until.min(w.now + KEY_IDLE), w);
         // Bytes already buffered are ciphertext (the ClientHello behind a
         // STARTTLS command, or injected commands): never plaintext for the app.
         // (Nothing split off an empty buffer: splitting one not yet shared
@@ -289,7 +299,8 @@ impl Core {
         }
         if t.take_established() {
             self.connect_handshake = false;
-            self.armed.clear(TimerKind::Handshake);
+            // The handshake timer's entry stays: it watches the idle keys
+            // from here on (`tls_keys_idle`).
             let v = t.protocol_version();
             self.shared.counters.set_tls(TlsState::Established, v);
             self.shared.worker.metrics.conn.tls_done[tls_version_idx(v)].inc();
@@ -486,6 +497,22 @@ impl Core {
         self.arm(TimerKind::Handshake, at, w);
     }
 
+    /// The handshake timer during the handshake: fails it once its time is
+    /// up, or looks in again (at most [`KEY_IDLE`] later).
+    pub(super) fn tls_handshake_timer(&mut self, w: &mut WorkerCtx) {
+        let Some(until) = self.tls.as_ref().map(|t| t.handshake_until) else {
+            return;
+        };
+        // Stamps wrap (after 497 days): compared as a signed distance.
+        let left = until.wrapping_sub(stamp(w.now)) as i32;
+        if left <= 0 {
+            self.fail(Error::TimedOut(crate::error::TimeoutKind::Handshake), w);
+        } else {
+            let left = STAMP_UNIT * left as u32;
+            self.arm(TimerKind::Handshake, w.now + left.min(KEY_IDLE), w);
+        }
+    }
+
     /// The handshake timer of an established session: releases the record
     /// keys' AEAD contexts once the connection has been idle for
     /// [`KEY_IDLE`] (tls/idle_keys.rs), or watches again.
@@ -493,7 +520,7 @@ impl Core {
         let Some(t) = self.tls.as_mut() else {
             return;
         };
-        if t.keys_released() {
+        if !t.has_lazy_keys() || t.keys_released() {
             return;
         }
         let due = self.idle.any + KEY_IDLE;
