@@ -15,11 +15,11 @@
 //! bounds what netactor adds to it. Own test binary (`harness = false`):
 //! no other test allocates beside it.
 
-use netactor::framing::Raw;
+mod alloc_count;
+
+use alloc_count::{echo_listener, ALLOCS, UNCOUNTED};
 use netactor::tls::rustls;
-use netactor::{Ctx, Event, Handler, ListenOptions, Options, Reactor};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+use netactor::Reactor;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -46,73 +46,6 @@ const N: usize = 200;
 const MAX_EXTRA_PER_CONN: f64 = 6.5;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    /// Set on the client's thread: its allocations are not the server's.
-    static UNCOUNTED: Cell<bool> = const { Cell::new(false) };
-}
-
-struct Counting;
-
-fn count() {
-    // `try_with`: a thread being torn down has no thread-locals left.
-    if !UNCOUNTED.try_with(Cell::get).unwrap_or(false) {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: every call is passed on unchanged to the system allocator, which
-// upholds `GlobalAlloc`'s contract; counting touches no allocated memory.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: the caller's layout contract is passed on as is.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: as in `alloc`.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        // SAFETY: `ptr` came from this allocator (that is, `System`) with
-        // `layout`, as the caller guarantees.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as in `realloc`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// The echo example's handler: echo each frame, half-close after the
-/// client's EOF (close_notify), count the close.
-struct Echo(Arc<AtomicUsize>);
-
-impl Handler for Echo {
-    fn on_event(&mut self, ctx: &mut Ctx<'_>, ev: Event) {
-        match ev {
-            Event::Read(f) => {
-                if let Some(b) = f.into_bytes() {
-                    let _ = ctx.write(b);
-                }
-            }
-            Event::Eof => {
-                let _ = ctx.shutdown();
-            }
-            Event::Closed => {
-                self.0.fetch_add(1, Ordering::SeqCst);
-            }
-            _ => {}
-        }
-    }
-}
 
 /// One connection as the TLS churn benchmark's client makes it: the
 /// handshake, 64 bytes written with the client's Finished and read back,
@@ -245,22 +178,7 @@ fn main() {
 
     // netactor, configured as the echo example is.
     let reactor = Reactor::builder().workers(1).build().expect("reactor");
-    let closed = Arc::new(AtomicUsize::new(0));
-    let c2 = closed.clone();
-    let opts = Options::new()
-        .no_delay(true)
-        .low_water_mark(Some(256 << 10))
-        .linger(Duration::from_secs(5));
-    let listener = reactor
-        .listen_with(
-            "127.0.0.1:0".parse().unwrap(),
-            ListenOptions::new().options(opts).tls(server.clone()),
-            move |ctx| {
-                ctx.set_streaming(Some(Raw));
-                Echo(c2.clone())
-            },
-        )
-        .expect("listen");
+    let (listener, closed) = echo_listener(&reactor, Some(server.clone()));
     let ours = measure(listener.local_addr(), &client, &closed);
     drop(listener);
     reactor.shutdown();
