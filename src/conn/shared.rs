@@ -194,9 +194,6 @@ pub(crate) struct ConnShared {
     pub(crate) handles: AtomicUsize,
     pub(crate) close_on_drop: bool,
     pub(crate) counters: Counters,
-    /// Where the worker's registry of live connections keeps it
-    /// (`actor/live.rs`).
-    pub(crate) live_idx: AtomicU32,
     info: Mutex<ConnInfo>,
 }
 
@@ -219,7 +216,6 @@ impl ConnShared {
             handles: AtomicUsize::new(0),
             close_on_drop,
             counters: Counters::default(),
-            live_idx: AtomicU32::new(u32::MAX),
             info: Mutex::new(ConnInfo::default()),
         })
     }

@@ -159,8 +159,9 @@ pub(crate) enum AcceptMode {
 /// no such references) does not have.
 pub(crate) type PerWorker<T> = Box<[Arc<T>]>;
 
+/// `make()` for each of the reactor's `n` workers (indexed by worker).
 fn per_worker<T: ?Sized>(n: usize, make: impl Fn() -> Arc<T>) -> PerWorker<T> {
-    (0..n.max(1)).map(|_| make()).collect()
+    (0..n).map(|_| make()).collect()
 }
 
 pub(crate) enum AcceptOutcome {
@@ -283,7 +284,7 @@ impl ListenerShared {
         let id = ConnId(reactor.next_conn_id());
         let channel = matches!(self.mode, AcceptMode::Channel { .. });
         let w = worker.idx;
-        let opts = self.opts[w % self.opts.len()].clone();
+        let opts = self.opts[w].clone();
         let shared = ConnShared::new(id, worker.clone(), opts.wbuf_max, channel);
         // The handle knows its addresses before the actor starts: the peer
         // from accept, the local one from the listener unless it is a
@@ -304,7 +305,7 @@ impl ListenerShared {
         }
         let sink = match &self.mode {
             AcceptMode::Channel { events, .. } => SinkSetup::Ready(Sink::Channel(events.clone())),
-            AcceptMode::Handler(f) => SinkSetup::Factory(f[w % f.len()].clone()),
+            AcceptMode::Handler(f) => SinkSetup::Factory(f[w].clone()),
         };
         let handle = channel.then(|| Connection::from_shared(shared.clone()));
         let new = NewConn {
@@ -315,7 +316,7 @@ impl ListenerShared {
             tls: self
                 .tls
                 .as_ref()
-                .map(|c| Box::new(TlsSetup::Server(c[w % c.len()].clone()))),
+                .map(|c| Box::new(TlsSetup::Server(c[w].clone()))),
             limit: limit.map(Box::new),
         };
         // The poller role's holder (this thread) is the only writer.

@@ -22,8 +22,8 @@ pub(crate) struct Live {
 
 #[derive(Default)]
 struct Inner {
-    /// Indexed by the actor's slot in its worker's slab (which the
-    /// connection notes in `ConnShared::live_idx`): adding and removing
+    /// Indexed by the actor's slot in its worker's slab (its token's
+    /// slot, which the actor knows): adding and removing
     /// touch only that entry — a swap-remove would write the index of the
     /// connection moved into the hole, a cache miss on another
     /// connection's state at every close.
@@ -49,18 +49,16 @@ impl Live {
         if g.conns.len() <= slot {
             g.conns.resize(slot + 1, None);
         }
-        c.live_idx.store(slot as u32, Ordering::Relaxed);
         g.conns[slot] = Some(c.clone());
     }
 
     /// The actor for `c` is gone: its counts move to the totals (under
     /// the same lock a snapshot takes, so it is counted exactly once).
-    pub(crate) fn remove(&self, c: &ConnShared) {
+    pub(crate) fn remove(&self, c: &ConnShared, slot: usize) {
         let mut g = self.inner.lock();
-        let i = c.live_idx.load(Ordering::Relaxed) as usize;
         let Some(entry) = g
             .conns
-            .get_mut(i)
+            .get_mut(slot)
             .filter(|x| x.as_deref().is_some_and(|x| std::ptr::eq(x, c)))
         else {
             return; // never added
@@ -107,6 +105,9 @@ impl Drop for super::Core {
     /// However the actor ends (closed, aborted, or dropped with its
     /// worker), its connection leaves the registry.
     fn drop(&mut self) {
-        self.shared.worker.source_shared.remove(&self.shared);
+        self.shared
+            .worker
+            .source_shared
+            .remove(&self.shared, self.token.slot());
     }
 }
