@@ -85,31 +85,56 @@ impl Stream {
         }
     }
 
-    /// Registers every descriptor under `token` (edge-triggered, both
-    /// directions: `sys::Poller::add_stream`), after the per-OS socket setup.
+    /// Registers every descriptor under `token` (edge-triggered:
+    /// `sys::Poller::add_stream`), after the per-OS socket setup. A socket
+    /// is registered for reading only: writability is asked for when a
+    /// write first blocks ([`watch_writable`](Self::watch_writable)). A
+    /// pipe's write end is registered for it at once (it has nothing else
+    /// to report). Returns whether writability is watched already.
     pub(crate) fn register(
         &self,
         poller: &crate::sys::Poller,
         token: crate::reactor::Token,
-    ) -> io::Result<()> {
+    ) -> io::Result<bool> {
         use crate::sys::socket::prepare_stream;
         match self {
             Stream::Tcp(s) => {
                 prepare_stream(s)?;
-                poller.add_stream(s, token.0)
+                poller.add_stream(s, token.0, false)?;
+                Ok(false)
             }
             #[cfg(unix)]
             Stream::Unix(s) => {
                 prepare_stream(s)?;
-                poller.add_stream(s, token.0)
+                poller.add_stream(s, token.0, false)?;
+                Ok(false)
             }
             #[cfg(unix)]
             Stream::Pipe { read, write } => {
-                for fd in read.iter().chain(write.iter()) {
-                    poller.add_stream(fd, token.0)?;
+                if let Some(fd) = read {
+                    poller.add_stream(fd, token.0, false)?;
                 }
-                Ok(())
+                if let Some(fd) = write {
+                    poller.add_stream(fd, token.0, true)?;
+                }
+                Ok(true)
             }
+        }
+    }
+
+    /// Adds writability to a registered socket's interest (a pipe's write
+    /// end has it from the start).
+    pub(crate) fn watch_writable(
+        &self,
+        poller: &crate::sys::Poller,
+        token: crate::reactor::Token,
+    ) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => poller.watch_writable(s, token.0),
+            #[cfg(unix)]
+            Stream::Unix(s) => poller.watch_writable(s, token.0),
+            #[cfg(unix)]
+            Stream::Pipe { .. } => Ok(()),
         }
     }
 

@@ -27,6 +27,11 @@ const WAKER_KEY: u64 = u64::MAX;
 /// the interest off, so a paused listener wakes nobody.
 const LISTENER: EventFlags = EventFlags::IN.union(EventFlags::ET);
 
+/// A connection's interest before writability is asked for.
+const STREAM: EventFlags = EventFlags::IN
+    .union(EventFlags::RDHUP)
+    .union(EventFlags::ET);
+
 /// Whether a listener must be re-armed after every burst (oneshot).
 pub(crate) const LISTENER_ONESHOT: bool = false;
 /// Whether closing a connection's (never duplicated) descriptor also takes
@@ -66,18 +71,46 @@ impl Poller {
         })
     }
 
-    /// Registers a connection's descriptor: edge-triggered, both directions,
-    /// and `EPOLLRDHUP`, so a FIN that came with the data is seen without
-    /// the `recv` that would only say EAGAIN. Closing the (never duplicated)
-    /// descriptor also removes it, so a forgotten `delete` cannot leave a
-    /// stale registration behind.
-    pub(crate) fn add_stream(&self, src: &impl AsSource, key: usize) -> io::Result<()> {
+    /// Registers a connection's descriptor: edge-triggered, `EPOLLRDHUP` (so
+    /// a FIN that came with the data is seen without the `recv` that would
+    /// only say EAGAIN), and writability only if `writable`. A socket is
+    /// writable from the start, so asking for it at once raises an event
+    /// that says nothing new — for a short connection, a turn and often a
+    /// hand-off to its worker; [`watch_writable`](Self::watch_writable)
+    /// asks for it once a write first blocks. Closing the (never
+    /// duplicated) descriptor also removes it, so a forgotten `delete`
+    /// cannot leave a stale registration behind.
+    pub(crate) fn add_stream(
+        &self,
+        src: &impl AsSource,
+        key: usize,
+        writable: bool,
+    ) -> io::Result<()> {
         super::tally!(self, ctl_add);
+        let out = if writable {
+            EventFlags::OUT
+        } else {
+            EventFlags::empty()
+        };
         epoll::add(
             &self.epoll,
             src.as_fd(),
             EventData::new_u64(key as u64),
-            EventFlags::IN | EventFlags::OUT | EventFlags::RDHUP | EventFlags::ET,
+            STREAM.union(out),
+        )?;
+        Ok(())
+    }
+
+    /// Adds writability to a connection's interest (after its first blocked
+    /// write). Modifying re-checks readiness, so room that came since the
+    /// write blocked is reported, not lost.
+    pub(crate) fn watch_writable(&self, src: &impl AsSource, key: usize) -> io::Result<()> {
+        super::tally!(self, ctl_mod);
+        epoll::modify(
+            &self.epoll,
+            src.as_fd(),
+            EventData::new_u64(key as u64),
+            STREAM.union(EventFlags::OUT),
         )?;
         Ok(())
     }

@@ -166,7 +166,7 @@ mod tests {
         let mut client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (server, _) = l.accept().unwrap();
         server.set_nonblocking(true).unwrap();
-        p.add_stream(&server, 7).unwrap();
+        p.add_stream(&server, 7, true).unwrap();
         let mut out = Vec::new();
         // Writable at once.
         wait_for(&p, &mut out, |r, _| {
@@ -189,6 +189,31 @@ mod tests {
         drop(client);
         wait_for(&p, &mut out, |r, _| {
             r.iter().any(|e| e.key == 7 && e.readable && e.hup)
+        });
+        p.delete(&server).unwrap();
+    }
+
+    #[test]
+    fn writability_is_reported_only_once_asked_for() {
+        let p = Poller::new().unwrap();
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, _) = l.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        p.add_stream(&server, 7, false).unwrap();
+        // Writable from the start, and not reported: nothing happened.
+        let mut out = Vec::new();
+        p.wait(&mut out, Some(Duration::from_millis(50))).unwrap();
+        assert!(out.iter().all(|e| e.key != 7), "{out:?}");
+        // Reading is.
+        client.write_all(b"x").unwrap();
+        wait_for(&p, &mut out, |r, _| {
+            r.iter().any(|e| e.key == 7 && e.readable && !e.writable)
+        });
+        // Asked for later, writability that is already there is reported.
+        p.watch_writable(&server, 7).unwrap();
+        wait_for(&p, &mut out, |r, _| {
+            r.iter().any(|e| e.key == 7 && e.writable)
         });
         p.delete(&server).unwrap();
     }

@@ -52,19 +52,35 @@ impl Poller {
         })
     }
 
-    /// Registers a connection: edge-triggered, both directions.
-    pub(crate) fn add_stream(&self, src: &impl AsSource, key: usize) -> io::Result<()> {
+    /// Registers a connection: edge-triggered, writability only if
+    /// `writable` (see the epoll backend's `add_stream`).
+    pub(crate) fn add_stream(
+        &self,
+        src: &impl AsSource,
+        key: usize,
+        writable: bool,
+    ) -> io::Result<()> {
         super::tally!(self, ctl_add);
+        let ev = if writable {
+            Event::all(key)
+        } else {
+            Event::readable(key)
+        };
         // SAFETY: `polling` requires the source to be deleted before it is
         // closed. A connection deletes its descriptors when it finishes
         // (`Stream::deregister`); on the only backends `new` accepts (epoll
         // and kqueue) closing a descriptor also removes it from the kernel
         // set and `polling` keeps no state of its own per source, so a
         // connection dropped by a panic leaves nothing dangling either.
-        unsafe {
-            self.inner
-                .add_with_mode(borrow(src), Event::all(key), PollMode::Edge)
-        }
+        unsafe { self.inner.add_with_mode(borrow(src), ev, PollMode::Edge) }
+    }
+
+    /// Adds writability to a connection's interest (after its first
+    /// blocked write); readiness already there is reported.
+    pub(crate) fn watch_writable(&self, src: &impl AsSource, key: usize) -> io::Result<()> {
+        super::tally!(self, ctl_mod);
+        self.inner
+            .modify_with_mode(src, Event::all(key), PollMode::Edge)
     }
 
     /// Registers a listener: readable, reported once until re-armed.

@@ -42,10 +42,12 @@ impl Core {
                     return;
                 }
                 Ok((stream, false)) => {
-                    let r = w.poller.add_stream(&stream, self.token.0);
+                    // Writable is what says the connect finished.
+                    let r = w.poller.add_stream(&stream, self.token.0, true);
                     match r {
                         Ok(()) => {
                             self.registered = true;
+                            self.wr.out_watched = true;
                             self.sock = Some(Stream::Tcp(stream));
                             let at = w.now + self.opts.connect_timeout;
                             self.armed.clear(TimerKind::Connect);

@@ -30,11 +30,13 @@ impl Core {
             }
         }
         if !self.registered {
-            let r = stream.register(&w.poller, self.token);
-            if let Err(e) = r {
-                self.sock = Some(stream);
-                self.fail(Error::from_io(e), w);
-                return;
+            match stream.register(&w.poller, self.token) {
+                Ok(watched) => self.wr.out_watched = watched,
+                Err(e) => {
+                    self.sock = Some(stream);
+                    self.fail(Error::from_io(e), w);
+                    return;
+                }
             }
             self.registered = true;
         }

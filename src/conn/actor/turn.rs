@@ -228,6 +228,11 @@ impl Core {
         if self.phase == Phase::Open && self.rd.eof_reported && self.wr.side == WriteSide::Shut {
             self.close(w);
         }
+        // A write blocked: only now is writability worth an event (the
+        // modify reports room that came since, so no edge is lost).
+        if !self.wr.writable && !self.wr.out_watched && self.registered {
+            self.watch_writable(w);
+        }
         self.publish(w);
         // An idle connection keeps no read buffer: return it to the worker's pool.
         if self.rd.buf.is_empty() && self.rd.buf.capacity() > 0 {
@@ -240,6 +245,19 @@ impl Core {
         if self.wr.queue.is_empty() && self.wr.queue.capacity() > 0 {
             w.local
                 .recycle_write_queue(std::mem::take(&mut self.wr.queue));
+        }
+    }
+
+    /// Asks the poller for writability (the first blocked write).
+    #[cold]
+    #[inline(never)]
+    fn watch_writable(&mut self, w: &mut WorkerCtx) {
+        let Some(sock) = self.sock.as_ref() else {
+            return;
+        };
+        match sock.watch_writable(&w.poller, self.token) {
+            Ok(()) => self.wr.out_watched = true,
+            Err(e) => self.fail(Error::from_io(e), w),
         }
     }
 }

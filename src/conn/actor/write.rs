@@ -34,6 +34,12 @@ pub(super) struct WriteHalf {
     pub(super) side: WriteSide,
     /// The socket may take more (forgotten only on EAGAIN or a short write).
     pub(super) writable: bool,
+    /// The poller reports writability for this socket. Not at first: a
+    /// fresh socket is writable, and asking at once costs every connection
+    /// an event that says nothing (a turn, often a hand-off). Asked for at
+    /// the end of the turn in which a write first blocked
+    /// (`Core::end_of_turn`), and kept from then on.
+    pub(super) out_watched: bool,
     /// The queue went above the low-water mark: `Drain` once it is back.
     pub(super) above_lwm: bool,
     /// One `Drain` was asked for ([`Ctx::request_drain`]).
@@ -51,6 +57,7 @@ impl WriteHalf {
             len: 0,
             side: WriteSide::Open,
             writable: false,
+            out_watched: false,
             above_lwm: false,
             drain_requested: false,
             drain_waiters: None,
