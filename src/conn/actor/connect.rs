@@ -123,7 +123,7 @@ impl Core {
         if self.phase == Phase::Open {
             w.metrics.conn.connected.inc();
             log::debug!("{}: connected to {peer}", self.shared.id);
-            self.outbox.events.push(Event::Connected { peer });
+            self.outbox.push(&mut w.local, Event::Connected { peer });
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use super::ctx::Ctx;
 use super::handler::Handler;
+use super::pools::Pools;
 use super::requests::ReadRequest;
 use super::timers::TimerKind;
 use super::Actor;
@@ -69,6 +70,19 @@ impl Outbox {
         } else {
             (self.retry_ms * 2).min(RETRY_MS_MAX)
         };
+    }
+
+    /// Queues an event, in a vector from the worker's pool: a connection
+    /// holds none between turns, and a turn that delivers nothing through
+    /// the queue (a frame goes to a handler directly) takes none.
+    #[inline]
+    pub(super) fn push(&mut self, pools: &mut Pools, ev: Event) {
+        if self.events.capacity() == 0 {
+            if let Some(v) = pools.event_vecs.pop() {
+                self.events = v;
+            }
+        }
+        self.events.push(ev);
     }
 
     /// Keeps a read whose answer is a completion, for the next delivery.
@@ -139,7 +153,7 @@ impl Actor {
     #[cold]
     #[inline(never)]
     fn queue_frame(&mut self, frame: Frame, w: &mut WorkerCtx) {
-        self.core.outbox.events.push(Event::Read(frame));
+        self.core.outbox.push(&mut w.local, Event::Read(frame));
         w.metrics.conn.frames.inc();
     }
 
@@ -156,16 +170,15 @@ impl Actor {
             if self.core.outbox.events.is_empty() {
                 break;
             }
-            // Event vectors circulate through the worker's pool: no
-            // allocation per event, and an idle connection holds none.
-            let spare = w.local.event_vecs.pop().unwrap_or_default();
-            let mut events = std::mem::replace(&mut self.core.outbox.events, spare);
+            // Taken whole: what the handler causes meanwhile (its close's
+            // `Closed`) queues behind, in a vector of its own from the
+            // worker's pool, and runs in the next round. This one goes
+            // back to the pool.
+            let mut events = std::mem::take(&mut self.core.outbox.events);
             match self.sink.as_mut() {
                 None => {
                     // The handler factory has not run yet: keep them.
-                    std::mem::swap(&mut self.core.outbox.events, &mut events);
-                    self.core.outbox.events.append(&mut events);
-                    w.local.recycle_events(events);
+                    self.core.outbox.events = events;
                     return;
                 }
                 Some(Sink::Channel(tx)) => {
@@ -189,8 +202,15 @@ impl Actor {
                     }
                 }
                 Some(Sink::Handler(h)) => {
-                    for ev in events.drain(..) {
-                        self.core.call_handler(h, ev, w);
+                    if events.len() == 1 {
+                        // The usual case (`Eof`, `Closed`): no drain.
+                        if let Some(ev) = events.pop() {
+                            self.core.call_handler(h, ev, w);
+                        }
+                    } else {
+                        for ev in events.drain(..) {
+                            self.core.call_handler(h, ev, w);
+                        }
                     }
                 }
             }

@@ -129,10 +129,13 @@ impl Actor {
                         error,
                         fatal: false,
                     }) => {
-                        core.outbox.events.push(Event::Error {
-                            error,
-                            fatal: false,
-                        });
+                        core.outbox.push(
+                            &mut w.local,
+                            Event::Error {
+                                error,
+                                fatal: false,
+                            },
+                        );
                         let stuck = core.rd.buf.len() == before;
                         self.deliver(w);
                         if stuck {
@@ -164,18 +167,24 @@ impl Actor {
             core.rd.eof_reported = true;
             if core.tls_truncated {
                 // Distinct from a clean close_notify, for protocols that care.
-                core.outbox.events.push(Event::Error {
-                    error: Error::TlsTruncated,
-                    fatal: false,
-                });
+                core.outbox.push(
+                    &mut w.local,
+                    Event::Error {
+                        error: Error::TlsTruncated,
+                        fatal: false,
+                    },
+                );
             }
             if (core.rd.stream.is_some() || core.rd.in_place) && !core.rd.buf.is_empty() {
-                core.outbox.events.push(Event::Error {
-                    error: Error::UnexpectedEof,
-                    fatal: false,
-                });
+                core.outbox.push(
+                    &mut w.local,
+                    Event::Error {
+                        error: Error::UnexpectedEof,
+                        fatal: false,
+                    },
+                );
             }
-            core.outbox.events.push(Event::Eof);
+            core.outbox.push(&mut w.local, Event::Eof);
             self.deliver(w);
         }
         let core = &mut self.core;

@@ -304,10 +304,13 @@ impl Source for Actor {
             let e = Error::Panicked(msg.clone());
             self.core.failure.get_or_insert_with(|| Box::new(e.clone()));
             self.core.fail_reads(e);
-            self.core.outbox.events.push(Event::Error {
-                error: Error::Panicked(msg),
-                fatal: true,
-            });
+            self.core.outbox.push(
+                &mut w.local,
+                Event::Error {
+                    error: Error::Panicked(msg),
+                    fatal: true,
+                },
+            );
         }
         self.abort(w);
     }

@@ -297,10 +297,13 @@ impl Core {
             self.failure.get_or_insert_with(|| Box::new(e.clone()));
         }
         self.fail_reads(e.clone());
-        self.outbox.events.push(Event::Error {
-            error: e,
-            fatal: true,
-        });
+        self.outbox.push(
+            &mut w.local,
+            Event::Error {
+                error: e,
+                fatal: true,
+            },
+        );
         if socket_dead || self.phase != Phase::Open || self.connecting() {
             self.finish(w);
         } else {
@@ -400,7 +403,7 @@ impl Core {
         }
         self.armed.clear_all();
         self.publish(w);
-        self.outbox.events.push(Event::Closed);
+        self.outbox.push(&mut w.local, Event::Closed);
     }
 }
 

@@ -138,11 +138,14 @@ impl Core {
                 TimerKind::Read => self.idle.read = w.now,
                 _ => self.idle.write = w.now,
             }
-            self.outbox.events.push(Event::Timeout(match kind {
-                TimerKind::Activity => TimeoutKind::Activity,
-                TimerKind::Read => TimeoutKind::Read,
-                _ => TimeoutKind::Write,
-            }));
+            self.outbox.push(
+                &mut w.local,
+                Event::Timeout(match kind {
+                    TimerKind::Activity => TimeoutKind::Activity,
+                    TimerKind::Read => TimeoutKind::Read,
+                    _ => TimeoutKind::Write,
+                }),
+            );
             let at = w.now + period;
             self.arm(kind, at, w);
         } else {

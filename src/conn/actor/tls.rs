@@ -103,10 +103,13 @@ impl Core {
         }
         match self.phase {
             Phase::Resolving | Phase::Connecting if self.pending_tls.is_some() => {
-                self.outbox.events.push(Event::Error {
-                    error: Error::InvalidInput("starttls while TLS is already set up".into()),
-                    fatal: false,
-                });
+                self.outbox.push(
+                    &mut w.local,
+                    Event::Error {
+                        error: Error::InvalidInput("starttls while TLS is already set up".into()),
+                        fatal: false,
+                    },
+                );
                 return;
             }
             Phase::Resolving | Phase::Connecting => {
@@ -146,10 +149,13 @@ impl Core {
             return;
         }
         if self.tls.is_some() {
-            self.outbox.events.push(Event::Error {
-                error: Error::InvalidInput("starttls while TLS is already active".into()),
-                fatal: false,
-            });
+            self.outbox.push(
+                &mut w.local,
+                Event::Error {
+                    error: Error::InvalidInput("starttls while TLS is already active".into()),
+                    fatal: false,
+                },
+            );
             return;
         }
         let mut session = match TlsSession::new(setup) {
@@ -195,7 +201,7 @@ impl Core {
             if let Some(t) = self.tls.as_mut() {
                 t.push_incoming(buffered);
             }
-            if let Err(e) = self.tls_input(n) {
+            if let Err(e) = self.tls_input(n, w) {
                 self.fail(e, w);
                 return;
             }
@@ -225,10 +231,13 @@ impl Core {
                 return;
             }
         };
-        self.outbox.events.push(Event::Error {
-            error: Error::InvalidInput(why.into()),
-            fatal: false,
-        });
+        self.outbox.push(
+            &mut w.local,
+            Event::Error {
+                error: Error::InvalidInput(why.into()),
+                fatal: false,
+            },
+        );
     }
 
     /// Encrypts everything queued so far (it was written while TLS was on),
@@ -284,7 +293,7 @@ impl Core {
 
     /// Has the engine process the ciphertext it holds (of which the last
     /// `new` bytes just arrived) and acts on what changed.
-    pub(super) fn tls_input(&mut self, new: usize) -> Result<()> {
+    pub(super) fn tls_input(&mut self, new: usize, w: &mut WorkerCtx) -> Result<()> {
         let Some(t) = self.tls.as_mut() else {
             return Ok(());
         };
@@ -306,7 +315,7 @@ impl Core {
             self.shared.worker.metrics.conn.tls_done[tls_version_idx(v)].inc();
             log::debug!("{}: TLS established ({v:?})", self.shared.id);
             self.shared.set_tls_info(Some(t.info()));
-            self.outbox.events.push(Event::TlsEstablished);
+            self.outbox.push(&mut w.local, Event::TlsEstablished);
         }
         if t.peer_closed {
             let answer = !t.stopping && !t.close_sent() && self.opts.follow_stoptls;
@@ -432,7 +441,7 @@ impl Core {
                         )
                     });
                 }
-                let r = self.tls_input(n).map(|()| n);
+                let r = self.tls_input(n, w).map(|()| n);
                 if self.phase == Phase::Closing {
                     // Closing reads only to finish the handshake; data is dropped.
                     self.rd.buf.clear();

@@ -20,11 +20,6 @@ use std::sync::Arc;
 impl Actor {
     /// One turn: mailbox, then pump, then event delivery.
     pub(crate) fn run(&mut self, w: &mut WorkerCtx) {
-        if self.core.outbox.events.capacity() == 0 {
-            if let Some(v) = w.local.event_vecs.pop() {
-                self.core.outbox.events = v;
-            }
-        }
         loop {
             if self.core.deferred.is_some() && !self.core.establishing() {
                 self.replay_deferred(w);
