@@ -85,11 +85,12 @@ impl<M> Mailbox<M> {
 
     /// Closes the mailbox: later posts get their message back. Returns what
     /// was still waiting.
-    pub(crate) fn close(&self) -> VecDeque<M> {
+    /// Marks the mailbox closed; what was still in it, if anything.
+    pub(crate) fn close(&self) -> Option<VecDeque<M>> {
         let mut msgs = self.msgs.lock();
         self.closed.store(true, Ordering::Relaxed);
         self.has_mail.store(false, Ordering::Release);
-        std::mem::take(&mut *msgs)
+        (!msgs.is_empty()).then(|| std::mem::take(&mut *msgs))
     }
 
     pub(crate) fn is_closed(&self) -> bool {

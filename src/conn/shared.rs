@@ -203,6 +203,7 @@ impl ConnShared {
         worker: Arc<WorkerShared>,
         wbuf_max: usize,
         close_on_drop: bool,
+        info: ConnInfo,
     ) -> Arc<Self> {
         Arc::new(ConnShared {
             id,
@@ -216,7 +217,7 @@ impl ConnShared {
             handles: AtomicUsize::new(0),
             close_on_drop,
             counters: Counters::default(),
-            info: Mutex::new(ConnInfo::default()),
+            info: Mutex::new(info),
         })
     }
 
@@ -296,8 +297,9 @@ impl ConnShared {
         self.mailbox.take(into);
     }
 
-    /// Marks the mailbox closed and returns what was still in it.
-    pub(crate) fn close_mailbox(&self) -> VecDeque<Msg> {
+    /// Marks the mailbox closed and returns what was still in it (`None`:
+    /// nothing).
+    pub(crate) fn close_mailbox(&self) -> Option<VecDeque<Msg>> {
         self.mailbox.close()
     }
 

@@ -285,24 +285,26 @@ impl ListenerShared {
         let channel = matches!(self.mode, AcceptMode::Channel { .. });
         let w = worker.idx;
         let opts = self.opts[w].clone();
-        let shared = ConnShared::new(id, worker.clone(), opts.wbuf_max, channel);
         // The handle knows its addresses before the actor starts: the peer
         // from accept, the local one from the listener unless it is a
-        // wildcard (then one `getsockname`).
+        // wildcard (then one `getsockname`). Written before the state is
+        // shared, so without taking its lock.
+        let mut info = crate::conn::shared::ConnInfo::default();
         match &stream {
             Stream::Tcp(tcp) => {
-                let local = if self.local.ip().is_unspecified() {
+                info.local = if self.local.ip().is_unspecified() {
                     tcp.local_addr().ok()
                 } else {
                     Some(self.local)
                 };
-                shared.set_addrs(local, peer);
+                info.peer = peer;
             }
             #[cfg(unix)]
-            Stream::Unix(u) => shared.set_peer_credentials(super::unix::peer_credentials(u)),
+            Stream::Unix(u) => info.peer_cred = super::unix::peer_credentials(u),
             #[cfg(unix)]
             Stream::Pipe { .. } => {} // never accepted
         }
+        let shared = ConnShared::new(id, worker.clone(), opts.wbuf_max, channel, info);
         let sink = match &self.mode {
             AcceptMode::Channel { events, .. } => SinkSetup::Ready(Sink::Channel(events.clone())),
             AcceptMode::Handler(f) => SinkSetup::Factory(f[w].clone()),

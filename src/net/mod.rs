@@ -488,7 +488,13 @@ impl Reactor {
         let worker = self.shared.pick_worker().clone();
         let id = ConnId(self.shared.next_conn_id());
         let close_on_drop = matches!(sink, Sink::Channel(_));
-        let shared = ConnShared::new(id, worker.clone(), opts.wbuf_max, close_on_drop);
+        let shared = ConnShared::new(
+            id,
+            worker.clone(),
+            opts.wbuf_max,
+            close_on_drop,
+            Default::default(),
+        );
         if let Start::Stream(Stream::Tcp(s)) = &start {
             shared.set_addrs(s.local_addr().ok(), s.peer_addr().ok());
         }

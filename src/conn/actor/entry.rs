@@ -112,33 +112,39 @@ impl Source for Actor {
         shared.worker.source_shared.add(&shared, token.slot());
         log::trace!("{}: started on worker {}", shared.id, token.worker());
         let now = w.now;
-        let mut core = Core {
-            shared,
-            token,
-            phase: Phase::Resolving,
-            failure: None,
-            sock: None,
-            registered: false,
-            accepted: false,
-            rd: ReadHalf::new(opts.read_size),
-            wr: WriteHalf::new(),
-            opts,
-            idle: Inactivity::new(now),
-            armed: Armed::default(),
-            outbox: Outbox::new(),
-            connect: None,
-            tls: None,
-            pending_tls: tls.map(|t| (*t, 0)),
-            tls_truncated: false,
-            close_pending: false,
-            connect_handshake: false,
-            deferred: None,
-            _limit: limit,
-        };
         let (sink, factory) = match sink {
             SinkSetup::Ready(s) => (Some(s), None),
             SinkSetup::Factory(f) => (None, Some(f)),
         };
+        // Built in its place at once: the actor (~0.5 KiB) is not moved
+        // (built aside and then moved in, it cost a copy per connection).
+        let actor = into.insert(Actor {
+            core: Core {
+                shared,
+                token,
+                phase: Phase::Resolving,
+                failure: None,
+                sock: None,
+                registered: false,
+                accepted: false,
+                rd: ReadHalf::new(opts.read_size),
+                wr: WriteHalf::new(),
+                opts,
+                idle: Inactivity::new(now),
+                armed: Armed::default(),
+                outbox: Outbox::new(),
+                connect: None,
+                tls: None,
+                pending_tls: tls.map(|t| (*t, 0)),
+                tls_truncated: false,
+                close_pending: false,
+                connect_handshake: false,
+                deferred: None,
+                _limit: limit,
+            },
+            sink,
+        });
+        let core = &mut actor.core;
         match start {
             Start::Stream(stream) => core.open(stream, w),
             Start::Accepted(stream) => {
@@ -173,8 +179,6 @@ impl Source for Actor {
                 connect::resolve(core.shared.clone(), target, resolver);
             }
         }
-        // Into its place at once: the actor (~0.5 KiB) is not moved again.
-        let actor = into.insert(Actor { core, sink });
         if let Some(factory) = factory {
             let built = {
                 let mut ctx = Ctx {

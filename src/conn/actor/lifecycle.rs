@@ -374,24 +374,39 @@ impl Core {
         }
         self.tls = None;
         self.shared.write_shut.store(true, Ordering::Release);
-        self.shared.release_write(self.wr.len);
-        self.wr.len = 0;
-        self.wr.queue.clear();
-        let why = self.end_error();
-        if let Some(q) = self.deferred.take() {
-            self.discard_mail(*q, &why);
+        // What follows is for connections that end with something left (a
+        // queue, deferred mail, waiters, reads); a short one that ran its
+        // course has none of it, and skips it with one test each.
+        if self.wr.len > 0 {
+            self.shared.release_write(self.wr.len);
+            self.wr.len = 0;
+        }
+        if !self.wr.queue.is_empty() {
+            self.wr.queue.clear();
         }
         self.close_pending = false;
         // The connection-limit slot (`_limit`) is given back when the
         // worker drops the actor — after `Closed` has been handed to the
         // handler or the channel — so code that counts its connections by
         // start and `Closed` never sees more than the limit open at once.
-        for tx in self.wr.drain_waiters.take().into_iter().flat_map(|v| *v) {
-            let _ = tx.try_send(Err(why.clone()));
-        }
         let left = self.shared.close_mailbox();
-        self.discard_mail(left, &why);
-        self.fail_reads(why);
+        if self.deferred.is_some()
+            || self.wr.drain_waiters.is_some()
+            || left.is_some()
+            || !self.rd.reads.is_empty()
+        {
+            let why = self.end_error();
+            if let Some(q) = self.deferred.take() {
+                self.discard_mail(*q, &why);
+            }
+            for tx in self.wr.drain_waiters.take().into_iter().flat_map(|v| *v) {
+                let _ = tx.try_send(Err(why.clone()));
+            }
+            if let Some(left) = left {
+                self.discard_mail(left, &why);
+            }
+            self.fail_reads(why);
+        }
         self.rd.stream = None;
         // Back to the worker's pool, not to the allocator: the next
         // connection reads into it (a short-lived connection would
