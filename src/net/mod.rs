@@ -490,7 +490,7 @@ impl Reactor {
         let close_on_drop = matches!(sink, Sink::Channel(_));
         let shared = ConnShared::new(
             id,
-            worker.clone(),
+            &worker,
             opts.wbuf_max,
             close_on_drop,
             Default::default(),

@@ -413,3 +413,73 @@ fn a_blocked_write_asks_for_writability_once_and_completes() {
     drop(listener);
     reactor.shutdown();
 }
+
+/// The shared state of a finished connection serves the next one accepted
+/// on the same thread (`tests/churn_allocs.rs` counts the allocation it
+/// saves) — and starts clean: new id and addresses, zero counters, an open
+/// mailbox, writes accepted.
+#[test]
+fn a_recycled_shared_state_starts_clean() {
+    let closed = Arc::new(AtomicUsize::new(0));
+    let (reactor, listener) = echo_reactor(Options::new(), None, closed.clone());
+    let addr = listener.local_addr();
+    let only = |reactor: &Reactor| {
+        let mut all = reactor.connections();
+        assert_eq!(all.len(), 1, "one connection at a time");
+        all.pop().unwrap()
+    };
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(&[5u8; 1000]).unwrap();
+    let mut back = [0u8; 1000];
+    s.read_exact(&mut back).unwrap();
+    let (first_ptr, first_id) = {
+        let c = only(&reactor);
+        assert_eq!(c.stats().bytes_read, 1000);
+        (Arc::as_ptr(&c.shared), c.id())
+        // The handle goes here: a state a handle holds is not recycled.
+    };
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    wait_for("the first connection closed", || {
+        closed.load(Ordering::SeqCst) == 1
+    });
+
+    let mut s2 = TcpStream::connect(addr).expect("connect");
+    s2.set_read_timeout(Some(WAIT)).unwrap();
+    wait_for("the second connection opened", || {
+        reactor.metrics().connections_opened == 2
+    });
+    let c = only(&reactor);
+    assert_eq!(
+        Arc::as_ptr(&c.shared),
+        first_ptr,
+        "the allocation was reused"
+    );
+    assert_ne!(c.id(), first_id);
+    assert_eq!(c.peer_addr(), Some(s2.local_addr().unwrap()));
+    let st = c.stats();
+    assert_eq!(
+        (
+            st.bytes_read,
+            st.bytes_written,
+            st.read_calls,
+            st.write_calls
+        ),
+        (0, 0, 0, 0)
+    );
+    assert!(!c.is_closed());
+    c.write(&b"hello"[..])
+        .expect("a write to the new connection");
+    let mut got = [0u8; 5];
+    s2.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"hello");
+    drop(c);
+    drop(s2);
+    wait_for("the second connection closed", || {
+        closed.load(Ordering::SeqCst) == 2
+    });
+    drop(listener);
+    reactor.shutdown();
+}

@@ -109,5 +109,8 @@ impl Drop for super::Core {
             .worker
             .source_shared
             .remove(&self.shared, self.token.slot());
+        // Out of the registry: unless a handle holds it, the allocation
+        // serves this thread's next accepted connection.
+        ConnShared::recycle(&mut self.shared);
     }
 }
