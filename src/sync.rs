@@ -58,6 +58,18 @@ impl<T> Mutex<T> {
         }
     }
 
+    /// The value, without locking: `&mut self` proves nobody else can.
+    pub(crate) fn get_mut(&mut self) -> &mut T {
+        #[cfg(not(netactor_shuttle))]
+        {
+            self.inner.get_mut()
+        }
+        #[cfg(netactor_shuttle)]
+        {
+            self.inner.get_mut().unwrap_or_else(|e| e.into_inner())
+        }
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
         #[cfg(not(netactor_shuttle))]
         {

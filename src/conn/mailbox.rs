@@ -49,6 +49,17 @@ impl<M> Mailbox<M> {
         }
     }
 
+    /// As new, for a connection whose shared state is recycled (nothing
+    /// else holds it). The queue keeps its allocation, if any. It is empty
+    /// after `close`; an actor dropped without one (its worker exiting)
+    /// may leave messages, which must not reach the next connection.
+    pub(crate) fn reset(&mut self) {
+        self.msgs.get_mut().clear();
+        self.scheduled.store(false, Ordering::Relaxed);
+        self.closed.store(false, Ordering::Relaxed);
+        self.has_mail.store(false, Ordering::Relaxed);
+    }
+
     #[inline]
     pub(crate) fn post(&self, msg: M) -> Posted<M> {
         let mut msgs = self.msgs.lock();

@@ -9,6 +9,7 @@
 
 pub(crate) mod actor;
 mod blocking;
+pub(crate) mod deque;
 mod mailbox;
 mod options;
 mod reply;

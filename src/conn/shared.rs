@@ -273,7 +273,7 @@ impl ConnShared {
             *worker = new_worker.clone();
         }
         *token = AtomicUsize::new(usize::MAX);
-        *mailbox = Mailbox::new();
+        mailbox.reset();
         *queued = AtomicUsize::new(0);
         *wbuf_max = AtomicUsize::new(new_wbuf_max);
         *write_shut = AtomicBool::new(false);

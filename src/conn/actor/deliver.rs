@@ -12,13 +12,13 @@ use super::Core;
 use super::WorkerCtx;
 use super::RETRY_MS_MAX;
 use super::RETRY_MS_MIN;
+use crate::conn::deque::Deque;
 use crate::conn::Event;
 use crate::conn::Sink;
 use crate::error::Error;
 use crate::framing::Frame;
 use crate::reactor::worker::panic_message;
 use crossbeam_channel::TrySendError;
-use std::collections::VecDeque;
 use std::panic::catch_unwind;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
@@ -29,7 +29,7 @@ pub(super) struct Outbox {
     /// Queued for the next delivery.
     pub(super) events: Vec<Event>,
     /// Held back by a full event channel, retried on a timer.
-    pub(super) overflow: VecDeque<Event>,
+    pub(super) overflow: Deque<Event>,
     /// Read completions answered outside a decode pass (an error ended
     /// them): run by the next delivery, before events.
     /// Boxed: rare, and the actor stays small.
@@ -45,7 +45,7 @@ impl Outbox {
     pub(super) fn new() -> Self {
         Outbox {
             events: Vec::new(),
-            overflow: VecDeque::new(),
+            overflow: Deque::new(),
             completions: None,
             retry_ms: RETRY_MS_MIN,
         }

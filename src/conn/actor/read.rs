@@ -6,12 +6,12 @@ use super::requests::StreamDecode;
 use super::Core;
 use super::Phase;
 use super::WorkerCtx;
+use crate::conn::deque::Deque;
 use crate::error::Error;
 use crate::error::Result;
 use crate::net::stream::Stream;
 use bytes::Buf;
 use bytes::BytesMut;
-use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -32,7 +32,7 @@ pub(super) struct ReadHalf {
     /// `Event::Eof` was queued.
     pub(super) eof_reported: bool,
     /// Queued read requests, answered in order before the streaming decoder.
-    pub(super) reads: VecDeque<Box<dyn ReadRequest>>,
+    pub(super) reads: Deque<Box<dyn ReadRequest>>,
     pub(super) stream: Option<Box<dyn StreamDecode>>,
     /// `stop_read` (or a close): nobody wants data.
     pub(super) stopped: bool,
@@ -55,7 +55,7 @@ impl ReadHalf {
             peer_hup: false,
             eof: false,
             eof_reported: false,
-            reads: VecDeque::new(),
+            reads: Deque::new(),
             stream: None,
             stopped: false,
             in_place: false,

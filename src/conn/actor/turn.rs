@@ -239,7 +239,7 @@ impl Core {
         // Nor an empty write queue's allocation.
         if self.wr.queue.is_empty() && self.wr.queue.capacity() > 0 {
             w.local
-                .recycle_write_queue(std::mem::take(&mut self.wr.queue));
+                .recycle_write_queue(std::mem::take(&mut self.wr.queue).into_inner());
         }
     }
 

@@ -7,6 +7,7 @@ use super::Phase;
 use super::WorkerCtx;
 use super::WriteSide;
 use super::MAX_IOV;
+use crate::conn::deque::Deque;
 use crate::conn::Event;
 use crate::error::Error;
 use crate::error::Result;
@@ -27,7 +28,7 @@ const COALESCE_AVG: usize = 1024;
 /// The write half of a connection.
 pub(super) struct WriteHalf {
     /// Bytes waiting for the socket (or, under TLS, for the engine).
-    pub(super) queue: VecDeque<Bytes>,
+    pub(super) queue: Deque<Bytes>,
     /// Bytes accepted and not yet handed to the kernel: the queue plus,
     /// under TLS, what sits in the engine (`TlsSession::in_engine`).
     pub(super) len: usize,
@@ -53,7 +54,7 @@ pub(super) struct WriteHalf {
 impl WriteHalf {
     pub(super) fn new() -> Self {
         WriteHalf {
-            queue: VecDeque::new(),
+            queue: Deque::new(),
             len: 0,
             side: WriteSide::Open,
             writable: false,
@@ -106,7 +107,7 @@ impl Core {
         }
         if self.wr.queue.capacity() == 0 {
             if let Some(q) = pools.write_queues.pop() {
-                self.wr.queue = q;
+                self.wr.queue = Deque::from(q);
             }
         }
         self.wr.push(data);
