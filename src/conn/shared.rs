@@ -289,7 +289,10 @@ impl ConnShared {
     /// allocation for its next connection. `this` is then dropped by the
     /// caller, leaving the kept clone the only reference.
     pub(crate) fn recycle(this: &mut Arc<Self>) {
-        if Arc::get_mut(this).is_none() {
+        // Counts read, not claimed (`get_mut` would take the weak count
+        // with a locked instruction): nobody else holds `this`, so they
+        // cannot change. `new` claims it before reusing it.
+        if Arc::strong_count(this) != 1 || Arc::weak_count(this) != 0 {
             return;
         }
         let _ = RECYCLED.try_with(|r| {
@@ -359,9 +362,14 @@ impl ConnShared {
     /// that locked earlier left `has_mail` set for the actor's first turn
     /// (which runs right after this) to see; one that locks later reads
     /// this token.
-    pub(crate) fn set_token(&self, token: Token) {
-        self.token.store(token.0, Ordering::Release);
-        self.mailbox.locked(|| ());
+    ///
+    /// `this` is the only reference (an accepted connection without a
+    /// handle): nobody can post, so there is nothing to order with.
+    pub(crate) fn set_token(this: &Arc<Self>, token: Token) {
+        this.token.store(token.0, Ordering::Release);
+        if Arc::strong_count(this) > 1 {
+            this.mailbox.locked(|| ());
+        }
     }
 
     /// Whether messages are waiting (a hint: `take_mail` is the authority).

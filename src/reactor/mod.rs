@@ -308,6 +308,11 @@ impl<S: Source> ReactorShared<S> {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// `n` consecutive connection ids; the first is returned.
+    pub(crate) fn next_conn_ids(&self, n: u64) -> u64 {
+        self.next_conn.fetch_add(n, Ordering::Relaxed)
+    }
+
     pub(crate) fn next_listener_idx(&self) -> usize {
         self.next_listener.fetch_add(1, Ordering::Relaxed)
     }

@@ -56,6 +56,33 @@ pub(crate) struct PollState<S: Source> {
     maybe_paused: bool,
     /// `PollerCmd::Shutdown` was seen: nothing is accepted or routed any more.
     pub(crate) finished: bool,
+    /// Ids for accepted connections.
+    ids: IdBlock,
+}
+
+/// Connection ids the poller role hands out, taken from the reactor's
+/// counter a block at a time: one atomic add per block rather than one per
+/// accepted connection, whose cache line would cross between the threads
+/// that take turns holding the role. Ids stay unique; they are not handed
+/// out in order across blocks (`ConnId` promises uniqueness only).
+#[derive(Default)]
+struct IdBlock {
+    next: u64,
+    end: u64,
+}
+
+impl IdBlock {
+    const SIZE: u64 = 256;
+
+    fn take<S: Source>(&mut self, shared: &ReactorShared<S>) -> u64 {
+        if self.next == self.end {
+            self.next = shared.next_conn_ids(Self::SIZE);
+            self.end = self.next + Self::SIZE;
+        }
+        let id = self.next;
+        self.next += 1;
+        id
+    }
 }
 
 impl<S: Source> PollState<S> {
@@ -67,6 +94,7 @@ impl<S: Source> PollState<S> {
             accepting: true,
             maybe_paused: false,
             finished: false,
+            ids: IdBlock::default(),
         }
     }
 }
@@ -146,6 +174,7 @@ pub(crate) fn poll_once<S: Source>(
         batches,
         listeners,
         maybe_paused,
+        ids,
         ..
     } = ps;
     for &Ready {
@@ -158,7 +187,7 @@ pub(crate) fn poll_once<S: Source>(
         let token = Token(key);
         if token.is_listener() {
             if let Some(l) = listeners.get_mut(&token.listener_idx()) {
-                accept(shared, token, l.as_mut(), batches, own);
+                accept(shared, token, l.as_mut(), batches, ids, own);
                 *maybe_paused |= l.paused_until().is_some();
             }
             continue;
@@ -181,7 +210,7 @@ pub(crate) fn poll_once<S: Source>(
         for (&idx, l) in listeners.iter_mut() {
             if l.waiting_for_slot() {
                 l.slot_freed();
-                accept(shared, Token::listener(idx), l.as_mut(), batches, own);
+                accept(shared, Token::listener(idx), l.as_mut(), batches, ids, own);
             }
         }
     }
@@ -189,7 +218,7 @@ pub(crate) fn poll_once<S: Source>(
         let now = Instant::now();
         for (&idx, l) in listeners.iter_mut() {
             if l.paused_until().is_some_and(|t| t <= now) {
-                accept(shared, Token::listener(idx), l.as_mut(), batches, own);
+                accept(shared, Token::listener(idx), l.as_mut(), batches, ids, own);
                 *maybe_paused |= l.paused_until().is_some();
             }
         }
@@ -260,12 +289,15 @@ fn accept<S: Source>(
     token: Token,
     l: &mut dyn Acceptor<S>,
     batches: &mut [Vec<Task<S>>],
+    ids: &mut IdBlock,
     near: Option<usize>,
 ) {
+    let mut next_id = || ids.take(shared);
     l.accept(&mut AcceptCx {
         reactor: shared,
         token,
         near,
         batches,
+        next_id: &mut next_id,
     });
 }

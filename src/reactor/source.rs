@@ -92,9 +92,15 @@ pub(crate) struct AcceptCx<'a, S: Source> {
     /// thread): see `ReactorShared::pick_worker_near`.
     pub(crate) near: Option<usize>,
     pub(super) batches: &'a mut [Vec<Task<S>>],
+    pub(super) next_id: &'a mut dyn FnMut() -> u64,
 }
 
 impl<S: Source> AcceptCx<'_, S> {
+    /// A connection id, unique in the reactor.
+    pub(crate) fn conn_id(&mut self) -> u64 {
+        (self.next_id)()
+    }
+
     /// Queues a new source for worker `worker` (delivered with this wait's batch).
     pub(crate) fn spawn(&mut self, worker: usize, new: S::New) {
         self.batches[worker].push(Task::Spawn(new));

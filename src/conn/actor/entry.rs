@@ -106,7 +106,7 @@ impl Source for Actor {
         // Mail posted from now on is scheduled under this token; mail
         // posted before (its `Task::Mail` is stale) is in the mailbox and
         // runs in this first turn. `token_set` orders the two (see it).
-        shared.set_token(token);
+        ConnShared::set_token(&shared, token);
         w.metrics.conn.opened.inc();
         // Counted in snapshots from now on (until the actor is dropped).
         shared.worker.source_shared.add(&shared, token.slot());

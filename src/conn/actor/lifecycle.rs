@@ -40,7 +40,9 @@ impl Core {
             }
             self.registered = true;
         }
-        if let (Some(tcp), None) = (stream.as_tcp(), self.shared.peer_addr()) {
+        // An accepted connection's addresses came with it (no lock here).
+        let tcp = stream.as_tcp().filter(|_| !self.accepted);
+        if let Some(tcp) = tcp.filter(|_| self.shared.peer_addr().is_none()) {
             self.shared
                 .set_addrs(tcp.local_addr().ok(), tcp.peer_addr().ok());
         }
