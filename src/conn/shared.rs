@@ -369,6 +369,11 @@ impl ConnShared {
         this.token.store(token.0, Ordering::Release);
         if Arc::strong_count(this) > 1 {
             this.mailbox.locked(|| ());
+        } else {
+            // The count is a relaxed load: a handle that posted and was
+            // dropped just before (its decrement a release) must have its
+            // post seen by the first turn, as the lock would have ensured.
+            std::sync::atomic::fence(Ordering::Acquire);
         }
     }
 

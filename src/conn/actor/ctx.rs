@@ -365,7 +365,7 @@ impl Ctx<'_> {
             self.core.defer(Msg::RequestDrain);
             return;
         }
-        self.core.request_drain();
+        self.core.request_drain(&mut self.w.local);
     }
 
     /// Sets an inactivity timeout.

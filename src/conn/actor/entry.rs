@@ -262,7 +262,7 @@ impl Source for Actor {
                     // Linger is up (or a close asked for while connecting
                     // is still waiting for the connection): give up on
                     // what is left, and say so.
-                    self.core.report_unsent();
+                    self.core.report_unsent(&mut w.local);
                     self.core.finish(w);
                 }
             }

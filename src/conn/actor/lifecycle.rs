@@ -2,6 +2,7 @@
 //! until it is established, close with linger, fatal errors, and the
 //! final `finish` that releases everything and emits `Closed`.
 
+use super::pools::Pools;
 use super::timers::timer_of;
 use super::timers::TimerKind;
 use super::Core;
@@ -132,7 +133,7 @@ impl Core {
                 if self.wr.len > m {
                     self.wr.above_lwm = true;
                 } else {
-                    self.request_drain();
+                    self.request_drain(&mut w.local);
                 }
             }
         }
@@ -215,14 +216,17 @@ impl Core {
 
     /// Tells the application what a close gives up on (nothing is dropped
     /// silently): a non-fatal `Error::Unsent` before `Closed`.
-    pub(super) fn report_unsent(&mut self) {
+    pub(super) fn report_unsent(&mut self, pools: &mut Pools) {
         let bytes = self.unsent();
         if bytes > 0 {
             log::debug!("{}: closing with {bytes} bytes unsent", self.shared.id);
-            self.outbox.events.push(Event::Error {
-                error: Error::Unsent { bytes },
-                fatal: false,
-            });
+            self.outbox.push(
+                pools,
+                Event::Error {
+                    error: Error::Unsent { bytes },
+                    fatal: false,
+                },
+            );
         }
     }
 
@@ -238,7 +242,7 @@ impl Core {
             _ if connecting => {
                 if self.unsent() == 0 || self.opts.linger.is_zero() {
                     // Nothing to deliver: cancel the connect (as the reference).
-                    self.report_unsent();
+                    self.report_unsent(&mut w.local);
                     self.finish(w);
                     return;
                 }
@@ -258,7 +262,7 @@ impl Core {
             // plaintext waits for the handshake, and a peer that is being
             // closed on will not finish it. Close at once, saying what was
             // not sent.
-            self.report_unsent();
+            self.report_unsent(&mut w.local);
             self.finish(w);
             return;
         }
@@ -267,7 +271,7 @@ impl Core {
             || self.opts.linger.is_zero()
             || self.sock.is_none()
         {
-            self.report_unsent();
+            self.report_unsent(&mut w.local);
             self.finish(w);
             return;
         }

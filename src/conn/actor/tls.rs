@@ -2,6 +2,7 @@
 //! (`crate::tls::TlsSession`), plaintext between the engine and the
 //! actor's read buffer and write queue.
 
+use super::pools::Pools;
 use super::read::recv_into;
 use super::read::Recv;
 use super::timers::TimerKind;
@@ -258,7 +259,7 @@ impl Core {
     }
 
     /// Completes a `stoptls` once both close_notify alerts are through.
-    pub(super) fn tls_check_stop(&mut self) {
+    pub(super) fn tls_check_stop(&mut self, pools: &mut Pools) {
         let done = self
             .tls
             .as_ref()
@@ -281,7 +282,7 @@ impl Core {
         self.armed.clear(TimerKind::Handshake);
         self.shared.set_tls_info(None);
         self.shared.counters.set_tls(TlsState::None, None);
-        self.outbox.events.push(Event::TlsStopped);
+        self.outbox.push(pools, Event::TlsStopped);
     }
 
     pub(super) fn release_in_engine(&mut self, n: usize) {
@@ -640,7 +641,7 @@ impl Core {
             }
             return;
         }
-        self.tls_check_stop();
+        self.tls_check_stop(&mut w.local);
         self.tls_release_buffers(false, w);
     }
 

@@ -143,7 +143,7 @@ impl Actor {
             }
             Msg::StartTls(setup) => core.starttls(setup, w),
             Msg::StopTls => core.stoptls(w),
-            Msg::RequestDrain => core.request_drain(),
+            Msg::RequestDrain => core.request_drain(&mut w.local),
             Msg::Drained(tx) => core.add_drain_waiter(tx),
             Msg::Resolved(_) => {} // applied above
         }

@@ -153,7 +153,7 @@ impl Core {
                 // `Connection::write` does): above the mark, then at or below.
                 if self.opts.low_water_mark.is_some_and(|m| data.len() > m) {
                     self.wr.above_lwm = true;
-                    self.check_drain();
+                    self.check_drain(&mut w.local);
                 }
                 Ok(())
             }
@@ -237,7 +237,7 @@ impl Core {
         if self.phase == Phase::Closed {
             return;
         }
-        self.check_drain();
+        self.check_drain(&mut w.local);
     }
 
     pub(super) fn flush_plain(&mut self, w: &mut WorkerCtx) {
@@ -311,7 +311,7 @@ impl Core {
     /// the low-water mark after having been above it, or a drain was asked
     /// for ([`Ctx::request_drain`], or setting the mark) and the queue is
     /// at or below the mark (empty, without one).
-    pub(super) fn check_drain(&mut self) {
+    pub(super) fn check_drain(&mut self, pools: &mut Pools) {
         if self.wr.drain_waiters.is_some() && self.wr.len <= self.lwm().unwrap_or(0) {
             for tx in self.wr.drain_waiters.take().into_iter().flat_map(|v| *v) {
                 let _ = tx.try_send(Ok(()));
@@ -323,7 +323,7 @@ impl Core {
         if self.wr.len <= self.lwm().unwrap_or(0) {
             self.wr.above_lwm = false;
             self.wr.drain_requested = false;
-            self.outbox.events.push(Event::Drain);
+            self.outbox.push(pools, Event::Drain);
         }
     }
 
@@ -346,13 +346,13 @@ impl Core {
     }
 
     /// One `Drain` once the queue is at or below the mark: at once if it is.
-    pub(super) fn request_drain(&mut self) {
+    pub(super) fn request_drain(&mut self, pools: &mut Pools) {
         if matches!(self.phase, Phase::Closing | Phase::Closed) {
             return;
         }
         self.wr.drain_requested = true;
         if matches!(self.phase, Phase::Open) {
-            self.check_drain();
+            self.check_drain(pools);
         }
     }
 
