@@ -66,7 +66,7 @@ pub(crate) struct PollState<S: Source> {
 /// that take turns holding the role. Ids stay unique; they are not handed
 /// out in order across blocks (`ConnId` promises uniqueness only).
 #[derive(Default)]
-struct IdBlock {
+pub(super) struct IdBlock {
     next: u64,
     end: u64,
 }
@@ -74,7 +74,7 @@ struct IdBlock {
 impl IdBlock {
     const SIZE: u64 = 256;
 
-    fn take<S: Source>(&mut self, shared: &ReactorShared<S>) -> u64 {
+    pub(super) fn take<S: Source>(&mut self, shared: &ReactorShared<S>) -> u64 {
         if self.next == self.end {
             self.next = shared.next_conn_ids(Self::SIZE);
             self.end = self.next + Self::SIZE;
@@ -292,12 +292,11 @@ fn accept<S: Source>(
     ids: &mut IdBlock,
     near: Option<usize>,
 ) {
-    let mut next_id = || ids.take(shared);
     l.accept(&mut AcceptCx {
         reactor: shared,
         token,
         near,
         batches,
-        next_id: &mut next_id,
+        ids,
     });
 }

@@ -92,13 +92,13 @@ pub(crate) struct AcceptCx<'a, S: Source> {
     /// thread): see `ReactorShared::pick_worker_near`.
     pub(crate) near: Option<usize>,
     pub(super) batches: &'a mut [Vec<Task<S>>],
-    pub(super) next_id: &'a mut dyn FnMut() -> u64,
+    pub(super) ids: &'a mut super::poller::IdBlock,
 }
 
 impl<S: Source> AcceptCx<'_, S> {
     /// A connection id, unique in the reactor.
     pub(crate) fn conn_id(&mut self) -> u64 {
-        (self.next_id)()
+        self.ids.take(self.reactor)
     }
 
     /// Queues a new source for worker `worker` (delivered with this wait's batch).
