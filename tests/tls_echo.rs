@@ -87,15 +87,43 @@ fn random_payloads_round_trip_through_tls_echo() {
     );
 }
 
+/// A TCP relay that holds the client's bytes until `go` is sent: a
+/// connection through it cannot finish its TLS handshake before then.
+fn gated_relay(to: std::net::SocketAddr) -> (std::net::SocketAddr, std::sync::mpsc::Sender<()>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let (client, _) = l.accept().unwrap();
+        let _ = go_rx.recv_timeout(WAIT);
+        let server = TcpStream::connect(to).unwrap();
+        let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+        let up = std::thread::spawn(move || {
+            let _ = std::io::copy(&mut c2, &mut s2);
+            let _ = s2.shutdown(std::net::Shutdown::Write);
+        });
+        let (mut s, mut c) = (server, client);
+        let _ = std::io::copy(&mut s, &mut c);
+        let _ = c.shutdown(std::net::Shutdown::Write);
+        let _ = up.join();
+    });
+    (addr, go_tx)
+}
+
 #[test]
 fn many_small_writes_are_coalesced_and_ordered() {
     let pki = Pki::new();
     let r = reactor(2);
     let l = echo_server(&r, pki.server().server_config());
+    // Through a relay that holds the handshake until every write is
+    // posted: all 5000 are queued when the session can first send, so how
+    // many records they become does not depend on how fast this thread
+    // posts against how fast the worker takes its mail.
+    let (relay, go) = gated_relay(l.local_addr());
     let (tx, _rx) = netactor::event_channel(64);
     let conn = r
         .connect(
-            l.local_addr(),
+            relay,
             ConnectOptions::new()
                 .options(big_opts())
                 .tls(pki.client_config(), None),
@@ -108,6 +136,7 @@ fn many_small_writes_are_coalesced_and_ordered() {
         all.extend_from_slice(piece.as_bytes());
         conn.write(piece).unwrap();
     }
+    go.send(()).unwrap();
     let back = conn
         .push_read(Chunk::new(all.len()))
         .unwrap()
@@ -117,6 +146,10 @@ fn many_small_writes_are_coalesced_and_ordered() {
     // 5000 writes must not become 5000 TLS records: coalescing keeps the
     // ciphertext overhead small (22 bytes per TLS 1.3 record).
     let written = conn.stats().bytes_written as usize;
+    eprintln!(
+        "{written} ciphertext bytes for {} plaintext bytes",
+        all.len()
+    );
     assert!(
         written < all.len() + 4096,
         "{written} ciphertext bytes for {} plaintext bytes",
