@@ -10,11 +10,11 @@
 //!   worker threads**. Every connection is an **actor** owned by one worker:
 //!   its socket, buffers, read queue and timers belong to it alone. Polling is
 //!   a role an idle worker takes, so events for its own connections need no
-//!   thread hop, and events for a parked worker's connections may be run by
-//!   the polling thread in its place rather than waking it (or, with
+//!   thread hop; other workers' events are handed to them (or, with
 //!   [`ReactorBuilder::dedicated_poller`], polling is a thread of its own).
-//!   Handlers run on the reactor's worker threads, never two turns of one
-//!   connection at once — but not always on the same thread.
+//!   Handlers run on the connection's worker thread, never two turns of one
+//!   connection at once (with [`ReactorBuilder::run_for_parked`], a parked
+//!   worker's turns may run on the polling thread instead).
 //! * A [`Connection`] is a cheap, cloneable handle. Each call —
 //!   [`write`](Connection::write), [`push_read`](Connection::push_read),
 //!   [`shutdown`](Connection::shutdown), [`close`](Connection::close),

@@ -6,7 +6,9 @@ mod tls_support;
 
 use common::metrics_until;
 use netactor::framing::{Chunk, Line};
-use netactor::{CloseCause, ConnectOptions, Event, ListenOptions, Options, Reactor, TlsState};
+use netactor::{
+    CloseCause, ConnectOptions, Event, ListenOptions, Options, Reactor, ReactorBuilder, TlsState,
+};
 use rustls::pki_types::ServerName;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -306,13 +308,20 @@ struct TwoWorkers {
 }
 
 fn two_workers() -> TwoWorkers {
-    let r = Reactor::builder()
-        .workers(2)
-        .spin(Duration::ZERO)
-        .adaptive_spin(false)
-        .shutdown_timeout(Duration::from_secs(2))
-        .build()
-        .unwrap();
+    two_workers_with(|b| b)
+}
+
+/// Two workers, built with `opts` applied, and one connection on each.
+fn two_workers_with(opts: impl FnOnce(ReactorBuilder) -> ReactorBuilder) -> TwoWorkers {
+    let r = opts(
+        Reactor::builder()
+            .workers(2)
+            .spin(Duration::ZERO)
+            .adaptive_spin(false)
+            .shutdown_timeout(Duration::from_secs(2)),
+    )
+    .build()
+    .unwrap();
     let l = r.listen(any_port(), ListenOptions::new()).unwrap();
     let mut on: [Option<(TcpStream, netactor::Connection)>; 2] = [None, None];
     let mut extra = Vec::new();
@@ -421,28 +430,66 @@ fn counts_events_handed_to_a_busy_worker() {
     assert_eq!(m.workers[1].borrowed, m0.workers[1].borrowed);
 }
 
-/// Readiness found by the poller-role holder, with nothing of its own,
-/// for a parked worker's connection is run by the holder itself under the
-/// parked worker's state lock: one borrowed task, exactly, and the turn is
-/// counted on the connection's worker.
-#[test]
-fn counts_events_run_for_a_parked_worker() {
-    let mut t = two_workers();
+/// Worker 0 holds the poller role and worker 1 is parked; then `data`
+/// arrives for worker 1's connection, completing a read queued before.
+/// Returns the metrics from just before the data was sent.
+fn data_for_a_parked_worker(t: &mut TwoWorkers, data: &[u8]) -> netactor::Metrics {
     // Worker 0 must hold the role while worker 1 parks: keep worker 1 busy
     // until worker 0 waits on the poller, then let it finish; finding the
     // role taken, it parks.
     // The read is queued first, so the data completes it.
-    let reply = t.c1.push_read(Chunk::new(1)).unwrap();
+    let reply = t.c1.push_read(Chunk::new(data.len())).unwrap();
     let release = block_worker(&t.c1);
-    worker0_polls(&t);
+    worker0_polls(t);
     let parks = t.r.metrics().workers[1].parks;
     drop(release);
     metrics_until(&t.r, WAIT, "worker 1 parked", |m| {
         m.workers[1].parks > parks
     });
     let m0 = t.r.metrics();
-    t.p1.write_all(b"y").unwrap();
-    assert_eq!(&reply.recv_timeout(WAIT).unwrap()[..], b"y");
+    t.p1.write_all(data).unwrap();
+    assert_eq!(&reply.recv_timeout(WAIT).unwrap()[..], data);
+    m0
+}
+
+/// By default, readiness the poller-role holder finds for a *parked*
+/// worker's connection is handed to that worker, which is woken and runs
+/// it on its own thread: one hand-off and one wake-up, nothing borrowed,
+/// and the turn runs on `netactor-worker-1`. (Before `run_for_parked`
+/// became opt-in, the holder ran it itself: no hand-off, no wake-up.)
+#[test]
+fn events_for_a_parked_worker_are_handed_to_it_by_default() {
+    let mut t = two_workers();
+    let m0 = data_for_a_parked_worker(&mut t, b"w");
+    let m = metrics_until(&t.r, WAIT, "a hand-off", |m| {
+        m.workers[0].handed_off > m0.workers[0].handed_off
+            && m.workers[1].turns > m0.workers[1].turns
+    });
+    assert_eq!(
+        m.workers[0].handed_off,
+        m0.workers[0].handed_off + 1,
+        "{m:#?}"
+    );
+    assert_eq!(m.workers[0].borrowed, m0.workers[0].borrowed, "{m:#?}");
+    assert_eq!(m.workers[0].turns, m0.workers[0].turns, "{m:#?}");
+    assert!(m.workers[1].wakeups > m0.workers[1].wakeups, "{m:#?}");
+    // And the connection's next turn is on its own worker's thread.
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    t.c1.call(move |_| {
+        let _ = tx.send(std::thread::current().name().unwrap_or("").to_string());
+    })
+    .unwrap();
+    assert_eq!(rx.recv_timeout(WAIT).unwrap(), "netactor-worker-1");
+}
+
+/// With `run_for_parked`, readiness found by the poller-role holder, with
+/// nothing of its own, for a parked worker's connection is run by the
+/// holder itself under the parked worker's state lock: one borrowed task,
+/// exactly, and the turn is counted on the connection's worker.
+#[test]
+fn counts_events_run_for_a_parked_worker() {
+    let mut t = two_workers_with(|b| b.run_for_parked(true));
+    let m0 = data_for_a_parked_worker(&mut t, b"y");
     // The turn is counted on worker 1 (its connection's), not worker 0,
     // once the round ends: just after the read was answered.
     let m = metrics_until(&t.r, WAIT, "a borrowed task", |m| {

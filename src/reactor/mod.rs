@@ -149,7 +149,8 @@ pub(crate) struct WorkerShared<S: Source> {
     /// The worker's connections and turn context. Its own thread holds it
     /// while it runs; while that thread is parked, the holder of the poller
     /// role may take it (`try_lock`) and run this worker's readiness itself
-    /// instead of waking it — see `worker::run_parked`. `None` once the
+    /// instead of waking it, if `run_for_parked` — see
+    /// `worker::run_borrowed`. `None` once the
     /// worker has exited.
     pub(crate) state: Mutex<Option<worker::WorkerState<S>>>,
     /// This worker's counters (`crate::metrics`: one writer per block).
@@ -267,6 +268,9 @@ pub(crate) struct ReactorShared<S: Source> {
     /// A dedicated poller thread holds the role; workers never take it.
     pub(crate) dedicated_poller: bool,
     pub(crate) adaptive_spin: bool,
+    /// The poller-role holder may run a parked worker's events itself
+    /// (`ReactorBuilder::run_for_parked`).
+    pub(crate) run_for_parked: bool,
     pub(crate) workers: Vec<Arc<WorkerShared<S>>>,
     pub(crate) cmds: Mutex<Vec<PollerCmd<S>>>,
     next_conn: AtomicU64,
@@ -402,6 +406,7 @@ pub struct ReactorBuilder {
     shutdown_timeout: Duration,
     dedicated_poller: bool,
     adaptive_spin: bool,
+    run_for_parked: bool,
     max_connections: Option<usize>,
 }
 
@@ -415,6 +420,7 @@ impl Default for ReactorBuilder {
             shutdown_timeout: Duration::from_secs(5),
             dedicated_poller: false,
             adaptive_spin: false,
+            run_for_parked: false,
             max_connections: None,
         }
     }
@@ -458,6 +464,28 @@ impl ReactorBuilder {
         self
     }
 
+    /// Let the worker holding the poller role, when a wait brought it no
+    /// events of its own, run a *parked* worker's events itself, under
+    /// that worker's state lock, instead of handing them over and waking
+    /// it (default off). It saves the parked worker's futex wake-up and
+    /// context switch. It is off because on a 2-core machine it cost
+    /// bulk echo 3–19 % of its throughput per server CPU-second (every one
+    /// of ten rounds) and bought nothing in latency, small messages, TLS
+    /// or connection churn: the borrowed turns run on a thread whose
+    /// caches hold the other worker's connections and buffers, and the
+    /// parked worker's core stays idle while they do (benches/RESULTS.md,
+    /// session 10). Handed over, every connection's turns run on its own
+    /// worker's thread.
+    ///
+    /// ```
+    /// let reactor = netactor::Reactor::builder().workers(2).run_for_parked(true).build().unwrap();
+    /// # drop(reactor);
+    /// ```
+    pub fn run_for_parked(mut self, on: bool) -> Self {
+        self.run_for_parked = on;
+        self
+    }
+
     /// At most `n` connections open at once in the whole reactor — accepted,
     /// connected and adopted alike (default: no limit). At the limit every
     /// listener stops accepting (connections wait in the kernel backlog)
@@ -489,6 +517,7 @@ impl ReactorBuilder {
             poll: Mutex::new(poller::PollState::new(workers.len())),
             dedicated_poller: self.dedicated_poller,
             adaptive_spin: self.adaptive_spin,
+            run_for_parked: self.run_for_parked,
             poller,
             workers,
             cmds: Mutex::new(Vec::new()),

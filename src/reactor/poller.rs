@@ -6,9 +6,10 @@
 //!
 //! Polling is a *role*, held through [`PollState`]'s lock. By default an idle
 //! worker takes it instead of parking: the events for its own connections
-//! then run on that same thread with no hop; when there were none, events
-//! for a parked worker's connections run there too, under that worker's
-//! state lock (`worker::run_parked`); the rest are handed over. With
+//! then run on that same thread with no hop; the rest are handed over to
+//! their workers (with `run_for_parked`, when there were none, events for a
+//! parked worker's connections run there too, under that worker's state
+//! lock: `worker::run_borrowed`). With
 //! [`ReactorBuilder::dedicated_poller`](super::ReactorBuilder::dedicated_poller)
 //! a separate poller thread holds the role for good (the classic shape: every
 //! event hops once). ARCHITECTURE.md discusses the trade-off.

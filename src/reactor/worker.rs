@@ -514,11 +514,12 @@ pub(crate) fn run<S: Source>(shared: Arc<ReactorShared<S>>, me: Arc<WorkerShared
                         )
                     };
                     me.parking.end_polling();
-                    // Another worker's events: if this thread has nothing of
-                    // its own to do, it runs one parked worker's batch itself
-                    // (no wake-up, no context switch); otherwise they are
-                    // queued for their owners, so both halves of a busy
-                    // batch run in parallel. Decided while still holding the
+                    // Another worker's events are queued for their owners
+                    // (a parked one is woken), so every connection's turns
+                    // run on its own worker's thread and both halves of a
+                    // busy batch run in parallel. With `run_for_parked`, a
+                    // thread with nothing of its own to do runs one parked
+                    // worker's batch itself (no wake-up, no context switch). Decided while still holding the
                     // role: a `StopAccepting` acknowledgement (which needs
                     // the role) then proves every accepted connection is
                     // queued or in a locked state, so no worker can exit past
@@ -526,7 +527,7 @@ pub(crate) fn run<S: Source>(shared: Arc<ReactorShared<S>>, me: Arc<WorkerShared
                     let mut pushed = 0;
                     let mut borrowed = None;
                     if handed > 0 {
-                        let mut idle = tasks.is_empty();
+                        let mut idle = shared.run_for_parked && tasks.is_empty();
                         for (i, (w, batch)) in
                             shared.workers.iter().zip(others.iter_mut()).enumerate()
                         {
