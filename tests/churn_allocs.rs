@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 
 /// Connections served before counting: pools and free lists fill up.
 const WARM: usize = 200;
+/// Connections open at once after the warm-up, more than a worker keeps
+/// spares for (64).
+const PEAK: usize = 100;
 /// Connections counted.
 const N: usize = 1000;
 /// The bound on allocations per connection: one is left, the handler's
@@ -61,12 +64,34 @@ fn main() {
         one_connection(addr);
         wait_for(&closed, i + 1);
     }
+    // A peak: more connections open at once than the worker keeps spare
+    // actor boxes and shared states for, all closed again before counting.
+    // (When the boxes were kept with their slab slots, the slots freed last
+    // — first in line afterwards — had none, and every later connection
+    // allocated its box: two allocations each, which fails the bound.)
+    let peak: Vec<TcpStream> = (0..PEAK)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).expect("connect");
+            s.set_read_timeout(Some(WAIT)).unwrap();
+            s.write_all(&[1u8; 8]).unwrap();
+            let mut back = [0u8; 8];
+            s.read_exact(&mut back).unwrap();
+            s
+        })
+        .collect();
+    for mut s in peak {
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut rest = [0u8; 1];
+        assert_eq!(s.read(&mut rest).unwrap(), 0, "the server's FIN");
+    }
+    let warm = WARM + PEAK;
+    wait_for(&closed, warm);
     // Settle: the last warm-up actor is dropped after its `Closed`.
     std::thread::sleep(Duration::from_millis(50));
     let before = ALLOCS.load(Ordering::SeqCst);
     for i in 0..N {
         one_connection(addr);
-        wait_for(&closed, WARM + i + 1);
+        wait_for(&closed, warm + i + 1);
     }
     std::thread::sleep(Duration::from_millis(50));
     let allocs = ALLOCS.load(Ordering::SeqCst) - before;

@@ -95,13 +95,21 @@ impl<M> Mailbox<M> {
     }
 
     /// Closes the mailbox: later posts get their message back. Returns what
-    /// was still waiting.
-    /// Marks the mailbox closed; what was still in it, if anything.
+    /// was still waiting, if anything.
     pub(crate) fn close(&self) -> Option<VecDeque<M>> {
         let mut msgs = self.msgs.lock();
         self.closed.store(true, Ordering::Relaxed);
         self.has_mail.store(false, Ordering::Release);
         (!msgs.is_empty()).then(|| std::mem::take(&mut *msgs))
+    }
+
+    /// [`close`](Self::close) without the lock: `&mut self` proves that
+    /// nobody else can post.
+    pub(crate) fn close_mut(&mut self) -> Option<VecDeque<M>> {
+        self.closed.store(true, Ordering::Relaxed);
+        self.has_mail.store(false, Ordering::Relaxed);
+        let msgs = self.msgs.get_mut();
+        (!msgs.is_empty()).then(|| std::mem::take(msgs))
     }
 
     pub(crate) fn is_closed(&self) -> bool {

@@ -395,6 +395,12 @@ impl ConnShared {
         self.mailbox.close()
     }
 
+    /// As [`close_mailbox`](Self::close_mailbox), for the only holder of
+    /// the state: no lock.
+    pub(crate) fn close_mailbox_unshared(&mut self) -> Option<VecDeque<Msg>> {
+        self.mailbox.close_mut()
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.mailbox.is_closed()
     }

@@ -83,25 +83,29 @@ impl<S: Source> WorkerCtx<S> {
 }
 
 /// Sources are boxed so the slab stays 16 bytes a slot: growing it never
-/// moves them, and spare capacity costs no source-sized holes. A vacant
-/// slot may keep its emptied box (`Some(None)`) for the next source: a
-/// short-lived connection then costs no allocation for its actor (issue
-/// 15's churn: a hand-written loop allocates nothing per connection).
+/// moves them, and spare capacity costs no source-sized holes. The box of
+/// a source that is gone is kept (emptied) for the next one: a short-lived
+/// connection then costs no allocation for its actor (issue 15's churn: a
+/// hand-written loop allocates nothing per connection).
 struct Slot<S> {
     gen: u32,
+    /// `Some` while the slot holds a source (or is being filled).
     source: Option<Box<Option<S>>>,
 }
 
-/// Vacant slots that keep their emptied box, at most (per worker): enough
-/// for a burst of short connections, little memory after a peak.
+/// Emptied boxes kept for new sources, at most (per worker): enough for a
+/// burst of short connections, little memory after a peak.
 const SPARE_BOXES: usize = 64;
 
 struct Slab<S> {
     slots: Vec<Slot<S>>,
     free: Vec<usize>,
     len: usize,
-    /// Vacant slots holding an emptied box (at most `SPARE_BOXES`).
-    spare: usize,
+    /// Emptied boxes, taken by whichever slot is filled next. (Kept with
+    /// their slots, as they were, a peak left the most recently freed
+    /// slots — first in line — without one, and from then on every
+    /// connection allocated its box and freed it again.)
+    spare: Vec<Box<Option<S>>>,
     /// The worker's load as the accept path sees it: lowered here, once
     /// per source assigned to this worker that is gone.
     load: Arc<super::Load>,
@@ -113,16 +117,13 @@ impl<S: Source> Slab<S> {
             slots: Vec::new(),
             free: Vec::new(),
             len: 0,
-            spare: 0,
+            spare: Vec::new(),
             load,
         }
     }
 
     fn vacant(&mut self) -> (usize, u32) {
         if let Some(i) = self.free.pop() {
-            if self.slots[i].source.is_some() {
-                self.spare -= 1;
-            }
             (i, self.slots[i].gen)
         } else {
             self.slots.push(Slot {
@@ -133,28 +134,27 @@ impl<S: Source> Slab<S> {
         }
     }
 
-    /// Where a new source for `slot` (from `vacant`) is built: its kept
+    /// Where a new source for `slot` (from `vacant`) is built: a spare
     /// box, or a new one. `filled` once it holds a source to keep.
     fn place(&mut self, slot: usize) -> &mut Option<S> {
+        let spare = &mut self.spare;
         self.slots[slot]
             .source
-            .get_or_insert_with(|| Box::new(None))
+            .get_or_insert_with(|| spare.pop().unwrap_or_else(|| Box::new(None)))
     }
 
     fn filled(&mut self) {
         self.len += 1;
     }
 
-    /// `slot` is vacant again; it keeps its emptied box while fewer than
-    /// `SPARE_BOXES` others do.
+    /// `slot` (its source dropped) is vacant again; its box is kept while
+    /// fewer than `SPARE_BOXES` are.
     fn release(&mut self, slot: usize) {
         let s = &mut self.slots[slot];
         s.gen = (s.gen + 1) & 0x00ff_ffff;
-        if s.source.is_some() {
-            if self.spare < SPARE_BOXES {
-                self.spare += 1;
-            } else {
-                s.source = None;
+        if let Some(b) = s.source.take() {
+            if self.spare.len() < SPARE_BOXES {
+                self.spare.push(b);
             }
         }
         self.free.push(slot);
@@ -168,8 +168,8 @@ impl<S: Source> Slab<S> {
         s.source.as_deref_mut()?.as_mut()
     }
 
-    /// Drops the source behind `token` (in place: its box may stay with
-    /// the slot).
+    /// Drops the source behind `token` (in place: its box may be kept as a
+    /// spare).
     fn remove(&mut self, token: Token) {
         let Some(s) = self.slots.get_mut(token.slot()) else {
             return;

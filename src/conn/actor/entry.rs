@@ -126,6 +126,7 @@ impl Source for Actor {
                 failure: None,
                 sock: None,
                 registered: false,
+                listed: true,
                 accepted: false,
                 rd: ReadHalf::new(opts.read_size),
                 wr: WriteHalf::new(),

@@ -19,6 +19,7 @@ use crate::net::stream::Stream;
 use socket2::SockRef;
 use std::io;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 impl Core {
     pub(super) fn open(&mut self, stream: Stream, w: &mut WorkerCtx) {
@@ -395,7 +396,14 @@ impl Core {
         // worker drops the actor — after `Closed` has been handed to the
         // handler or the channel — so code that counts its connections by
         // start and `Closed` never sees more than the limit open at once.
-        let left = self.shared.close_mailbox();
+        // Out of the registry first: a handle can then be made only from
+        // another handle, so with none left the mailbox is closed without
+        // its lock (nobody can post).
+        self.unlist();
+        let left = match Arc::get_mut(&mut self.shared) {
+            Some(s) => s.close_mailbox_unshared(),
+            None => self.shared.close_mailbox(),
+        };
         if self.deferred.is_some()
             || self.wr.drain_waiters.is_some()
             || left.is_some()

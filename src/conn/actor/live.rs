@@ -101,14 +101,27 @@ impl Live {
     }
 }
 
+impl super::Core {
+    /// Takes the connection out of its worker's registry (once): when it
+    /// finishes — nothing is counted on it after that, and a handle can no
+    /// longer be made from the registry, so `finish` can tell whether the
+    /// actor holds the only reference — or when an actor that never
+    /// finished is dropped.
+    pub(super) fn unlist(&mut self) {
+        if std::mem::take(&mut self.listed) {
+            self.shared
+                .worker
+                .source_shared
+                .remove(&self.shared, self.token.slot());
+        }
+    }
+}
+
 impl Drop for super::Core {
     /// However the actor ends (closed, aborted, or dropped with its
     /// worker), its connection leaves the registry.
     fn drop(&mut self) {
-        self.shared
-            .worker
-            .source_shared
-            .remove(&self.shared, self.token.slot());
+        self.unlist();
         // Out of the registry: unless a handle holds it, the allocation
         // serves this thread's next accepted connection.
         ConnShared::recycle(&mut self.shared);

@@ -90,6 +90,9 @@ pub(crate) struct Core {
     failure: Option<Box<Error>>,
     sock: Option<Stream>,
     registered: bool,
+    /// In its worker's registry of live connections (`live.rs`): from the
+    /// start until `finish` (or the drop, for an actor that never finished).
+    listed: bool,
     /// The socket came from a netactor listener (`Start::Accepted`): it is
     /// non-blocking already, has the listener's options where accepted
     /// sockets inherit them, and its descriptor is the only one — so
