@@ -257,7 +257,7 @@ impl Core {
         }
         self.rd.stream = None;
         self.rd.stopped = true;
-        self.fail_reads(Error::Closed);
+        self.fail_reads_with(|| Error::Closed);
         if self.tls.as_ref().is_some_and(|t| t.is_handshaking()) {
             // Mid-handshake (accepted, or STARTTLS) nothing can be flushed:
             // plaintext waits for the handshake, and a peer that is being
@@ -345,6 +345,16 @@ impl Core {
         self.failure.as_deref().cloned().unwrap_or(Error::Closed)
     }
 
+    /// Fails every queued read with `e` (built only if there is one: a
+    /// short connection closes with none).
+    #[inline]
+    pub(super) fn fail_reads_with(&mut self, e: impl FnOnce() -> Error) {
+        if !self.rd.reads.is_empty() {
+            self.fail_reads(e());
+        }
+    }
+
+    #[inline(never)]
     pub(super) fn fail_reads(&mut self, e: Error) {
         if self.rd.reads.is_empty() {
             return;
