@@ -324,7 +324,9 @@ pub struct WorkerMetrics {
     pub wakeups: u64,
     /// Tasks it found for other workers while polling and queued for them.
     pub handed_off: u64,
-    /// Tasks it found for a parked worker and ran itself, in its place.
+    /// Tasks it found for a parked worker and ran itself, in its place
+    /// (only with [`ReactorBuilder::run_for_parked`](crate::ReactorBuilder::run_for_parked);
+    /// otherwise 0).
     pub borrowed: u64,
     /// The longest round of turns among those timed (the first round of
     /// every 10 ms is timed, so the clock is not read after every round).
@@ -555,7 +557,7 @@ impl Metrics {
             (
                 "worker_borrowed_total",
                 "counter",
-                "Tasks the worker ran for a parked worker in its place.",
+                "Tasks the worker ran for a parked worker in its place (run_for_parked only).",
                 |w| w.borrowed,
             ),
             (
