@@ -12,9 +12,11 @@ use std::net::SocketAddr;
 ///
 /// A handler runs on a worker, so it must not block: it reacts to the event
 /// through [`Ctx`] (write, read requests, close, …) and returns. Calls for
-/// one connection never overlap and come in order, but not necessarily on
-/// the same thread (hence `Send`; keep per-connection state in the handler,
-/// not in thread-locals). A panic in a handler is caught; only its
+/// one connection never overlap and come in order, on the connection's
+/// worker thread — or, with
+/// [`ReactorBuilder::run_for_parked`](crate::ReactorBuilder::run_for_parked),
+/// not necessarily on the same thread (hence `Send`; keep per-connection
+/// state in the handler, not in thread-locals). A panic in a handler is caught; only its
 /// connection fails, with [`Error::Panicked`](crate::Error::Panicked).
 ///
 /// ```
