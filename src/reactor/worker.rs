@@ -233,7 +233,8 @@ pub(crate) fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
 }
 
 /// A worker's connections and what their turns use: owned by the worker's
-/// thread, lent to the poller-role holder while that thread is parked.
+/// thread (with `run_for_parked`, lent to the poller-role holder while that
+/// thread is parked).
 pub(crate) struct WorkerState<S: Source> {
     slab: Slab<S>,
     ctx: WorkerCtx<S>,
@@ -556,9 +557,10 @@ pub(crate) fn run<S: Source>(shared: Arc<ReactorShared<S>>, me: Arc<WorkerShared
                         // A long batch ahead: let a parked sibling poll meanwhile.
                         shared.wake_follower(me.idx);
                     } else if tasks.is_empty() && pushed > 0 {
-                        // Everything was for busy others: leave the role to
-                        // them (they will be idle next), or every one of
-                        // their events would keep hopping through this thread.
+                        // Everything was for others (busy, or parked and
+                        // woken now): leave the role to them (they will be
+                        // idle next), or every one of their events would
+                        // keep hopping through this thread.
                         yield_role = true;
                     }
                     continue;

@@ -108,7 +108,8 @@ impl Source for Actor {
         // runs in this first turn. `token_set` orders the two (see it).
         ConnShared::set_token(&shared, token);
         w.metrics.conn.opened.inc();
-        // Counted in snapshots from now on (until the actor is dropped).
+        // Counted in snapshots from now on (until it finishes, or its actor
+        // is dropped).
         shared.worker.source_shared.add(&shared, token.slot());
         log::trace!("{}: started on worker {}", shared.id, token.worker());
         let now = w.now;

@@ -6,7 +6,8 @@
 //! at the end of its last turn and of its write reservations
 //! (`ConnShared::queued`, what `Stats::write_queued` reports). So the read and write paths pay
 //! nothing for the reactor-wide byte and syscall counts; a connection pays
-//! one uncontended lock when it starts and one when its actor is dropped,
+//! one uncontended lock when it starts and one when it finishes (or its
+//! actor is dropped unfinished),
 //! and a snapshot locks each worker's registry once.
 
 use crate::conn::shared::ConnShared;
