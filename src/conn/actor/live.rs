@@ -123,6 +123,14 @@ impl Drop for super::Core {
     /// worker), its connection leaves the registry.
     fn drop(&mut self) {
         self.unlist();
+        if self.phase != super::Phase::Closed {
+            // Dropped without finishing (a panic inside netactor's own
+            // start, or a worker thread that died): handles must see
+            // `Closed` rather than have their posts sit in a mailbox no
+            // turn will take; what was posted is dropped, so its replies
+            // see the connection gone.
+            drop(self.shared.close_mailbox());
+        }
         // Out of the registry: unless a handle holds it, the allocation
         // serves this thread's next accepted connection.
         ConnShared::recycle(&mut self.shared);
