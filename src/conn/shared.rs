@@ -390,15 +390,16 @@ impl ConnShared {
     }
 
     /// Marks the mailbox closed and returns what was still in it (`None`:
-    /// nothing).
-    pub(crate) fn close_mailbox(&self) -> Option<VecDeque<Msg>> {
-        self.mailbox.close()
-    }
-
-    /// As [`close_mailbox`](Self::close_mailbox), for the only holder of
-    /// the state: no lock.
-    pub(crate) fn close_mailbox_unshared(&mut self) -> Option<VecDeque<Msg>> {
-        self.mailbox.close_mut()
+    /// nothing). Without the lock when `this` is the only reference (no
+    /// handle: nobody can post). The actor's callers take the connection
+    /// out of the live-connection registry first, so that its entry does
+    /// not count as a holder.
+    #[inline]
+    pub(crate) fn close_mailbox(this: &mut Arc<Self>) -> Option<VecDeque<Msg>> {
+        match Arc::get_mut(this) {
+            Some(s) => s.mailbox.close_mut(),
+            None => this.mailbox.close(),
+        }
     }
 
     pub(crate) fn is_closed(&self) -> bool {

@@ -520,7 +520,8 @@ pub(crate) fn run<S: Source>(shared: Arc<ReactorShared<S>>, me: Arc<WorkerShared
                     // run on its own worker's thread and both halves of a
                     // busy batch run in parallel. With `run_for_parked`, a
                     // thread with nothing of its own to do runs one parked
-                    // worker's batch itself (no wake-up, no context switch). Decided while still holding the
+                    // worker's batch itself (no wake-up, no context
+                    // switch). Decided while still holding the
                     // role: a `StopAccepting` acknowledgement (which needs
                     // the role) then proves every accepted connection is
                     // queued or in a locked state, so no worker can exit past

@@ -201,8 +201,8 @@ impl Source for Actor {
         }
     }
 
-    fn abandon(new: NewConn) {
-        drop(new.shared.close_mailbox());
+    fn abandon(mut new: NewConn) {
+        drop(ConnShared::close_mailbox(&mut new.shared));
     }
 
     fn token(&self) -> Token {

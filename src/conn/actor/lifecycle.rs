@@ -10,6 +10,7 @@ use super::Phase;
 use super::WorkerCtx;
 #[cfg(unix)]
 use super::WriteSide;
+use crate::conn::shared::ConnShared;
 use crate::conn::shared::Msg;
 use crate::conn::Event;
 use crate::conn::Options;
@@ -19,7 +20,6 @@ use crate::net::stream::Stream;
 use socket2::SockRef;
 use std::io;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 impl Core {
     pub(super) fn open(&mut self, stream: Stream, w: &mut WorkerCtx) {
@@ -410,10 +410,7 @@ impl Core {
         // another handle, so with none left the mailbox is closed without
         // its lock (nobody can post).
         self.unlist();
-        let left = match Arc::get_mut(&mut self.shared) {
-            Some(s) => s.close_mailbox_unshared(),
-            None => self.shared.close_mailbox(),
-        };
+        let left = ConnShared::close_mailbox(&mut self.shared);
         if self.deferred.is_some()
             || self.wr.drain_waiters.is_some()
             || left.is_some()

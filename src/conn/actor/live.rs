@@ -129,7 +129,7 @@ impl Drop for super::Core {
             // `Closed` rather than have their posts sit in a mailbox no
             // turn will take; what was posted is dropped, so its replies
             // see the connection gone.
-            drop(self.shared.close_mailbox());
+            drop(ConnShared::close_mailbox(&mut self.shared));
         }
         // Out of the registry: unless a handle holds it, the allocation
         // serves this thread's next accepted connection.
