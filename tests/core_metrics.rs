@@ -531,3 +531,92 @@ fn counts_frames_and_events_delivered_to_a_handler() {
     assert_eq!(m.frames_decoded, 3, "{m:#?}");
     assert_eq!(m.events_delivered, 5, "{m:#?}");
 }
+
+/// The live-connection registries hold uncounted pointers to each
+/// connection's shared state (`conn/actor/live.rs`): snapshots and
+/// `connections()` taken without pause while connections open and close on
+/// both workers must only ever reach live state, never see a count go back,
+/// and in the end count every byte exactly once.
+#[test]
+fn snapshots_during_churn_count_every_byte_once() {
+    use netactor::framing::Raw;
+    use netactor::Ctx;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const CLIENTS: usize = 2;
+    const EACH: usize = 300;
+    let r = reactor(2);
+    let l = r
+        .listen_with(any_port(), ListenOptions::new(), |ctx| {
+            ctx.set_streaming(Some(Raw));
+            |ctx: &mut Ctx<'_>, ev: Event| match ev {
+                Event::Read(f) => {
+                    let _ = ctx.write(f.into_bytes().unwrap());
+                }
+                Event::Eof => ctx.close(),
+                _ => {}
+            }
+        })
+        .unwrap();
+    let addr = l.local_addr();
+    // Open throughout: every snapshot lists at least this one.
+    let held = peer(addr);
+    metrics_until(&r, WAIT, "held open", |m| m.connections_open == 1);
+    let stop = AtomicBool::new(false);
+    let (snapshots, listed) = std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            let (mut snapshots, mut listed) = (0u64, 0u64);
+            let (mut read, mut written) = (0, 0);
+            loop {
+                let done = stop.load(Ordering::Relaxed);
+                let m = r.metrics();
+                assert!(m.bytes_read >= read, "{} < {read}", m.bytes_read);
+                assert!(
+                    m.bytes_written >= written,
+                    "{} < {written}",
+                    m.bytes_written
+                );
+                (read, written) = (m.bytes_read, m.bytes_written);
+                for c in r.connections() {
+                    let st = c.stats();
+                    assert!(st.bytes_read <= 64 && st.bytes_written <= 64, "{st:?}");
+                    listed += 1;
+                }
+                snapshots += 1;
+                if done {
+                    break (snapshots, listed);
+                }
+            }
+        });
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|t| {
+                s.spawn(move || {
+                    for i in 0..EACH {
+                        let mut p = peer(addr);
+                        p.set_nodelay(true).unwrap();
+                        let msg = [(t * EACH + i) as u8; 64];
+                        p.write_all(&msg).unwrap();
+                        let mut back = [0u8; 64];
+                        p.read_exact(&mut back).unwrap();
+                        assert_eq!(back, msg);
+                    }
+                })
+            })
+            .collect();
+        for c in clients {
+            c.join().unwrap();
+        }
+        drop(held);
+        let total = (CLIENTS * EACH) as u64 + 1;
+        let m = metrics_until(&r, WAIT, "all closed", |m| m.connections_closed == total);
+        stop.store(true, Ordering::Relaxed);
+        let counts = watcher.join().unwrap();
+        assert_eq!(m.bytes_read, (total - 1) * 64, "{m:#?}");
+        assert_eq!(m.bytes_written, (total - 1) * 64, "{m:#?}");
+        assert_eq!(m.connections_open, 0);
+        counts
+    });
+    assert!(
+        snapshots > 0 && listed >= snapshots,
+        "{snapshots} snapshots, {listed} listed"
+    );
+}

@@ -29,7 +29,7 @@ use crate::framing::{Decoder, Frame};
 use actor::{QueuedRead, StreamAdapter};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
-use shared::{ConnShared, Msg};
+use shared::{ConnRef, Msg};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -149,7 +149,7 @@ pub fn event_channel(capacity: usize) -> (EventSender, EventReceiver) {
 /// `connect; write; drop` delivers its bytes — and what cannot be sent is
 /// reported as [`Error::Unsent`]. Handler-mode connections live until closed.
 pub struct Connection {
-    pub(crate) shared: Arc<ConnShared>,
+    pub(crate) shared: ConnRef,
 }
 
 impl Clone for Connection {
@@ -173,7 +173,7 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
-    pub(crate) fn from_shared(shared: Arc<ConnShared>) -> Self {
+    pub(crate) fn from_shared(shared: ConnRef) -> Self {
         shared.handles.fetch_add(1, Ordering::AcqRel);
         Connection { shared }
     }

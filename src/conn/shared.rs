@@ -178,6 +178,14 @@ pub struct Stats {
     pub peer_addr: Option<SocketAddr>,
 }
 
+/// A counted reference to a connection's shared state: triomphe's `Arc`,
+/// which has no weak count — whether a reference is the only one is then a
+/// load (std's `Arc::get_mut` takes the weak count with a locked
+/// compare-and-swap), and the actor asks that twice per connection
+/// ([`close_mailbox`](ConnShared::close_mailbox), the recycling in
+/// [`new`](ConnShared::new)).
+pub(crate) type ConnRef = triomphe::Arc<ConnShared>;
+
 pub(crate) struct ConnShared {
     pub(crate) id: ConnId,
     pub(crate) worker: Arc<WorkerShared>,
@@ -203,7 +211,7 @@ const RECYCLED_MAX: usize = 64;
 
 thread_local! {
     /// This thread's recycled shared states: each held by nothing else.
-    static RECYCLED: std::cell::RefCell<Vec<Arc<ConnShared>>> =
+    static RECYCLED: std::cell::RefCell<Vec<triomphe::UniqueArc<ConnShared>>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -218,15 +226,13 @@ impl ConnShared {
         wbuf_max: usize,
         close_on_drop: bool,
         info: ConnInfo,
-    ) -> Arc<Self> {
+    ) -> ConnRef {
         let reused = RECYCLED.try_with(|r| r.borrow_mut().pop()).ok().flatten();
-        if let Some(mut arc) = reused {
-            if let Some(s) = Arc::get_mut(&mut arc) {
-                s.reset(id, worker, wbuf_max, close_on_drop, info);
-                return arc;
-            }
+        if let Some(mut kept) = reused {
+            kept.reset(id, worker, wbuf_max, close_on_drop, info);
+            return kept.shareable();
         }
-        Arc::new(ConnShared {
+        triomphe::Arc::new(ConnShared {
             id,
             worker: worker.clone(),
             token: AtomicUsize::new(usize::MAX),
@@ -286,19 +292,17 @@ impl ConnShared {
 
     /// The actor is done with `this` (its `Drop`): if nothing else holds
     /// it — no handle, no registry entry — this thread keeps the
-    /// allocation for its next connection. `this` is then dropped by the
-    /// caller, leaving the kept clone the only reference.
-    pub(crate) fn recycle(this: &mut Arc<Self>) {
-        // Counts read, not claimed (`get_mut` would take the weak count
-        // with a locked instruction): nobody else holds `this`, so they
-        // cannot change. `new` claims it before reusing it.
-        if Arc::strong_count(this) != 1 || Arc::weak_count(this) != 0 {
+    /// allocation for its next connection; otherwise this reference is
+    /// dropped.
+    pub(crate) fn recycle(this: ConnRef) {
+        // A load, not a locked instruction (`ConnRef`).
+        let Ok(kept) = triomphe::Arc::try_unique(this) else {
             return;
-        }
+        };
         let _ = RECYCLED.try_with(|r| {
             let mut r = r.borrow_mut();
             if r.len() < RECYCLED_MAX {
-                r.push(this.clone());
+                r.push(kept);
             }
         });
     }
@@ -339,7 +343,7 @@ impl ConnShared {
     }
 
     /// Posts a message; schedules the actor if its mailbox was idle.
-    pub(crate) fn post(self: &Arc<Self>, msg: Msg) -> Result<()> {
+    pub(crate) fn post(&self, msg: Msg) -> Result<()> {
         let schedule = match self.mailbox.post(msg) {
             Posted::Schedule => true,
             Posted::Queued => false,
@@ -365,15 +369,13 @@ impl ConnShared {
     ///
     /// `this` is the only reference (an accepted connection without a
     /// handle): nobody can post, so there is nothing to order with.
-    pub(crate) fn set_token(this: &Arc<Self>, token: Token) {
+    pub(crate) fn set_token(this: &ConnRef, token: Token) {
         this.token.store(token.0, Ordering::Release);
-        if Arc::strong_count(this) > 1 {
+        // The count is read with acquire: a handle that posted and was
+        // dropped just before (its decrement a release) has its post seen
+        // by the first turn, as the lock would have ensured.
+        if !this.is_unique() {
             this.mailbox.locked(|| ());
-        } else {
-            // The count is a relaxed load: a handle that posted and was
-            // dropped just before (its decrement a release) must have its
-            // post seen by the first turn, as the lock would have ensured.
-            std::sync::atomic::fence(Ordering::Acquire);
         }
     }
 
@@ -395,8 +397,8 @@ impl ConnShared {
     /// out of the live-connection registry first, so that its entry does
     /// not count as a holder.
     #[inline]
-    pub(crate) fn close_mailbox(this: &mut Arc<Self>) -> Option<VecDeque<Msg>> {
-        match Arc::get_mut(this) {
+    pub(crate) fn close_mailbox(this: &mut ConnRef) -> Option<VecDeque<Msg>> {
+        match triomphe::Arc::get_mut(this) {
             Some(s) => s.mailbox.close_mut(),
             None => this.mailbox.close(),
         }

@@ -285,8 +285,8 @@ impl ListenerShared {
                 }
             }
         };
-        let worker = reactor.pick_worker_near(cx.near);
-        let id = ConnId(cx.conn_id());
+        let (worker, id) = cx.place();
+        let id = ConnId(id);
         let channel = matches!(self.mode, AcceptMode::Channel { .. });
         let w = worker.idx;
         let opts = self.opts[w].clone();

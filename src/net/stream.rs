@@ -138,6 +138,18 @@ impl Stream {
         }
     }
 
+    /// Closes the stream: its drop, with a socket's `close` made the way
+    /// its data-path calls are (`sys::socket::close`).
+    pub(crate) fn close(self) {
+        match self {
+            Stream::Tcp(s) => crate::sys::socket::close(s),
+            #[cfg(unix)]
+            Stream::Unix(s) => crate::sys::socket::close(s),
+            #[cfg(unix)]
+            pipe @ Stream::Pipe { .. } => drop(pipe),
+        }
+    }
+
     /// Removes every descriptor from the poller.
     pub(crate) fn deregister(&self, poller: &crate::sys::Poller) {
         match self {

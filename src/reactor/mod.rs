@@ -113,25 +113,56 @@ pub(crate) enum Task<S: Source> {
 
 /// How many sources a worker hosts or has on their way to it (a
 /// `Task::Spawn` queued): what [`ReactorShared::pick_worker_near`]
-/// balances. Raised by the thread that assigns a new source, lowered by
-/// the worker's slab when one is gone. On a line of its own: both sides
-/// write it once per connection, and the queue and parking state next to
+/// balances. Three counts, so that the per-connection path makes no
+/// locked read-modify-write on a line another core also writes: the
+/// poller role's holder raises `by_poller` for every accepted connection
+/// and whoever holds the worker's state lowers it through `gone` — each
+/// of them one writer at a time, ordered by the lock it holds (the role's,
+/// the state's), so a load and a store are exact. Only sources made on
+/// application threads (connect, adopt: any thread, at once) pay for a
+/// `fetch_add`. On a line of its own: the queue and parking state next to
 /// it are hotter.
 #[repr(align(128))]
 #[derive(Debug, Default)]
-pub(crate) struct Load(AtomicUsize);
+pub(crate) struct Load {
+    by_poller: AtomicUsize,
+    by_others: AtomicUsize,
+    gone: AtomicUsize,
+}
 
 impl Load {
     fn get(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
+        // `gone` first, with acquire: a source counted gone was assigned
+        // before (its `Task::Spawn` went through the worker's queue lock),
+        // so the assignment counts read after it include it.
+        let gone = self.gone.load(Ordering::Acquire);
+        let added = self.by_poller.load(Ordering::Relaxed) + self.by_others.load(Ordering::Relaxed);
+        added.saturating_sub(gone)
     }
+
+    /// One source assigned by the poller role's holder (the only writer:
+    /// the role is held by one thread at a time, handed on under a lock).
+    fn add_by_poller(&self) {
+        bump(&self.by_poller);
+    }
+
+    /// One source assigned from any thread.
     fn add(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.by_others.fetch_add(1, Ordering::Relaxed);
     }
-    /// One source assigned here is gone (closed, or never started).
+
+    /// One source assigned here is gone (closed, or never started). By the
+    /// holder of the worker's state only (its thread, or a borrower under
+    /// its lock), or by its thread after the state is gone.
     pub(crate) fn sub(&self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        let g = &self.gone;
+        g.store(g.load(Ordering::Relaxed).wrapping_add(1), Ordering::Release);
     }
+}
+
+/// A single writer's increment: a load and a store, no locked instruction.
+fn bump(c: &AtomicUsize) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
 }
 
 /// The part of a worker other threads see: its task queue and wake-up.
@@ -330,9 +361,9 @@ impl<S: Source> ReactorShared<S> {
         w
     }
 
-    /// Picks the worker for a connection accepted on worker `near`'s
-    /// thread (`None`: the dedicated poller thread, round robin): of
-    /// `near` and the next worker in round-robin order, the one hosting
+    /// Picks the worker for connection `id`, accepted on worker `near`'s
+    /// thread (`None`: the dedicated poller thread, round robin by id): of
+    /// `near` and the worker the id picks round robin, the one hosting
     /// fewer connections — `near` while it hosts at most one more (plus
     /// 1/32 of the other's count). The one: a connection whose client has
     /// gone but whose close this worker has not yet run still counts, and
@@ -354,24 +385,35 @@ impl<S: Source> ReactorShared<S> {
     /// the noise (benches/RESULTS.md, session 8): the gain is the
     /// hand-offs and wake-ups, not throughput. Comparing with one other
     /// worker rather than all keeps the choice O(1) however many workers
-    /// there are.
-    pub(crate) fn pick_worker_near(&self, near: Option<usize>) -> &Arc<WorkerShared<S>> {
+    /// there are. Only the poller role's holder calls this (`_role`, its
+    /// id block, proves it), so neither the round robin nor the load count
+    /// it raises is a read-modify-write shared with other cores.
+    pub(crate) fn pick_worker_near(
+        &self,
+        near: Option<usize>,
+        id: u64,
+        _role: &mut poller::IdBlock,
+    ) -> &Arc<WorkerShared<S>> {
         let n = self.workers.len();
-        let Some(own) = near.filter(|&o| o < n && n > 1) else {
-            return self.pick_worker();
-        };
-        let mut other = self.round_robin.fetch_add(1, Ordering::Relaxed) % n;
-        if other == own {
-            other = (other + 1) % n;
-        }
-        let theirs = self.workers[other].load.get();
-        let pick = if self.workers[own].load.get() <= theirs + 1 + theirs / 32 {
-            own
-        } else {
-            other
+        // Round robin by connection id: ids are taken in order by the
+        // role's holder, so no shared counter is bumped per connection.
+        let mut other = (id % n as u64) as usize;
+        let pick = match near.filter(|&o| o < n && n > 1) {
+            None => other,
+            Some(own) => {
+                if other == own {
+                    other = (other + 1) % n;
+                }
+                let theirs = self.workers[other].load.get();
+                if self.workers[own].load.get() <= theirs + 1 + theirs / 32 {
+                    own
+                } else {
+                    other
+                }
+            }
         };
         let w = &self.workers[pick];
-        w.load.add();
+        w.load.add_by_poller();
         w
     }
 

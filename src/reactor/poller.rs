@@ -67,7 +67,7 @@ pub(crate) struct PollState<S: Source> {
 /// that take turns holding the role. Ids stay unique; they are not handed
 /// out in order across blocks (`ConnId` promises uniqueness only).
 #[derive(Default)]
-pub(super) struct IdBlock {
+pub(crate) struct IdBlock {
     next: u64,
     end: u64,
 }

@@ -95,10 +95,13 @@ pub(crate) struct AcceptCx<'a, S: Source> {
     pub(super) ids: &'a mut super::poller::IdBlock,
 }
 
-impl<S: Source> AcceptCx<'_, S> {
-    /// A connection id, unique in the reactor.
-    pub(crate) fn conn_id(&mut self) -> u64 {
-        self.ids.take(self.reactor)
+impl<'a, S: Source> AcceptCx<'a, S> {
+    /// A connection id, unique in the reactor, and the worker to host the
+    /// connection (`ReactorShared::pick_worker_near`).
+    pub(crate) fn place(&mut self) -> (&'a std::sync::Arc<super::WorkerShared<S>>, u64) {
+        let id = self.ids.take(self.reactor);
+        let reactor: &'a ReactorShared<S> = self.reactor;
+        (reactor.pick_worker_near(self.near, id, self.ids), id)
     }
 
     /// Queues a new source for worker `worker` (delivered with this wait's batch).

@@ -439,7 +439,7 @@ fn a_recycled_shared_state_starts_clean() {
     let (first_ptr, first_id) = {
         let c = only(&reactor);
         assert_eq!(c.stats().bytes_read, 1000);
-        (Arc::as_ptr(&c.shared), c.id())
+        (triomphe::Arc::as_ptr(&c.shared), c.id())
         // The handle goes here: a state a handle holds is not recycled.
     };
     s.shutdown(Shutdown::Write).unwrap();
@@ -456,7 +456,7 @@ fn a_recycled_shared_state_starts_clean() {
     });
     let c = only(&reactor);
     assert_eq!(
-        Arc::as_ptr(&c.shared),
+        triomphe::Arc::as_ptr(&c.shared),
         first_ptr,
         "the allocation was reused"
     );

@@ -8,7 +8,7 @@ use super::timers::TimerKind;
 use super::Core;
 use super::Phase;
 use super::WorkerCtx;
-use crate::conn::shared::ConnShared;
+use crate::conn::shared::ConnRef;
 use crate::conn::shared::Msg;
 use crate::conn::Event;
 use crate::error::Error;
@@ -153,7 +153,7 @@ fn start_connect(addr: SocketAddr, prepare: Option<&PrepareFn>) -> io::Result<(T
 /// Resolves `target` on a short-lived thread (never on a worker or the
 /// poller); the answer comes back through the connection's mailbox
 /// (`Msg::Resolved`). A connection closed meanwhile refuses it.
-pub(super) fn resolve(shared: Arc<ConnShared>, target: String, resolver: Option<Arc<ResolveFn>>) {
+pub(super) fn resolve(shared: ConnRef, target: String, resolver: Option<Arc<ResolveFn>>) {
     let to = shared.clone();
     let spawned = std::thread::Builder::new()
         .name("netactor-resolve".into())

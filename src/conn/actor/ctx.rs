@@ -7,6 +7,7 @@ use super::requests::StreamDecode;
 use super::Core;
 use super::Phase;
 use super::WorkerCtx;
+use crate::conn::shared::ConnRef;
 use crate::conn::shared::Msg;
 use crate::conn::ConnId;
 use crate::conn::Connection;
@@ -57,7 +58,7 @@ impl Ctx<'_> {
 
     /// A handle other threads can use to talk to this connection.
     pub fn connection(&self) -> Connection {
-        Connection::from_shared(self.core.shared.clone())
+        Connection::from_shared(ConnRef::clone(&self.core.shared))
     }
 
     /// The peer's address, once connected (also on the handle:

@@ -19,7 +19,7 @@ use super::ConnectState;
 use super::Core;
 use super::Phase;
 use super::WorkerCtx;
-use crate::conn::shared::ConnShared;
+use crate::conn::shared::{ConnRef, ConnShared};
 use crate::conn::Event;
 use crate::conn::Options;
 use crate::conn::Sink;
@@ -77,7 +77,7 @@ pub(crate) enum SinkSetup {
 /// `Task::Spawn` (the accepted connection's hand-off allocates nothing):
 /// small, since it sets the size of every task — the rare parts are boxed.
 pub(crate) struct NewConn {
-    pub(crate) shared: Arc<ConnShared>,
+    pub(crate) shared: ConnRef,
     pub(crate) opts: Arc<Options>,
     pub(crate) sink: SinkSetup,
     pub(crate) start: Start,
@@ -121,7 +121,7 @@ impl Source for Actor {
         // (built aside and then moved in, it cost a copy per connection).
         let actor = into.insert(Actor {
             core: Core {
-                shared,
+                shared: std::mem::ManuallyDrop::new(shared),
                 token,
                 phase: Phase::Resolving,
                 failure: None,
@@ -178,7 +178,7 @@ impl Source for Actor {
                     prepare,
                     last_err: None,
                 }));
-                connect::resolve(core.shared.clone(), target, resolver);
+                connect::resolve(ConnRef::clone(&core.shared), target, resolver);
             }
         }
         if let Some(factory) = factory {

@@ -387,7 +387,7 @@ impl Core {
             if !self.rd.eof {
                 discard_unread(&sock, w);
             }
-            drop(sock);
+            sock.close();
         }
         self.tls = None;
         self.shared.write_shut.store(true, Ordering::Release);

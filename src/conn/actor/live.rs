@@ -7,13 +7,13 @@
 //! (`ConnShared::queued`, what `Stats::write_queued` reports). So the read and write paths pay
 //! nothing for the reactor-wide byte and syscall counts; a connection pays
 //! one uncontended lock when it starts and one when it finishes (or its
-//! actor is dropped unfinished),
-//! and a snapshot locks each worker's registry once.
+//! actor is dropped unfinished), and no reference count: an entry is a
+//! pointer its actor keeps valid (see [`Listed`]). A snapshot locks each
+//! worker's registry once.
 
-use crate::conn::shared::ConnShared;
+use crate::conn::shared::{ConnRef, ConnShared};
 use parking_lot::Mutex;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 /// One worker's live connections and the totals of its finished ones.
 #[derive(Default)]
@@ -28,8 +28,30 @@ struct Inner {
     /// touch only that entry — a swap-remove would write the index of the
     /// connection moved into the hole, a cache miss on another
     /// connection's state at every close.
-    conns: Vec<Option<Arc<ConnShared>>>,
+    conns: Vec<Option<Listed>>,
     gone: [u64; 4],
+}
+
+/// A listed connection's shared state, not counted: its actor holds a
+/// reference from before it is listed until after it is taken out
+/// ([`Core::unlist`](super::Core::unlist), which its `Drop` calls before
+/// the reference goes), and both happen under the registry's lock — so
+/// while the lock is held, every entry points to live shared state. A
+/// counted entry cost two locked instructions per connection (the count
+/// up at the start, down at the finish), and kept the actor from knowing
+/// at the finish that it held the only reference.
+struct Listed(*const ConnShared);
+
+// SAFETY: a `Listed` is only dereferenced under the registry's lock, while
+// its actor keeps the pointee alive (above); `ConnShared` is `Send + Sync`.
+unsafe impl Send for Listed {}
+
+impl Listed {
+    fn get(&self) -> &ConnShared {
+        // SAFETY: only reached through the registry's lock, while the
+        // entry is in it: the actor's reference keeps it alive (`Listed`).
+        unsafe { &*self.0 }
+    }
 }
 
 fn counts(c: &ConnShared) -> [u64; 4] {
@@ -45,12 +67,15 @@ fn counts(c: &ConnShared) -> [u64; 4] {
 impl Live {
     /// The actor for `c` started, in slab slot `slot` (vacant until it is
     /// removed).
-    pub(crate) fn add(&self, c: &Arc<ConnShared>, slot: usize) {
+    pub(crate) fn add(&self, c: &ConnRef, slot: usize) {
+        // From `as_ptr`: the pointer keeps its provenance over the whole
+        // allocation, counts included (`handles` makes references from it).
+        let entry = Listed(triomphe::Arc::as_ptr(c));
         let mut g = self.inner.lock();
         if g.conns.len() <= slot {
-            g.conns.resize(slot + 1, None);
+            g.conns.resize_with(slot + 1, || None);
         }
-        g.conns[slot] = Some(c.clone());
+        g.conns[slot] = Some(entry);
     }
 
     /// The actor for `c` is gone: its counts move to the totals (under
@@ -60,7 +85,7 @@ impl Live {
         let Some(entry) = g
             .conns
             .get_mut(slot)
-            .filter(|x| x.as_deref().is_some_and(|x| std::ptr::eq(x, c)))
+            .filter(|x| x.as_ref().is_some_and(|x| std::ptr::eq(x.get(), c)))
         else {
             return; // never added
         };
@@ -73,19 +98,21 @@ impl Live {
     /// Appends a handle to each live connection to `out` (`Reactor::connections`).
     pub(crate) fn handles(&self, out: &mut Vec<crate::conn::Connection>) {
         let g = self.inner.lock();
-        out.extend(
-            g.conns
-                .iter()
-                .flatten()
-                .map(|c| crate::conn::Connection::from_shared(c.clone())),
-        );
+        out.extend(g.conns.iter().flatten().map(|c| {
+            // SAFETY: the pointer came from `Arc::as_ptr` (full
+            // provenance) and the actor's reference keeps the
+            // allocation alive while the lock is held (`Listed`);
+            // the new reference is counted.
+            let borrowed = unsafe { triomphe::ArcBorrow::from_ptr(c.0) };
+            crate::conn::Connection::from_shared(borrowed.clone_arc())
+        }));
     }
 
     pub(crate) fn collect(&self, m: &mut crate::metrics::Metrics) {
         let g = self.inner.lock();
         let mut sum = g.gone;
         let (mut rb, mut wq) = (0u64, 0u64);
-        for c in g.conns.iter().flatten() {
+        for c in g.conns.iter().flatten().map(Listed::get) {
             for (t, n) in sum.iter_mut().zip(counts(c)) {
                 *t += n;
             }
@@ -133,6 +160,8 @@ impl Drop for super::Core {
         }
         // Out of the registry: unless a handle holds it, the allocation
         // serves this thread's next accepted connection.
-        ConnShared::recycle(&mut self.shared);
+        // SAFETY: `shared` is not used again — this is the actor's drop,
+        // and nothing after this line touches the field.
+        ConnShared::recycle(unsafe { std::mem::ManuallyDrop::take(&mut self.shared) });
     }
 }

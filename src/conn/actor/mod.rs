@@ -35,7 +35,7 @@ pub(crate) use requests::{QueuedRead, ReadRequest, StreamAdapter, StreamDecode};
 use timers::{Armed, Inactivity};
 use write::WriteHalf;
 
-use super::shared::{ConnShared, Msg};
+use super::shared::{ConnRef, Msg};
 use super::{Event, Options, Sink};
 use crate::error::Error;
 use crate::net::stream::Stream;
@@ -81,7 +81,7 @@ enum WriteSide {
 
 /// Everything of a connection except its event sink: what [`Ctx`] operates on.
 pub(crate) struct Core {
-    shared: Arc<ConnShared>,
+    shared: std::mem::ManuallyDrop<ConnRef>,
     token: Token,
     phase: Phase,
     /// The fatal error that is ending the connection: read requests still
@@ -160,7 +160,7 @@ mod size_tests {
     #[test]
     fn per_connection_structs_stay_small() {
         let actor = std::mem::size_of::<super::Actor>();
-        let shared = std::mem::size_of::<super::ConnShared>();
+        let shared = std::mem::size_of::<crate::conn::shared::ConnShared>();
         eprintln!("Actor {actor} B, ConnShared {shared} B");
         // The addresses (`ConnInfo`, 88 B) are inline in `ConnShared` since
         // issue 15's churn work: they were a box of their own in every TCP
