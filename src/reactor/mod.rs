@@ -136,8 +136,11 @@ impl Load {
         // before (its `Task::Spawn` went through the worker's queue lock),
         // so the assignment counts read after it include it.
         let gone = self.gone.load(Ordering::Acquire);
-        let added = self.by_poller.load(Ordering::Relaxed) + self.by_others.load(Ordering::Relaxed);
-        added.saturating_sub(gone)
+        // Wrapping: each count only grows, and may pass `usize::MAX` on a
+        // 32-bit target; the difference is still exact.
+        let added = (self.by_poller.load(Ordering::Relaxed))
+            .wrapping_add(self.by_others.load(Ordering::Relaxed));
+        added.wrapping_sub(gone)
     }
 
     /// One source assigned by the poller role's holder (the only writer:

@@ -108,10 +108,6 @@ impl Source for Actor {
         // runs in this first turn. `token_set` orders the two (see it).
         ConnShared::set_token(&shared, token);
         w.metrics.conn.opened.inc();
-        // Counted in snapshots from now on (until it finishes, or its actor
-        // is dropped).
-        shared.worker.source_shared.add(&shared, token.slot());
-        log::trace!("{}: started on worker {}", shared.id, token.worker());
         let now = w.now;
         let (sink, factory) = match sink {
             SinkSetup::Ready(s) => (Some(s), None),
@@ -147,6 +143,16 @@ impl Source for Actor {
             sink,
         });
         let core = &mut actor.core;
+        // Counted in snapshots from now on (until it finishes, or its actor
+        // is dropped). Only once the actor exists: the registry's entry is
+        // uncounted, and the actor's `Drop` is what takes it out again
+        // before the reference goes (`live.rs`, `Listed`) — listed earlier,
+        // a panic in between would leave an entry to freed state.
+        core.shared
+            .worker
+            .source_shared
+            .add(&core.shared, token.slot());
+        log::trace!("{}: started on worker {}", core.shared.id, token.worker());
         match start {
             Start::Stream(stream) => core.open(stream, w),
             Start::Accepted(stream) => {

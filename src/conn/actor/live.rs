@@ -136,12 +136,13 @@ impl super::Core {
     /// actor holds the only reference — or when an actor that never
     /// finished is dropped.
     pub(super) fn unlist(&mut self) {
-        if std::mem::take(&mut self.listed) {
-            self.shared
-                .worker
-                .source_shared
-                .remove(&self.shared, self.token.slot());
-        }
+        unlist(&mut self.listed, &self.shared, self.token);
+    }
+}
+
+fn unlist(listed: &mut bool, shared: &ConnShared, token: crate::reactor::Token) {
+    if std::mem::take(listed) {
+        shared.worker.source_shared.remove(shared, token.slot());
     }
 }
 
@@ -149,19 +150,23 @@ impl Drop for super::Core {
     /// However the actor ends (closed, aborted, or dropped with its
     /// worker), its connection leaves the registry.
     fn drop(&mut self) {
-        self.unlist();
+        // Taken first, so that a panic below (dropping queued mail runs
+        // application closures' drops) still releases the reference.
+        // SAFETY: this is the actor's drop: the field is not used again
+        // (the rest of this function uses the local).
+        let mut shared = unsafe { std::mem::ManuallyDrop::take(&mut self.shared) };
+        // Out of the registry before the reference can go (`Listed`).
+        unlist(&mut self.listed, &shared, self.token);
         if self.phase != super::Phase::Closed {
             // Dropped without finishing (a panic inside netactor's own
             // start, or a worker thread that died): handles must see
             // `Closed` rather than have their posts sit in a mailbox no
             // turn will take; what was posted is dropped, so its replies
             // see the connection gone.
-            drop(ConnShared::close_mailbox(&mut self.shared));
+            drop(ConnShared::close_mailbox(&mut shared));
         }
-        // Out of the registry: unless a handle holds it, the allocation
-        // serves this thread's next accepted connection.
-        // SAFETY: `shared` is not used again — this is the actor's drop,
-        // and nothing after this line touches the field.
-        ConnShared::recycle(unsafe { std::mem::ManuallyDrop::take(&mut self.shared) });
+        // Unless a handle holds it, the allocation serves this thread's
+        // next accepted connection.
+        ConnShared::recycle(shared);
     }
 }
