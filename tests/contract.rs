@@ -663,3 +663,70 @@ fn a_decoder_switched_after_an_empty_frame_sees_the_buffered_bytes() {
     s.write_all(b"one\ntwo\n").unwrap();
     assert_eq!(read_exactly(&mut s, 16), b"got one\ngot two\n");
 }
+
+/// A handler is stored in its actor when it fits in four words and on the
+/// heap otherwise (`HandlerBox`): either way it sees its connection's
+/// events in order, keeps its state across them, and is dropped exactly
+/// once, after its connection has ended.
+#[test]
+fn small_and_large_handlers_keep_state_and_are_dropped_once() {
+    struct Counter<const PAD: usize> {
+        total: u64,
+        pad: [u64; PAD],
+        drops: Arc<AtomicUsize>,
+    }
+    impl<const PAD: usize> Drop for Counter<PAD> {
+        fn drop(&mut self) {
+            self.drops.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    impl<const PAD: usize> netactor::Handler for Counter<PAD> {
+        fn on_event(&mut self, ctx: &mut Ctx<'_>, ev: Event) {
+            match ev {
+                Event::Read(f) => {
+                    self.total += f.into_bytes().unwrap().len() as u64 + self.pad[0];
+                    let _ = ctx.write(self.total.to_le_bytes().to_vec());
+                }
+                Event::Eof => ctx.close(),
+                _ => {}
+            }
+        }
+    }
+    fn check<const PAD: usize>(r: &netactor::Reactor) {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let d = drops.clone();
+        let l = r
+            .listen_with(any_port(), ListenOptions::new(), move |ctx| {
+                ctx.set_streaming(Some(Raw));
+                Counter::<PAD> {
+                    total: 0,
+                    pad: [0; PAD],
+                    drops: d.clone(),
+                }
+            })
+            .unwrap();
+        let mut p = TcpStream::connect(l.local_addr()).unwrap();
+        p.set_read_timeout(Some(LONG)).unwrap();
+        for (i, chunk) in [&b"a"[..], b"bc", b"def"].iter().enumerate() {
+            p.write_all(chunk).unwrap();
+            let mut back = [0u8; 8];
+            p.read_exact(&mut back).unwrap();
+            let want = [1, 3, 6][i];
+            assert_eq!(u64::from_le_bytes(back), want, "{PAD} words of padding");
+        }
+        assert_eq!(drops.load(Ordering::SeqCst), 0, "dropped while open");
+        drop(p);
+        assert!(
+            wait_until(LONG, || drops.load(Ordering::SeqCst) == 1),
+            "{PAD} words of padding: dropped {} times",
+            drops.load(Ordering::SeqCst)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+    }
+    let r = netactor::Reactor::builder().workers(1).build().unwrap();
+    // Three words: in the actor.
+    check::<1>(&r);
+    // Eleven words: on the heap.
+    check::<9>(&r);
+}

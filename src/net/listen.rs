@@ -3,7 +3,7 @@
 //! with the accept budget and back-off kept here), handed to a worker as
 //! new actors.
 
-use crate::conn::actor::{Actor, HandlerFactory, NewConn, SinkSetup, Start};
+use crate::conn::actor::{Actor, InlineFactory, NewConn, SinkSetup, Start};
 use crate::conn::shared::ConnShared;
 use crate::conn::{ConnId, Connection, Event, Options, Sink};
 use crate::error::Result;
@@ -146,7 +146,7 @@ pub(crate) enum AcceptMode {
     },
     /// One factory per worker (each calling the application's): see
     /// [`PerWorker`].
-    Handler(PerWorker<HandlerFactory>),
+    Handler(PerWorker<InlineFactory>),
 }
 
 /// One `Arc` per worker of what every accepted connection holds a
@@ -559,7 +559,7 @@ pub(crate) fn start(
     reactor: &Arc<ReactorShared<Actor>>,
     addr: Bind<'_>,
     lo: ListenOptions,
-    handler: Option<Arc<HandlerFactory>>,
+    handler: Option<Arc<InlineFactory>>,
 ) -> Result<Listener> {
     if reactor.admission.is_closed() {
         return Err(crate::Error::Closed);
@@ -593,7 +593,7 @@ pub(crate) fn start(
                 // closure alone is one pointer, and the workers' copies
                 // would be neighbours in one line, counted by both cores.
                 let f = Padded(f.clone());
-                Arc::new(move |ctx: &mut crate::Ctx<'_>| (f.0)(ctx)) as Arc<HandlerFactory>
+                Arc::new(move |ctx: &mut crate::Ctx<'_>| (f.0)(ctx)) as Arc<InlineFactory>
             });
             (AcceptMode::Handler(each), None, None)
         }

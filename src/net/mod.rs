@@ -512,12 +512,17 @@ impl Reactor {
 }
 
 /// A listener's handler factory, type-erased (one box per connection).
-fn boxed<F, H>(factory: F) -> Arc<HandlerFactory>
+fn boxed<F, H>(factory: F) -> Arc<crate::conn::actor::InlineFactory>
 where
     F: Fn(&mut Ctx<'_>) -> H + Send + Sync + 'static,
     H: Handler,
 {
-    Arc::new(move |ctx: &mut Ctx<'_>| Box::new(factory(ctx)) as Box<dyn Handler>)
+    Arc::new(move |ctx: &mut Ctx<'_>| {
+        let handler = factory(ctx);
+        // smallbox's constructor for a value behind a trait object: in
+        // place when `H` fits (`HandlerBox`), on the heap otherwise.
+        smallbox::smallbox!(handler)
+    })
 }
 
 /// Refuses a descriptor the poller cannot watch as a stream (a regular

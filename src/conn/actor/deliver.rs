@@ -3,6 +3,7 @@
 //! (events held back and retried on a timer when the channel is full).
 
 use super::ctx::Ctx;
+use super::handler::ActorSink;
 use super::handler::Handler;
 use super::pools::Pools;
 use super::requests::ReadRequest;
@@ -14,7 +15,6 @@ use super::RETRY_MS_MAX;
 use super::RETRY_MS_MIN;
 use crate::conn::deque::Deque;
 use crate::conn::Event;
-use crate::conn::Sink;
 use crate::error::Error;
 use crate::framing::Frame;
 use crate::reactor::worker::panic_message;
@@ -134,10 +134,11 @@ impl Actor {
     /// The event is built in each branch, not once ahead of the test: the
     /// direct call then gets it built in place (one 64-byte copy fewer).
     pub(super) fn deliver_frame(&mut self, frame: Frame, w: &mut WorkerCtx) {
-        if let (Some(Sink::Handler(h)), true) =
+        if let (Some(ActorSink::Handler(h)), true) =
             (self.sink.as_mut(), self.core.outbox.events.is_empty())
         {
-            self.core.call_handler_uncounted(h, Event::Read(frame), w);
+            self.core
+                .call_handler_uncounted(&mut **h, Event::Read(frame), w);
             // Counted after the call, never between building the event and
             // handing it over: a store there keeps the compiler from
             // building the 64-byte event in place (one more copy, 16
@@ -181,7 +182,7 @@ impl Actor {
                     self.core.outbox.events = events;
                     return;
                 }
-                Some(Sink::Channel(tx)) => {
+                Some(ActorSink::Channel(tx)) => {
                     let id = self.core.shared.id;
                     for ev in events.drain(..) {
                         if !self.core.outbox.overflow.is_empty() {
@@ -201,15 +202,15 @@ impl Actor {
                         self.core.arm(TimerKind::Retry, at, w);
                     }
                 }
-                Some(Sink::Handler(h)) => {
+                Some(ActorSink::Handler(h)) => {
                     if events.len() == 1 {
                         // The usual case (`Eof`, `Closed`): no drain.
                         if let Some(ev) = events.pop() {
-                            self.core.call_handler(h, ev, w);
+                            self.core.call_handler(&mut **h, ev, w);
                         }
                     } else {
                         for ev in events.drain(..) {
-                            self.core.call_handler(h, ev, w);
+                            self.core.call_handler(&mut **h, ev, w);
                         }
                     }
                 }
@@ -223,7 +224,7 @@ impl Actor {
         if self.core.outbox.overflow.is_empty() {
             return;
         }
-        let Some(Sink::Channel(tx)) = self.sink.as_ref() else {
+        let Some(ActorSink::Channel(tx)) = self.sink.as_ref() else {
             return;
         };
         let id = self.core.shared.id;
@@ -255,7 +256,7 @@ impl Actor {
 
 impl Core {
     /// Runs the handler on one event; a panic in it fails the connection.
-    pub(super) fn call_handler(&mut self, h: &mut Box<dyn Handler>, ev: Event, w: &mut WorkerCtx) {
+    pub(super) fn call_handler(&mut self, h: &mut dyn Handler, ev: Event, w: &mut WorkerCtx) {
         self.call_handler_uncounted(h, ev, w);
         // After the call: see `deliver_frame`.
         w.metrics.conn.events.inc();
@@ -265,7 +266,7 @@ impl Core {
     #[inline]
     pub(super) fn call_handler_uncounted(
         &mut self,
-        h: &mut Box<dyn Handler>,
+        h: &mut dyn Handler,
         ev: Event,
         w: &mut WorkerCtx,
     ) {

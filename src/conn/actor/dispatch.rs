@@ -3,6 +3,7 @@
 //! read-buffer limit are noticed here.
 
 use super::ctx::Ctx;
+use super::handler::ActorSink;
 use super::requests::ReadPoll;
 use super::requests::StreamDecode;
 use super::Actor;
@@ -10,7 +11,6 @@ use super::Core;
 use super::Phase;
 use super::WorkerCtx;
 use crate::conn::Event;
-use crate::conn::Sink;
 use crate::error::Error;
 use crate::error::Limit;
 use crate::framing::DecodeError;
@@ -210,7 +210,7 @@ impl Actor {
     fn read_in_place(&mut self, w: &mut WorkerCtx) -> InPlace {
         // Whatever was queued before these bytes arrived goes first.
         self.deliver(w);
-        let Some(Sink::Handler(h)) = self.sink.as_mut() else {
+        let Some(ActorSink::Handler(h)) = self.sink.as_mut() else {
             self.core.fail(
                 Error::InvalidInput(
                     "reading in place needs a handler; this connection delivers to a channel"

@@ -5,7 +5,8 @@
 use super::connect;
 use super::ctx::Ctx;
 use super::deliver::Outbox;
-use super::handler::HandlerFactory;
+use super::handler::ActorSink;
+use super::handler::InlineFactory;
 use super::handler::PrepareFn;
 use super::handler::ResolveFn;
 use super::pools::Pools;
@@ -70,7 +71,7 @@ pub(crate) struct Resolve {
 /// Where events go once the actor starts.
 pub(crate) enum SinkSetup {
     Ready(Sink),
-    Factory(Arc<HandlerFactory>),
+    Factory(Arc<InlineFactory>),
 }
 
 /// A new connection on its way to its worker, carried unboxed in
@@ -110,7 +111,7 @@ impl Source for Actor {
         w.metrics.conn.opened.inc();
         let now = w.now;
         let (sink, factory) = match sink {
-            SinkSetup::Ready(s) => (Some(s), None),
+            SinkSetup::Ready(s) => (Some(ActorSink::from(s)), None),
             SinkSetup::Factory(f) => (None, Some(f)),
         };
         // Built in its place at once: the actor (~0.5 KiB) is not moved
@@ -196,7 +197,7 @@ impl Source for Actor {
                 catch_unwind(AssertUnwindSafe(|| factory(&mut ctx)))
             };
             match built {
-                Ok(handler) => actor.sink = Some(Sink::Handler(handler)),
+                Ok(handler) => actor.sink = Some(ActorSink::Handler(handler)),
                 Err(p) => actor.core.fail(Error::Panicked(panic_message(&p)), w),
             }
         }

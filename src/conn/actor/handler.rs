@@ -71,3 +71,32 @@ pub type ResolveFn = dyn Fn(&str, u16) -> io::Result<Vec<SocketAddr>> + Send + S
 
 /// Builds the handler of an accepted connection, on its worker.
 pub type HandlerFactory = dyn Fn(&mut Ctx<'_>) -> Box<dyn Handler> + Send + Sync;
+
+/// How an actor holds its handler: in the actor itself when the handler
+/// fits in four words (most do: a little state and a buffer handle), so
+/// that an accepted connection's handler costs no `malloc` and `free` —
+/// the one allocation a short connection still made, and a tenth of its
+/// user-space instructions with the `free` (benches/RESULTS.md, session
+/// 11). A larger handler, or one given as a `Box` (`Sink::Handler`), is on
+/// the heap as before.
+pub(crate) type HandlerBox = smallbox::SmallBox<dyn Handler, smallbox::space::S4>;
+
+/// The factory a listener in handler mode runs for each accepted
+/// connection (`Reactor::listen_with` makes it from the application's
+/// closure, whose handler type it knows).
+pub(crate) type InlineFactory = dyn Fn(&mut Ctx<'_>) -> HandlerBox + Send + Sync;
+
+/// Where an actor's events go: [`Sink`](crate::Sink) as the actor keeps it.
+pub(crate) enum ActorSink {
+    Channel(crate::conn::EventSender),
+    Handler(HandlerBox),
+}
+
+impl From<crate::conn::Sink> for ActorSink {
+    fn from(s: crate::conn::Sink) -> Self {
+        match s {
+            crate::conn::Sink::Channel(tx) => ActorSink::Channel(tx),
+            crate::conn::Sink::Handler(h) => ActorSink::Handler(HandlerBox::from_box(h)),
+        }
+    }
+}

@@ -29,6 +29,7 @@ mod write;
 pub use ctx::Ctx;
 use deliver::Outbox;
 pub(crate) use entry::{Dial, NewConn, Resolve, SinkSetup, Start};
+pub(crate) use handler::InlineFactory;
 pub use handler::{Handler, HandlerFactory, PrepareFn, ResolveFn};
 use read::ReadHalf;
 pub(crate) use requests::{QueuedRead, ReadRequest, StreamAdapter, StreamDecode};
@@ -36,11 +37,12 @@ use timers::{Armed, Inactivity};
 use write::WriteHalf;
 
 use super::shared::{ConnRef, Msg};
-use super::{Event, Options, Sink};
+use super::{Event, Options};
 use crate::error::Error;
 use crate::net::stream::Stream;
 use crate::reactor::Token;
 use crate::tls::{TlsSession, TlsSetup};
+use handler::ActorSink;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -149,7 +151,7 @@ struct ConnectState {
 /// A connection actor: its state plus where its events go.
 pub(crate) struct Actor {
     core: Core,
-    sink: Option<Sink>,
+    sink: Option<ActorSink>,
 }
 
 #[cfg(test)]
@@ -169,10 +171,14 @@ mod size_tests {
         // did not.
         let info = std::mem::size_of::<crate::conn::shared::ConnInfo>();
         assert!(info <= 88, "ConnInfo is {info} bytes");
-        assert!(actor <= 512, "Actor is {actor} bytes");
+        // The handler's four words (`HandlerBox`) are inline in the actor
+        // since session 11: a handler that fits was a box of its own (32 B
+        // and a malloc header, uncounted here). The bounds grew by 32; the
+        // memory per connection went down.
+        assert!(actor <= 544, "Actor is {actor} bytes");
         assert!(shared <= 192 + info, "ConnShared is {shared} bytes");
         // 640 until the per-connection stats (read-buffer size, activity
         // stamps, TLS state, the metrics registry index) came.
-        assert!(actor + shared <= 664 + info);
+        assert!(actor + shared <= 696 + info);
     }
 }
