@@ -30,7 +30,7 @@ const N: usize = 1000;
 /// (`HandlerBox`). Main's code before issue 15's churn work made five, two
 /// until the shared state was recycled, one until the handler was stored
 /// in place (all fail this).
-const MAX_PER_CONN: f64 = 0.5;
+const MAX_PER_CONN: f64 = 0.05;
 
 const WAIT: Duration = Duration::from_secs(30);
 

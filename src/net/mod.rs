@@ -511,7 +511,8 @@ impl Reactor {
     }
 }
 
-/// A listener's handler factory, type-erased (one box per connection).
+/// A listener's handler factory, type-erased: each handler in its actor
+/// when it fits (`HandlerBox`), else in a box of its own.
 fn boxed<F, H>(factory: F) -> Arc<crate::conn::actor::InlineFactory>
 where
     F: Fn(&mut Ctx<'_>) -> H + Send + Sync + 'static,

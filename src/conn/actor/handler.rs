@@ -69,13 +69,16 @@ pub type PrepareFn = dyn Fn(&socket2::Socket, SocketAddr) -> io::Result<()> + Se
 /// port in, addresses to try out. Runs on a short-lived thread of its own.
 pub type ResolveFn = dyn Fn(&str, u16) -> io::Result<Vec<SocketAddr>> + Send + Sync;
 
-/// Builds the handler of an accepted connection, on its worker.
+/// A factory of boxed handlers, one per accepted connection. Kept for
+/// compatibility: [`Reactor::listen_with`](crate::Reactor::listen_with)
+/// takes the closure itself (and stores a small handler in the
+/// connection's actor rather than in a box).
 pub type HandlerFactory = dyn Fn(&mut Ctx<'_>) -> Box<dyn Handler> + Send + Sync;
 
 /// How an actor holds its handler: in the actor itself when the handler
 /// fits in four words (most do: a little state and a buffer handle), so
 /// that an accepted connection's handler costs no `malloc` and `free` —
-/// the one allocation a short connection still made, and a tenth of its
+/// the one allocation a short connection still made, 4 % of its
 /// user-space instructions with the `free` (benches/RESULTS.md, session
 /// 11). A larger handler, or one given as a `Box` (`Sink::Handler`), is on
 /// the heap as before.
@@ -98,5 +101,37 @@ impl From<crate::conn::Sink> for ActorSink {
             crate::conn::Sink::Channel(tx) => ActorSink::Channel(tx),
             crate::conn::Sink::Handler(h) => ActorSink::Handler(HandlerBox::from_box(h)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Words<const N: usize>([u64; N]);
+    impl<const N: usize> Handler for Words<N> {
+        fn on_event(&mut self, _: &mut Ctx<'_>, _: Event) {}
+    }
+    #[repr(align(16))]
+    struct Aligned16(#[allow(dead_code)] u64);
+    impl Handler for Aligned16 {
+        fn on_event(&mut self, _: &mut Ctx<'_>, _: Event) {}
+    }
+
+    /// Where `HandlerBox` keeps which handler: in the actor up to four
+    /// words at word alignment, on the heap beyond, and a handler the
+    /// application boxed stays in its box.
+    #[test]
+    fn small_handlers_are_stored_inline() {
+        let zero_sized: HandlerBox = smallbox::smallbox!(|_: &mut Ctx<'_>, _: Event| {});
+        assert!(!zero_sized.is_heap());
+        let four: HandlerBox = smallbox::smallbox!(Words::<4>([0; 4]));
+        assert!(!four.is_heap());
+        let five: HandlerBox = smallbox::smallbox!(Words::<5>([0; 5]));
+        assert!(five.is_heap());
+        let aligned: HandlerBox = smallbox::smallbox!(Aligned16(0));
+        assert!(aligned.is_heap());
+        let boxed: Box<dyn Handler> = Box::new(Words::<1>([0]));
+        assert!(HandlerBox::from_box(boxed).is_heap());
     }
 }
