@@ -539,24 +539,11 @@ fn counts_frames_and_events_delivered_to_a_handler() {
 /// and in the end count every byte exactly once.
 #[test]
 fn snapshots_during_churn_count_every_byte_once() {
-    use netactor::framing::Raw;
-    use netactor::Ctx;
     use std::sync::atomic::{AtomicBool, Ordering};
     const CLIENTS: usize = 2;
     const EACH: usize = 300;
     let r = reactor(2);
-    let l = r
-        .listen_with(any_port(), ListenOptions::new(), |ctx| {
-            ctx.set_streaming(Some(Raw));
-            |ctx: &mut Ctx<'_>, ev: Event| match ev {
-                Event::Read(f) => {
-                    let _ = ctx.write(f.into_bytes().unwrap());
-                }
-                Event::Eof => ctx.close(),
-                _ => {}
-            }
-        })
-        .unwrap();
+    let l = common::echo_listener(&r, ListenOptions::new());
     let addr = l.local_addr();
     // Open throughout: every snapshot lists at least this one.
     let held = peer(addr);

@@ -9,24 +9,13 @@
 mod common;
 
 use common::*;
-use netactor::framing::Raw;
-use netactor::{Ctx, Event, ListenOptions, Reactor};
+use netactor::{ListenOptions, Reactor};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
 /// An echo listener whose connections close when the client does.
 fn echo(r: &Reactor) -> netactor::Listener {
-    r.listen_with(any_port(), ListenOptions::new(), |ctx: &mut Ctx<'_>| {
-        ctx.set_streaming(Some(Raw));
-        |ctx: &mut Ctx<'_>, ev: Event| match ev {
-            Event::Read(f) => {
-                let _ = ctx.write(f.into_bytes().unwrap());
-            }
-            Event::Eof => ctx.close(),
-            _ => {}
-        }
-    })
-    .unwrap()
+    echo_listener(r, ListenOptions::new())
 }
 
 fn echo_once(addr: SocketAddr, round: u8) -> TcpStream {
