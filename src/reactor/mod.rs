@@ -138,7 +138,9 @@ impl Load {
         let gone = self.gone.load(Ordering::Acquire);
         // Wrapping: each count only grows, and may pass `usize::MAX` on a
         // 32-bit target; the difference is still exact.
-        let added = (self.by_poller.load(Ordering::Relaxed))
+        let added = self
+            .by_poller
+            .load(Ordering::Relaxed)
             .wrapping_add(self.by_others.load(Ordering::Relaxed));
         added.wrapping_sub(gone)
     }
@@ -146,7 +148,7 @@ impl Load {
     /// One source assigned by the poller role's holder (the only writer:
     /// the role is held by one thread at a time, handed on under a lock).
     fn add_by_poller(&self) {
-        bump(&self.by_poller);
+        bump(&self.by_poller, Ordering::Relaxed);
     }
 
     /// One source assigned from any thread.
@@ -158,14 +160,15 @@ impl Load {
     /// holder of the worker's state only (its thread, or a borrower under
     /// its lock), or by its thread after the state is gone.
     pub(crate) fn sub(&self) {
-        let g = &self.gone;
-        g.store(g.load(Ordering::Relaxed).wrapping_add(1), Ordering::Release);
+        // Release: pairs with `get`'s acquire of `gone`.
+        bump(&self.gone, Ordering::Release);
     }
 }
 
-/// A single writer's increment: a load and a store, no locked instruction.
-fn bump(c: &AtomicUsize) {
-    c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+/// A single writer's increment: a load and a store (with `order`), no
+/// locked instruction.
+fn bump(c: &AtomicUsize, order: Ordering) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(1), order);
 }
 
 /// The part of a worker other threads see: its task queue and wake-up.
