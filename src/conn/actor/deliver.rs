@@ -35,6 +35,11 @@ pub(super) struct Outbox {
     /// Boxed: rare, and the actor stays small.
     #[allow(clippy::box_collection)]
     pub(super) completions: Option<Box<Vec<Box<dyn ReadRequest>>>>,
+    /// `Event::Closed` waits for delivery, after everything above: a flag
+    /// rather than a queued event, because it is always the last one, and
+    /// a connection that ran its course then hands it to its handler
+    /// without taking a vector from the pool and giving it back.
+    pub(super) closed: bool,
     /// The next retry's delay while the channel stays full, in
     /// milliseconds (1 doubling to 50: two bytes, where a `Duration` would
     /// take sixteen in every actor).
@@ -47,6 +52,7 @@ impl Outbox {
             events: Vec::new(),
             overflow: Deque::new(),
             completions: None,
+            closed: false,
             retry_ms: RETRY_MS_MIN,
         }
     }
@@ -54,7 +60,10 @@ impl Outbox {
     /// Nothing waits for delivery (the check every delivery starts with).
     #[inline]
     pub(super) fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.overflow.is_empty() && self.completions.is_none()
+        self.events.is_empty()
+            && !self.closed
+            && self.overflow.is_empty()
+            && self.completions.is_none()
     }
 
     /// When to retry a full channel, from `now`.
@@ -102,6 +111,20 @@ impl Actor {
             return;
         }
         self.deliver_queued(w);
+    }
+
+    /// Hands one event to the sink: straight to a handler when nothing is
+    /// queued ahead of it (as [`deliver_frame`](Self::deliver_frame)), else
+    /// in order behind what is.
+    pub(super) fn emit(&mut self, ev: Event, w: &mut WorkerCtx) {
+        if let (Some(ActorSink::Handler(h)), true) =
+            (self.sink.as_mut(), self.core.outbox.is_empty())
+        {
+            self.core.call_handler(&mut **h, ev, w);
+        } else {
+            self.core.outbox.push(&mut w.local, ev);
+        }
+        self.deliver(w);
     }
 
     /// Runs a finished read's completion, after the events queued ahead of it.
@@ -169,11 +192,22 @@ impl Actor {
                 }
             }
             if self.core.outbox.events.is_empty() {
-                break;
+                if !self.core.outbox.closed {
+                    break;
+                }
+                // `Closed`, after everything else.
+                self.core.outbox.closed = false;
+                if let Some(ActorSink::Handler(h)) = self.sink.as_mut() {
+                    self.core.call_handler(&mut **h, Event::Closed, w);
+                    continue;
+                }
+                // A channel (or no sink yet): in order through the queue,
+                // with its back-pressure.
+                self.core.outbox.push(&mut w.local, Event::Closed);
             }
-            // Taken whole: what the handler causes meanwhile (its close's
-            // `Closed`) queues behind, in a vector of its own from the
-            // worker's pool, and runs in the next round. This one goes
+            // Taken whole: what the handler causes meanwhile (an error its
+            // write reports) queues behind, in a vector of its own from the
+            // worker's pool, and runs in the next round (`Closed` after it). This one goes
             // back to the pool.
             let mut events = std::mem::take(&mut self.core.outbox.events);
             match self.sink.as_mut() {
@@ -204,7 +238,7 @@ impl Actor {
                 }
                 Some(ActorSink::Handler(h)) => {
                     if events.len() == 1 {
-                        // The usual case (`Eof`, `Closed`): no drain.
+                        // The usual case (one event): no drain.
                         if let Some(ev) = events.pop() {
                             self.core.call_handler(&mut **h, ev, w);
                         }
@@ -281,6 +315,6 @@ impl Core {
 
     /// Events or read completions wait for delivery.
     pub(super) fn has_output(&self) -> bool {
-        !self.outbox.events.is_empty() || self.outbox.completions.is_some()
+        !self.outbox.events.is_empty() || self.outbox.closed || self.outbox.completions.is_some()
     }
 }

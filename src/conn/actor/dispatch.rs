@@ -184,8 +184,7 @@ impl Actor {
                     },
                 );
             }
-            core.outbox.push(&mut w.local, Event::Eof);
-            self.deliver(w);
+            self.emit(Event::Eof, w);
         }
         let core = &mut self.core;
         if core.phase == Phase::Open && core.rd.buf.len() > core.opts.rbuf_max {

@@ -439,7 +439,7 @@ impl Core {
         }
         self.armed.clear_all();
         self.publish(w);
-        self.outbox.push(&mut w.local, Event::Closed);
+        self.outbox.closed = true;
     }
 }
 
