@@ -73,6 +73,18 @@ impl Stream {
         }
     }
 
+    /// [`send`](Self::send) for the last bytes before a FIN that follows
+    /// at once (`sys::socket::send_before_fin`); a pipe's plain write.
+    pub(crate) fn send_before_fin(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => crate::sys::socket::send_before_fin(s, buf),
+            #[cfg(unix)]
+            Stream::Unix(s) => crate::sys::socket::send(s, buf),
+            #[cfg(unix)]
+            Stream::Pipe { .. } => self.send(buf),
+        }
+    }
+
     /// Writes from several buffers in one call.
     #[inline]
     pub(crate) fn send_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {

@@ -42,6 +42,18 @@ mod imp {
         Ok(rustix::net::send(sock.as_fd(), buf, SendFlags::NOSIGNAL)?)
     }
 
+    /// `send` with `MSG_MORE` where the OS has it (Linux, Android): the
+    /// kernel holds a short tail back for what follows — here the FIN,
+    /// which then leaves in the same segment.
+    #[inline]
+    pub(super) fn send_before_fin(sock: &impl AsSource, buf: &[u8]) -> io::Result<usize> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let flags = SendFlags::NOSIGNAL | SendFlags::MORE;
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let flags = SendFlags::NOSIGNAL;
+        Ok(rustix::net::send(sock.as_fd(), buf, flags)?)
+    }
+
     #[inline]
     pub(super) fn send_vectored(sock: &impl AsSource, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         Ok(rustix::net::sendmsg(
@@ -104,6 +116,11 @@ mod imp {
         SockRef::from(sock).send(buf)
     }
 
+    /// No `MSG_MORE` here: a plain `send`.
+    pub(super) fn send_before_fin(sock: &impl AsSource, buf: &[u8]) -> io::Result<usize> {
+        send(sock, buf)
+    }
+
     #[inline]
     pub(super) fn send_vectored(sock: &impl AsSource, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         SockRef::from(sock).send_vectored(bufs)
@@ -163,6 +180,17 @@ pub(crate) fn recv<'a>(
 #[inline]
 pub(crate) fn send(sock: &impl AsSource, buf: &[u8]) -> io::Result<usize> {
     imp::send(sock, buf)
+}
+
+/// Sends the last bytes before a FIN that follows at once (`shutdown` or
+/// `close` in the same turn): where the OS can (`MSG_MORE`), the bytes and
+/// the FIN then share one segment — one packet fewer for both ends to
+/// process, as when a TLS connection's close_notify precedes its FIN.
+/// Only for bytes a FIN is sure to follow: held back, a short tail would
+/// otherwise wait for more data.
+#[inline]
+pub(crate) fn send_before_fin(sock: &impl AsSource, buf: &[u8]) -> io::Result<usize> {
+    imp::send_before_fin(sock, buf)
 }
 
 /// Sends from several buffers in one call, without raising `SIGPIPE`.

@@ -635,9 +635,14 @@ impl TlsSession {
         self.outgoing.len()
     }
 
-    /// Writes queued records to the socket.
-    pub(crate) fn send_to(&mut self, sock: &Stream) -> io::Result<usize> {
-        let n = sock.send(&self.outgoing)?;
+    /// Writes queued records to the socket; `before_fin`: a FIN follows
+    /// them at once (`Stream::send_before_fin`).
+    pub(crate) fn send_to(&mut self, sock: &Stream, before_fin: bool) -> io::Result<usize> {
+        let n = if before_fin {
+            sock.send_before_fin(&self.outgoing)?
+        } else {
+            sock.send(&self.outgoing)?
+        };
         self.outgoing.advance(n);
         Ok(n)
     }

@@ -11,6 +11,7 @@ use super::write::pop_front_bytes;
 use super::Core;
 use super::Phase;
 use super::WorkerCtx;
+use super::WriteSide;
 use super::MAX_IOV;
 use crate::conn::shared::Msg;
 use crate::conn::shared::TlsState;
@@ -372,7 +373,9 @@ impl Core {
                 return;
             }
             for _ in 0..4 {
-                if !t.wants_write() || t.send_to(sock).is_err() {
+                // The socket closes right after: the alert and the FIN
+                // can share a segment.
+                if !t.wants_write() || t.send_to(sock, true).is_err() {
                     break;
                 }
             }
@@ -573,6 +576,11 @@ impl Core {
         // The engine failed (not the socket): rustls may have queued the
         // alert that tells the peer why.
         let mut engine_failed = false;
+        // Closing or shutting down: once the close_notify is queued, the
+        // FIN follows the last record at once (`flush_queued`), so the two
+        // can share a segment (`send_before_fin`). Not for a `stoptls`,
+        // after which the connection goes on in plaintext.
+        let fin_follows = self.phase == Phase::Closing || self.wr.side != WriteSide::Open;
         loop {
             let (Some(t), Some(sock)) = (self.tls.as_mut(), self.sock.as_ref()) else {
                 return;
@@ -597,7 +605,8 @@ impl Core {
             }
             while self.wr.writable && t.wants_write() {
                 crate::sys::tally!(w.poller, tls_send);
-                match t.send_to(sock) {
+                let before_fin = fin_follows && t.close_sent() && !t.stopping;
+                match t.send_to(sock, before_fin) {
                     Ok(n) => {
                         let c = &self.shared.counters;
                         c.add_write(n);
