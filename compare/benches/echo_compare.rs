@@ -25,8 +25,8 @@ mod report;
 mod server;
 
 use host::{
-    build_examples, examples_dir, loadavg, output_paths, publish, raise_nofile, report_header,
-    snapshot_binaries, TempDir,
+    build_examples, crypto_of, examples_dir, loadavg, output_paths, publish, raise_nofile,
+    report_header, snapshot_binaries, TempDir,
 };
 use loadgen::{Churn, Flow, Idle, Latency, Measured, Window};
 use report::{ratio, si, stats, Table};
@@ -1148,6 +1148,33 @@ fn main() -> ExitCode {
             eprintln!(
                 "echo_compare: {} missing: run `cargo build --release --examples` (or drop --no-build)",
                 built.join(k.example()).display()
+            );
+            return ExitCode::FAILURE;
+        }
+    }
+    if cfg.scens.iter().any(|&s| uses_tls(s)) {
+        // One crypto library for every server, or the TLS rows compare
+        // libraries, not I/O.
+        let mut seen: Vec<(&str, &str)> = Vec::new();
+        for k in &cfg.servers {
+            match crypto_of(&built.join(k.example())) {
+                Ok(c) => seen.push((k.example(), c)),
+                Err(e) => {
+                    eprintln!("echo_compare: reading {}: {e}", k.example());
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        if seen.iter().any(|&(_, c)| c != seen[0].1) {
+            eprintln!(
+                "echo_compare: the servers link different crypto libraries ({}): the TLS rows \
+                 would compare those. Rebuild with `cargo build --release --examples` at the \
+                 workspace root (`-p netactor-examples` builds the examples with ring), or drop \
+                 --no-build",
+                seen.iter()
+                    .map(|(e, c)| format!("{e}: {c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
             return ExitCode::FAILURE;
         }

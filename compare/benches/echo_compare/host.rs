@@ -96,6 +96,23 @@ pub fn snapshot_binaries(from: &Path, to: &Path, names: &[&str]) -> std::io::Res
     Ok(())
 }
 
+/// The crypto library the binary at `bin` links, from its symbols' prefixes:
+/// `aws-lc-rs` (netactor picks it whenever it is compiled in), else `ring`.
+/// A TLS comparison needs the same one in every server: built on its own
+/// (`cargo build -p netactor-examples`) the echo example links ring, while
+/// the peers always link aws-lc-rs — and a full TLS 1.3 handshake costs
+/// them differently (ring has no post-quantum key exchange).
+pub fn crypto_of(bin: &Path) -> std::io::Result<&'static str> {
+    let bytes = std::fs::read(bin)?;
+    Ok(if memchr::memmem::find(&bytes, b"aws_lc_0_").is_some() {
+        "aws-lc-rs"
+    } else if memchr::memmem::find(&bytes, b"ring_core_0_").is_some() {
+        "ring"
+    } else {
+        "none"
+    })
+}
+
 /// The git revision and whether `src/` had uncommitted changes (read-only
 /// git commands), so a result can be tied to the code it measured.
 pub fn source_state() -> String {
