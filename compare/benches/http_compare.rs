@@ -18,6 +18,8 @@
 //! `getrusage(RUSAGE_CHILDREN)`. Results: markdown tables on stdout and in
 //! `target/http_compare.md`. See `benches/README.md`.
 
+// `crypto_of` is echo_compare's (its TLS rows); the rest is shared.
+#[allow(dead_code)]
 #[path = "echo_compare/host.rs"]
 mod host;
 #[path = "echo_compare/report.rs"]
