@@ -221,3 +221,32 @@ fn handlers_can_set_and_reset_timeouts_from_the_worker() {
     }
     assert!(rx.recv_timeout(MS(250)).is_err(), "cleared timer fired");
 }
+
+/// Connections that close with a long timeout armed leave their timer
+/// entries behind; the worker compacts those away once its heap has
+/// doubled (reactor/timers.rs) — and keeps a live connection's entry, which
+/// fires as before. 2 500 connections with an hour's timeout, each closed:
+/// two compactions at least on the one worker.
+#[test]
+fn a_live_timer_survives_the_compaction_of_closed_connections_timers() {
+    use std::io::{Read, Write};
+    let r = reactor(1);
+    let p = pair(&r, Options::new().read_timeout(Some(MS(300))));
+    p.conn.set_streaming(Some(Raw)).unwrap();
+    let l = echo_listener(
+        &r,
+        netactor::ListenOptions::new()
+            .options(Options::new().timeout(Some(Duration::from_secs(3600)))),
+    );
+    for _ in 0..2_500 {
+        let mut c = std::net::TcpStream::connect(l.local_addr()).unwrap();
+        c.set_read_timeout(Some(WAIT)).unwrap();
+        c.write_all(b"x").unwrap();
+        let mut b = [0u8; 1];
+        c.read_exact(&mut b).unwrap();
+    }
+    // What fired during the churn, then one more after it: the entry the
+    // live connection re-armed survived the compactions.
+    while p.events().try_recv().is_ok() {}
+    let _ = timeouts(&p, TimeoutKind::Read, 1);
+}

@@ -47,6 +47,12 @@ pub(crate) trait Source: Sized + Send + 'static {
     fn on_mail(&mut self, w: &mut WorkerCtx<Self>);
     /// A timer it armed with [`WorkerCtx::arm`] is due; `tag` is its own.
     fn on_timer(&mut self, tag: u8, at: Instant, w: &mut WorkerCtx<Self>);
+    /// Whether its entry `tag` due `at` would still do anything when it
+    /// fires: the worker drops those it says no to when it compacts its
+    /// timers (`timers.rs`). Every entry, unless it says otherwise.
+    fn timer_armed(&self, _tag: u8, _at: Instant) -> bool {
+        true
+    }
     /// The reactor shuts down: finish by `deadline`.
     fn on_shutdown(&mut self, deadline: Instant, w: &mut WorkerCtx<Self>);
     /// Forced end (the shutdown deadline passed).

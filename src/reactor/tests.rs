@@ -101,3 +101,112 @@ fn a_toy_source_gets_its_timer_tag_its_mail_by_token_and_shutdown() {
     // The source closed and the worker dropped it: nothing else came.
     assert!(rx.try_recv().is_err());
 }
+
+/// A source that arms a timer an hour ahead and reports the worker's timer
+/// heap; `stay`: it stays open (else it closes at once).
+struct Brief {
+    token: Token,
+    log: Sender<Seen>,
+    stay: bool,
+}
+
+struct BriefNew {
+    log: Sender<Seen>,
+    stay: bool,
+    due: Duration,
+}
+
+#[derive(Default)]
+struct NoLocal;
+
+impl Source for Brief {
+    type Local = NoLocal;
+    type Shared = ();
+    type New = BriefNew;
+
+    fn start(new: BriefNew, token: Token, w: &mut WorkerCtx<Self>, into: &mut Option<Self>) {
+        w.arm(w.now + new.due, token, 1);
+        let _ = new.log.send(Seen::Mail {
+            turns: w.timers_pending(),
+        });
+        *into = Some(Brief {
+            token,
+            log: new.log,
+            stay: new.stay,
+        });
+    }
+    fn abandon(_: BriefNew) {}
+    fn on_io(&mut self, _: Readiness, _: &mut WorkerCtx<Self>) {}
+    fn on_mail(&mut self, _: &mut WorkerCtx<Self>) {}
+    fn on_timer(&mut self, tag: u8, _: Instant, _: &mut WorkerCtx<Self>) {
+        let _ = self.log.send(Seen::Timer(tag));
+    }
+    fn on_shutdown(&mut self, _: Instant, _: &mut WorkerCtx<Self>) {
+        self.stay = false;
+    }
+    fn abort(&mut self, _: &mut WorkerCtx<Self>) {
+        self.stay = false;
+    }
+    fn abort_panicked(&mut self, _: String, _: &mut WorkerCtx<Self>) {
+        self.stay = false;
+    }
+    fn is_closed(&self) -> bool {
+        !self.stay
+    }
+    fn token(&self) -> Token {
+        self.token
+    }
+    fn label(&self) -> String {
+        "brief".into()
+    }
+}
+
+/// Sources that close with a timer still armed (a connection's idle
+/// timeout of an hour) leave stale entries: the heap is compacted once it
+/// doubles, so it stays within about `COMPACT_MIN` however many come and
+/// go — and a live source's entry survives every compaction and fires.
+#[test]
+fn timers_of_sources_that_are_gone_do_not_pile_up() {
+    let engine = ReactorBuilder::default()
+        .workers(1)
+        .start::<Brief>()
+        .unwrap();
+    let worker = engine.shared.pick_worker().clone();
+    let (keep_tx, keep_rx) = crossbeam_channel::unbounded();
+    // Due after a few compactions (or during them, on a slow machine).
+    worker.push(Task::Spawn(BriefNew {
+        log: keep_tx,
+        stay: true,
+        due: Duration::from_secs(2),
+    }));
+    assert!(matches!(next(&keep_rx), Seen::Mail { .. }));
+    let (tx, rx) = crossbeam_channel::unbounded();
+    const CHUNK: usize = 100;
+    let mut most = 0;
+    for _ in 0..50 {
+        let mut batch: Vec<Task<Brief>> = (0..CHUNK)
+            .map(|_| {
+                Task::Spawn(BriefNew {
+                    log: tx.clone(),
+                    stay: false,
+                    due: Duration::from_secs(3600),
+                })
+            })
+            .collect();
+        worker.push_batch(&mut batch);
+        for _ in 0..CHUNK {
+            let Seen::Mail { turns: pending } = next(&rx) else {
+                panic!("a brief source reports its start");
+            };
+            most = most.max(pending);
+        }
+    }
+    // 5 000 entries armed, one live: never more than the threshold plus
+    // what one batch of tasks arms before the worker compacts after it.
+    assert!(
+        most <= timers::COMPACT_MIN + CHUNK + 1,
+        "{most} timer entries pending at once"
+    );
+    assert_eq!(next(&keep_rx), Seen::Timer(1));
+    engine.shutdown();
+}

@@ -1,24 +1,67 @@
 //! Per-worker timers: one binary heap of deadlines, no thread or syscall per timer.
 //!
-//! Entries are never removed early. Each carries a tag (a `u8`) that only
-//! the source that armed it interprets (a connection's timer kind); a
+//! Entries are not cancelled one by one. Each carries a tag (a `u8`) that
+//! only the source that armed it interprets (a connection's timer kind); a
 //! source remembers which deadline it armed per tag, so a popped entry that
 //! no longer matches is stale and ignored. Resetting an inactivity timer
 //! therefore costs nothing: the actor only updates its activity stamp, and
 //! when the old entry fires it re-arms at `last_activity + period` (the
 //! reference's algorithm).
+//!
+//! What stale entries may not do is pile up: a connection that closes
+//! leaves its entries behind (a TLS handshake timeout, an idle timeout of
+//! an hour), so under churn the heap would hold one per connection of the
+//! last timeout period — unbounded memory, and each popped late at the
+//! cost of a sift through a heap far larger than the live timers. So the
+//! heap is compacted (`retain_live`, run by the worker, which asks each
+//! entry's source) whenever it has doubled since it last was: its size
+//! stays within twice the live entries (at least [`COMPACT_MIN`]), at an
+//! amortised cost of a couple of sequential visits per entry armed.
 
 use super::Token;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Instant;
 
-#[derive(Default)]
+/// Below this many entries the heap is never compacted.
+pub(crate) const COMPACT_MIN: usize = 1024;
+
 pub(crate) struct TimerHeap {
     heap: BinaryHeap<Reverse<(Instant, usize, u8)>>,
+    /// Compact once the heap is larger than this.
+    compact_at: usize,
+}
+
+impl Default for TimerHeap {
+    fn default() -> Self {
+        TimerHeap {
+            heap: BinaryHeap::new(),
+            compact_at: COMPACT_MIN,
+        }
+    }
 }
 
 impl TimerHeap {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// Stale entries may have piled up since the last compaction (the
+    /// heap doubled).
+    #[inline]
+    pub(crate) fn wants_compaction(&self) -> bool {
+        self.heap.len() > self.compact_at
+    }
+
+    /// Keeps the entries `live` says may still fire; the next compaction
+    /// is due when the heap has doubled again.
+    pub(crate) fn retain_live(&mut self, mut live: impl FnMut(Instant, Token, u8) -> bool) {
+        self.heap
+            .retain(|Reverse((at, tok, tag))| live(*at, Token(*tok), *tag));
+        self.compact_at = (self.heap.len() * 2).max(COMPACT_MIN);
+    }
+
     pub(crate) fn push(&mut self, at: Instant, token: Token, tag: u8) {
         self.heap.push(Reverse((at, token.0, tag)));
     }

@@ -76,6 +76,12 @@ impl<S: Source> WorkerCtx<S> {
         self.timed = true;
     }
 
+    /// Entries in the timer heap, stale ones included.
+    #[cfg(test)]
+    pub(crate) fn timers_pending(&self) -> usize {
+        self.timers.len()
+    }
+
     pub(crate) fn arm(&mut self, at: Instant, token: Token, tag: u8) {
         self.timers.push(at, token, tag);
         self.metrics.conn.timers_armed.inc();
@@ -327,6 +333,20 @@ impl<S: Source> WorkerState<S> {
         for token in again.drain(..) {
             with_source(slab, token, ctx, |a, c| a.on_io(Readiness::default(), c));
         }
+        self.compact_timers();
+    }
+
+    /// Drops the timer entries no source will act on (those of sources
+    /// that are gone, and those their source no longer has armed), once
+    /// the heap has doubled since it was last compacted (`timers.rs`).
+    fn compact_timers(&mut self) {
+        if !self.ctx.timers.wants_compaction() {
+            return;
+        }
+        let slab = &mut self.slab;
+        self.ctx.timers.retain_live(|at, token, tag| {
+            slab.get_mut(token).is_some_and(|s| s.timer_armed(tag, at))
+        });
     }
 
     fn run_timers(&mut self) {

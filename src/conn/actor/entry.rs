@@ -248,6 +248,12 @@ impl Source for Actor {
         self.run(w);
     }
 
+    /// Only the entry it armed last for a kind fires (`on_timer`); none
+    /// once it has finished.
+    fn timer_armed(&self, tag: u8, at: Instant) -> bool {
+        TimerKind::from_tag(tag).is_some_and(|k| self.core.armed.is(k, at))
+    }
+
     fn on_timer(&mut self, tag: u8, at: Instant, w: &mut WorkerCtx) {
         let Some(kind) = TimerKind::from_tag(tag) else {
             return;
