@@ -1165,6 +1165,11 @@ fn main() -> ExitCode {
                 }
             }
         }
+        for (e, _) in seen.iter().filter(|(_, c)| *c == "none") {
+            eprintln!(
+                "echo_compare: warning: cannot tell which crypto library {e} links (stripped?)"
+            );
+        }
         if seen.iter().any(|&(_, c)| c != seen[0].1) {
             eprintln!(
                 "echo_compare: the servers link different crypto libraries ({}): the TLS rows \

@@ -187,7 +187,7 @@ pub(crate) fn send(sock: &impl AsSource, buf: &[u8]) -> io::Result<usize> {
 /// the FIN then share one segment — one packet fewer for both ends to
 /// process, as when a TLS connection's close_notify precedes its FIN.
 /// Only for bytes a FIN is sure to follow: held back, a short tail would
-/// otherwise wait for more data.
+/// otherwise wait for more data (Linux sends it after about 200 ms).
 #[inline]
 pub(crate) fn send_before_fin(sock: &impl AsSource, buf: &[u8]) -> io::Result<usize> {
     imp::send_before_fin(sock, buf)

@@ -365,17 +365,30 @@ impl Core {
         false
     }
 
+    /// Whether the last records may wait in the kernel for the FIN
+    /// (`send_before_fin`): only when nothing can stop that FIN or throw
+    /// them away — the peer has finished sending (a `close` with input
+    /// still arriving is answered with a reset, which discards what the
+    /// kernel holds; sent at once, the peer would have had them), and the
+    /// socket is an accepted one, whose only descriptor this is (with a
+    /// duplicate open elsewhere, `close` sends no FIN, and the records
+    /// would wait for the kernel's timer, ~200 ms).
+    fn fin_may_share_segment(&self) -> bool {
+        self.rd.eof && self.accepted
+    }
+
     /// Best effort: flush the alert rustls queued for a fatal error, so the
     /// peer learns why (e.g. "bad certificate") before the socket closes.
     pub(super) fn tls_send_alert(&mut self) {
+        let before_fin = self.fin_may_share_segment();
         if let (Some(t), Some(sock)) = (self.tls.as_mut(), self.sock.as_ref()) {
             if t.plain_prefix > 0 {
                 return;
             }
             for _ in 0..4 {
                 // The socket closes right after: the alert and the FIN
-                // can share a segment.
-                if !t.wants_write() || t.send_to(sock, true).is_err() {
+                // may share a segment.
+                if !t.wants_write() || t.send_to(sock, before_fin).is_err() {
                     break;
                 }
             }
@@ -580,7 +593,8 @@ impl Core {
         // FIN follows the last record at once (`flush_queued`), so the two
         // can share a segment (`send_before_fin`). Not for a `stoptls`,
         // after which the connection goes on in plaintext.
-        let fin_follows = self.phase == Phase::Closing || self.wr.side != WriteSide::Open;
+        let fin_follows = (self.phase == Phase::Closing || self.wr.side != WriteSide::Open)
+            && self.fin_may_share_segment();
         loop {
             let (Some(t), Some(sock)) = (self.tls.as_mut(), self.sock.as_ref()) else {
                 return;
