@@ -8,9 +8,13 @@ use crossbeam_channel::{Receiver, Sender};
 #[derive(Debug, PartialEq, Eq)]
 enum Seen {
     Started(Token),
-    Mail { turns: usize },
+    Mail {
+        turns: usize,
+    },
     Timer(u8),
     Shutdown,
+    /// Timer entries in the worker's heap when a source started.
+    Pending(usize),
 }
 
 struct Toy {
@@ -126,9 +130,7 @@ impl Source for Brief {
 
     fn start(new: BriefNew, token: Token, w: &mut WorkerCtx<Self>, into: &mut Option<Self>) {
         w.arm(w.now + new.due, token, 1);
-        let _ = new.log.send(Seen::Mail {
-            turns: w.timers_pending(),
-        });
+        let _ = new.log.send(Seen::Pending(w.timers_pending()));
         *into = Some(Brief {
             token,
             log: new.log,
@@ -179,7 +181,7 @@ fn timers_of_sources_that_are_gone_do_not_pile_up() {
         stay: true,
         due: Duration::from_secs(2),
     }));
-    assert!(matches!(next(&keep_rx), Seen::Mail { .. }));
+    assert!(matches!(next(&keep_rx), Seen::Pending(_)));
     let (tx, rx) = crossbeam_channel::unbounded();
     const CHUNK: usize = 100;
     let mut most = 0;
@@ -195,7 +197,7 @@ fn timers_of_sources_that_are_gone_do_not_pile_up() {
             .collect();
         worker.push_batch(&mut batch);
         for _ in 0..CHUNK {
-            let Seen::Mail { turns: pending } = next(&rx) else {
+            let Seen::Pending(pending) = next(&rx) else {
                 panic!("a brief source reports its start");
             };
             most = most.max(pending);

@@ -207,8 +207,8 @@ impl Actor {
             }
             // Taken whole: what the handler causes meanwhile (an error its
             // write reports) queues behind, in a vector of its own from the
-            // worker's pool, and runs in the next round (`Closed` after it). This one goes
-            // back to the pool.
+            // worker's pool, and runs in the next round (`Closed` after
+            // it). This one goes back to the pool.
             let mut events = std::mem::take(&mut self.core.outbox.events);
             match self.sink.as_mut() {
                 None => {
