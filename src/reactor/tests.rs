@@ -212,3 +212,55 @@ fn timers_of_sources_that_are_gone_do_not_pile_up() {
     assert_eq!(next(&keep_rx), Seen::Timer(1));
     engine.shutdown();
 }
+
+/// What other threads write into a worker (its inbox), what the worker
+/// writes at every turn (its state lock) and at every connection's start
+/// and finish (the layer above's registry) sit on cache lines of their
+/// own, apart from the fields every thread only reads: sharing a line, each
+/// side's write made the other's next access a miss.
+#[test]
+fn a_workers_inbox_state_and_registry_share_no_cache_line() {
+    type W = WorkerShared<Toy>;
+    const LINE: usize = 128; // two 64-byte lines: adjacent-line prefetch
+    assert!(std::mem::align_of::<W>() >= LINE);
+    let lines = |at: usize, len: usize| (at / LINE)..=((at + len - 1) / LINE);
+    let groups = [
+        (
+            "inbox",
+            lines(
+                std::mem::offset_of!(W, inbox),
+                std::mem::size_of::<CachePadded<Inbox<Toy>>>(),
+            ),
+        ),
+        (
+            "state",
+            lines(
+                std::mem::offset_of!(W, state),
+                std::mem::size_of::<CachePadded<Mutex<Option<worker::WorkerState<Toy>>>>>(),
+            ),
+        ),
+        (
+            "registry",
+            lines(
+                std::mem::offset_of!(W, source_shared),
+                std::mem::size_of::<CachePadded<()>>(),
+            ),
+        ),
+        ("idx", lines(std::mem::offset_of!(W, idx), 8)),
+        ("load", lines(std::mem::offset_of!(W, load), 8)),
+        ("thread", lines(std::mem::offset_of!(W, thread), 8)),
+        ("poller", lines(std::mem::offset_of!(W, poller), 8)),
+        ("metrics", lines(std::mem::offset_of!(W, metrics), 8)),
+    ];
+    for (i, (a, la)) in groups.iter().enumerate() {
+        for (b, lb) in &groups[i + 1..] {
+            let apart = la.end() < lb.start() || lb.end() < la.start();
+            // The read-mostly fields may share lines among themselves.
+            let both_read_mostly = i >= 3 && !["inbox", "state", "registry"].contains(b);
+            assert!(
+                apart || both_read_mostly,
+                "{a} (lines {la:?}) and {b} (lines {lb:?}) share a cache line"
+            );
+        }
+    }
+}

@@ -521,7 +521,7 @@ pub(crate) fn run<S: Source>(shared: Arc<ReactorShared<S>>, me: Arc<WorkerShared
             if let Some(mut ps) = shared.poll.try_lock() {
                 if !ps.finished {
                     unpolled = 0;
-                    let handed = if !me.parking.begin_polling() {
+                    let handed = if !me.parking().begin_polling() {
                         0 // work arrived: no wait
                     } else {
                         m.polls.inc();
@@ -534,7 +534,7 @@ pub(crate) fn run<S: Source>(shared: Arc<ReactorShared<S>>, me: Arc<WorkerShared
                             &mut others,
                         )
                     };
-                    me.parking.end_polling();
+                    me.parking().end_polling();
                     // Another worker's events are queued for their owners
                     // (a parked one is woken), so every connection's turns
                     // run on its own worker's thread and both halves of a
@@ -631,7 +631,7 @@ pub(crate) fn run<S: Source>(shared: Arc<ReactorShared<S>>, me: Arc<WorkerShared
 impl<S: Source> WorkerShared<S> {
     /// Parks the calling worker until a task arrives or `wait` passes.
     fn park_until_work(&self, wait: Option<Duration>) {
-        if !self.parking.prepare_park() {
+        if !self.parking().prepare_park() {
             return; // work arrived
         }
         match wait {
@@ -639,6 +639,6 @@ impl<S: Source> WorkerShared<S> {
             Some(d) => std::thread::park_timeout(d),
             None => std::thread::park(),
         }
-        self.parking.unparked();
+        self.parking().unparked();
     }
 }

@@ -343,6 +343,7 @@ impl Core {
     ///   in data and the alert before the application has set up a reader;
     ///   as in plaintext mode, EOF is only noticed by a reader, so that data
     ///   is delivered first.
+    #[inline(never)]
     pub(super) fn tls_after_dispatch(&mut self, w: &mut WorkerCtx) -> bool {
         let Some(t) = self.tls.as_mut() else {
             return false;

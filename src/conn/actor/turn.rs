@@ -24,27 +24,10 @@ impl Actor {
             if self.core.deferred.is_some() && !self.core.establishing() {
                 self.replay_deferred(w);
             }
-            // Most turns (readiness) find no mail: skip the buffer shuffle.
+            // Most turns (readiness) find no mail: skip the buffer shuffle
+            // (and keep the mail path out of this function's code).
             if self.core.shared.has_mail() {
-                let mut mail = std::mem::take(&mut w.local.mail);
-                loop {
-                    self.core.shared.take_mail(&mut mail);
-                    if mail.is_empty() {
-                        break;
-                    }
-                    w.metrics.conn.mail.add(mail.len() as u64);
-                    while let Some(msg) = mail.pop_front() {
-                        self.apply(msg, w);
-                        if self.core.phase == Phase::Closed {
-                            // What this batch still holds is answered like
-                            // what `finish` found left in the mailbox.
-                            let why = self.core.end_error();
-                            self.core.discard_mail(mail.drain(..), &why);
-                            break;
-                        }
-                    }
-                }
-                w.local.mail = mail;
+                self.apply_mail(w);
             }
             self.pump(w);
             // The connection (or its handshake) may have completed in this
@@ -64,8 +47,33 @@ impl Actor {
         }
     }
 
+    /// Applies everything in the mailbox, in order.
+    #[inline(never)]
+    fn apply_mail(&mut self, w: &mut WorkerCtx) {
+        let mut mail = std::mem::take(&mut w.local.mail);
+        loop {
+            self.core.shared.take_mail(&mut mail);
+            if mail.is_empty() {
+                break;
+            }
+            w.metrics.conn.mail.add(mail.len() as u64);
+            while let Some(msg) = mail.pop_front() {
+                self.apply(msg, w);
+                if self.core.phase == Phase::Closed {
+                    // What this batch still holds is answered like
+                    // what `finish` found left in the mailbox.
+                    let why = self.core.end_error();
+                    self.core.discard_mail(mail.drain(..), &why);
+                    break;
+                }
+            }
+        }
+        w.local.mail = mail;
+    }
+
     /// Applies the messages that waited for the connection to be
     /// established, in order, ahead of anything newer.
+    #[inline(never)]
     pub(super) fn replay_deferred(&mut self, w: &mut WorkerCtx) {
         let Some(mut q) = self.core.deferred.take() else {
             return;
@@ -194,7 +202,7 @@ impl Actor {
             if !matches!(self.core.phase, Phase::Open | Phase::Closing) {
                 break;
             }
-            if self.core.tls_after_dispatch(w) {
+            if self.core.tls.is_some() && self.core.tls_after_dispatch(w) {
                 continue;
             }
             self.core.flush(w);
