@@ -176,8 +176,8 @@ fn bump(c: &AtomicUsize, order: Ordering) {
 ///
 /// Grouped by who writes what, each group on cache lines of its own: the
 /// inbox is written by every thread that hands this worker work, the state
-/// lock and the layer above's registry by the worker itself at every turn
-/// and every connection's start and finish. Sharing a line, each of those
+/// lock by the worker itself at every round of its loop, the layer above's
+/// registry at every connection's start and finish. Sharing a line, each of those
 /// writes made the other side's next access a cache miss (perf: the
 /// registry's lock was 5 % of a churned connection's user time).
 pub(crate) struct WorkerShared<S: Source> {
