@@ -58,12 +58,7 @@ impl Actor {
             }
             w.metrics.conn.mail.add(mail.len() as u64);
             while let Some(msg) = mail.pop_front() {
-                self.apply(msg, w);
-                if self.core.phase == Phase::Closed {
-                    // What this batch still holds is answered like
-                    // what `finish` found left in the mailbox.
-                    let why = self.core.end_error();
-                    self.core.discard_mail(mail.drain(..), &why);
+                if self.apply_or_discard_rest(msg, &mut mail, w) {
                     break;
                 }
             }
@@ -79,10 +74,7 @@ impl Actor {
             return;
         };
         while let Some(msg) = q.pop_front() {
-            self.apply(msg, w);
-            if self.core.phase == Phase::Closed {
-                let why = self.core.end_error();
-                self.core.discard_mail(q.drain(..), &why);
+            if self.apply_or_discard_rest(msg, &mut q, w) {
                 return;
             }
             if let Some(d) = self.core.deferred.as_mut() {
@@ -91,6 +83,24 @@ impl Actor {
                 return;
             }
         }
+    }
+
+    /// Applies `msg`; if that closed the connection, what `rest` still
+    /// holds is answered like what `finish` found left in the mailbox, and
+    /// `true` says so.
+    fn apply_or_discard_rest(
+        &mut self,
+        msg: Msg,
+        rest: &mut std::collections::VecDeque<Msg>,
+        w: &mut WorkerCtx,
+    ) -> bool {
+        self.apply(msg, w);
+        if self.core.phase != Phase::Closed {
+            return false;
+        }
+        let why = self.core.end_error();
+        self.core.discard_mail(rest.drain(..), &why);
+        true
     }
 
     pub(super) fn apply(&mut self, msg: Msg, w: &mut WorkerCtx) {
