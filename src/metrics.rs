@@ -196,6 +196,11 @@ pub(crate) struct ConnCounters {
     /// Source turns run (tasks, fairness re-runs, timers).
     pub(crate) turns: Counter,
     pub(crate) timers_armed: Counter,
+    /// Connections that moved here from another worker, and away from
+    /// here to another (`WorkerCtx::offer_move`): a worker's open count is
+    /// what it opened and received, less what it closed and gave away.
+    pub(crate) moved_in: Counter,
+    pub(crate) moved_out: Counter,
 }
 
 impl ConnCounters {
@@ -337,6 +342,11 @@ pub struct WorkerMetrics {
     pub timers_armed: u64,
     /// Connections open on it now.
     pub connections_open: u64,
+    /// Connections that moved here from another worker. A connection
+    /// starts on the worker that accepted it and moves, once it has proved
+    /// long-lived, if its worker hosts more connections than another
+    /// (ARCHITECTURE.md, "Placement").
+    pub moved_in: u64,
 }
 
 impl Metrics {
@@ -356,9 +366,14 @@ impl Metrics {
         for w in workers {
             let c = &w.conn;
             // Closed before opened: a connection is counted opened before
-            // it can close, so open never reads negative.
+            // it can close, so open never reads negative. Likewise moved
+            // away before moved in (a connection is counted in before it
+            // can leave again, or close). One on its way between two
+            // workers is in neither count for that moment.
             let closed = c.closed.get();
+            let moved_out = c.moved_out.get();
             let opened = c.opened.get();
+            let moved_in = c.moved_in.get();
             m.connections_closed += closed;
             m.connections_opened += opened;
             m.connections_connected += c.connected.get();
@@ -374,7 +389,7 @@ impl Metrics {
                 m.tls_handshake_failures[i] += c.tls_failed[i].get();
             }
             let s = &w.sched;
-            let open = opened.saturating_sub(closed);
+            let open = (opened + moved_in).saturating_sub(closed + moved_out);
             m.connections_open += open;
             m.polls += s.polls.get();
             m.workers.push(WorkerMetrics {
@@ -388,6 +403,7 @@ impl Metrics {
                 max_rounds_unpolled: s.max_rounds_unpolled.get(),
                 timers_armed: c.timers_armed.get(),
                 connections_open: open,
+                moved_in,
             });
         }
         m
@@ -523,7 +539,7 @@ impl Metrics {
         }
         p.one("polls_total", "counter", "Waits on the poller.", self.polls);
         type Field = fn(&WorkerMetrics) -> u64;
-        let per_worker: [(&str, &str, &str, Field); 9] = [
+        let per_worker: [(&str, &str, &str, Field); 10] = [
             (
                 "worker_turns_total",
                 "counter",
@@ -577,6 +593,12 @@ impl Metrics {
                 "gauge",
                 "Connections open on the worker.",
                 |w| w.connections_open,
+            ),
+            (
+                "worker_moved_in_total",
+                "counter",
+                "Connections that moved to the worker from another one.",
+                |w| w.moved_in,
             ),
         ];
         for (name, kind, help, field) in per_worker {

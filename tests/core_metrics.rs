@@ -323,9 +323,11 @@ fn two_workers_with(opts: impl FnOnce(ReactorBuilder) -> ReactorBuilder) -> TwoW
     .build()
     .unwrap();
     let l = r.listen(any_port(), ListenOptions::new()).unwrap();
-    let mut on: [Option<(TcpStream, netactor::Connection)>; 2] = [None, None];
-    let mut extra = Vec::new();
-    for n in 1..=64u64 {
+    // A connection starts on the worker that accepted it: usually both
+    // start on the same one. The first then moves to the other once it
+    // has run enough turns (`Metrics::workers[_].moved_in`).
+    let mut placed = Vec::new();
+    for n in 1..=2u64 {
         let before: Vec<u64> = r
             .metrics()
             .workers
@@ -340,17 +342,32 @@ fn two_workers_with(opts: impl FnOnce(ReactorBuilder) -> ReactorBuilder) -> TwoW
         let w = (0..2)
             .find(|&i| m.workers[i].connections_open > before[i])
             .expect("one worker's count rose");
-        if on[w].is_none() {
-            on[w] = Some((p, c));
-        } else {
-            extra.push((p, c));
-        }
-        if on.iter().all(Option::is_some) {
-            break;
-        }
+        placed.push((p, c, w));
     }
-    let [Some((p0, c0)), Some((p1, c1))] = on else {
-        panic!("64 connections and still not one on each worker");
+    if placed[0].2 == placed[1].2 {
+        let other = 1 - placed[0].2;
+        let end = Instant::now() + WAIT;
+        // Turns on the first connection until it moves (the second keeps
+        // its worker hosting more: 2 against 0).
+        while r.metrics().workers[other].moved_in == 0 {
+            assert!(Instant::now() < end, "the first connection never moved");
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            placed[0]
+                .1
+                .call(move |_| {
+                    let _ = tx.send(());
+                })
+                .unwrap();
+            rx.recv_timeout(WAIT).unwrap();
+        }
+        placed[0].2 = other;
+    }
+    let extra = Vec::new();
+    let (second, first) = (placed.pop().unwrap(), placed.pop().unwrap());
+    let ((p0, c0, _), (p1, c1, _)) = if first.2 == 0 {
+        (first, second)
+    } else {
+        (second, first)
     };
     TwoWorkers {
         r,

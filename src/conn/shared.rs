@@ -46,6 +46,8 @@ pub(crate) enum Msg {
 
 /// The worker a connection belongs to, as its handles see it.
 pub(crate) type WorkerShared = crate::reactor::WorkerShared<Actor>;
+/// Every worker of the connection's reactor, by index.
+pub(crate) type Workers = crate::reactor::Workers<Actor>;
 
 /// What a connection's handles can learn about it without a round trip to
 /// its worker: addresses once known, TLS facts once the handshake is done.
@@ -188,7 +190,12 @@ pub(crate) type ConnRef = triomphe::Arc<ConnShared>;
 
 pub(crate) struct ConnShared {
     pub(crate) id: ConnId,
-    pub(crate) worker: Arc<WorkerShared>,
+    /// The reactor's workers: the token's worker index says which one runs
+    /// the actor now (it may move once it has proved long-lived:
+    /// `WorkerCtx::offer_move`).
+    workers: Workers,
+    /// The actor's token: its worker and slot. Before it starts, the
+    /// worker it is assigned to with no slot (`Token::unplaced`).
     pub(crate) token: AtomicUsize,
     /// Messages in posting order, at most one `Task::Mail` in flight
     /// (`mailbox.rs`: the protocol and its model test).
@@ -222,20 +229,21 @@ impl ConnShared {
     /// loops it is measured against allocate nothing per connection).
     pub(crate) fn new(
         id: ConnId,
-        worker: &Arc<WorkerShared>,
+        workers: &Workers,
+        worker: usize,
         wbuf_max: usize,
         close_on_drop: bool,
         info: ConnInfo,
     ) -> ConnRef {
         let reused = RECYCLED.try_with(|r| r.borrow_mut().pop()).ok().flatten();
         if let Some(mut kept) = reused {
-            kept.reset(id, worker, wbuf_max, close_on_drop, info);
+            kept.reset(id, workers, worker, wbuf_max, close_on_drop, info);
             return kept.shareable();
         }
         triomphe::Arc::new(ConnShared {
             id,
-            worker: worker.clone(),
-            token: AtomicUsize::new(usize::MAX),
+            workers: workers.clone(),
+            token: AtomicUsize::new(Token::unplaced(worker).0),
             mailbox: Mailbox::new(),
             queued: AtomicUsize::new(0),
             wbuf_max: AtomicUsize::new(wbuf_max),
@@ -254,14 +262,15 @@ impl ConnShared {
     fn reset(
         &mut self,
         new_id: ConnId,
-        new_worker: &Arc<WorkerShared>,
+        new_workers: &Workers,
+        new_worker: usize,
         new_wbuf_max: usize,
         new_close_on_drop: bool,
         new_info: ConnInfo,
     ) {
         let ConnShared {
             id,
-            worker,
+            workers,
             token,
             mailbox,
             queued,
@@ -274,11 +283,12 @@ impl ConnShared {
             info,
         } = self;
         *id = new_id;
-        // Usually the same worker: no reference count touched.
-        if !Arc::ptr_eq(worker, new_worker) {
-            *worker = new_worker.clone();
+        // The same reactor's, unless this thread ran another reactor's
+        // connections before: no reference count touched.
+        if !Arc::ptr_eq(workers, new_workers) {
+            *workers = new_workers.clone();
         }
-        *token = AtomicUsize::new(usize::MAX);
+        *token = AtomicUsize::new(Token::unplaced(new_worker).0);
         mailbox.reset();
         *queued = AtomicUsize::new(0);
         *wbuf_max = AtomicUsize::new(new_wbuf_max);
@@ -350,19 +360,26 @@ impl ConnShared {
             Posted::Closed(_) => return Err(Error::Closed),
         };
         if schedule {
-            if self.worker.stopped.load(Ordering::Acquire) {
+            // Unplaced before the actor started (or while it moves to
+            // another worker): a stale token, and the actor's first turn
+            // there takes this message (`set_token`).
+            let token = Token(self.token.load(Ordering::Acquire));
+            let worker = self.worker_of(token);
+            if worker.stopped.load(Ordering::Acquire) {
                 return Err(Error::Closed);
             }
-            // `usize::MAX` before the actor started: a stale token, and
-            // the actor's first turn takes this message (`set_token`).
-            let token = Token(self.token.load(Ordering::Acquire));
-            self.worker.push(Task::Mail(token));
+            worker.push(Task::Mail(token));
         }
         Ok(())
     }
 
-    /// The actor started in slot `token`: mail is scheduled under it from
-    /// now on. Taking the mailbox lock orders this with every `post`: one
+    /// Worker `token.worker()` of this connection's reactor.
+    pub(crate) fn worker_of(&self, token: Token) -> &WorkerShared {
+        &self.workers[token.worker()]
+    }
+
+    /// The actor started (or arrived from another worker) in slot
+    /// `token`: mail is scheduled under it from now on. Taking the mailbox lock orders this with every `post`: one
     /// that locked earlier left `has_mail` set for the actor's first turn
     /// (which runs right after this) to see; one that locks later reads
     /// this token.

@@ -309,7 +309,7 @@ impl ListenerShared {
             #[cfg(unix)]
             Stream::Pipe { .. } => {} // never accepted
         }
-        let shared = ConnShared::new(id, worker, opts.wbuf_max, channel, info);
+        let shared = ConnShared::new(id, &reactor.workers, w, opts.wbuf_max, channel, info);
         let sink = match &self.mode {
             AcceptMode::Channel { events, .. } => SinkSetup::Ready(Sink::Channel(events.clone())),
             AcceptMode::Handler(f) => SinkSetup::Factory(f[w].clone()),

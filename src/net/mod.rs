@@ -490,7 +490,8 @@ impl Reactor {
         let close_on_drop = matches!(sink, Sink::Channel(_));
         let shared = ConnShared::new(
             id,
-            &worker,
+            &self.shared.workers,
+            worker.idx,
             opts.wbuf_max,
             close_on_drop,
             Default::default(),

@@ -107,11 +107,9 @@ impl Reactor {
     /// assert_eq!(all[0].id(), accepted.id());
     /// ```
     pub fn connections(&self) -> Vec<Connection> {
-        let mut out = Vec::new();
-        for w in &self.shared.workers {
-            w.source_shared.handles(&mut out);
-        }
-        out
+        crate::conn::actor::live::Live::handles(
+            self.shared.workers.iter().map(|w| &*w.source_shared),
+        )
     }
 
     /// Stops accepting, flushes and closes every connection, joins all threads.

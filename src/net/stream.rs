@@ -150,6 +150,32 @@ impl Stream {
         }
     }
 
+    /// Registers every descriptor again under `token` (its connection
+    /// moved to another worker), writability included where it was asked
+    /// for (`watched`; a pipe's write end always has it).
+    pub(crate) fn rekey(
+        &self,
+        poller: &crate::sys::Poller,
+        token: crate::reactor::Token,
+        watched: bool,
+    ) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => poller.rekey_stream(s, token.0, watched),
+            #[cfg(unix)]
+            Stream::Unix(s) => poller.rekey_stream(s, token.0, watched),
+            #[cfg(unix)]
+            Stream::Pipe { read, write } => {
+                if let Some(fd) = read {
+                    poller.rekey_stream(fd, token.0, false)?;
+                }
+                if let Some(fd) = write {
+                    poller.rekey_stream(fd, token.0, true)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Closes the stream: its drop, with a socket's `close` made the way
     /// its data-path calls are (`sys::socket::close`).
     pub(crate) fn close(self) {

@@ -94,7 +94,21 @@ impl Token {
     pub(crate) fn slot(self) -> usize {
         self.0 & SLOT_MASK
     }
+    /// A source of worker `worker` that has no slot there (yet): before it
+    /// starts, and while it moves to that worker (`Task::Adopt`). Stale
+    /// for every lookup — no slab hands out this slot — but it names the
+    /// worker, so mail posted under it reaches the right queue.
+    pub(crate) fn unplaced(worker: usize) -> Token {
+        Token::conn(worker, 0, UNPLACED_SLOT as u32)
+    }
+    /// Whether this is an [`unplaced`](Self::unplaced) token.
+    pub(crate) fn is_unplaced(self) -> bool {
+        self.slot() == UNPLACED_SLOT
+    }
 }
+
+/// The slot no slab hands out (`Token::unplaced`).
+pub(crate) const UNPLACED_SLOT: usize = SLOT_MASK;
 
 /// Work for a worker thread.
 pub(crate) enum Task<S: Source> {
@@ -108,6 +122,10 @@ pub(crate) enum Task<S: Source> {
     /// Carried unboxed (no allocation per connection on the way to its
     /// worker): keep `S::New` small, it sets the size of every task.
     Spawn(S::New),
+    /// A running source another worker hands over (`worker::move_out`),
+    /// in the box it had in that worker's slab: it takes a slot here and
+    /// [`Source::arrive`]s.
+    Adopt(Box<Option<S>>),
     /// Close every source, flushing until the deadline, then exit.
     Shutdown(Instant),
 }
@@ -152,8 +170,8 @@ impl Load {
         bump(&self.by_poller, Ordering::Relaxed);
     }
 
-    /// One source assigned from any thread.
-    fn add(&self) {
+    /// One source assigned from any thread (or moved here).
+    pub(crate) fn add(&self) {
         self.by_others.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -308,6 +326,11 @@ impl<S: Source> WorkerShared<S> {
     }
 }
 
+/// Every worker of a reactor, by index: what a token's worker index
+/// names. Held by each connection's shared state too (one reference
+/// count per fresh allocation; a recycled one keeps its own).
+pub(crate) type Workers<S> = Arc<[Arc<WorkerShared<S>>]>;
+
 /// Commands for the poller thread.
 pub(crate) enum PollerCmd<S: Source> {
     /// Start accepting on a listener, known by `idx` from now on.
@@ -330,7 +353,9 @@ pub(crate) struct ReactorShared<S: Source> {
     /// The poller-role holder may run a parked worker's events itself
     /// (`ReactorBuilder::run_for_parked`).
     pub(crate) run_for_parked: bool,
-    pub(crate) workers: Vec<Arc<WorkerShared<S>>>,
+    /// Shared with every connection's state (`Workers`): mail is routed
+    /// by the token's worker index, so a source can change workers.
+    pub(crate) workers: Workers<S>,
     pub(crate) cmds: Mutex<Vec<PollerCmd<S>>>,
     next_conn: AtomicU64,
     next_listener: AtomicUsize,
@@ -353,9 +378,7 @@ impl<S: Source> ReactorShared<S> {
             self.workers.iter().map(|w| &*w.metrics),
             &self.poll_metrics,
         );
-        for w in &self.workers {
-            S::collect(&w.source_shared, &mut m);
-        }
+        S::collect(self.workers.iter().map(|w| &*w.source_shared), &mut m);
         m
     }
 
@@ -390,32 +413,24 @@ impl<S: Source> ReactorShared<S> {
     }
 
     /// Picks the worker for connection `id`, accepted on worker `near`'s
-    /// thread (`None`: the dedicated poller thread, round robin by id): of
-    /// `near` and the worker the id picks round robin, the one hosting
-    /// fewer connections — `near` while it hosts at most one more (plus
-    /// 1/32 of the other's count). The one: a connection whose client has
-    /// gone but whose close this worker has not yet run still counts, and
-    /// without it each of a client's back-to-back connections would go to
-    /// the other worker.
+    /// thread: `near` itself (`None`, the dedicated poller thread: round
+    /// robin by id).
     ///
-    /// Why near: the thread that accepts is the one that was
-    /// polling, and it often polls again when the client's first bytes and
-    /// its FIN arrive; a connection it keeps is then served with no
-    /// hand-off at all (a hand-off is a queue lock, and cache lines moving
-    /// between cores). Dealt round robin, every other short connection
-    /// crossed threads at its start, its read and its close. Why no more
-    /// slack than that: a burst of long-lived connections accepted on one
-    /// thread (ten bulk transfers, a thousand idle clients) must still end
-    /// up evenly spread — every accept compares the counts as they are
-    /// after the previous one, so a burst alternates as round robin would.
-    /// Measured on 2 workers under connection churn, keeping every
-    /// connection local changed server CPU per connection by less than
-    /// the noise (benches/RESULTS.md, session 8): the gain is the
-    /// hand-offs and wake-ups, not throughput. Comparing with one other
-    /// worker rather than all keeps the choice O(1) however many workers
-    /// there are. Only the poller role's holder calls this (`_role`, its
-    /// id block, proves it), so neither the round robin nor the load count
-    /// it raises is a read-modify-write shared with other cores.
+    /// Why near: the thread that accepts is the one that was polling, and
+    /// it often polls again when the client's first bytes and its FIN
+    /// arrive; a connection it keeps is then served with no hand-off at
+    /// all (a hand-off is a queue lock, and cache lines moving between
+    /// cores). Dealt round robin, every other short connection crossed
+    /// threads at its start, its read and its close: under connection
+    /// churn on 2 workers that cost 3 % of a connection's server CPU
+    /// (benches/RESULTS.md, session 13). Long-lived connections still end
+    /// up evenly spread: one that keeps running offers to move
+    /// ([`WorkerCtx::offer_move`]) and goes to the least-loaded worker if
+    /// its own hosts more ([`move_target`](Self::move_target)) — a burst of
+    /// ten bulk transfers or a thousand clients accepted on one thread
+    /// spreads after their first turns. Only the poller role's holder
+    /// calls this (`_role`, its id block, proves it), so the load count
+    /// it raises is not a read-modify-write shared with other cores.
     pub(crate) fn pick_worker_near(
         &self,
         near: Option<usize>,
@@ -423,26 +438,27 @@ impl<S: Source> ReactorShared<S> {
         _role: &mut poller::IdBlock,
     ) -> &Arc<WorkerShared<S>> {
         let n = self.workers.len();
-        // Round robin by connection id: ids are taken in order by the
-        // role's holder, so no shared counter is bumped per connection.
-        let mut other = (id % n as u64) as usize;
-        let pick = match near.filter(|&o| o < n && n > 1) {
-            None => other,
-            Some(own) => {
-                if other == own {
-                    other = (other + 1) % n;
-                }
-                let theirs = self.workers[other].load.get();
-                if self.workers[own].load.get() <= theirs + 1 + theirs / 32 {
-                    own
-                } else {
-                    other
-                }
-            }
-        };
+        let pick = near.filter(|&o| o < n).unwrap_or((id % n as u64) as usize);
         let w = &self.workers[pick];
         w.load.add_by_poller();
         w
+    }
+
+    /// Where a source of worker `from` that offered to move should go: the
+    /// least-loaded other worker, if `from` hosts more than one source more
+    /// than it (plus 1/32 of its count, so that two busy workers with
+    /// nearly equal counts do not trade connections back and forth).
+    /// Reads every worker's count: a source offers rarely
+    /// (`WorkerCtx::offer_move`), never per turn.
+    pub(crate) fn move_target(&self, from: usize) -> Option<usize> {
+        let own = self.workers.get(from)?.load.get();
+        let (to, theirs) = self
+            .workers
+            .iter()
+            .filter(|w| w.idx != from)
+            .map(|w| (w.idx, w.load.get()))
+            .min_by_key(|&(_, l)| l)?;
+        (own > theirs + 1 + theirs / 32).then_some(to)
     }
 
     pub(crate) fn command(&self, cmd: PollerCmd<S>) {
@@ -579,7 +595,7 @@ impl ReactorBuilder {
     pub(crate) fn start<S: Source>(self) -> io::Result<Engine<S>> {
         timers::epoch();
         let poller = Arc::new(crate::sys::Poller::new()?);
-        let workers: Vec<_> = (0..self.workers)
+        let workers: Workers<S> = (0..self.workers)
             .map(|i| Arc::new(WorkerShared::new(i, poller.clone())))
             .collect();
         let limits = Arc::new(limit::Limits::new(self.max_connections, poller.clone()));
@@ -600,7 +616,7 @@ impl ReactorBuilder {
             poll_metrics: Default::default(),
         });
         let mut threads = Vec::new();
-        for w in &shared.workers {
+        for w in shared.workers.iter() {
             let sh = shared.clone();
             let w2 = w.clone();
             let t = std::thread::Builder::new()
@@ -669,7 +685,7 @@ impl<S: Source> Engine<S> {
         // Bounded, so a dead poller thread cannot hang shutdown.
         let _ = ack_rx.recv_timeout(Duration::from_secs(1));
         let deadline = Instant::now() + self.shutdown_timeout;
-        for w in &self.shared.workers {
+        for w in self.shared.workers.iter() {
             w.push(Task::Shutdown(deadline));
         }
         for t in self.threads.lock().drain(..) {

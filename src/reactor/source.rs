@@ -53,6 +53,16 @@ pub(crate) trait Source: Sized + Send + 'static {
     fn timer_armed(&self, _tag: u8, _at: Instant) -> bool {
         true
     }
+    /// It leaves this worker for worker `to` (it offered to move,
+    /// [`WorkerCtx::offer_move`], and the reactor picked `to`): it is in
+    /// no slab now, its token stale here, and goes to `to`'s queue next.
+    /// What it keeps per worker goes with it. It is not called otherwise.
+    fn depart(&mut self, _to: usize, _w: &mut WorkerCtx<Self>) {}
+    /// It arrived on this worker (after [`depart`](Self::depart)) in slot
+    /// `token`: events, mail and timers reach it under that token from
+    /// now on. It may be closed when this returns. Only sources that
+    /// offer to move are ever called.
+    fn arrive(&mut self, token: Token, w: &mut WorkerCtx<Self>);
     /// The reactor shuts down: finish by `deadline`.
     fn on_shutdown(&mut self, deadline: Instant, w: &mut WorkerCtx<Self>);
     /// Forced end (the shutdown deadline passed).
@@ -64,9 +74,14 @@ pub(crate) trait Source: Sized + Send + 'static {
     fn token(&self) -> Token;
     /// How logs name it.
     fn label(&self) -> String;
-    /// Adds what a worker's [`Shared`](Self::Shared) counts to a snapshot
-    /// (from any thread).
-    fn collect(_shared: &Self::Shared, _into: &mut crate::metrics::Metrics) {}
+    /// Adds what every worker's [`Shared`](Self::Shared) counts to a
+    /// snapshot (from any thread), as one view: a source that moves
+    /// between workers is counted once.
+    fn collect<'a>(
+        _shared: impl Iterator<Item = &'a Self::Shared>,
+        _into: &mut crate::metrics::Metrics,
+    ) {
+    }
 }
 
 /// A listening socket, owned by the poller role once added

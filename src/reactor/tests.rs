@@ -15,6 +15,10 @@ enum Seen {
     Shutdown,
     /// Timer entries in the worker's heap when a source started.
     Pending(usize),
+    /// It left for worker `to` (`Source::depart`).
+    Departed(usize),
+    /// It arrived under this token (`Source::arrive`).
+    Arrived(Token),
 }
 
 struct Toy {
@@ -53,6 +57,15 @@ impl Source for Toy {
         w.local.mail_turns += 1;
         let turns = w.local.mail_turns;
         let _ = self.log.send(Seen::Mail { turns });
+        // Every toy offers to move after each mail turn.
+        w.offer_move(self.token);
+    }
+    fn depart(&mut self, to: usize, _: &mut WorkerCtx<Self>) {
+        let _ = self.log.send(Seen::Departed(to));
+    }
+    fn arrive(&mut self, token: Token, _: &mut WorkerCtx<Self>) {
+        self.token = token;
+        let _ = self.log.send(Seen::Arrived(token));
     }
     fn on_timer(&mut self, tag: u8, _: Instant, _: &mut WorkerCtx<Self>) {
         let _ = self.log.send(Seen::Timer(tag));
@@ -108,6 +121,56 @@ fn a_toy_source_gets_its_timer_tag_its_mail_by_token_and_shutdown() {
     assert!(rx.try_recv().is_err());
 }
 
+/// A source that offers to move goes to the least-loaded worker only if
+/// its own hosts more than one source more: it leaves its slot (mail for
+/// the old token is stale from then on), arrives under a token of the
+/// other worker, and its mail follows it there; its load counts move too.
+#[test]
+fn a_source_that_offers_to_move_goes_where_the_load_is_lower() {
+    let engine = ReactorBuilder::default().workers(2).start::<Toy>().unwrap();
+    let w0 = engine.shared.workers[0].clone();
+    let mut toys = Vec::new();
+    for _ in 0..3 {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        w0.load.add();
+        w0.push(Task::Spawn(ToyNew(tx)));
+        let Seen::Started(token) = next(&rx) else {
+            panic!("not started first");
+        };
+        assert_eq!(next(&rx), Seen::Timer(7));
+        toys.push((token, rx));
+    }
+    // 3 against 0: the first toy that offers moves.
+    let (old, rx) = &toys[0];
+    w0.push(Task::Mail(*old));
+    assert_eq!(next(rx), Seen::Mail { turns: 1 });
+    assert_eq!(next(rx), Seen::Departed(1));
+    let Seen::Arrived(new) = next(rx) else {
+        panic!("moved, and did not arrive");
+    };
+    assert_eq!(new.worker(), 1);
+    assert_eq!(engine.shared.workers[0].load.get(), 2);
+    assert_eq!(engine.shared.workers[1].load.get(), 1);
+    // Its old token is stale; mail under the new one reaches it on worker 1
+    // (whose local state counts its first mail turn). It offers again, and
+    // stays: 1 against 2.
+    w0.push(Task::Mail(*old));
+    engine.shared.workers[1].push(Task::Mail(new));
+    assert_eq!(next(rx), Seen::Mail { turns: 1 });
+    // 2 against 1: the second toy offers and stays too.
+    let (second, rx2) = &toys[1];
+    w0.push(Task::Mail(*second));
+    assert_eq!(next(rx2), Seen::Mail { turns: 2 });
+    engine.shutdown();
+    for (_, rx) in &toys {
+        let rest: Vec<Seen> = rx.try_iter().collect();
+        assert_eq!(rest, vec![Seen::Shutdown], "only the shutdown came after");
+    }
+    let m = engine.shared.metrics();
+    assert_eq!(m.workers[1].moved_in, 1);
+    assert_eq!(m.workers[0].moved_in, 0);
+}
+
 /// A source that arms a timer an hour ahead and reports the worker's timer
 /// heap; `stay`: it stays open (else it closes at once).
 struct Brief {
@@ -142,6 +205,9 @@ impl Source for Brief {
     fn abandon(_: BriefNew) {}
     fn on_io(&mut self, _: Readiness, _: &mut WorkerCtx<Self>) {}
     fn on_mail(&mut self, _: &mut WorkerCtx<Self>) {}
+    fn arrive(&mut self, _: Token, _: &mut WorkerCtx<Self>) {
+        unreachable!("a brief source never offers to move")
+    }
     fn on_timer(&mut self, tag: u8, _: Instant, _: &mut WorkerCtx<Self>) {
         let _ = self.log.send(Seen::Timer(tag));
     }

@@ -39,6 +39,9 @@ pub(crate) struct WorkerCtx<S: Source> {
     stamp_until: Instant,
     /// The round under way is timed (`refresh_stamp`).
     timed: bool,
+    /// A source that offered to move to another worker in the turn just
+    /// run (`offer_move`).
+    offer: Option<Token>,
 }
 
 impl<S: Source> WorkerCtx<S> {
@@ -80,6 +83,16 @@ impl<S: Source> WorkerCtx<S> {
     #[cfg(test)]
     pub(crate) fn timers_pending(&self) -> usize {
         self.timers.len()
+    }
+
+    /// Offers to move the source `token` (running its turn now) to a
+    /// less-loaded worker: the worker decides after the turn
+    /// (`ReactorShared::move_target`) and, if it moves it, calls its
+    /// [`Source::depart`] and, on the other worker, [`Source::arrive`].
+    /// For a source that has proved long-lived: sources start on the
+    /// worker that accepted them (`ReactorShared::pick_worker_near`).
+    pub(crate) fn offer_move(&mut self, token: Token) {
+        self.offer = Some(token);
     }
 
     pub(crate) fn arm(&mut self, at: Instant, token: Token, tag: u8) {
@@ -132,6 +145,13 @@ impl<S: Source> Slab<S> {
         if let Some(i) = self.free.pop() {
             (i, self.slots[i].gen)
         } else {
+            if self.slots.len() == super::UNPLACED_SLOT {
+                // Never handed out: it stands for no slot (`Token::unplaced`).
+                self.slots.push(Slot {
+                    gen: 0,
+                    source: None,
+                });
+            }
             self.slots.push(Slot {
                 gen: 0,
                 source: None,
@@ -192,6 +212,21 @@ impl<S: Source> Slab<S> {
         self.release(token.slot());
     }
 
+    /// Takes the source behind `token` out with its box (to move it to
+    /// another worker): the slot is vacant again, the source no longer
+    /// counts here.
+    fn take(&mut self, token: Token) -> Option<Box<Option<S>>> {
+        let s = self.slots.get_mut(token.slot())?;
+        if s.gen != token.gen() || !s.source.as_deref().is_some_and(|c| c.is_some()) {
+            return None;
+        }
+        let moved = s.source.take();
+        self.len -= 1;
+        self.load.sub();
+        self.release(token.slot());
+        moved
+    }
+
     fn tokens(&self) -> Vec<Token> {
         self.slots
             .iter()
@@ -225,6 +260,52 @@ fn with_source<S: Source>(
     if closed {
         slab.remove(token);
     }
+}
+
+/// Moves the source that offered to (`WorkerCtx::offer_move`) to the
+/// worker [`ReactorShared::move_target`] picks, if it picks one: out of
+/// this slab (its slot is free again, and stale for what still names it:
+/// events the poller routed here, timer entries, mail), through its
+/// [`Source::depart`], to the other worker's queue as `Task::Adopt`. Not
+/// once shutdown has begun: the admission guard held over the hand-over
+/// is what puts the `Task::Adopt` ahead of the other worker's `Shutdown`.
+fn move_out<S: Source>(
+    slab: &mut Slab<S>,
+    ctx: &mut WorkerCtx<S>,
+    me: usize,
+    reactor: &ReactorShared<S>,
+    shutting_down: bool,
+) {
+    let Some(token) = ctx.offer.take() else {
+        return;
+    };
+    if shutting_down {
+        return;
+    }
+    let Some(to) = reactor.move_target(me) else {
+        return;
+    };
+    let Some(_admitted) = reactor.spawn_guard() else {
+        return;
+    };
+    let Some(mut moved) = slab.take(token) else {
+        return; // closed in that turn
+    };
+    let Some(source) = moved.as_mut() else {
+        return;
+    };
+    let departed = catch_unwind(AssertUnwindSafe(|| source.depart(to, ctx)));
+    if let Err(p) = departed {
+        // Not moved: it ends here, in no slab (its slot is gone).
+        let msg = panic_message(&p);
+        log::error!("{}: connection actor panicked: {msg}", source.label());
+        let _ = catch_unwind(AssertUnwindSafe(|| source.abort_panicked(msg, ctx)));
+        return;
+    }
+    ctx.metrics.conn.moved_out.inc();
+    let target = &reactor.workers[to];
+    target.load.add();
+    target.push(Task::Adopt(moved));
 }
 
 /// The text of a caught panic's payload.
@@ -266,6 +347,7 @@ impl<S: Source> WorkerState<S> {
                 stamp: 0,
                 stamp_until: Instant::now(),
                 timed: false,
+                offer: None,
             },
             again: Vec::new(),
             shutdown: None,
@@ -275,7 +357,7 @@ impl<S: Source> WorkerState<S> {
 
     /// Runs `tasks` (draining it), then the connections that yielded for
     /// fairness during them.
-    fn run_tasks(&mut self, tasks: &mut Vec<Task<S>>, worker: usize) {
+    fn run_tasks(&mut self, tasks: &mut Vec<Task<S>>, worker: usize, reactor: &ReactorShared<S>) {
         let WorkerState {
             slab,
             ctx,
@@ -290,8 +372,44 @@ impl<S: Source> WorkerState<S> {
         let n = tasks.len();
         for task in tasks.drain(..) {
             match task {
-                Task::Io(token, ready) => with_source(slab, token, ctx, |a, c| a.on_io(ready, c)),
-                Task::Mail(token) => with_source(slab, token, ctx, |a, c| a.on_mail(c)),
+                Task::Io(token, ready) => {
+                    with_source(slab, token, ctx, |a, c| a.on_io(ready, c));
+                    if ctx.offer.is_some() {
+                        move_out(slab, ctx, worker, reactor, shutdown.is_some());
+                    }
+                }
+                Task::Mail(token) => {
+                    with_source(slab, token, ctx, |a, c| a.on_mail(c));
+                    if ctx.offer.is_some() {
+                        move_out(slab, ctx, worker, reactor, shutdown.is_some());
+                    }
+                }
+                Task::Adopt(mut moved) => {
+                    let (slot, gen) = slab.vacant();
+                    let token = Token::conn(worker, gen, slot as u32);
+                    ctx.metrics.conn.moved_in.inc();
+                    if let Some(source) = moved.as_mut() {
+                        let arrived = catch_unwind(AssertUnwindSafe(|| source.arrive(token, ctx)));
+                        if let Err(p) = arrived {
+                            let msg = panic_message(&p);
+                            log::error!("{}: connection actor panicked: {msg}", source.label());
+                            let _ =
+                                catch_unwind(AssertUnwindSafe(|| source.abort_panicked(msg, ctx)));
+                        } else if let Some(deadline) = *shutdown {
+                            source.on_shutdown(deadline, ctx);
+                        }
+                    }
+                    ctx.offer = None;
+                    if moved.as_ref().as_ref().is_some_and(|s| !s.is_closed()) {
+                        slab.slots[slot].source = Some(moved);
+                        slab.filled();
+                    } else {
+                        // Gone already: its box is dropped with it.
+                        drop(moved);
+                        slab.release(slot);
+                        slab.load.sub();
+                    }
+                }
                 Task::Spawn(new) => {
                     let (slot, gen) = slab.vacant();
                     let token = Token::conn(worker, gen, slot as u32);
@@ -311,6 +429,7 @@ impl<S: Source> WorkerState<S> {
                             *place = None;
                         }
                     }
+                    ctx.offer = None;
                     if place.is_some() {
                         slab.filled();
                     } else {
@@ -323,6 +442,7 @@ impl<S: Source> WorkerState<S> {
                     for token in slab.tokens() {
                         with_source(slab, token, ctx, |a, c| a.on_shutdown(deadline, c));
                     }
+                    ctx.offer = None;
                 }
             }
         }
@@ -332,6 +452,9 @@ impl<S: Source> WorkerState<S> {
         ctx.metrics.conn.turns.add((n + again.len()) as u64);
         for token in again.drain(..) {
             with_source(slab, token, ctx, |a, c| a.on_io(Readiness::default(), c));
+            if ctx.offer.is_some() {
+                move_out(slab, ctx, worker, reactor, shutdown.is_some());
+            }
         }
         self.compact_timers();
     }
@@ -359,6 +482,8 @@ impl<S: Source> WorkerState<S> {
             with_source(&mut self.slab, token, &mut self.ctx, |a, c| {
                 a.on_timer(tag, at, c)
             });
+            // Offers are taken after readiness and mail only.
+            self.ctx.offer = None;
         }
     }
 }
@@ -368,6 +493,7 @@ impl<S: Source> WorkerState<S> {
 /// context switch, and the actors still run one at a time — whoever holds
 /// `w.state` is the only one touching its connections.
 fn run_borrowed<S: Source>(
+    reactor: &ReactorShared<S>,
     w: &WorkerShared<S>,
     mut guard: MutexGuard<'_, Option<WorkerState<S>>>,
     tasks: &mut Vec<Task<S>>,
@@ -375,7 +501,7 @@ fn run_borrowed<S: Source>(
     let Some(st) = guard.as_mut() else {
         return;
     };
-    st.run_tasks(tasks, w.idx);
+    st.run_tasks(tasks, w.idx, reactor);
     // The owner parked until its `park_deadline`; an earlier timer armed
     // here, leftovers, or a shutdown in progress (only the owner decides
     // when to exit) need the owner itself.
@@ -420,7 +546,7 @@ pub(crate) fn run<S: Source>(shared: Arc<ReactorShared<S>>, me: Arc<WorkerShared
         let mut guard = me.state.lock();
         let st = guard.as_mut().expect("a running worker has its state");
         me.take_if_any(&mut tasks);
-        st.run_tasks(&mut tasks, me.idx);
+        st.run_tasks(&mut tasks, me.idx, &shared);
         if st.ctx.timed {
             // The first round of a stamp grain (see `refresh_stamp`).
             st.ctx.timed = false;
@@ -572,7 +698,7 @@ pub(crate) fn run<S: Source>(shared: Arc<ReactorShared<S>>, me: Arc<WorkerShared
                     drop(guard);
                     if let Some((i, g)) = borrowed {
                         m.borrowed.add(others[i].len() as u64);
-                        run_borrowed(&shared.workers[i], g, &mut others[i]);
+                        run_borrowed(&shared, &shared.workers[i], g, &mut others[i]);
                     }
                     if tasks.len() >= WAKE_FOLLOWER_AT {
                         // A long batch ahead: let a parked sibling poll meanwhile.
@@ -621,9 +747,19 @@ pub(crate) fn run<S: Source>(shared: Arc<ReactorShared<S>>, me: Arc<WorkerShared
     // (connections close their mailboxes, so senders see `Closed`).
     me.take(&mut tasks);
     for task in tasks.drain(..) {
-        if let Task::Spawn(new) = task {
-            me.load.sub();
-            S::abandon(new);
+        match task {
+            Task::Spawn(new) => {
+                me.load.sub();
+                S::abandon(new);
+            }
+            // Only if a panic ended this thread (a move is admitted like a
+            // spawn, so it runs before an orderly exit): dropped, the
+            // source tells its handles it is closed.
+            Task::Adopt(moved) => {
+                me.load.sub();
+                drop(moved);
+            }
+            _ => {}
         }
     }
 }

@@ -115,6 +115,31 @@ impl Poller {
         Ok(())
     }
 
+    /// Gives a registered connection's descriptor a new key (its source
+    /// moved to another worker), with the interest it had. Modifying
+    /// re-checks readiness, so an edge reported under the old key (stale
+    /// now) is reported again under the new one if it still holds.
+    pub(crate) fn rekey_stream(
+        &self,
+        src: &impl AsSource,
+        key: usize,
+        writable: bool,
+    ) -> io::Result<()> {
+        super::tally!(self, ctl_mod);
+        let out = if writable {
+            EventFlags::OUT
+        } else {
+            EventFlags::empty()
+        };
+        epoll::modify(
+            &self.epoll,
+            src.as_fd(),
+            EventData::new_u64(key as u64),
+            STREAM.union(out),
+        )?;
+        Ok(())
+    }
+
     /// Registers a listener: readable, edge-triggered (see [`LISTENER`]).
     pub(crate) fn add_listener(&self, src: &impl AsSource, key: usize) -> io::Result<()> {
         super::tally!(self, ctl_add);

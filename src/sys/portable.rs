@@ -83,6 +83,23 @@ impl Poller {
             .modify_with_mode(src, Event::all(key), PollMode::Edge)
     }
 
+    /// Gives a registered connection a new key, with the interest it had
+    /// (see the epoll backend's `rekey_stream`).
+    pub(crate) fn rekey_stream(
+        &self,
+        src: &impl AsSource,
+        key: usize,
+        writable: bool,
+    ) -> io::Result<()> {
+        super::tally!(self, ctl_mod);
+        let ev = if writable {
+            Event::all(key)
+        } else {
+            Event::readable(key)
+        };
+        self.inner.modify_with_mode(src, ev, PollMode::Edge)
+    }
+
     /// Registers a listener: readable, reported once until re-armed.
     pub(crate) fn add_listener(&self, src: &impl AsSource, key: usize) -> io::Result<()> {
         super::tally!(self, ctl_add);

@@ -126,6 +126,7 @@ impl Source for Actor {
                 registered: false,
                 listed: true,
                 accepted: false,
+                turns: 0,
                 rd: ReadHalf::new(opts.read_size),
                 wr: WriteHalf::new(),
                 opts,
@@ -150,7 +151,7 @@ impl Source for Actor {
         // before the reference goes (`live.rs`, `Listed`) — listed earlier,
         // a panic in between would leave an entry to freed state.
         core.shared
-            .worker
+            .worker_of(token)
             .source_shared
             .add(&core.shared, token.slot());
         log::trace!("{}: started on worker {}", core.shared.id, token.worker());
@@ -220,8 +221,11 @@ impl Source for Actor {
         self.core.shared.id.to_string()
     }
 
-    fn collect(live: &super::live::Live, into: &mut crate::metrics::Metrics) {
-        live.collect(into);
+    fn collect<'a>(
+        lives: impl Iterator<Item = &'a super::live::Live>,
+        into: &mut crate::metrics::Metrics,
+    ) {
+        super::live::Live::collect(lives, into);
     }
 
     /// Whether the worker may drop the actor: closed, and every event handed
@@ -246,6 +250,14 @@ impl Source for Actor {
 
     fn on_mail(&mut self, w: &mut WorkerCtx) {
         self.run(w);
+    }
+
+    fn depart(&mut self, to: usize, w: &mut WorkerCtx) {
+        Actor::depart(self, to, w);
+    }
+
+    fn arrive(&mut self, token: Token, w: &mut WorkerCtx) {
+        Actor::arrive(self, token, w);
     }
 
     /// Only the entry it armed last for a kind fires (`on_timer`); none

@@ -29,6 +29,9 @@ struct Inner {
     /// connection moved into the hole, a cache miss on another
     /// connection's state at every close.
     conns: Vec<Option<Listed>>,
+    /// Connections on their way here from another worker (no slot yet:
+    /// `Token::unplaced`), few and brief.
+    arriving: Vec<Listed>,
     gone: [u64; 4],
 }
 
@@ -80,25 +83,61 @@ impl Live {
 
     /// The actor for `c` is gone: its counts move to the totals (under
     /// the same lock a snapshot takes, so it is counted exactly once).
+    /// `slot` is `UNPLACED_SLOT` for one that was on its way here.
     pub(crate) fn remove(&self, c: &ConnShared, slot: usize) {
         let mut g = self.inner.lock();
-        let Some(entry) = g
-            .conns
-            .get_mut(slot)
-            .filter(|x| x.as_ref().is_some_and(|x| std::ptr::eq(x.get(), c)))
-        else {
+        if g.take(c, slot).is_none() {
             return; // never added
-        };
-        *entry = None;
+        }
         for (t, n) in g.gone.iter_mut().zip(counts(c)) {
             *t += n;
         }
     }
 
-    /// Appends a handle to each live connection to `out` (`Reactor::connections`).
-    pub(crate) fn handles(&self, out: &mut Vec<crate::conn::Connection>) {
-        let g = self.inner.lock();
-        out.extend(g.conns.iter().flatten().map(|c| {
+    /// The actor for `c` leaves `from` (slot `slot` there) for `to`: its
+    /// entry moves to `to`'s arrivals under both registries' locks, taken
+    /// in worker order like [`all`](Self::all)'s — so a snapshot finds it
+    /// in exactly one, and its counts neither vanish nor double.
+    pub(crate) fn transfer(from: (&Live, usize), to: (&Live, usize), c: &ConnShared, slot: usize) {
+        let (mut a, mut b);
+        if from.1 < to.1 {
+            a = from.0.inner.lock();
+            b = to.0.inner.lock();
+        } else {
+            b = to.0.inner.lock();
+            a = from.0.inner.lock();
+        }
+        if let Some(entry) = a.take(c, slot) {
+            b.arriving.push(entry);
+        }
+    }
+
+    /// The actor for `c`, on its way here, took slot `slot`.
+    pub(crate) fn arrive(&self, c: &ConnShared, slot: usize) {
+        let mut g = self.inner.lock();
+        let Some(entry) = g.take(c, crate::reactor::UNPLACED_SLOT) else {
+            return;
+        };
+        if g.conns.len() <= slot {
+            g.conns.resize_with(slot + 1, || None);
+        }
+        g.conns[slot] = Some(entry);
+    }
+
+    /// Every registry of a reactor, locked in worker order (the order
+    /// [`transfer`](Self::transfer) takes two in): one consistent view.
+    fn all<'a>(lives: impl Iterator<Item = &'a Live>) -> Vec<parking_lot::MutexGuard<'a, Inner>> {
+        lives.map(|l| l.inner.lock()).collect()
+    }
+
+    /// A handle to each live connection of every registry in `lives`
+    /// (`Reactor::connections`).
+    pub(crate) fn handles<'a>(
+        lives: impl Iterator<Item = &'a Live>,
+    ) -> Vec<crate::conn::Connection> {
+        let all = Self::all(lives);
+        let mut out = Vec::new();
+        out.extend(all.iter().flat_map(|g| g.listed()).map(|c| {
             // SAFETY: the pointer came from `Arc::as_ptr` (full
             // provenance) and the actor's reference keeps the
             // allocation alive while the lock is held (`Listed`);
@@ -106,26 +145,59 @@ impl Live {
             let borrowed = unsafe { triomphe::ArcBorrow::from_ptr(c.0) };
             crate::conn::Connection::from_shared(borrowed.clone_arc())
         }));
+        out
     }
 
-    pub(crate) fn collect(&self, m: &mut crate::metrics::Metrics) {
-        let g = self.inner.lock();
-        let mut sum = g.gone;
+    /// Adds every registry in `lives` to a snapshot.
+    pub(crate) fn collect<'a>(
+        lives: impl Iterator<Item = &'a Live>,
+        m: &mut crate::metrics::Metrics,
+    ) {
+        let all = Self::all(lives);
+        let mut sum = [0u64; 4];
         let (mut rb, mut wq) = (0u64, 0u64);
-        for c in g.conns.iter().flatten().map(Listed::get) {
-            for (t, n) in sum.iter_mut().zip(counts(c)) {
+        for g in &all {
+            for (t, n) in sum.iter_mut().zip(g.gone) {
                 *t += n;
             }
-            rb += c.counters.read_buffered.load(Ordering::Relaxed) as u64;
-            wq += c.queued.load(Ordering::Relaxed) as u64;
+            for c in g.listed().map(Listed::get) {
+                for (t, n) in sum.iter_mut().zip(counts(c)) {
+                    *t += n;
+                }
+                rb += c.counters.read_buffered.load(Ordering::Relaxed) as u64;
+                wq += c.queued.load(Ordering::Relaxed) as u64;
+            }
         }
-        drop(g);
+        drop(all);
         m.read_buffered_bytes += rb;
         m.write_queued_bytes += wq;
         m.bytes_read += sum[0];
         m.bytes_written += sum[1];
         m.read_calls += sum[2];
         m.write_calls += sum[3];
+    }
+}
+
+impl Inner {
+    /// Takes `c`'s entry out: from slot `slot`, or from the arrivals for
+    /// `UNPLACED_SLOT`.
+    fn take(&mut self, c: &ConnShared, slot: usize) -> Option<Listed> {
+        if slot == crate::reactor::UNPLACED_SLOT {
+            let i = self
+                .arriving
+                .iter()
+                .position(|x| std::ptr::eq(x.get(), c))?;
+            return Some(self.arriving.swap_remove(i));
+        }
+        self.conns
+            .get_mut(slot)
+            .filter(|x| x.as_ref().is_some_and(|x| std::ptr::eq(x.get(), c)))?
+            .take()
+    }
+
+    /// Every entry: in a slot, or arriving.
+    fn listed(&self) -> impl Iterator<Item = &Listed> {
+        self.conns.iter().flatten().chain(self.arriving.iter())
     }
 }
 
@@ -142,7 +214,10 @@ impl super::Core {
 
 fn unlist(listed: &mut bool, shared: &ConnShared, token: crate::reactor::Token) {
     if std::mem::take(listed) {
-        shared.worker.source_shared.remove(shared, token.slot());
+        shared
+            .worker_of(token)
+            .source_shared
+            .remove(shared, token.slot());
     }
 }
 

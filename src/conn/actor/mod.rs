@@ -16,7 +16,8 @@ mod dispatch;
 mod entry;
 mod handler;
 mod lifecycle;
-mod live;
+pub(crate) mod live;
+mod moving;
 mod observe;
 mod pools;
 mod read;
@@ -101,6 +102,8 @@ pub(crate) struct Core {
     /// closing it also takes it out of the poller. Each saves a system
     /// call per connection that a hand-written loop does not make.
     accepted: bool,
+    /// Turns run, for the offers to move (`moving.rs`).
+    turns: u32,
     /// The read half: buffer, readiness, requests, streaming decoder.
     rd: ReadHalf,
     /// The write half: queue, readiness, half-close, `Drain`.

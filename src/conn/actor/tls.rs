@@ -314,7 +314,7 @@ impl Core {
             // from here on (`tls_keys_idle`).
             let v = t.protocol_version();
             self.shared.counters.set_tls(TlsState::Established, v);
-            self.shared.worker.metrics.conn.tls_done[tls_version_idx(v)].inc();
+            self.shared.worker_of(self.token).metrics.conn.tls_done[tls_version_idx(v)].inc();
             log::debug!("{}: TLS established ({v:?})", self.shared.id);
             self.shared.set_tls_info(Some(t.info()));
             self.outbox.push(&mut w.local, Event::TlsEstablished);

@@ -45,6 +45,7 @@ impl Actor {
             w.local
                 .recycle_events(std::mem::take(&mut self.core.outbox.events));
         }
+        self.count_turn(w);
     }
 
     /// Applies everything in the mailbox, in order.
