@@ -41,33 +41,35 @@ impl Actor {
     pub(super) fn depart(&mut self, to: usize, _w: &mut WorkerCtx) {
         let core = &mut self.core;
         let from = core.token;
-        if core.listed {
-            let shared: &ConnShared = &core.shared;
-            crate::conn::actor::live::Live::transfer(
-                (&shared.worker_of(from).source_shared, from.worker()),
-                (&shared.worker_of(Token::unplaced(to)).source_shared, to),
-                shared,
-                from.slot(),
-            );
-        }
         // Stale everywhere until it arrives; its `Drop` (were it dropped
         // on the way) finds its registry entry among `to`'s arrivals.
         core.token = Token::unplaced(to);
         ConnShared::set_token(&core.shared, core.token);
+        if core.listed {
+            let shared: &ConnShared = &core.shared;
+            crate::conn::actor::live::Live::transfer(
+                (&shared.worker_of(from).source_shared, from.worker()),
+                (&shared.worker_of(core.token).source_shared, to),
+                shared,
+                from.slot(),
+            );
+        }
     }
 
     /// Arrived on this worker in slot `token` (`Source::arrive`).
     pub(super) fn arrive(&mut self, token: Token, w: &mut WorkerCtx) {
         let core = &mut self.core;
+        core.token = token;
+        // Mail posted while it moved is taken by the turn below. Before
+        // the registry entry is placed: a handle made from the registry
+        // after that (`Reactor::connections`) posts under this token.
+        ConnShared::set_token(&core.shared, token);
         if core.listed {
             core.shared
                 .worker_of(token)
                 .source_shared
                 .arrive(&core.shared, token.slot());
         }
-        core.token = token;
-        // Mail posted while it moved is taken by the turn below.
-        ConnShared::set_token(&core.shared, token);
         if let Some(sock) = core.sock.as_ref() {
             if let Err(e) = sock.rekey(&w.poller, token, core.wr.out_watched) {
                 core.fail(Error::from_io(e), w);
