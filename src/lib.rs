@@ -8,7 +8,10 @@
 //!
 //! * A [`Reactor`] runs **one poller** (the `polling` crate) and a **pool of
 //!   worker threads**. Every connection is an **actor** owned by one worker:
-//!   its socket, buffers, read queue and timers belong to it alone. Polling is
+//!   its socket, buffers, read queue and timers belong to it alone. It starts
+//!   on the worker that accepted it; a long-lived one moves (between turns,
+//!   with all of that) if its worker hosts more connections than another
+//!   ([`WorkerMetrics::moved_in`]). Polling is
 //!   a role an idle worker takes, so events for its own connections need no
 //!   thread hop; other workers' events are handed to them (or, with
 //!   [`ReactorBuilder::dedicated_poller`], polling is a thread of its own).

@@ -369,7 +369,7 @@ impl Metrics {
             // it can close, so open never reads negative. Likewise moved
             // away before moved in (a connection is counted in before it
             // can leave again, or close). One on its way between two
-            // workers is in neither count for that moment.
+            // workers may be in neither count, or in both, for that moment.
             let closed = c.closed.get();
             let moved_out = c.moved_out.get();
             let opened = c.opened.get();

@@ -183,6 +183,9 @@ fn a_connection_that_moves_keeps_its_bytes_mail_reads_timers_and_counts() {
         Some(Duration::from_millis(1500)),
     )
     .unwrap();
+    // Closed connections leave the registry just after the open count
+    // drops.
+    assert!(wait_until(WAIT, || r.connections().len() == 3));
     // A snapshot taker, all along: the byte count never goes back and the
     // three connections are listed exactly once, moving or not.
     let stop = std::sync::atomic::AtomicBool::new(false);
@@ -200,6 +203,7 @@ fn a_connection_that_moves_keeps_its_bytes_mail_reads_timers_and_counts() {
                 let listed = r.connections().len();
                 assert_eq!(listed, 3, "connections listed: {listed}");
                 samples += 1;
+                std::thread::sleep(Duration::from_micros(200));
             }
             samples
         });

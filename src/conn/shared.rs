@@ -387,11 +387,24 @@ impl ConnShared {
     /// `this` is the only reference (an accepted connection without a
     /// handle): nobody can post, so there is nothing to order with.
     pub(crate) fn set_token(this: &ConnRef, token: Token) {
+        Self::set_token_inner(this, token, false);
+    }
+
+    /// [`set_token`](Self::set_token) for an actor arriving from another
+    /// worker: always under the mailbox lock. Its registry entry was
+    /// listed (among the arrivals) before this, so a handle can appear
+    /// without any ordering with the count's check — a post from it could
+    /// read the old token and find the mailbox already scheduled.
+    pub(crate) fn set_token_moved(this: &ConnRef, token: Token) {
+        Self::set_token_inner(this, token, true);
+    }
+
+    fn set_token_inner(this: &ConnRef, token: Token, always_lock: bool) {
         this.token.store(token.0, Ordering::Release);
         // The count is read with acquire: a handle that posted and was
         // dropped just before (its decrement a release) has its post seen
         // by the first turn, as the lock would have ensured.
-        if !this.is_unique() {
+        if always_lock || !this.is_unique() {
             this.mailbox.locked(|| ());
         }
     }

@@ -12,8 +12,9 @@
 //! `Acceptor`s. Imports go one way: `conn` and `net` use the reactor,
 //! never the reverse.
 //!
-//! Every source belongs to one worker for its whole life, and a worker's
-//! sources run under its state lock, one turn at a time: normally on the
+//! Every source belongs to one worker at a time (a long-lived one may move
+//! once its worker hosts more than another: `Task::Adopt`, between turns),
+//! and a worker's sources run under its state lock, one turn at a time: normally on the
 //! worker's own thread; while that thread is parked, the thread holding the
 //! poller role may take the lock and run them itself instead of waking it.
 //! Either way a source never runs on two threads at once and needs no lock
@@ -109,6 +110,8 @@ impl Token {
 
 /// The slot no slab hands out (`Token::unplaced`).
 pub(crate) const UNPLACED_SLOT: usize = SLOT_MASK;
+/// The generations a token can tell apart (slots count modulo this).
+pub(crate) const TOKEN_GEN_MASK: u32 = GEN_MASK as u32;
 
 /// Work for a worker thread.
 pub(crate) enum Task<S: Source> {
@@ -428,7 +431,8 @@ impl<S: Source> ReactorShared<S> {
     /// ([`WorkerCtx::offer_move`]) and goes to the least-loaded worker if
     /// its own hosts more ([`move_target`](Self::move_target)) — a burst of
     /// ten bulk transfers or a thousand clients accepted on one thread
-    /// spreads after their first turns. Only the poller role's holder
+    /// spreads once each has run 16 turns (a connection that never runs
+    /// that many stays where it started). Only the poller role's holder
     /// calls this (`_role`, its id block, proves it), so the load count
     /// it raises is not a read-modify-write shared with other cores.
     pub(crate) fn pick_worker_near(
@@ -455,7 +459,9 @@ impl<S: Source> ReactorShared<S> {
         let (to, theirs) = self
             .workers
             .iter()
-            .filter(|w| w.idx != from)
+            // A worker whose thread died (a panic outside any source)
+            // would strand what it is handed.
+            .filter(|w| w.idx != from && !w.stopped.load(Ordering::Acquire))
             .map(|w| (w.idx, w.load.get()))
             .min_by_key(|&(_, l)| l)?;
         (own > theirs + 1 + theirs / 32).then_some(to)

@@ -177,7 +177,9 @@ impl<S: Source> Slab<S> {
     /// fewer than `SPARE_BOXES` are.
     fn release(&mut self, slot: usize) {
         let s = &mut self.slots[slot];
-        s.gen = (s.gen + 1) & 0x00ff_ffff;
+        // Modulo what a token holds (4 bits on 32-bit targets): counted
+        // further, a slot's tokens would never match it again.
+        s.gen = (s.gen + 1) & super::TOKEN_GEN_MASK;
         if let Some(b) = s.source.take() {
             if self.spare.len() < SPARE_BOXES {
                 self.spare.push(b);
@@ -752,9 +754,10 @@ pub(crate) fn run<S: Source>(shared: Arc<ReactorShared<S>>, me: Arc<WorkerShared
                 me.load.sub();
                 S::abandon(new);
             }
-            // Only if a panic ended this thread (a move is admitted like a
-            // spawn, so it runs before an orderly exit): dropped, the
-            // source tells its handles it is closed.
+            // A move is admitted like a spawn, so it is queued ahead of
+            // `Shutdown`; one left here (shutdown's admission wait is
+            // bounded) is dropped, and its source tells its handles it is
+            // closed.
             Task::Adopt(moved) => {
                 me.load.sub();
                 drop(moved);

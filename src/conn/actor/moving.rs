@@ -60,10 +60,10 @@ impl Actor {
     pub(super) fn arrive(&mut self, token: Token, w: &mut WorkerCtx) {
         let core = &mut self.core;
         core.token = token;
-        // Mail posted while it moved is taken by the turn below. Before
-        // the registry entry is placed: a handle made from the registry
-        // after that (`Reactor::connections`) posts under this token.
-        ConnShared::set_token(&core.shared, token);
+        // Mail posted while it moved is taken by the turn below (under
+        // the mailbox lock whatever the count: handles can be made from
+        // its registry entry among the arrivals, `set_token_moved`).
+        ConnShared::set_token_moved(&core.shared, token);
         if core.listed {
             core.shared
                 .worker_of(token)
