@@ -335,3 +335,63 @@ fn tls_bulk_throughput() {
         (TOTAL >> 20) as f64 / secs
     );
 }
+
+/// A TLS connection that moves to another worker (`WorkerMetrics::moved_in`)
+/// keeps its session: records keep flowing both ways, in order, through
+/// the move. Three connections are made to share one worker (the other's
+/// closed), so the first to run 16 turns moves.
+#[test]
+fn a_tls_connection_keeps_its_session_when_it_moves_to_another_worker() {
+    let pki = Pki::new();
+    let r = reactor(2);
+    let l = echo_server(&r, pki.server().server_config());
+    let open_on = |w: usize| r.metrics().workers[w].connections_open;
+    let mut on: [Vec<_>; 2] = [Vec::new(), Vec::new()];
+    let heavy = loop {
+        let before = [open_on(0), open_on(1)];
+        let mut c = rustls_client(&pki, l.local_addr());
+        c.write_all(b"hello").unwrap();
+        let mut b = [0u8; 5];
+        c.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"hello");
+        let w = (0..2)
+            .find(|&i| open_on(i) > before[i])
+            .expect("one worker's count rose");
+        on[w].push(c);
+        if on[w].len() == 3 {
+            break w;
+        }
+        assert!(
+            on[0].len() + on[1].len() < 5,
+            "five connections, three on none"
+        );
+    };
+    let light = 1 - heavy;
+    drop(std::mem::take(&mut on[light]));
+    let end = std::time::Instant::now() + WAIT;
+    while open_on(light) != 0 {
+        assert!(
+            std::time::Instant::now() < end,
+            "the closed ones never closed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let c = &mut on[heavy][0];
+    for round in 0..40u32 {
+        let msg = random_bytes(3000 + round as usize * 97, round as u64);
+        c.write_all(&msg).unwrap();
+        let mut got = vec![0u8; msg.len()];
+        c.read_exact(&mut got).unwrap();
+        assert!(got == msg, "round {round}: the echo differs");
+    }
+    let m = r.metrics();
+    assert_eq!(m.workers[light].moved_in, 1, "{m:#?}");
+    assert_eq!(m.workers[light].connections_open, 1, "{m:#?}");
+    // The session still works both ways after the move, and ends cleanly.
+    c.write_all(b"after").unwrap();
+    let mut b = [0u8; 5];
+    c.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"after");
+    drop(on);
+    r.shutdown();
+}
