@@ -250,3 +250,30 @@ fn a_connection_that_moves_keeps_its_bytes_mail_reads_timers_and_counts() {
     metrics_until(&r, WAIT, "closed", |m| m.connections_open == 2);
     r.shutdown();
 }
+
+/// A quiet connection (a few turns, never sixteen) also moves: at its
+/// first turn once it is a second old, if its worker hosts more.
+#[test]
+fn a_quiet_connection_moves_at_its_first_turn_after_a_second() {
+    let r = reactor(2);
+    let l = r.listen(any_port(), ListenOptions::new()).unwrap();
+    let (heavy, mut three) = three_on_one_worker(&r, &l);
+    let light = 1 - heavy;
+    let (mut p, c) = three.remove(0);
+    p.set_read_timeout(Some(WAIT)).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let mut b = [0u8; 5];
+    // A second old: its next turn (this write) offers, and it moves.
+    c.write(&b"older"[..]).unwrap();
+    p.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"older");
+    metrics_until(&r, WAIT, "the quiet connection moved", |m| {
+        m.workers[light].moved_in == 1
+    });
+    assert_eq!(runs_on(&c), format!("netactor-worker-{light}"));
+    // And it still works there.
+    c.write(&b"moved"[..]).unwrap();
+    p.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"moved");
+    r.shutdown();
+}

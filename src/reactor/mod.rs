@@ -431,8 +431,8 @@ impl<S: Source> ReactorShared<S> {
     /// ([`WorkerCtx::offer_move`]) and goes to the least-loaded worker if
     /// its own hosts more ([`move_target`](Self::move_target)) — a burst of
     /// ten bulk transfers or a thousand clients accepted on one thread
-    /// spreads once each has run 16 turns (a connection that never runs
-    /// that many stays where it started). Only the poller role's holder
+    /// spreads once each has run 16 turns, or at its first turn after it
+    /// is a second old (one that never runs again stays where it started). Only the poller role's holder
     /// calls this (`_role`, its id block, proves it), so the load count
     /// it raises is not a read-modify-write shared with other cores.
     pub(crate) fn pick_worker_near(

@@ -127,6 +127,7 @@ impl Source for Actor {
                 listed: true,
                 accepted: false,
                 turns: 0,
+                born: w.stamp(),
                 rd: ReadHalf::new(opts.read_size),
                 wr: WriteHalf::new(),
                 opts,

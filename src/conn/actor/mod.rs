@@ -104,6 +104,9 @@ pub(crate) struct Core {
     accepted: bool,
     /// Turns run, for the offers to move (`moving.rs`).
     turns: u32,
+    /// When it started (`WorkerCtx::stamp`), for the offer a quiet
+    /// connection makes once it is a second old (`moving.rs`).
+    born: u32,
     /// The read half: buffer, readiness, requests, streaming decoder.
     rd: ReadHalf,
     /// The write half: queue, readiness, half-close, `Drain`.

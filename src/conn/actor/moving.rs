@@ -2,7 +2,8 @@
 //! worker that accepted it (`ReactorShared::pick_worker_near`): a short
 //! one is then served start to finish without crossing threads. One that
 //! keeps running offers to move after [`MOVE_AFTER`] turns, and again at
-//! every doubling of its turns, and the reactor moves it if its worker
+//! every doubling of its turns — a quiet one also at its first turn once
+//! it is [`MOVE_AGE`] old — and the reactor moves it if its worker
 //! hosts more connections than another (`ReactorShared::move_target`):
 //! long-lived connections accepted in a burst on one thread end up spread.
 //!
@@ -25,14 +26,27 @@ use crate::reactor::Token;
 /// ones spreads within milliseconds.
 pub(super) const MOVE_AFTER: u32 = 16;
 
+/// Age (in `timers::stamp` units of 10 ms: one second) at which a
+/// connection that has not run [`MOVE_AFTER`] turns offers anyway, at its
+/// next turn: a thousand quiet clients accepted in one burst on one thread
+/// spread as they speak, not only after sixteen messages each.
+pub(super) const MOVE_AGE: u32 = 100;
+
 impl Actor {
     /// Counts a turn; at [`MOVE_AFTER`] turns and every doubling after,
-    /// offers to move. A counter and a test per turn.
+    /// or at the first turn after [`MOVE_AGE`], offers to move. A counter
+    /// and a test or two per turn.
     #[inline]
     pub(super) fn count_turn(&mut self, w: &mut WorkerCtx) {
         let t = self.core.turns.wrapping_add(1);
         self.core.turns = t;
-        if t >= MOVE_AFTER && t.is_power_of_two() {
+        if t >= MOVE_AFTER {
+            if t.is_power_of_two() {
+                self.core.offer_move(w);
+            }
+        } else if w.stamp().wrapping_sub(self.core.born) >= MOVE_AGE {
+            // From here on the doubling schedule: next offer at 2 × MOVE_AFTER.
+            self.core.turns = MOVE_AFTER;
             self.core.offer_move(w);
         }
     }
