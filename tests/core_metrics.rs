@@ -4,7 +4,7 @@
 mod common;
 mod tls_support;
 
-use common::metrics_until;
+use common::{accept_placed, metrics_until};
 use netactor::framing::{Chunk, Line};
 use netactor::{
     CloseCause, ConnectOptions, Event, ListenOptions, Options, Reactor, ReactorBuilder, TlsState,
@@ -303,8 +303,6 @@ struct TwoWorkers {
     p1: TcpStream,
     c1: netactor::Connection,
     _p0: TcpStream,
-    /// Connections accepted on the way, kept open (idle: no events).
-    _extra: Vec<(TcpStream, netactor::Connection)>,
 }
 
 fn two_workers() -> TwoWorkers {
@@ -328,21 +326,7 @@ fn two_workers_with(opts: impl FnOnce(ReactorBuilder) -> ReactorBuilder) -> TwoW
     // has run enough turns (`Metrics::workers[_].moved_in`).
     let mut placed = Vec::new();
     for n in 1..=2u64 {
-        let before: Vec<u64> = r
-            .metrics()
-            .workers
-            .iter()
-            .map(|w| w.connections_open)
-            .collect();
-        let p = peer(l.local_addr());
-        let c = l.accept_timeout(WAIT).unwrap();
-        let m = metrics_until(&r, WAIT, "the connection started", |m| {
-            m.connections_open == n
-        });
-        let w = (0..2)
-            .find(|&i| m.workers[i].connections_open > before[i])
-            .expect("one worker's count rose");
-        placed.push((p, c, w));
+        placed.push(accept_placed(&r, &l, n));
     }
     if placed[0].2 == placed[1].2 {
         let other = 1 - placed[0].2;
@@ -362,7 +346,6 @@ fn two_workers_with(opts: impl FnOnce(ReactorBuilder) -> ReactorBuilder) -> TwoW
         }
         placed[0].2 = other;
     }
-    let extra = Vec::new();
     let (second, first) = (placed.pop().unwrap(), placed.pop().unwrap());
     let ((p0, c0, _), (p1, c1, _)) = if first.2 == 0 {
         (first, second)
@@ -376,7 +359,6 @@ fn two_workers_with(opts: impl FnOnce(ReactorBuilder) -> ReactorBuilder) -> TwoW
         p1,
         c1,
         _p0: p0,
-        _extra: extra,
     }
 }
 

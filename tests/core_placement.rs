@@ -127,20 +127,7 @@ fn three_on_one_worker(
 ) -> (usize, Vec<(TcpStream, netactor::Connection)>) {
     let mut on: [Vec<(TcpStream, netactor::Connection)>; 2] = [Vec::new(), Vec::new()];
     for n in 1..=5u64 {
-        let before: Vec<u64> = r
-            .metrics()
-            .workers
-            .iter()
-            .map(|w| w.connections_open)
-            .collect();
-        let p = TcpStream::connect(l.local_addr()).unwrap();
-        let c = l.accept_timeout(WAIT).unwrap();
-        let m = metrics_until(r, WAIT, "the connection started", |m| {
-            m.connections_open == n
-        });
-        let w = (0..2)
-            .find(|&i| m.workers[i].connections_open > before[i])
-            .expect("one worker's count rose");
+        let (p, c, w) = accept_placed(r, l, n);
         on[w].push((p, c));
         if on[w].len() == 3 {
             let other = std::mem::take(&mut on[1 - w]);

@@ -32,6 +32,15 @@ const STREAM: EventFlags = EventFlags::IN
     .union(EventFlags::RDHUP)
     .union(EventFlags::ET);
 
+/// A connection's interest, writability included or not.
+fn stream_interest(writable: bool) -> EventFlags {
+    if writable {
+        STREAM.union(EventFlags::OUT)
+    } else {
+        STREAM
+    }
+}
+
 /// Whether a listener must be re-armed after every burst (oneshot).
 pub(crate) const LISTENER_ONESHOT: bool = false;
 /// Whether closing a connection's (never duplicated) descriptor also takes
@@ -87,16 +96,11 @@ impl Poller {
         writable: bool,
     ) -> io::Result<()> {
         super::tally!(self, ctl_add);
-        let out = if writable {
-            EventFlags::OUT
-        } else {
-            EventFlags::empty()
-        };
         epoll::add(
             &self.epoll,
             src.as_fd(),
             EventData::new_u64(key as u64),
-            STREAM.union(out),
+            stream_interest(writable),
         )?;
         Ok(())
     }
@@ -105,14 +109,7 @@ impl Poller {
     /// write). Modifying re-checks readiness, so room that came since the
     /// write blocked is reported, not lost.
     pub(crate) fn watch_writable(&self, src: &impl AsSource, key: usize) -> io::Result<()> {
-        super::tally!(self, ctl_mod);
-        epoll::modify(
-            &self.epoll,
-            src.as_fd(),
-            EventData::new_u64(key as u64),
-            STREAM.union(EventFlags::OUT),
-        )?;
-        Ok(())
+        self.rekey_stream(src, key, true)
     }
 
     /// Gives a registered connection's descriptor a new key (its source
@@ -126,16 +123,11 @@ impl Poller {
         writable: bool,
     ) -> io::Result<()> {
         super::tally!(self, ctl_mod);
-        let out = if writable {
-            EventFlags::OUT
-        } else {
-            EventFlags::empty()
-        };
         epoll::modify(
             &self.epoll,
             src.as_fd(),
             EventData::new_u64(key as u64),
-            STREAM.union(out),
+            stream_interest(writable),
         )?;
         Ok(())
     }

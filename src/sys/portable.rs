@@ -26,6 +26,15 @@ pub(crate) struct Poller {
     pub(crate) tally: super::Tally,
 }
 
+/// A connection's interest under `key`, writability included or not.
+fn stream_event(key: usize, writable: bool) -> Event {
+    if writable {
+        Event::all(key)
+    } else {
+        Event::readable(key)
+    }
+}
+
 /// Listeners are registered oneshot here: re-armed after every burst.
 pub(crate) const LISTENER_ONESHOT: bool = true;
 /// `polling` requires a source to be deleted before it is closed.
@@ -61,11 +70,7 @@ impl Poller {
         writable: bool,
     ) -> io::Result<()> {
         super::tally!(self, ctl_add);
-        let ev = if writable {
-            Event::all(key)
-        } else {
-            Event::readable(key)
-        };
+        let ev = stream_event(key, writable);
         // SAFETY: `polling` requires the source to be deleted before it is
         // closed. A connection deletes its descriptors when it finishes
         // (`Stream::deregister`); on the only backends `new` accepts (epoll
@@ -78,9 +83,7 @@ impl Poller {
     /// Adds writability to a connection's interest (after its first
     /// blocked write); readiness already there is reported.
     pub(crate) fn watch_writable(&self, src: &impl AsSource, key: usize) -> io::Result<()> {
-        super::tally!(self, ctl_mod);
-        self.inner
-            .modify_with_mode(src, Event::all(key), PollMode::Edge)
+        self.rekey_stream(src, key, true)
     }
 
     /// Gives a registered connection a new key, with the interest it had
@@ -92,12 +95,8 @@ impl Poller {
         writable: bool,
     ) -> io::Result<()> {
         super::tally!(self, ctl_mod);
-        let ev = if writable {
-            Event::all(key)
-        } else {
-            Event::readable(key)
-        };
-        self.inner.modify_with_mode(src, ev, PollMode::Edge)
+        self.inner
+            .modify_with_mode(src, stream_event(key, writable), PollMode::Edge)
     }
 
     /// Registers a listener: readable, reported once until re-armed.

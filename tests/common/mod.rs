@@ -54,6 +54,29 @@ pub fn metrics_until(
     }
 }
 
+/// Connects a client to `l` (reads time out after [`WAIT`]), accepts it,
+/// and waits until it is the `n`th open connection. Returns the client,
+/// the handle, and the worker the connection started on (the one whose
+/// open count rose).
+pub fn accept_placed(r: &Reactor, l: &Listener, n: u64) -> (TcpStream, Connection, usize) {
+    let before: Vec<u64> = r
+        .metrics()
+        .workers
+        .iter()
+        .map(|w| w.connections_open)
+        .collect();
+    let p = TcpStream::connect(l.local_addr()).unwrap();
+    p.set_read_timeout(Some(WAIT)).unwrap();
+    let c = l.accept_timeout(WAIT).unwrap();
+    let m = metrics_until(r, WAIT, "the connection started", |m| {
+        m.connections_open == n
+    });
+    let w = (0..before.len())
+        .find(|&i| m.workers[i].connections_open > before[i])
+        .expect("one worker's count rose");
+    (p, c, w)
+}
+
 /// A listener whose connections echo what they read (raw) and close at EOF.
 pub fn echo_listener(r: &Reactor, opts: ListenOptions) -> Listener {
     r.listen_with(any_port(), opts, |ctx| {
